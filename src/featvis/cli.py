@@ -1,0 +1,144 @@
+"""The ``featvis`` command: thin sub-commands over the library.
+
+Every user error (bad file, bad option, impossible request) prints one line on stderr and
+exits with status 2; Ctrl-C exits with 130. Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import __version__
+from .errors import FeatvisError
+
+EXIT_USAGE = 2
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FeatvisError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="DIR", type=Path, default=None,
+                   help="folder with the four MNIST IDX files (default: the embedded subset)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where to compute (default: cuda when available)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import load_mnist
+    from .models import DBN
+
+    device = resolve_device(args.device)
+    images, _ = load_mnist("train", args.data)
+    if images.shape[1] != args.layers[0]:
+        raise FeatvisError(f"--layers starts with {args.layers[0]} visible units but the data "
+                           f"has {images.shape[1]} pixels per image")
+    out: Path = args.out
+    if args.resume:
+        if not out.exists():
+            raise FeatvisError(f"--resume: no checkpoint at {out}")
+        dbn = DBN.load(out, device=device)
+        if dbn.sizes != args.layers:
+            raise FeatvisError(f"--resume: checkpoint has layers {dbn.sizes}, asked {args.layers}")
+        print(f"resuming after layer {dbn.trained_layers} of {dbn.n_layers}", file=sys.stderr)
+    else:
+        dbn = DBN(args.layers, seed=args.seed).to(device)
+    dbn.data_info = {"name": "MNIST", "source": str(args.data) if args.data else "embedded subset",
+                     "n_train": int(images.shape[0])}
+
+    def log_epoch(layer: int, entry: dict) -> None:
+        print(f"layer {layer} epoch {entry['epoch']:3d}: reconstruction error "
+              f"{entry['error_sum']:.1f} ({entry['error_per_case']:.3f} per case)",
+              file=sys.stderr)
+
+    def checkpoint(model: DBN, layer: int) -> None:
+        model.save(out)
+        print(f"layer {layer} done; checkpoint saved to {out}", file=sys.stderr)
+
+    dbn.fit(images, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            seed=args.seed, resume=args.resume, progress=not args.quiet,
+            on_epoch=log_epoch, on_layer=checkpoint)
+    print(out)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="featvis", description="See what every unit of a deep network has learned.")
+    parser.add_argument("--version", action="version", version=f"featvis {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a DBN greedily on MNIST",
+                       description="Train a deep belief net one RBM at a time (rbm.m recipe); "
+                                   "a checkpoint is saved after every layer.")
+    _add_data_options(p)
+    p.add_argument("--layers", type=_int_list, default=[784, 1000, 500, 250],
+                   help="layer sizes, input first (default 784,1000,500,250)")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
+    p.add_argument("--batch-size", type=_positive_int, default=100, help="default 100")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint at --out (skips finished layers)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("featvis: interrupted", file=sys.stderr)
+        return 130
+    except (FeatvisError, ValueError, OSError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"featvis {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

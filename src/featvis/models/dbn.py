@@ -1,0 +1,154 @@
+"""Deep belief net: a stack of RBMs trained greedily, one at a time (Hinton et al. 2006).
+
+Hidden layers are numbered ``d = 1..L`` from the input (the write-up this project follows
+counts the input as layer 1, so its "layer 2" is ``d = 1`` here). The up-pass into layer d
+uses RBM_d's ``hidden_bias`` (recognition); the down-pass from d to d-1 uses RBM_d's
+``visible_bias`` (generative). The two are never merged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from functools import partial
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..data import check_images
+from ..train import TrainingRecipe, fit_rbm
+from .rbm import RBM
+
+__all__ = ["DBN"]
+
+
+class DBN(nn.Module):
+    """A stack of :class:`RBM` s with sizes ``[n_visible, h_1, ..., h_L]``.
+
+    Attributes:
+        rbms: ``nn.ModuleList``; ``rbms[d - 1]`` connects layer ``d - 1`` to layer ``d``.
+        input_norm: mean L2 norm of the training inputs (recorded by :meth:`fit`); the
+            default radius ``rho`` of activation maximization.
+        recipe: the :class:`TrainingRecipe` of the last :meth:`fit` (``None`` before).
+        data_info: free-form description of the training data, saved with the model.
+    """
+
+    def __init__(self, sizes: Sequence[int], *, seed: int | None = 0) -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s <= 0 for s in sizes):
+            raise ValueError(f"DBN sizes must be >= 2 positive integers, got {sizes}")
+        self.sizes = sizes
+        self.rbms = nn.ModuleList(
+            RBM(v, h, seed=None if seed is None else seed + d)
+            for d, (v, h) in enumerate(zip(sizes[:-1], sizes[1:]), start=1)
+        )
+        self.register_buffer("_input_norm", torch.tensor(float("nan")))
+        self.recipe: TrainingRecipe | None = None
+        self.data_info: dict = {}
+
+    @property
+    def n_layers(self) -> int:
+        """Number of hidden layers L."""
+        return len(self.rbms)
+
+    @property
+    def input_norm(self) -> float | None:
+        value = float(self._input_norm)
+        return None if value != value else value
+
+    @input_norm.setter
+    def input_norm(self, value: float | None) -> None:
+        self._input_norm.fill_(float("nan") if value is None else float(value))
+
+    @property
+    def trained_layers(self) -> int:
+        """How many RBMs, from the bottom, have a training history."""
+        count = 0
+        for rbm in self.rbms:
+            if not rbm.history:
+                break
+            count += 1
+        return count
+
+    def extra_repr(self) -> str:
+        return "sizes=" + "-".join(map(str, self.sizes))
+
+    def check_layer(self, layer: int) -> int:
+        """Validate a hidden depth ``layer`` in ``1..L``."""
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= self.n_layers:
+            raise ValueError(f"layer must be a hidden depth in 1..{self.n_layers}, got {layer!r}")
+        return layer
+
+    def transform(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Hidden probabilities of layer ``layer`` (1-based) for inputs ``x`` (deterministic up-pass)."""
+        self.check_layer(layer)
+        h = x
+        for rbm in self.rbms[:layer]:
+            h = rbm.hidden_probs(h)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden probabilities of the top layer."""
+        return self.transform(x, self.n_layers)
+
+    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int = 100,
+            lr: float = 0.1, momentum: float = 0.5, final_momentum: float = 0.9,
+            momentum_switch: int = 6, weight_decay: float = 2e-4, k: int = 1,
+            persistent: bool = False, sparsity_target: float | None = None,
+            sparsity_cost: float = 0.1, seed: int = 0, resume: bool = False,
+            progress: bool = True,
+            on_epoch: Callable[[int, dict], None] | None = None,
+            on_layer: Callable[["DBN", int], None] | None = None) -> "DBN":
+        """Greedy layer-wise training; each RBM learns the previous layer's hidden probabilities.
+
+        Every RBM is reset and trained with the same recipe (RBM d uses seed ``seed + d``).
+        ``resume=True`` keeps the layers that already have a history and trains the rest.
+        ``on_epoch(d, entry)`` is called after every epoch with its history entry, and
+        ``on_layer(dbn, d)`` after layer d is done (e.g. to save a checkpoint).
+        """
+        with torch.no_grad():
+            images = check_images(images, self.sizes[0])
+            images = images.to(self.rbms[0].weight.device, self.rbms[0].weight.dtype)
+            recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, lr=lr,
+                                    momentum=momentum, final_momentum=final_momentum,
+                                    momentum_switch=momentum_switch,
+                                    weight_decay=weight_decay, k=k, persistent=persistent,
+                                    sparsity_target=sparsity_target,
+                                    sparsity_cost=sparsity_cost, seed=seed)
+            if resume and self.recipe is not None and self.recipe != recipe:
+                raise ValueError("cannot resume with a different training recipe: "
+                                 f"saved {self.recipe.to_dict()}, asked {recipe.to_dict()}")
+            start = self.trained_layers if resume else 0
+            self.recipe = recipe
+            self.input_norm = images.norm(dim=1).mean().item()
+            features = images
+            for d, rbm in enumerate(self.rbms, start=1):
+                if d > start:
+                    rbm.reset_parameters(seed + d)
+                    layer_recipe = dataclasses.replace(recipe, seed=seed + d)
+                    fit_rbm(rbm, features, layer_recipe, progress=progress,
+                            description=f"layer {d}/{self.n_layers} "
+                                        f"({rbm.n_visible}->{rbm.n_hidden})",
+                            on_epoch=None if on_epoch is None else partial(on_epoch, d))
+                    if on_layer is not None:
+                        on_layer(self, d)
+                if d < self.n_layers:
+                    features = rbm.hidden_probs(features)
+        return self
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write safetensors + JSON metadata atomically (see :mod:`featvis.checkpoint`)."""
+        from ..checkpoint import save_dbn
+
+        save_dbn(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "DBN":
+        """Read a checkpoint written by :meth:`save` (never unpickles)."""
+        from ..checkpoint import load_dbn
+
+        return load_dbn(path, device=device)
+
+
