@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def mnist_small():
+    """2,000 embedded training images and labels."""
+    from featvis import load_mnist
+
+    images, labels = load_mnist("train")
+    return images[:2000], labels[:2000]
+
+
+@pytest.fixture(scope="session")
+def small_dbn(mnist_small):
+    """A quickly trained 784-64-32-16 DBN (shared, read-only)."""
+    from featvis import DBN
+
+    return DBN([784, 64, 32, 16]).fit(mnist_small[0], epochs=3, seed=0, progress=False)

@@ -1,0 +1,92 @@
+import gzip
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from featvis import DBN, __version__
+from featvis.cli import main
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_and_version():
+    out = subprocess.run([sys.executable, "-m", "featvis.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "train" in out
+    out = subprocess.run([sys.executable, "-m", "featvis.cli", "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"featvis {__version__}"
+
+
+def test_train_writes_checkpoint_and_logs_each_epoch(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    code, stdout, stderr = run_cli(capsys, "train", "--layers", "784,12,6", "--epochs", "2",
+                                   "--quiet", "--out", str(out))
+    assert code == 0 and stdout.strip() == str(out)
+    assert stderr.count("reconstruction error") == 4
+    dbn = DBN.load(out)
+    assert dbn.sizes == [784, 12, 6] and dbn.trained_layers == 2
+    assert dbn.data_info["n_train"] == 10_000
+
+
+def test_resume_skips_finished_layers(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    assert run_cli(capsys, "train", "--layers", "784,8,4", "--epochs", "1", "--quiet",
+                   "--out", str(out))[0] == 0
+    code, _, stderr = run_cli(capsys, "train", "--layers", "784,8,4", "--epochs", "1",
+                              "--quiet", "--resume", "--out", str(out))
+    assert code == 0 and "resuming after layer 2 of 2" in stderr
+    assert stderr.count("reconstruction error") == 0
+
+
+def _bad_data_folder(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(
+        b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 28, 28) + bytes(100)))
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"junk")
+    return folder
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layers", "784,a"], "expected comma-separated integers"),
+    (["--layers", "784,-3"], "expected positive integers"),
+    (["--layers", "700,10"], "700 visible units but the data has 784"),
+    (["--epochs", "0"], "expected a positive integer"),
+    (["--data", "{tmp}/absent"], "not a folder"),
+    (["--data", "{tmp}/data"], "truncated"),
+    (["--resume"], "no checkpoint"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    _bad_data_folder(tmp_path)
+    out = tmp_path / "m.safetensors"
+    args = [a.format(tmp=tmp_path) for a in args]
+    code, stdout, stderr = run_cli(capsys, "train", "--quiet", "--out", str(out), *args)
+    assert code == 2
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+    assert "Traceback" not in stderr and not out.exists()
+
+
+def test_resume_from_foreign_checkpoint(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"not a checkpoint at all")
+    code, _, stderr = run_cli(capsys, "train", "--quiet", "--resume", "--out", str(out))
+    assert code == 2 and "not a readable safetensors file" in stderr
+    assert out.read_bytes() == b"not a checkpoint at all"
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    out = tmp_path / "m.safetensors"
+    result = subprocess.run([sys.executable, "-m", "featvis.cli", "train", "--layers", "5,2",
+                             "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("featvis train: error:") and not out.exists()

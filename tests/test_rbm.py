@@ -1,0 +1,147 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from featvis import RBM, DataError
+
+
+def tiny_rbm(n_visible=4, n_hidden=3, seed=1, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    rbm = RBM(n_visible, n_hidden)
+    with torch.no_grad():
+        rbm.weight.copy_(scale * torch.randn(n_hidden, n_visible, generator=g))
+        rbm.visible_bias.copy_(torch.randn(n_visible, generator=g))
+        rbm.hidden_bias.copy_(torch.randn(n_hidden, generator=g))
+    return rbm
+
+
+def test_parameters_follow_nn_linear():
+    rbm = RBM(7, 5)
+    assert rbm.weight.shape == (5, 7)
+    assert rbm.visible_bias.shape == (7,) and rbm.hidden_bias.shape == (5,)
+    assert set(rbm.state_dict()) == {"weight", "visible_bias", "hidden_bias"}
+    # rbm.m initialisation: 0.1 * randn, reproducible from the seed.
+    assert torch.equal(RBM(7, 5, seed=3).weight, RBM(7, 5, seed=3).weight)
+    big = RBM(300, 300)
+    assert abs(big.weight.std().item() - 0.1) < 0.005 and big.visible_bias.abs().sum() == 0
+
+
+def test_free_energy_matches_enumeration():
+    rbm = tiny_rbm()
+    W = rbm.weight.double().numpy()
+    b = rbm.visible_bias.double().numpy()
+    c = rbm.hidden_bias.double().numpy()
+    for v in itertools.product([0.0, 1.0], repeat=4):
+        v = np.array(v)
+        energies = [-(v @ b) - (np.array(h) @ c) - np.array(h) @ W @ v
+                    for h in itertools.product([0.0, 1.0], repeat=3)]
+        expected = -math.log(sum(math.exp(-e) for e in energies))
+        got = rbm.free_energy(torch.tensor(v, dtype=torch.float32)[None]).item()
+        assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_conditionals_match_formula():
+    rbm = tiny_rbm()
+    v = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+    expected = 1 / (1 + np.exp(-(rbm.weight.numpy() @ v[0].numpy() + rbm.hidden_bias.numpy())))
+    np.testing.assert_allclose(rbm.hidden_probs(v)[0].numpy(), expected, rtol=1e-6)
+    h = torch.tensor([[1.0, 1.0, 0.0]])
+    expected = 1 / (1 + np.exp(-(h[0].numpy() @ rbm.weight.numpy() + rbm.visible_bias.numpy())))
+    np.testing.assert_allclose(rbm.visible_probs(h)[0].numpy(), expected, rtol=1e-6)
+
+
+def test_sampling_is_seeded_and_unbiased():
+    rbm = tiny_rbm()
+    v = torch.ones(20000, 4)
+    s1 = rbm.sample_hidden(v, torch.Generator().manual_seed(0))
+    s2 = rbm.sample_hidden(v, torch.Generator().manual_seed(0))
+    assert torch.equal(s1, s2) and set(s1.unique().tolist()) <= {0.0, 1.0}
+    # 4 standard errors of a Bernoulli mean with 20,000 draws is below 0.015.
+    torch.testing.assert_close(s1.mean(0), rbm.hidden_probs(v[:1])[0], atol=0.015, rtol=0)
+
+
+def test_one_cd1_update_matches_hand_computation():
+    """fit(epochs=1, batch_size=n) is one CD-1 step; redo it with loops in float64."""
+    rbm = tiny_rbm(scale=0.5)
+    W0 = rbm.weight.double().numpy().copy()
+    b0 = rbm.visible_bias.double().numpy().copy()
+    c0 = rbm.hidden_bias.double().numpy().copy()
+    data = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float32)
+    lr, wd, mom, seed = 0.1, 2e-4, 0.5, 7
+    rbm.fit(data, epochs=1, batch_size=3, lr=lr, weight_decay=wd, momentum=mom, seed=seed,
+            warm_start=True, progress=False)
+
+    # The same random stream: the epoch's permutation, then uniforms for the hidden sample.
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(3, generator=g)
+    u = torch.rand(3, 3, generator=g).double().numpy()
+    v0 = data[order].double().numpy()
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    n, V, H = 3, 4, 3
+    ph0 = [[sig(c0[j] + sum(W0[j, i] * v0[r, i] for i in range(V))) for j in range(H)]
+           for r in range(n)]
+    h0 = [[1.0 if u[r, j] < ph0[r][j] else 0.0 for j in range(H)] for r in range(n)]
+    v1 = [[sig(b0[i] + sum(h0[r][j] * W0[j, i] for j in range(H))) for i in range(V)]
+          for r in range(n)]
+    ph1 = [[sig(c0[j] + sum(W0[j, i] * v1[r][i] for i in range(V))) for j in range(H)]
+           for r in range(n)]
+    W1 = W0.copy()
+    for j in range(H):
+        for i in range(V):
+            grad = sum(ph0[r][j] * v0[r, i] - ph1[r][j] * v1[r][i] for r in range(n)) / n
+            W1[j, i] = W0[j, i] + lr * (grad - wd * W0[j, i])  # momentum * 0 on the first step
+    b1 = b0 + lr * np.array([sum(v0[r, i] - v1[r][i] for r in range(n)) / n for i in range(V)])
+    c1 = c0 + lr * np.array([sum(ph0[r][j] - ph1[r][j] for r in range(n)) / n for j in range(H)])
+    error = sum((v0[r, i] - v1[r][i]) ** 2 for r in range(n) for i in range(V))
+
+    np.testing.assert_allclose(rbm.weight.numpy(), W1, atol=1e-6)
+    np.testing.assert_allclose(rbm.visible_bias.numpy(), b1, atol=1e-6)
+    np.testing.assert_allclose(rbm.hidden_bias.numpy(), c1, atol=1e-6)
+    assert rbm.history[-1]["error_sum"] == pytest.approx(error, rel=1e-5)
+    assert rbm.history[-1]["error_per_case"] == pytest.approx(error / 3, rel=1e-5)
+
+
+def test_fit_is_reproducible_and_lowers_error(mnist_small):
+    x = mnist_small[0][:1000]
+    a = RBM(784, 32).fit(x, epochs=3, seed=5, progress=False)
+    b = RBM(784, 32, seed=99).fit(x, epochs=3, seed=5, progress=False)
+    assert torch.equal(a.weight, b.weight)  # fit resets from its seed: same seed, same model
+    errors = [e["error_per_case"] for e in a.history]
+    assert errors[-1] < errors[0]
+
+
+@pytest.mark.parametrize("kwargs", [dict(k=3), dict(persistent=True),
+                                    dict(sparsity_target=0.05, sparsity_cost=1.0)])
+def test_training_variants_learn(mnist_small, kwargs):
+    x = mnist_small[0][:1000]
+    fresh = RBM(784, 32)
+    before = ((fresh.visible_probs(fresh.hidden_probs(x)) - x) ** 2).sum(1).mean()
+    rbm = RBM(784, 32).fit(x, epochs=3, progress=False, **kwargs)
+    after = ((rbm.visible_probs(rbm.hidden_probs(x)) - x) ** 2).sum(1).mean()
+    assert after < 0.7 * before
+    if "sparsity_target" in kwargs:
+        plain = RBM(784, 32).fit(x, epochs=3, progress=False)
+        assert rbm.hidden_probs(x).mean() < plain.hidden_probs(x).mean()
+
+
+@pytest.mark.parametrize("bad,problem", [
+    (torch.full((4, 784), float("nan")), "NaN"),
+    (torch.full((4, 784), float("inf")), "NaN or infinite"),
+    (torch.full((4, 784), 2.0), r"\[0, 1\]"),
+    (torch.zeros(4, 783), "width 783"),
+    (torch.zeros(4, 28, 28), "shape"),
+    (torch.zeros(4, 784, dtype=torch.int64), "floating"),
+])
+def test_fit_rejects_bad_images(bad, problem):
+    with pytest.raises(DataError, match=problem):
+        RBM(784, 8).fit(bad, epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("kwargs", [dict(epochs=0), dict(batch_size=0), dict(lr=-1.0),
+                                    dict(k=0), dict(sparsity_target=1.5)])
+def test_fit_rejects_bad_recipe(kwargs):
+    with pytest.raises(ValueError):
+        RBM(4, 2).fit(torch.zeros(3, 4), progress=False, **kwargs)
