@@ -4,6 +4,8 @@ __version__ = "0.1.0"
 
 from .data import load_mnist, read_idx
 from .errors import CheckpointError, DataError, FeatvisError
+from .methods import (Maximization, RankedFilters, TopExamples, UnitSamples,
+                      linear_combination, maximize, ranked_filters, sample_unit, top_examples)
 from .models import DBN, RBM
 from .train import TrainingRecipe
 
@@ -12,4 +14,6 @@ __all__ = [
     "read_idx", "load_mnist",
     "FeatvisError", "DataError", "CheckpointError",
     "RBM", "DBN", "TrainingRecipe",
+    "top_examples", "TopExamples", "maximize", "Maximization", "sample_unit", "UnitSamples",
+    "ranked_filters", "RankedFilters", "linear_combination",
 ]

@@ -102,6 +102,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _methods(text: str) -> list[str]:
+    from .visualize import METHODS
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {unknown[0] if unknown else text!r}: choose from {','.join(METHODS)}")
+    return names
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from .data import load_mnist
+    from .models import DBN
+    from .visualize import METHODS, VisualizeSettings, visualize
+
+    device = resolve_device(args.device)
+    dbn = DBN.load(args.model, device=device)
+    settings = VisualizeSettings(layers=args.layers, methods=args.methods or METHODS, units=args.units,
+                                 k=args.k, top=args.top, steps=args.steps,
+                                 restarts=args.restarts, samples=args.samples,
+                                 variant=args.variant, seed=args.seed)
+    settings.check(dbn)
+    images, _ = load_mnist(args.split, args.data)
+    if images.shape[1] != dbn.sizes[0]:
+        raise FeatvisError(f"the data has {images.shape[1]} pixels per image but the model "
+                           f"expects {dbn.sizes[0]}")
+    visualize(dbn, images, args.out, settings, model_path=str(args.model),
+              progress=not args.quiet)
+    print(args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="featvis", description="See what every unit of a deep network has learned.")
@@ -122,6 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the checkpoint at --out (skips finished layers)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("visualize", help="run the five methods over a DBN's layers",
+                       description="Write one PNG grid per method per layer, per-unit "
+                                   "pictures and summary.json into --out (atomically).")
+    p.add_argument("model", type=Path, help="checkpoint written by 'featvis train'")
+    _add_data_options(p)
+    p.add_argument("--split", choices=["train", "test"], default="train",
+                   help="data split mined for dataset examples (default train)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--layers", type=_int_list, default=None,
+                   help="hidden depths, 1 = first hidden layer (default: all)")
+    p.add_argument("--methods", type=_methods, default=None,
+                   help="comma-separated subset of examples,maximize,sampling,filters,"
+                        "combination (default: all)")
+    p.add_argument("--units", type=_positive_int, default=None,
+                   help="visualize the first N units of each layer (default: all)")
+    p.add_argument("--k", type=_positive_int, default=9, help="dataset examples per unit")
+    p.add_argument("--top", type=_positive_int, default=10,
+                   help="ranked filters / linear-combination terms per unit (default 10)")
+    p.add_argument("--steps", type=_positive_int, default=300, help="maximization steps")
+    p.add_argument("--restarts", type=_positive_int, default=9, help="maximization restarts")
+    p.add_argument("--samples", type=_positive_int, default=100, help="samples per unit")
+    p.add_argument("--variant", choices=["one-hot", "gibbs"], default="one-hot",
+                   help="unit-sampling variant (default one-hot)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_visualize)
     return parser
 
 

@@ -1,0 +1,99 @@
+"""Method 3: unit sampling in a DBN, p_d(x | h_{d,i} = 1) of the DBN truncated at layer d.
+
+``"one-hot"``: fix ``h_d = e_i`` (other units of the layer off); the layer below is then
+``sigmoid(W_d[i] + b_{d-1})``, a row gather rather than a product with a one-hot vector.
+``"gibbs"``: run block Gibbs chains in the top RBM (RBM_d) with ``h_d[i]`` clamped to 1 and
+the layer's other units free, keeping a state every ``interval`` steps after ``burn_in``.
+Either way, binary samples are then drawn down through the generative biases to the pixels,
+which are returned as probabilities. All units, chains and samples form one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models.dbn import DBN
+from ..models.rbm import bernoulli
+from ..units import Units, resolve_units
+
+__all__ = ["UnitSamples", "sample_unit"]
+
+VARIANTS = ("one-hot", "gibbs")
+
+
+@dataclass
+class UnitSamples:
+    """``samples (U, S, D)`` pixel probabilities, ``mean (U, D)``, ``units (U,)``."""
+
+    samples: torch.Tensor
+    mean: torch.Tensor
+    units: torch.Tensor
+
+
+def _down_pass(dbn: DBN, below: torch.Tensor, layer: int, generator: torch.Generator
+               ) -> torch.Tensor:
+    """From probabilities of layer ``layer - 1``, sample binary states down to layer 1 and
+    return pixel probabilities."""
+    probs = below
+    for rbm in reversed(dbn.rbms[:layer - 1]):
+        probs = rbm.visible_probs(bernoulli(probs, generator))
+    return probs
+
+
+def _gibbs_below(dbn: DBN, layer: int, units: torch.Tensor, n_samples: int, n_chains: int,
+                 burn_in: int, interval: int, generator: torch.Generator, progress: bool
+                 ) -> torch.Tensor:
+    """Probabilities of layer ``layer - 1`` at the kept states of clamped Gibbs chains,
+    ``(U, n_samples, n_{d-1})``."""
+    rbm = dbn.rbms[layer - 1]
+    n_units = units.numel()
+    per_chain = -(-n_samples // n_chains)
+    rows = torch.arange(n_units * n_chains, device=units.device)
+    clamp = units.repeat_interleave(n_chains)
+    h = bernoulli(torch.full((n_units * n_chains, rbm.n_hidden), 0.5, device=units.device),
+                  generator)
+    h[rows, clamp] = 1.0
+    kept = []
+    total = burn_in + interval * per_chain
+    for step in tqdm(range(1, total + 1), desc=f"gibbs layer {layer}", unit="step",
+                     disable=not progress, leave=False):
+        below = rbm.visible_probs(h)
+        h = rbm.sample_hidden(bernoulli(below, generator), generator)
+        h[rows, clamp] = 1.0
+        if step > burn_in and (step - burn_in) % interval == 0:
+            kept.append(rbm.visible_probs(h))
+    states = torch.stack(kept, 1).view(n_units, n_chains * per_chain, rbm.n_visible)
+    return states[:, :n_samples]
+
+
+def sample_unit(dbn: DBN, layer: int, units: Units = None, n_samples: int = 100,
+                variant: str = "one-hot", n_chains: int = 10, burn_in: int = 1000,
+                interval: int = 10, seed: int = 0, progress: bool = False) -> UnitSamples:
+    """Samples of the input given that unit ``i`` of hidden layer ``layer`` is on."""
+    if not isinstance(dbn, DBN):
+        raise TypeError(f"sample_unit needs a featvis.DBN (a generative model), got "
+                        f"{type(dbn).__name__}")
+    dbn.check_layer(layer)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    for name, value, low in (("n_samples", n_samples, 1), ("n_chains", n_chains, 1),
+                             ("burn_in", burn_in, 0), ("interval", interval, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    rbm = dbn.rbms[layer - 1]
+    device = rbm.weight.device
+    units = resolve_units(units, rbm.n_hidden, device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        if variant == "one-hot":
+            below = torch.sigmoid(rbm.weight[units] + rbm.visible_bias)          # (U, n_{d-1})
+            below = below[:, None].expand(-1, n_samples, -1)
+        else:
+            below = _gibbs_below(dbn, layer, units, n_samples, n_chains, burn_in, interval,
+                                 generator, progress)
+        flat = below.reshape(-1, below.shape[-1])
+        pixels = _down_pass(dbn, flat, layer, generator).view(units.numel(), n_samples, -1)
+    return UnitSamples(samples=pixels, mean=pixels.mean(1), units=units)

@@ -1,0 +1,111 @@
+"""Turning tensors into pictures: per-tile scaling, grids, bordered cells, PNG files.
+
+Signed images (filters, combinations, maximization results) use symmetric scaling,
+``0.5 + 0.5 * x / max|x|``, so zero is mid-grey and the sign is kept; non-negative images
+(example means, samples) use min-max scaling. Display choices live here only.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .fileio import atomic_write_bytes
+
+__all__ = ["SCALES", "scale_tiles", "tile", "save_png", "signed_border_grid"]
+
+SCALES = ("symmetric", "minmax")
+POSITIVE = (255, 215, 0)    # yellow border: positive weight (pylearn2 top_filters)
+NEGATIVE = (255, 0, 255)    # magenta border: negative weight
+
+
+def scale_tiles(images: torch.Tensor, scale: str = "symmetric") -> np.ndarray:
+    """``(N, D)`` floats -> ``(N, D)`` uint8, each tile scaled on its own."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    x = images.detach().to("cpu", torch.float64)
+    if scale == "symmetric":
+        peak = x.abs().amax(1, keepdim=True).clamp_min(1e-12)
+        unit = 0.5 + 0.5 * x / peak
+    else:
+        low = x.amin(1, keepdim=True)
+        unit = (x - low) / (x.amax(1, keepdim=True) - low).clamp_min(1e-12)
+    return np.rint(unit.numpy() * 255).astype(np.uint8)
+
+
+def _grid_shape(n: int, cols: int | None) -> tuple[int, int]:
+    if cols is None:
+        rows = max(1, math.isqrt(n))
+        return rows, math.ceil(n / rows)
+    if cols <= 0:
+        raise ValueError(f"cols must be positive, got {cols}")
+    return math.ceil(n / cols), cols
+
+
+def _assemble(cells: np.ndarray, rows: int, cols: int, spacing: int, background) -> np.ndarray:
+    """Place ``cells (N, h, w[, 3])`` row by row on a canvas with ``spacing`` px gaps."""
+    n, h, w = cells.shape[:3]
+    canvas = np.empty((rows * h + (rows - 1) * spacing, cols * w + (cols - 1) * spacing)
+                      + cells.shape[3:], np.uint8)
+    canvas[...] = background
+    for i in range(n):
+        r, c = divmod(i, cols)
+        canvas[r * (h + spacing):r * (h + spacing) + h, c * (w + spacing):c * (w + spacing) + w] = cells[i]
+    return canvas
+
+
+def tile(images: torch.Tensor, shape: Sequence[int] = (28, 28), scale: str = "symmetric",
+         cols: int | None = None, spacing: int = 1, upscale: int = 1,
+         background: int = 0) -> np.ndarray:
+    """A grid of ``images (N, D)`` as a uint8 ``(H, W)`` array, filled row by row.
+
+    ``cols=None`` gives ``rows = floor(sqrt(N))`` and as many columns as needed; tiles are
+    ``shape`` pixels, separated by ``spacing`` pixels of ``background``, each enlarged
+    ``upscale`` times (nearest neighbour).
+    """
+    if images.dim() != 2 or images.shape[0] == 0:
+        raise ValueError(f"tile expects a non-empty (N, D) tensor, got {tuple(images.shape)}")
+    h, w = shape
+    if h * w != images.shape[1]:
+        raise ValueError(f"tile shape {tuple(shape)} does not match image size {images.shape[1]}")
+    if spacing < 0 or upscale < 1:
+        raise ValueError("spacing must be >= 0 and upscale >= 1")
+    cells = scale_tiles(images, scale).reshape(-1, h, w)
+    if upscale > 1:
+        cells = cells.repeat(upscale, axis=1).repeat(upscale, axis=2)
+    rows, cols = _grid_shape(len(cells), cols)
+    return _assemble(cells, rows, cols, spacing, background)
+
+
+def signed_border_grid(images: torch.Tensor, signs: torch.Tensor, cols: int,
+                       shape: Sequence[int] = (28, 28), scale: str = "symmetric",
+                       border: int = 1, spacing: int = 1, upscale: int = 1) -> np.ndarray:
+    """RGB grid ``(H, W, 3)`` of ``images (N, D)``, each framed yellow (sign >= 0) or magenta
+    (sign < 0): the ranked-filters overview, one row per unit."""
+    h, w = shape
+    gray = scale_tiles(images, scale).reshape(-1, h, w)
+    if upscale > 1:
+        gray = gray.repeat(upscale, axis=1).repeat(upscale, axis=2)
+    n, h, w = gray.shape
+    cells = np.empty((n, h + 2 * border, w + 2 * border, 3), np.uint8)
+    colours = np.where((signs.detach().cpu().numpy() >= 0)[:, None], POSITIVE, NEGATIVE)
+    cells[...] = colours[:, None, None, :]
+    cells[:, border:border + h, border:border + w] = gray[..., None]
+    rows, cols = _grid_shape(n, cols)
+    return _assemble(cells, rows, cols, spacing, 0)
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically."""
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"save_png expects a uint8 (H, W) or (H, W, 3) array, got "
+                         f"{array.dtype} {array.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

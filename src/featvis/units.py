@@ -1,0 +1,97 @@
+"""Which activation of which layer: a model's hidden layer seen as a function of its input.
+
+Every method asks a :class:`Layer` for pre-activations (``a_d`` in DESIGN.md) of some units;
+activations are ``sigmoid(a_d)`` for a DBN. Methods never reach into a model themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .models.dbn import DBN
+
+__all__ = ["Layer", "DBNLayer", "layer_of", "resolve_units", "model_device"]
+
+Units = Sequence[int] | torch.Tensor | None
+
+
+def resolve_units(units: Units, n_units: int, device: torch.device | None = None) -> torch.Tensor:
+    """Unit indices as an int64 tensor (``None`` means all ``n_units``); range-checked."""
+    if units is None:
+        return torch.arange(n_units, device=device)
+    index = torch.as_tensor(units, device=device)
+    if index.dim() == 0:
+        index = index[None]
+    if index.dim() != 1 or index.is_floating_point() or index.dtype == torch.bool:
+        raise ValueError(f"units must be a list of integer indices, got {units!r}")
+    if index.numel() == 0:
+        raise ValueError("units is empty")
+    bad = (index < 0) | (index >= n_units)
+    if bad.any():
+        raise ValueError(f"unit index {index[bad][0].item()} out of range: the layer has "
+                         f"{n_units} units (0..{n_units - 1})")
+    return index.long()
+
+
+class Layer:
+    """A hidden layer: ``input_size``, ``n_units`` and pre-activations as functions of the input."""
+
+    input_size: int
+    n_units: int
+    name: str
+
+    def logits(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """Pre-activations ``(N, len(units))`` of the given units for inputs ``x (N, D)``."""
+        raise NotImplementedError
+
+    def logits_rowwise(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """Pre-activation ``(N,)`` of unit ``units[n]`` for input ``x[n]`` (one unit per row)."""
+        raise NotImplementedError
+
+    def activation(self, logits: torch.Tensor) -> torch.Tensor:
+        """The layer's non-linearity applied to pre-activations."""
+        raise NotImplementedError
+
+
+class DBNLayer(Layer):
+    """Hidden layer ``depth`` of a DBN: deterministic up-pass through the RBMs below."""
+
+    def __init__(self, dbn: DBN, depth: int) -> None:
+        self.dbn = dbn
+        self.depth = dbn.check_layer(depth)
+        self.rbm = dbn.rbms[depth - 1]
+        self.input_size = dbn.sizes[0]
+        self.n_units = dbn.sizes[depth]
+        self.name = f"layer {depth}"
+
+    def below(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities of layer ``depth - 1`` (the input itself for depth 1)."""
+        for rbm in self.dbn.rbms[:self.depth - 1]:
+            x = rbm.hidden_probs(x)
+        return x
+
+    def logits(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.rbm.hidden_bias[units], self.below(x), self.rbm.weight[units].t())
+
+    def logits_rowwise(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        h = self.below(x)
+        return (h * self.rbm.weight[units]).sum(1) + self.rbm.hidden_bias[units]
+
+    def activation(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+
+def layer_of(model: torch.nn.Module, layer: int) -> Layer:
+    """The :class:`Layer` called ``layer`` in ``model`` (hidden depth ``1..L`` for a DBN)."""
+    if isinstance(model, DBN):
+        return DBNLayer(model, layer)
+    raise TypeError(f"expected a featvis.DBN, got {type(model).__name__}")
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")

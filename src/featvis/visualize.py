@@ -1,0 +1,163 @@
+"""Run the five methods over the layers of a DBN and write PNG grids plus ``summary.json``.
+
+Output layout (all paths relative, written to a temporary folder then moved into place)::
+
+    OUT/summary.json                      model, settings, per-layer and per-unit figures
+    OUT/layer{d}/{method}.png             overview grid of a method over the layer's units
+    OUT/layer{d}/units/{i}/{image}.png    the pictures of one unit, for the gallery
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import __version__
+from .fileio import atomic_directory, atomic_write_bytes
+from .methods import (linear_combination, maximize, ranked_filters, sample_unit,
+                      top_examples)
+from .models.dbn import DBN
+from .render import save_png, signed_border_grid, tile
+
+__all__ = ["METHODS", "VisualizeSettings", "visualize", "SUMMARY", "RUN_FORMAT"]
+
+METHODS = ("examples", "maximize", "sampling", "filters", "combination")
+SUMMARY = "summary.json"
+RUN_FORMAT = "featvis.run/1"
+_STRIP = 10            # samples shown per unit
+_OVERVIEW_ROWS = 100   # units in the ranked-filters overview
+
+
+@dataclass
+class VisualizeSettings:
+    """What to compute: layers (None = all), methods, and each method's main knobs."""
+
+    layers: Sequence[int] | None = None
+    methods: Sequence[str] = METHODS
+    units: int | None = None          # the first N units of each layer; None = all
+    k: int = 9                        # dataset examples per unit
+    top: int = 10                     # ranked filters / linear-combination terms
+    steps: int = 300
+    restarts: int = 9
+    samples: int = 100
+    variant: str = "one-hot"
+    seed: int = 0
+    upscale: int = 2
+    extra: dict = field(default_factory=dict)
+
+    def check(self, dbn: DBN) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"unknown method {unknown[0] if unknown else '(none)'!r}: choose "
+                             f"from {', '.join(METHODS)}")
+        for d in self.layers or ():
+            dbn.check_layer(d)
+        if self.units is not None and self.units <= 0:
+            raise ValueError(f"units must be positive, got {self.units}")
+
+
+def _json_float(x: float) -> float | None:
+    return None if not math.isfinite(x) else round(float(x), 6)
+
+
+def _layer(dbn: DBN, d: int, images: torch.Tensor, s: VisualizeSettings, root: Path,
+           progress: bool) -> dict:
+    n_units = dbn.sizes[d]
+    units = list(range(n_units if s.units is None else min(s.units, n_units)))
+    folder = Path(f"layer{d}")
+    (root / folder).mkdir()
+    per_unit = [{"unit": i, "files": {}} for i in units]
+    files: dict[str, str] = {}
+    figures: dict[str, float | None] = {}
+
+    def save(array, name: str, unit_index: int | None = None) -> None:
+        if unit_index is None:
+            rel = folder / f"{name}.png"
+            files[name] = rel.as_posix()
+        else:
+            rel = folder / "units" / str(units[unit_index]) / f"{name}.png"
+            per_unit[unit_index]["files"][name] = rel.as_posix()
+        save_png(array, root / rel)
+
+    up = s.upscale
+    methods = [m for m in s.methods if not (m == "filters" and d == 1)]
+    if "examples" in methods:
+        ex = top_examples(dbn, images, d, k=s.k, units=units, progress=progress)
+        save(tile(ex.mean, scale="minmax", upscale=up), "examples")
+        for j, info in enumerate(per_unit):
+            info["examples"] = {"values": [round(v, 6) for v in ex.values[j].tolist()],
+                                "indices": ex.indices[j].tolist()}
+            save(tile(images[ex.indices[j]], scale="minmax", cols=s.k, upscale=up),
+                 "examples_strip", j)
+            save(tile(ex.mean[j:j + 1], scale="minmax", upscale=up), "examples_mean", j)
+        figures["examples_mean_top1"] = _json_float(ex.values[:, 0].mean().item())
+    if "maximize" in methods:
+        mx = maximize(dbn, d, units=units, steps=s.steps, restarts=s.restarts, seed=s.seed,
+                      progress=progress)
+        save(tile(mx.images, upscale=up), "maximize")
+        for j, info in enumerate(per_unit):
+            info["maximize"] = {"activation": _json_float(mx.activation[j].item()),
+                                "invariance": _json_float(mx.invariance[j].item())}
+            save(tile(mx.images[j:j + 1], upscale=up), "maximize", j)
+        figures["maximize_mean_activation"] = _json_float(mx.activation.mean().item())
+        figures["maximize_mean_invariance"] = _json_float(mx.invariance.mean().item())
+    if "sampling" in methods:
+        sm = sample_unit(dbn, d, units=units, n_samples=s.samples, variant=s.variant,
+                         seed=s.seed, progress=progress)
+        save(tile(sm.mean, scale="minmax", upscale=up), "sampling")
+        for j in range(len(units)):
+            save(tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP, upscale=up),
+                 "samples_strip", j)
+            save(tile(sm.mean[j:j + 1], scale="minmax", upscale=up), "samples_mean", j)
+    if "filters" in methods:
+        below = linear_combination(dbn, d - 1, k=s.top)       # pictures of layer d-1's units
+        rf = ranked_filters(dbn, d, k=s.top)                  # every unit, for the overview
+        norms = dbn.rbms[d - 1].weight.norm(dim=1)
+        rows = norms.argsort(descending=True, stable=True)[:_OVERVIEW_ROWS]
+        save(signed_border_grid(below[rf.indices[rows].flatten()], rf.weights[rows].flatten(),
+                                cols=s.top, upscale=up), "filters")
+        for j, (info, i) in enumerate(zip(per_unit, units)):
+            info["filters"] = {"indices": rf.indices[i].tolist(),
+                               "weights": [round(w, 6) for w in rf.weights[i].tolist()]}
+            save(signed_border_grid(below[rf.indices[i]], rf.weights[i], cols=s.top,
+                                    upscale=up), "filters", j)
+    if "combination" in methods:
+        combo = linear_combination(dbn, d, k=s.top, units=units)
+        save(tile(combo, upscale=up), "combination")
+        for j in range(len(units)):
+            save(tile(combo[j:j + 1], upscale=up), "combination", j)
+    return {"layer": d, "name": f"layer {d}", "n_units": n_units, "n_below": dbn.sizes[d - 1],
+            "units": units, "methods": methods, "files": files, "figures": figures,
+            "unit_details": per_unit}
+
+
+def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
+              settings: VisualizeSettings | None = None, *, model_path: str | None = None,
+              progress: bool = True) -> dict:
+    """Compute the methods for every chosen layer and write the run folder ``out``.
+
+    ``out`` is replaced only when everything succeeded; on any error it is left as it was.
+    Returns the summary that was written to ``out/summary.json``.
+    """
+    s = settings or VisualizeSettings()
+    s.check(dbn)
+    layers = list(s.layers) if s.layers else list(range(1, dbn.n_layers + 1))
+    images = images.to(dbn.rbms[0].weight.device)
+    with atomic_directory(out) as root:
+        summary = {
+            "format": RUN_FORMAT,
+            "featvis_version": __version__,
+            "model": {"path": model_path, "sizes": dbn.sizes, "input_norm": dbn.input_norm,
+                      "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
+                      "history": [rbm.history for rbm in dbn.rbms], "data": dbn.data_info},
+            "settings": {k: v for k, v in asdict(s).items() if k != "extra"} | s.extra,
+            "layers": [_layer(dbn, d, images, s, root, progress) for d in layers],
+        }
+        atomic_write_bytes(root / SUMMARY, json.dumps(summary, indent=1).encode())
+    return summary
