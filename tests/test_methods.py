@@ -1,0 +1,252 @@
+"""Each method against an independent computation: brute force, enumeration, analytic optima."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from featvis import (DBN, DataError, linear_combination, maximize, ranked_filters,
+                     sample_unit, top_examples)
+
+
+def hand_dbn(sizes, seed=0, scale=1.0):
+    """A DBN with random weights and biases, no training."""
+    g = torch.Generator().manual_seed(seed)
+    dbn = DBN(sizes)
+    with torch.no_grad():
+        for rbm in dbn.rbms:
+            rbm.weight.copy_(scale * torch.randn(rbm.weight.shape, generator=g))
+            rbm.visible_bias.copy_(torch.randn(rbm.n_visible, generator=g))
+            rbm.hidden_bias.copy_(torch.randn(rbm.n_hidden, generator=g))
+    dbn.input_norm = 2.0
+    return dbn
+
+
+# -- dataset examples -------------------------------------------------------------------
+
+def brute_force_top(acts, k):
+    """Sort every column by (-value, index) in plain Python."""
+    out_idx, out_val = [], []
+    for u in range(acts.shape[1]):
+        column = acts[:, u].tolist()
+        order = sorted(range(len(column)), key=lambda n: (-column[n], n))[:k]
+        out_idx.append(order)
+        out_val.append([column[n] for n in order])
+    return torch.tensor(out_idx), torch.tensor(out_val)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_top_examples_equals_brute_force_with_ties(batch_size):
+    # Binary inputs and weights in steps of 1/8 make every sum exact in float32, whatever
+    # the batch size, so the many exact ties below are real ties.
+    dbn = hand_dbn([10, 8], seed=1)
+    with torch.no_grad():
+        dbn.rbms[0].weight.mul_(8).round_().div_(8)
+        dbn.rbms[0].hidden_bias.mul_(8).round_().div_(8)
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 2, (150, 10), generator=g).float()
+    images[::3] = images[1]                                     # duplicates too
+    acts = dbn.transform(images, 1)
+    expected_idx, expected_val = brute_force_top(acts, 9)
+    got = top_examples(dbn, images, 1, k=9, batch_size=batch_size)
+    assert torch.equal(got.indices, expected_idx)
+    torch.testing.assert_close(got.values, expected_val)
+    torch.testing.assert_close(got.mean, images[expected_idx].mean(1))
+
+
+def test_top_examples_subset_and_iterable_of_batches():
+    dbn = hand_dbn([10, 8, 6], seed=3)
+    images = torch.rand(200, 10, generator=torch.Generator().manual_seed(4))
+    whole = top_examples(dbn, images, 1, k=5)
+    subset = top_examples(dbn, images, 1, k=5, units=[7, 2])
+    assert torch.equal(subset.indices, whole.indices[[7, 2]])
+    # A DataLoader-like iterable of (x, y) batches of uneven sizes gives the same answer.
+    loader = [(images[:33], None), (images[33:40], None), (images[40:], None)]
+    streamed = top_examples(dbn, loader, 1, k=5)
+    assert torch.equal(streamed.indices, whole.indices)
+    torch.testing.assert_close(streamed.mean, whole.mean)
+
+
+def test_top_examples_values_are_activations(mnist_small, small_dbn):
+    x = mnist_small[0]
+    got = top_examples(small_dbn, x, 3, k=4, units=[0, 5])
+    acts = small_dbn.transform(x, 3)[:, [0, 5]]
+    torch.testing.assert_close(got.values, acts.gather(0, got.indices.t()).t())
+    torch.testing.assert_close(got.values[:, 0], acts.max(0).values)
+
+
+# -- activation maximization ------------------------------------------------------------
+
+def test_maximize_layer1_reaches_the_analytic_optimum(small_dbn):
+    result = maximize(small_dbn, 1, restarts=3)
+    W = small_dbn.rbms[0].weight
+    rho = small_dbn.input_norm
+    cos = F.cosine_similarity(result.images, W, dim=1)
+    assert cos.min() > 0.999
+    torch.testing.assert_close(result.images, rho * F.normalize(W, dim=1), atol=0.02, rtol=0)
+    torch.testing.assert_close(result.images.norm(dim=1), torch.full((64,), rho))
+    optimum = torch.sigmoid(rho * W.norm(dim=1) + small_dbn.rbms[0].hidden_bias)
+    torch.testing.assert_close(result.activation, optimum, atol=1e-3, rtol=0)
+    assert (result.invariance > 0.999).all()   # one optimum: every restart finds it
+
+
+def test_maximize_deeper_layers_beat_dataset_examples(mnist_small, small_dbn):
+    x = mnist_small[0]
+    for layer in (2, 3):
+        result = maximize(small_dbn, layer, steps=150, restarts=3)
+        best_example = small_dbn.transform(x, layer).max(0).values
+        assert (result.activation >= best_example - 1e-4).float().mean() >= 0.8
+        torch.testing.assert_close(result.all.norm(dim=2),
+                                   torch.full(result.all.shape[:2], small_dbn.input_norm))
+        reached = small_dbn.transform(result.images, layer).diagonal()
+        torch.testing.assert_close(result.activation, reached)
+
+
+def test_maximize_invariance_is_mean_pairwise_cosine(small_dbn):
+    result = maximize(small_dbn, 3, units=[1, 4], steps=5, restarts=4)
+    for u in range(2):
+        pairs = [F.cosine_similarity(result.all[u, a], result.all[u, b], dim=0)
+                 for a, b in itertools.combinations(range(4), 2)]
+        assert result.invariance[u].item() == pytest.approx(torch.stack(pairs).mean().item(),
+                                                            abs=1e-5)
+    best = result.all[[0, 1], result.activation.new_zeros(2).long()]  # shapes only below
+    assert best.shape == result.images.shape
+
+
+def test_maximize_is_seeded_and_independent_of_the_unit_batch(small_dbn):
+    together = maximize(small_dbn, 2, units=[3, 9, 20], steps=20, restarts=2, seed=5)
+    alone = maximize(small_dbn, 2, units=[9], steps=20, restarts=2, seed=5)
+    torch.testing.assert_close(alone.all[0], together.all[1])
+    other_seed = maximize(small_dbn, 2, units=[9], steps=20, restarts=2, seed=6)
+    assert not torch.allclose(other_seed.all, alone.all)
+
+
+def test_maximize_needs_rho():
+    dbn = DBN([6, 3])
+    with pytest.raises(ValueError, match="pass rho="):
+        maximize(dbn, 1)
+    assert maximize(dbn, 1, rho=1.5, steps=3, restarts=1).images.norm(dim=1).allclose(
+        torch.tensor(1.5))
+
+
+# -- unit sampling ----------------------------------------------------------------------
+
+def test_one_hot_sampling_on_a_single_rbm_is_the_visible_conditional():
+    dbn = hand_dbn([6, 4], seed=5)
+    got = sample_unit(dbn, 1, n_samples=50)
+    rbm = dbn.rbms[0]
+    expected = torch.sigmoid(rbm.weight + rbm.visible_bias)
+    torch.testing.assert_close(got.mean, expected)
+    assert got.samples.shape == (4, 50, 6)
+
+
+def test_one_hot_sampling_two_layers_matches_enumeration():
+    """p(x | h2 = e_i) = sum over all h1 of p(h1 | h2 = e_i) * sigmoid(h1 W1 + b0)."""
+    dbn = hand_dbn([5, 4, 3], seed=6)
+    r1, r2 = dbn.rbms
+    n = 40_000
+    got = sample_unit(dbn, 2, n_samples=n, seed=1)
+    for i in range(3):
+        p_h1 = torch.sigmoid(r2.weight[i] + r2.visible_bias).double()
+        exact = torch.zeros(5, dtype=torch.float64)
+        for bits in itertools.product([0.0, 1.0], repeat=4):
+            h1 = torch.tensor(bits, dtype=torch.float64)
+            prob = torch.prod(torch.where(h1 > 0, p_h1, 1 - p_h1))
+            exact += prob * torch.sigmoid(h1 @ r1.weight.double() + r1.visible_bias.double())
+        # Each sample's pixel is a probability in [0, 1]: std <= 0.5, so 5 SE <= 2.5 / sqrt(n).
+        assert (got.mean[i].double() - exact).abs().max() < 2.5 / math.sqrt(n)
+
+
+def test_gibbs_sampling_matches_the_clamped_marginal():
+    """With h_i clamped, Gibbs in the RBM samples p(h | h_i = 1) ∝ exp(-F(h)) on h_i = 1."""
+    dbn = hand_dbn([4, 3], seed=7, scale=0.7)
+    rbm = dbn.rbms[0]
+    W, b, c = rbm.weight.double(), rbm.visible_bias.double(), rbm.hidden_bias.double()
+    got = sample_unit(dbn, 1, n_samples=4000, variant="gibbs", n_chains=200, burn_in=50,
+                      interval=2, seed=3)
+    for i in range(3):
+        weights, values = [], []
+        for bits in itertools.product([0.0, 1.0], repeat=3):
+            if bits[i] != 1.0:
+                continue
+            h = torch.tensor(bits, dtype=torch.float64)
+            weights.append(torch.exp(h @ c + F.softplus(h @ W + b).sum()))
+            values.append(torch.sigmoid(h @ W + b))
+        weights = torch.stack(weights) / sum(weights)
+        exact = (weights[:, None] * torch.stack(values)).sum(0)
+        assert (got.mean[i].double() - exact).abs().max() < 0.02
+
+
+def test_sampling_is_reproducible():
+    dbn = hand_dbn([5, 4, 3], seed=8)
+    a = sample_unit(dbn, 2, n_samples=5, seed=2).samples
+    assert torch.equal(a, sample_unit(dbn, 2, n_samples=5, seed=2).samples)
+    assert not torch.equal(a, sample_unit(dbn, 2, n_samples=5, seed=3).samples)
+
+
+# -- ranked filters and linear combination ----------------------------------------------
+
+def test_ranked_filters_equal_explicit_loops():
+    dbn = hand_dbn([6, 5, 4], seed=9)
+    W2 = dbn.rbms[1].weight
+    got = ranked_filters(dbn, 2, k=3)
+    for i in range(4):
+        order = sorted(range(5), key=lambda j: (-abs(W2[i, j].item()), j))[:3]
+        assert got.indices[i].tolist() == order
+        assert got.weights[i].tolist() == [W2[i, j].item() for j in order]
+
+
+def test_linear_combination_equals_explicit_loops():
+    dbn = hand_dbn([6, 5, 4, 3], seed=10)
+    W1, W2, W3 = (r.weight for r in dbn.rbms)
+
+    def loop(weight, below, k, by_abs):
+        rows = []
+        for i in range(weight.shape[0]):
+            key = (lambda j: (-abs(weight[i, j].item()), j)) if by_abs else \
+                  (lambda j: (-weight[i, j].item(), j))
+            chosen = sorted(range(weight.shape[1]), key=key)[:k]
+            rows.append(sum(weight[i, j] * below[j] for j in chosen))
+        return torch.stack(rows)
+
+    for by_abs in (False, True):
+        rank_by = "abs" if by_abs else "value"
+        v2 = loop(W2, W1, 2, by_abs)
+        torch.testing.assert_close(linear_combination(dbn, 2, k=2, rank_by=rank_by), v2)
+        torch.testing.assert_close(linear_combination(dbn, 3, k=2, rank_by=rank_by),
+                                   loop(W3, v2, 2, by_abs))
+    torch.testing.assert_close(linear_combination(dbn, 3, k=None), W3 @ W2 @ W1)
+    torch.testing.assert_close(linear_combination(dbn, 1), W1)
+    torch.testing.assert_close(linear_combination(dbn, 3, k=None, units=[2, 0]),
+                               (W3 @ W2 @ W1)[[2, 0]])
+
+
+# -- bad input --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call,message", [
+    (lambda d, x: top_examples(d, x, 0), "layer must be a hidden depth in 1..2"),
+    (lambda d, x: top_examples(d, x, 3), "layer must be a hidden depth"),
+    (lambda d, x: top_examples(d, x, 1, units=[5]), "unit index 5 out of range"),
+    (lambda d, x: top_examples(d, x, 1, units=[-1]), "unit index -1 out of range"),
+    (lambda d, x: top_examples(d, x, 1, k=0), "k must be a positive integer"),
+    (lambda d, x: top_examples(d, x, 1, k=11), "larger than the number of inputs"),
+    (lambda d, x: top_examples(d, x[:, :5], 1), "width 5"),
+    (lambda d, x: top_examples(d, x * float("nan"), 1), "NaN"),
+    (lambda d, x: maximize(d, 1, steps=0), "steps must be a positive integer"),
+    (lambda d, x: maximize(d, 1, restarts=0), "restarts must be"),
+    (lambda d, x: maximize(d, 2, units=[3]), "out of range"),
+    (lambda d, x: sample_unit(d, 1, variant="mcmc"), "variant must be one of"),
+    (lambda d, x: sample_unit(d, 1, n_samples=0), "n_samples"),
+    (lambda d, x: ranked_filters(d, 1), "needs layer >= 2"),
+    (lambda d, x: ranked_filters(d, 2, k=6), "k=6 is larger than layer 1's 5 units"),
+    (lambda d, x: ranked_filters(d, 2, k=0), "k must be a positive integer"),
+    (lambda d, x: linear_combination(d, 2, k=9), "k=9 is larger"),
+    (lambda d, x: linear_combination(d, 2, rank_by="size"), "rank_by must be one of"),
+])
+def test_bad_input_raises_value_error(call, message):
+    dbn = hand_dbn([6, 5, 3], seed=11)
+    with pytest.raises(ValueError, match=message):
+        call(dbn, torch.rand(10, 6))
+    assert issubclass(DataError, ValueError)
