@@ -66,6 +66,8 @@ def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.T
     units = resolve_units(units, probe.n_units, device)
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    if isinstance(images, torch.Tensor) and images.shape[0] < k:
+        raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     n_units = units.numel()

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from featvis.render import save_png, scale_tiles, signed_border_grid, tile
+
+
+def test_symmetric_scaling_maps_zero_to_128_and_keeps_sign():
+    x = torch.tensor([[0.0, 2.0, -2.0, 1.0], [0.0, -0.5, 0.25, 0.0]])
+    out = scale_tiles(x, "symmetric")
+    assert out[:, 0].tolist() == [128, 128]
+    assert out[0].tolist() == [128, 255, 0, 191]       # 0.5 + 0.5 * x / max|x|, rounded
+    assert out[1, 1] == 0 and out[1, 2] > 128
+
+
+def test_minmax_scaling_per_tile():
+    x = torch.tensor([[0.25, 0.5, 0.75], [5.0, 5.0, 5.0]])
+    out = scale_tiles(x, "minmax")
+    assert out[0].tolist() == [0, 128, 255] and out[1].tolist() == [0, 0, 0]
+
+
+def test_grid_size_spacing_and_order():
+    images = torch.arange(5, dtype=torch.float32)[:, None].repeat(1, 6) + 1  # 5 tiles 2x3
+    images[:, 0] = 0                                                           # min-max range
+    grid = tile(images, shape=(2, 3), scale="minmax", spacing=1, background=7)
+    # floor(sqrt(5)) = 2 rows, ceil(5 / 2) = 3 columns, 1 px between tiles.
+    assert grid.shape == (2 * 2 + 1, 3 * 3 + 2) and grid.dtype == np.uint8
+    assert (grid[2, :] == 7).all() and (grid[:, 3] == 7).all()
+    assert (grid[3:, 8:] == 7).all()                                           # empty 6th cell
+    up = tile(images, shape=(2, 3), scale="minmax", cols=5, spacing=2, upscale=3)
+    assert up.shape == (6, 5 * 9 + 4 * 2)
+    np.testing.assert_array_equal(up[:3, :3], np.zeros((3, 3)))                # nearest upscale
+
+
+def test_tile_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="does not match"):
+        tile(torch.zeros(2, 10), shape=(3, 3))
+    with pytest.raises(ValueError, match="scale must be one of"):
+        tile(torch.zeros(2, 9), shape=(3, 3), scale="log")
+
+
+def test_signed_borders():
+    grid = signed_border_grid(torch.ones(2, 4), torch.tensor([0.5, -0.5]), cols=2,
+                              shape=(2, 2), spacing=0)
+    assert grid.shape == (4, 8, 3)
+    assert grid[0, 0].tolist() == [255, 215, 0] and grid[0, 4].tolist() == [255, 0, 255]
+
+
+def test_save_png_round_trip(tmp_path):
+    array = tile(torch.randn(4, 9), shape=(3, 3))
+    save_png(array, tmp_path / "sub" / "g.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "sub" / "g.png")), array)
+    with pytest.raises(ValueError, match="uint8"):
+        save_png(array.astype(np.float32), tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()

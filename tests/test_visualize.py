@@ -1,0 +1,94 @@
+import json
+
+import pytest
+from PIL import Image
+
+from featvis.cli import main
+from featvis.visualize import METHODS, VisualizeSettings, visualize
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, small_dbn):
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    small_dbn.save(path)
+    return path
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    return (code, *capsys.readouterr())
+
+
+def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, small_dbn):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "visualize", model_path, "--out", out, "--units", "5",
+                              "--steps", "20", "--restarts", "2", "--samples", "10",
+                              "--top", "4", "--quiet")
+    assert code == 0 and stdout.strip() == str(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [layer["layer"] for layer in summary["layers"]] == [1, 2, 3]
+    assert summary["model"]["sizes"] == [784, 64, 32, 16]
+    for layer in summary["layers"]:
+        expected = [m for m in METHODS if not (m == "filters" and layer["layer"] == 1)]
+        assert layer["methods"] == expected and layer["units"] == [0, 1, 2, 3, 4]
+        for name in expected:
+            assert Image.open(out / layer["files"][name]).size[0] > 0
+        unit = layer["unit_details"][2]
+        assert len(unit["examples"]["values"]) == 9
+        assert 0 < unit["maximize"]["activation"] <= 1
+        for rel in unit["files"].values():
+            assert (out / rel).is_file()
+        if layer["layer"] > 1:
+            assert len(unit["filters"]["weights"]) == 4
+    # The figures in the summary are the library's own numbers.
+    top = summary["layers"][1]["unit_details"][0]["examples"]["values"][0]
+    x = small_dbn.transform(__import__("featvis").load_mnist()[0], 2)[:, 0].max().item()
+    assert top == pytest.approx(x, abs=1e-5)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--layers", "0"], "expected positive integers"),
+    (["--k", "20000", "--methods", "examples"], "k=20000 is larger than the number of inputs"),
+    (["--layers", "4"], "layer must be a hidden depth in 1..3"),
+    (["--methods", "examples,colour"], "unknown method 'colour'"),
+    (["--top", "65", "--layers", "2", "--methods", "filters"], "k=65 is larger"),
+    (["--steps", "0"], "expected a positive integer"),
+    (["--k", "-1"], "expected a positive integer"),
+])
+def test_visualize_bad_input(tmp_path, capsys, model_path, args, message):
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(capsys, "visualize", model_path, "--out", out, "--units", "2",
+                              "--quiet", *args)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_visualize_bad_model(tmp_path, capsys):
+    bad = tmp_path / "m.safetensors"
+    bad.write_bytes(b"\x00" * 3)
+    code, _, stderr = run_cli(capsys, "visualize", bad, "--out", tmp_path / "run")
+    assert code == 2 and "not a readable safetensors file" in stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_failed_run_leaves_previous_output_intact(tmp_path, small_dbn, mnist_small,
+                                                  monkeypatch):
+    out = tmp_path / "run"
+    settings = VisualizeSettings(layers=[1], methods=["combination"], units=2)
+    visualize(small_dbn, mnist_small[0], out, settings, progress=False)
+    before = (out / "summary.json").read_bytes()
+    import featvis.visualize as vis
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(vis, "maximize", explode)
+    with pytest.raises(RuntimeError):
+        visualize(small_dbn, mnist_small[0], out,
+                  VisualizeSettings(layers=[1], methods=["combination", "maximize"], units=2),
+                  progress=False)
+    assert (out / "summary.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
