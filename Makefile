@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/featvis train --layers 784,500,250 --epochs 3 --out $(DEMO)/model.safetensors
+	$(BIN)/featvis demo --out $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,5 +1,12 @@
 """featvis: see what every unit of a deep network has learned."""
 
+import os as _os
+
+# OpenMP threads that spin while waiting make torch an order of magnitude slower whenever
+# another process shares the cores; passive waiting costs little when they are idle. Only
+# effective if torch is not imported yet, and never overrides the user's own setting.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 from .data import load_mnist, read_idx

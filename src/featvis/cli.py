@@ -135,6 +135,23 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_gallery
+
+    print(build_gallery(args.run_dir))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    index = run_demo(args.out, data=args.data, epochs=args.epochs, seed=args.seed,
+                     sizes=args.layers, units=args.units, device=resolve_device(args.device),
+                     progress=not args.quiet)
+    print(index)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="featvis", description="See what every unit of a deep network has learned.")
@@ -181,6 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unit-sampling variant (default one-hot)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("report", help="(re)build the HTML gallery of a visualize output folder",
+                       description="Rebuild index.html and the layer and unit pages from "
+                                   "summary.json and the PNGs of a 'featvis visualize' run.")
+    p.add_argument("run_dir", type=Path, help="folder written by 'featvis visualize'")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="train the reference DBN, visualize it, write the gallery",
+                       description="End to end on the embedded MNIST subset (or --data): "
+                                   "train a 784-1000-500-250 DBN, run all five methods on "
+                                   "every layer and print the path of the gallery.")
+    _add_data_options(p)
+    p.add_argument("--out", type=Path, default=Path("featvis-demo"),
+                   help="output folder (default ./featvis-demo)")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
+    p.add_argument("--layers", type=_int_list, default=[784, 1000, 500, 250],
+                   help="layer sizes, input first (default 784,1000,500,250)")
+    p.add_argument("--units", type=_positive_int, default=100,
+                   help="units shown per layer (default 100)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

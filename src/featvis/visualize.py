@@ -24,12 +24,11 @@ from .methods import (linear_combination, maximize, ranked_filters, sample_unit,
                       top_examples)
 from .models.dbn import DBN
 from .render import save_png, signed_border_grid, tile
+from .report import RUN_FORMAT, SUMMARY, build_gallery
 
-__all__ = ["METHODS", "VisualizeSettings", "visualize", "SUMMARY", "RUN_FORMAT"]
+__all__ = ["METHODS", "VisualizeSettings", "visualize"]
 
 METHODS = ("examples", "maximize", "sampling", "filters", "combination")
-SUMMARY = "summary.json"
-RUN_FORMAT = "featvis.run/1"
 _STRIP = 10            # samples shown per unit
 _OVERVIEW_ROWS = 100   # units in the ranked-filters overview
 
@@ -139,8 +138,9 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, s: VisualizeSettings, root: P
 
 def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
               settings: VisualizeSettings | None = None, *, model_path: str | None = None,
-              progress: bool = True) -> dict:
-    """Compute the methods for every chosen layer and write the run folder ``out``.
+              gallery: bool = True, progress: bool = True) -> dict:
+    """Compute the methods for every chosen layer and write the run folder ``out``, with
+    its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
     ``out`` is replaced only when everything succeeded; on any error it is left as it was.
     Returns the summary that was written to ``out/summary.json``.
@@ -160,4 +160,6 @@ def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
             "layers": [_layer(dbn, d, images, s, root, progress) for d in layers],
         }
         atomic_write_bytes(root / SUMMARY, json.dumps(summary, indent=1).encode())
+        if gallery:
+            build_gallery(root)
     return summary

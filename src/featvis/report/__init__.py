@@ -1,0 +1,5 @@
+"""The HTML gallery over a run folder written by :func:`featvis.visualize.visualize`."""
+
+from .gallery import INDEX, RUN_FORMAT, SUMMARY, ReportError, build_gallery, load_summary
+
+__all__ = ["build_gallery", "load_summary", "ReportError", "INDEX", "SUMMARY", "RUN_FORMAT"]

@@ -1,0 +1,226 @@
+"""Build the static HTML gallery of a ``featvis visualize`` run folder.
+
+The gallery is a view over the run's files: it reads ``summary.json`` and the PNGs it names
+and writes ``index.html``, ``layer{d}/index.html``, ``layer{d}/units/{i}/index.html`` and a
+training-curve plot. Everything is checked before anything is written, so a broken run
+folder leaves an existing gallery untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+from ..errors import FeatvisError
+from ..fileio import atomic_write_bytes
+from .templates import (METHOD_LEGENDS, METHOD_TITLES, e, figure, number, page, table)
+
+__all__ = ["ReportError", "load_summary", "build_gallery", "INDEX", "SUMMARY", "RUN_FORMAT"]
+
+INDEX = "index.html"
+CURVES = "training.png"
+SUMMARY = "summary.json"
+RUN_FORMAT = "featvis.run/1"
+
+
+class ReportError(FeatvisError):
+    """A run folder that cannot be turned into a gallery (missing or malformed file)."""
+
+
+def _require(condition: bool, path: Path, problem: str) -> None:
+    if not condition:
+        raise ReportError(f"{path}: {problem}")
+
+
+def load_summary(run_dir: str | os.PathLike) -> dict:
+    """Read and check ``summary.json`` and every PNG it names; :class:`ReportError` if broken."""
+    run_dir = Path(run_dir)
+    path = run_dir / SUMMARY
+    _require(run_dir.is_dir(), run_dir, "not a folder")
+    _require(path.is_file(), path, "missing (not a featvis visualize output folder?)")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: malformed JSON ({exc})") from None
+    _require(isinstance(summary, dict) and summary.get("format") == RUN_FORMAT, path,
+             f"not a featvis run summary (format {RUN_FORMAT} expected)")
+    _require(isinstance(summary.get("model"), dict) and isinstance(summary.get("layers"), list)
+             and summary["layers"], path, "missing 'model' or 'layers'")
+    for layer in summary["layers"]:
+        ok = isinstance(layer, dict) and all(
+            key in layer for key in ("layer", "name", "units", "methods", "files", "figures",
+                                     "unit_details"))
+        _require(ok and isinstance(layer["layer"], int), path, "malformed layer entry")
+        names = list(layer["files"].values())
+        for unit in layer["unit_details"]:
+            _require(isinstance(unit, dict) and isinstance(unit.get("unit"), int)
+                     and isinstance(unit.get("files"), dict), path,
+                     f"malformed unit entry in layer {layer['layer']}")
+            names.extend(unit["files"].values())
+        for name in names:
+            image = run_dir / str(name)
+            _require(not Path(str(name)).is_absolute() and ".." not in Path(str(name)).parts,
+                     path, f"image path {name!r} leaves the run folder")
+            _require(image.is_file(), image, "missing image named in summary.json")
+    return summary
+
+
+def _curves_png(summary: dict) -> bytes | None:
+    """Reconstruction error per epoch per layer, drawn with matplotlib (None without history)."""
+    history = summary["model"].get("history") or []
+    if not any(history):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    for d, entries in enumerate(history, start=1):
+        if entries:
+            ax.plot([x["epoch"] for x in entries], [x["error_per_case"] for x in entries],
+                    marker="o", label=f"RBM {d}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("squared error per case")
+    ax.set_title("Training reconstruction error (rbm.m's figure)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _rel(path: str, depth: int) -> str:
+    """A run-relative path as seen from a page ``depth`` folders below the run folder."""
+    return "../" * depth + path
+
+
+def _model_table(model: dict) -> str:
+    recipe = model.get("recipe") or {}
+    data = model.get("data") or {}
+    rows = [("Architecture", e("-".join(map(str, model.get("sizes", []))))),
+            ("Data", e(", ".join(f"{k}: {v}" for k, v in data.items()) or "unknown")),
+            ("Input norm &rho;", number(model.get("input_norm")))]
+    if recipe:
+        rows.append(("Training recipe", e(", ".join(f"{k}={v}" for k, v in recipe.items()))))
+    if model.get("path"):
+        rows.append(("Checkpoint", f"<code>{e(model['path'])}</code>"))
+    return table(rows)
+
+
+def _figures_table(layer: dict) -> str:
+    labels = {"examples_mean_top1": "mean top-1 example activation",
+              "maximize_mean_activation": "mean activation reached by maximization",
+              "maximize_mean_invariance": "mean invariance (cosine between restarts)"}
+    rows = [(e(labels.get(k, k)), number(v)) for k, v in layer["figures"].items()]
+    return table(rows) if rows else ""
+
+
+def _index_page(summary: dict, has_curves: bool) -> str:
+    rows = []
+    for layer in summary["layers"]:
+        d = layer["layer"]
+        thumbs = "".join(
+            f'<a href="layer{d}/{INDEX}">'
+            f'<img class="thumb" src="{e(layer["files"][m])}" alt="{e(METHOD_TITLES[m])}, '
+            f'{e(layer["name"])}" title="{e(METHOD_TITLES[m])}"></a>'
+            for m in layer["methods"] if m in layer["files"])
+        rows.append(f'<tr><td><a href="layer{d}/{INDEX}">{e(layer["name"])}</a></td>'
+                    f'<td>{e(layer.get("n_units", len(layer["units"])))}</td>'
+                    f'<td><div class="units">{thumbs}</div></td></tr>')
+    curves = figure(CURVES, "Training reconstruction error per epoch, one line per RBM.",
+                    "training curves") if has_curves else ""
+    body = (f'<section class="card"><h2>Model</h2>{_model_table(summary["model"])}'
+            f"{curves}</section>"
+            '<section class="card"><h2>Layers</h2><table><tr><th>Layer</th><th>Units</th>'
+            f'<th>Overview of each method</th></tr>{"".join(rows)}</table></section>')
+    return page("featvis gallery", body, [(INDEX, "gallery")])
+
+
+def _layer_page(layer: dict) -> str:
+    d = layer["layer"]
+    sections = []
+    for m in layer["methods"]:
+        if m in layer["files"]:
+            sections.append(
+                f'<section class="card"><h2>{e(METHOD_TITLES[m])}</h2>'
+                f"<p>{METHOD_LEGENDS[m]}</p>"
+                + figure(_rel(layer["files"][m], 1), f"{e(METHOD_TITLES[m])}, one tile per unit"
+                         + (" (rows: units by incoming-weight norm)" if m == "filters" else ""),
+                         f"{METHOD_TITLES[m]} of {layer['name']}") + "</section>")
+    links = "".join(f'<a href="units/{e(u["unit"])}/{INDEX}">{e(u["unit"])}</a>'
+                    for u in layer["unit_details"])
+    body = (f'<section class="card">{_figures_table(layer)}</section>{"".join(sections)}'
+            f'<section class="card"><h2>Units</h2><div class="units">{links}</div></section>')
+    return page(f"{layer['name']}", body,
+                [(f"../{INDEX}", "gallery"), (INDEX, layer["name"])])
+
+
+def _unit_page(layer: dict, position: int) -> str:
+    unit = layer["unit_details"][position]
+    files = unit["files"]
+    i = unit["unit"]
+    up = lambda name: _rel(files[name], 3)   # noqa: E731 - unit pages are 3 folders deep
+    panels = []
+    if "examples_strip" in files:
+        values = ", ".join(number(v) for v in unit.get("examples", {}).get("values", []))
+        panels.append(("examples", figure(up("examples_strip"), f"activations: {values}",
+                                          "top examples", "strip")
+                       + figure(up("examples_mean"), "their mean", "mean of top examples",
+                                "single")))
+    if "maximize" in files:
+        mx = unit.get("maximize", {})
+        panels.append(("maximize", figure(
+            up("maximize"), f"activation {number(mx.get('activation'))}, "
+                            f"invariance {number(mx.get('invariance'))}", "maximization",
+            "single")))
+    if "samples_strip" in files:
+        panels.append(("sampling", figure(up("samples_strip"), "samples", "samples", "strip")
+                       + figure(up("samples_mean"), "their mean", "mean of samples",
+                                "single")))
+    if "filters" in files:
+        flt = unit.get("filters", {})
+        weights = ", ".join(
+            f'<span class="{"pos" if w >= 0 else "neg"}">{e(j)}: {w:+.3f}</span>'
+            for j, w in zip(flt.get("indices", []), flt.get("weights", [])))
+        panels.append(("filters", figure(up("filters"), f"unit: weight &mdash; {weights}",
+                                         "ranked filters", "strip")))
+    if "combination" in files:
+        panels.append(("combination", figure(up("combination"), "linear combination",
+                                             "linear combination", "single")))
+    details = layer["unit_details"]
+    pager = [f'<a href="../../{INDEX}">back to {e(layer["name"])}</a>']
+    if position > 0:
+        pager.insert(0, f'<a rel="prev" href="../{e(details[position - 1]["unit"])}/{INDEX}">'
+                        f'&larr; unit {e(details[position - 1]["unit"])}</a>')
+    if position + 1 < len(details):
+        pager.append(f'<a rel="next" href="../{e(details[position + 1]["unit"])}/{INDEX}">'
+                     f'unit {e(details[position + 1]["unit"])} &rarr;</a>')
+    body = (f'<nav class="pager">{"".join(pager)}</nav><div class="grid">'
+            + "".join(f'<section class="card"><h2>{e(METHOD_TITLES[m])}</h2>{html}</section>'
+                      for m, html in panels) + "</div>")
+    return page(f"{layer['name']}, unit {i}", body,
+                [(f"../../../{INDEX}", "gallery"), (f"../../{INDEX}", layer["name"]),
+                 (INDEX, f"unit {i}")])
+
+
+def build_gallery(run_dir: str | os.PathLike) -> Path:
+    """(Re)build the gallery of ``run_dir``; returns the path of its ``index.html``."""
+    run_dir = Path(run_dir)
+    summary = load_summary(run_dir)
+    curves = _curves_png(summary)
+    pages: dict[Path, str] = {Path(INDEX): _index_page(summary, curves is not None)}
+    for layer in summary["layers"]:
+        folder = Path(f"layer{layer['layer']}")
+        pages[folder / INDEX] = _layer_page(layer)
+        for position, unit in enumerate(layer["unit_details"]):
+            pages[folder / "units" / str(unit["unit"]) / INDEX] = _unit_page(layer, position)
+    if curves is not None:
+        atomic_write_bytes(run_dir / CURVES, curves)
+    for rel, html in pages.items():
+        atomic_write_bytes(run_dir / rel, html.encode("utf-8"))
+    return run_dir / INDEX
