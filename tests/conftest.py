@@ -24,3 +24,14 @@ def small_dbn(mnist_small):
     from featvis import DBN
 
     return DBN([784, 64, 32, 16]).fit(mnist_small[0], epochs=3, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, small_dbn, mnist_small):
+    """A small visualize run with its gallery: every layer, 3 units each (read-only)."""
+    from featvis.visualize import VisualizeSettings, visualize
+
+    out = tmp_path_factory.mktemp("runs") / "run"
+    settings = VisualizeSettings(units=3, steps=10, restarts=2, samples=10, top=4)
+    visualize(small_dbn, mnist_small[0], out, settings, progress=False)
+    return out

@@ -34,7 +34,8 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
     if images.shape[1] != sizes[0]:
         raise ValueError(f"layer sizes start with {sizes[0]} but the data has "
                          f"{images.shape[1]} pixels per image")
-    settings = settings or VisualizeSettings(units=units, seed=seed)
+    # Ranked filters and combinations use up to 10 units of the layer below.
+    settings = settings or VisualizeSettings(units=units, seed=seed, top=min([10, *sizes[1:-1]]))
     print(f"featvis demo: DBN {'-'.join(map(str, sizes))}, {epochs} epochs per RBM on "
           f"{len(images)} MNIST images ({'embedded subset' if data is None else data}); "
           f"{settings.units or 'all'} units per layer, maximization {settings.steps} steps x "

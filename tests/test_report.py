@@ -1,0 +1,102 @@
+import json
+import re
+import shutil
+
+import pytest
+
+from featvis.cli import main
+from featvis.report import INDEX, ReportError, build_gallery
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def pages(root):
+    return sorted(root.rglob(INDEX))
+
+
+def test_gallery_pages_and_relative_links(run_dir):
+    names = {p.relative_to(run_dir).as_posix() for p in pages(run_dir)}
+    assert {"index.html", "layer1/index.html", "layer3/index.html",
+            "layer2/units/0/index.html", "layer2/units/2/index.html"} <= names
+    assert len(names) == 1 + 3 + 3 * 3
+    for page in pages(run_dir):
+        html = page.read_text()
+        for target in re.findall(r'(?:href|src)="([^"]+)"', html):
+            assert not re.match(r"^[a-z]+:|^/", target), target       # relative only
+            assert (page.parent / target).resolve().is_file(), (page, target)
+    index = (run_dir / INDEX).read_text()
+    assert "784-64-32-16" in index and "training.png" in index
+    layer = (run_dir / "layer2" / INDEX).read_text()
+    assert "Lee, Ekanadham" in layer and "Erhan" in layer
+
+
+def test_unit_page_shows_the_figures(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    unit = summary["layers"][1]["unit_details"][1]
+    html = (run_dir / "layer2" / "units" / "1" / INDEX).read_text()
+    assert f"{unit['maximize']['activation']:.3f}" in html
+    assert f"{unit['filters']['weights'][0]:+.3f}" in html
+    assert 'rel="prev" href="../0/index.html"' in html and 'rel="next" href="../2/index.html"' in html
+
+
+def test_names_are_escaped(run_copy):
+    summary_path = run_copy / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["layers"][0]["name"] = HOSTILE
+    summary["model"]["data"]["source"] = HOSTILE
+    summary["model"]["path"] = f'x" onerror="alert(1)'
+    summary_path.write_text(json.dumps(summary))
+    build_gallery(run_copy)
+    for page in (run_copy / INDEX, run_copy / "layer1" / INDEX,
+                 run_copy / "layer1" / "units" / "0" / INDEX):
+        html = page.read_text()
+        assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert 'x" onerror' not in html
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda root: (root / "layer2" / "maximize.png").unlink(), "layer2/maximize.png: missing image"),
+    (lambda root: (root / "layer1" / "units" / "2" / "combination.png").unlink(),
+     "combination.png: missing image"),
+    (lambda root: (root / "summary.json").write_text('{"format": "featvis.run/1", '),
+     "summary.json: malformed JSON"),
+    (lambda root: (root / "summary.json").write_text('{"format": "other"}'),
+     "not a featvis run summary"),
+    (lambda root: (root / "summary.json").unlink(), "summary.json: missing"),
+])
+def test_report_on_a_broken_run_keeps_the_old_gallery(run_copy, capsys, damage, message):
+    before = {p: p.read_bytes() for p in pages(run_copy)}
+    damage(run_copy)
+    with pytest.raises(ReportError, match=re.escape(message)):
+        build_gallery(run_copy)
+    code = main(["report", str(run_copy)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in pages(run_copy)} == before
+
+
+def test_report_rebuilds_a_deleted_gallery(run_copy, capsys):
+    for page in pages(run_copy):
+        page.unlink()
+    assert main(["report", str(run_copy)]) == 0
+    assert capsys.readouterr().out.strip() == str(run_copy / INDEX)
+    assert len(pages(run_copy)) == 13
+
+
+def test_demo_end_to_end_tiny(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--epochs", "1", "--layers", "784,16,8,4",
+                 "--units", "2", "--quiet", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0 and captured.out.strip() == str(out / INDEX)
+    assert "1 epochs per RBM on 10000 MNIST images" in captured.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [len(layer["methods"]) for layer in summary["layers"]] == [4, 5, 5]
+    assert len(pages(out)) == 1 + 3 + 3 * 2
