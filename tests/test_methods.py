@@ -69,6 +69,16 @@ def test_top_examples_subset_and_iterable_of_batches():
     torch.testing.assert_close(streamed.mean, whole.mean)
 
 
+def test_top_examples_of_several_layers_in_one_pass(mnist_small, small_dbn):
+    x = mnist_small[0][:500]
+    together = top_examples(small_dbn, x, [3, 1], k=3, batch_size=128)
+    assert list(together) == [3, 1]
+    for d in (1, 3):
+        alone = top_examples(small_dbn, x, d, k=3, batch_size=128)
+        assert torch.equal(together[d].indices, alone.indices)
+        torch.testing.assert_close(together[d].mean, alone.mean)
+
+
 def test_top_examples_values_are_activations(mnist_small, small_dbn):
     x = mnist_small[0]
     got = top_examples(small_dbn, x, 3, k=4, units=[0, 5])

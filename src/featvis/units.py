@@ -12,7 +12,8 @@ import torch
 
 from .models.dbn import DBN
 
-__all__ = ["Layer", "DBNLayer", "layer_of", "resolve_units", "model_device"]
+__all__ = ["Layer", "DBNLayer", "layer_of", "layer_activations", "resolve_units",
+           "model_device"]
 
 Units = Sequence[int] | torch.Tensor | None
 
@@ -81,6 +82,23 @@ class DBNLayer(Layer):
 
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
+
+
+def layer_activations(model: torch.nn.Module, x: torch.Tensor,
+                      units: dict[int, torch.Tensor | None]) -> dict[int, torch.Tensor]:
+    """Activations ``(N, len(units[d]))`` of several layers from one forward pass.
+
+    ``units`` maps each layer to the indices of the units wanted (``None``: all, in order).
+    """
+    if not isinstance(model, DBN):
+        raise TypeError(f"expected a featvis.DBN, got {type(model).__name__}")
+    out = {}
+    h = x
+    for d in range(1, max(units) + 1):
+        h = model.rbms[d - 1].hidden_probs(h)
+        if d in units:
+            out[d] = h if units[d] is None else h[:, units[d]]
+    return out
 
 
 def layer_of(model: torch.nn.Module, layer: int) -> Layer:

@@ -20,8 +20,8 @@ import torch
 
 from . import __version__
 from .fileio import atomic_directory, atomic_write_bytes
-from .methods import (linear_combination, maximize, ranked_filters, sample_unit,
-                      top_examples)
+from .methods import (TopExamples, linear_combination, maximize, ranked_filters,
+                      sample_unit, top_examples)
 from .models.dbn import DBN
 from .render import save_png, signed_border_grid, tile
 from .report import RUN_FORMAT, SUMMARY, build_gallery
@@ -65,8 +65,8 @@ def _json_float(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
 
 
-def _layer(dbn: DBN, d: int, images: torch.Tensor, s: VisualizeSettings, root: Path,
-           progress: bool) -> dict:
+def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
+           s: VisualizeSettings, root: Path, progress: bool) -> dict:
     n_units = dbn.sizes[d]
     units = list(range(n_units if s.units is None else min(s.units, n_units)))
     folder = Path(f"layer{d}")
@@ -86,8 +86,9 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, s: VisualizeSettings, root: P
 
     up = s.upscale
     methods = [m for m in s.methods if not (m == "filters" and d == 1)]
-    if "examples" in methods:
-        ex = top_examples(dbn, images, d, k=s.k, units=units, progress=progress)
+    if examples is not None:
+        ex = TopExamples(*(t[:len(units)] for t in (examples.values, examples.indices,
+                                                    examples.mean, examples.units)))
         save(tile(ex.mean, scale="minmax", upscale=up), "examples")
         for j, info in enumerate(per_unit):
             info["examples"] = {"values": [round(v, 6) for v in ex.values[j].tolist()],
@@ -149,6 +150,9 @@ def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
     s.check(dbn)
     layers = list(s.layers) if s.layers else list(range(1, dbn.n_layers + 1))
     images = images.to(dbn.rbms[0].weight.device)
+    examples = {}
+    if "examples" in s.methods:    # every layer's units in one pass over the data
+        examples = top_examples(dbn, images, layers, k=s.k, progress=progress)
     with atomic_directory(out) as root:
         summary = {
             "format": RUN_FORMAT,
@@ -157,7 +161,8 @@ def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
                       "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
                       "history": [rbm.history for rbm in dbn.rbms], "data": dbn.data_info},
             "settings": {k: v for k, v in asdict(s).items() if k != "extra"} | s.extra,
-            "layers": [_layer(dbn, d, images, s, root, progress) for d in layers],
+            "layers": [_layer(dbn, d, images, examples.get(d), s, root, progress)
+                       for d in layers],
         }
         atomic_write_bytes(root / SUMMARY, json.dumps(summary, indent=1).encode())
         if gallery:

@@ -1,20 +1,21 @@
 """Method 1: dataset examples, the top-k inputs that activate each unit most.
 
 Streams over the data keeping a running top-k per unit, so memory is O(units x k + batch),
-never O(N x units). Ties go to the lower dataset index, exactly: the running candidates are
-kept in index order and, among values equal to the k-th largest, the earliest positions win.
+never O(N x units). Several layers are mined in the same pass over the data. Ties go to the
+lower dataset index, exactly: the running candidates are kept in index order and, among
+values equal to the k-th largest, the earliest positions win.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from ..data import check_images, iter_batches
-from ..units import Units, layer_of, model_device, resolve_units
+from ..units import Units, layer_activations, layer_of, model_device, resolve_units
 
 __all__ = ["TopExamples", "top_examples"]
 
@@ -41,64 +42,90 @@ def _select_topk(values: torch.Tensor, k: int) -> torch.Tensor:
     return chosen.nonzero()[:, 1].view(values.shape[0], k)
 
 
-def _merge_rows(kept: torch.Tensor, batch: torch.Tensor, positions: torch.Tensor
-                ) -> torch.Tensor:
-    """Rows of the virtual concatenation ``[kept (U, m, D) per unit ; batch (B, D)]`` at
-    ``positions (U, k)``, without materializing the concatenation."""
+def _pick(kept: torch.Tensor, fresh: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Entries at ``positions (U, k)`` of the per-unit concatenation ``[kept[u] ; fresh]``,
+    with ``kept (U, m, ...)`` and ``fresh (B, ...)``, without building the concatenation."""
     m = kept.shape[1]
-    rows = batch[(positions - m).clamp(min=0)]
+    taken = fresh[(positions - m).clamp(min=0)]
     if m == 0:
-        return rows
-    old = kept.gather(1, positions.clamp(max=m - 1)[..., None].expand(-1, -1, kept.shape[2]))
-    return torch.where((positions >= m)[..., None], rows, old)
+        return taken
+    extra = kept.dim() - 2
+    index = positions.clamp(max=m - 1).view(*positions.shape, *[1] * extra)
+    old = kept.gather(1, index.expand(-1, -1, *kept.shape[2:]))
+    return torch.where((positions < m).view_as(index), old, taken)
+
+
+class _RunningTopK:
+    """The best ``k`` (value, index) pairs per unit seen so far, kept in index order.
+
+    With ``keep_rows`` it also keeps the selected inputs themselves (for data that is only
+    streamed once and cannot be indexed afterwards).
+    """
+
+    def __init__(self, units: torch.Tensor, k: int, dim: int, keep_rows: bool) -> None:
+        device = units.device
+        self.units, self.k = units, k
+        self.values = torch.empty(units.numel(), 0, device=device)
+        self.indices = torch.empty(units.numel(), 0, dtype=torch.long, device=device)
+        self.rows = torch.empty(units.numel(), 0, dim, device=device) if keep_rows else None
+
+    def update(self, acts: torch.Tensor, batch: torch.Tensor, start: int) -> None:
+        """Merge the activations ``acts (B, U)`` of inputs ``start .. start + B - 1``."""
+        m = self.values.shape[1]
+        candidates = torch.cat([self.values, acts.t()], 1)
+        positions = _select_topk(candidates, min(self.k, candidates.shape[1]))
+        batch_index = torch.arange(start, start + acts.shape[0], device=acts.device)
+        self.indices = _pick(self.indices, batch_index, positions)
+        if self.rows is not None:
+            self.rows = _pick(self.rows, batch, positions)
+        self.values = candidates.gather(1, positions)
+
+    def result(self, images: torch.Tensor | None) -> TopExamples:
+        values, order = self.values.sort(dim=1, descending=True, stable=True)
+        indices = self.indices.gather(1, order)
+        if self.rows is None:
+            mean = images[indices.to(images.device)].to(values.device, torch.float32).mean(1)
+        else:
+            mean = self.rows.mean(1)
+        return TopExamples(values=values, indices=indices, mean=mean, units=self.units)
 
 
 def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.Tensor],
-                 layer: int, k: int = 9, units: Units = None, batch_size: int = 1000,
-                 progress: bool = False) -> TopExamples:
+                 layer: int | Sequence[int], k: int = 9, units: Units = None,
+                 batch_size: int = 1000, progress: bool = False
+                 ) -> TopExamples | dict[int, TopExamples]:
     """The ``k`` inputs with the highest activation ``h_d[i]`` for each unit.
 
     ``images`` is a tensor ``(N, D)`` or an iterable of such batches (e.g. a ``DataLoader``);
-    a tensor is streamed in batches of ``batch_size``.
+    a tensor is streamed in batches of ``batch_size``. ``layer`` may be a list of layers,
+    mined in one pass over the data; the result is then a dict by layer (``units``, if
+    given, applies to each of them).
     """
-    probe = layer_of(model, layer)
+    layers = [layer] if isinstance(layer, int) else list(layer)
+    probes = {d: layer_of(model, d) for d in layers}
     device = model_device(model)
-    units = resolve_units(units, probe.n_units, device)
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if isinstance(images, torch.Tensor) and images.shape[0] < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    n_units = units.numel()
-    values = torch.empty(n_units, 0, device=device)
-    indices = torch.empty(n_units, 0, dtype=torch.long, device=device)
-    stream_images = None if isinstance(images, torch.Tensor) else \
-        torch.empty(n_units, 0, probe.input_size, device=device)
+    dim = next(iter(probes.values())).input_size
+    streamed = not isinstance(images, torch.Tensor)
+    best = {d: _RunningTopK(resolve_units(units, p.n_units, device), k, dim, streamed)
+            for d, p in probes.items()}
     seen = 0
     with torch.no_grad():
-        batches = iter_batches(images, batch_size)
-        for batch in tqdm(batches, desc=f"examples {probe.name}", unit="batch",
+        for batch in tqdm(iter_batches(images, batch_size), desc="examples", unit="batch",
                           disable=not progress, leave=False):
-            batch = check_images(batch, probe.input_size, unit_range=False)
-            batch = batch.to(device=device, dtype=torch.float32)
-            acts = probe.activation(probe.logits(batch, units)).t()        # (U, B)
-            candidates = torch.cat([values, acts], 1)
-            keep = min(k, candidates.shape[1])
-            positions = _select_topk(candidates, keep)
-            batch_index = torch.arange(seen, seen + batch.shape[0], device=device)
-            all_index = torch.cat([indices, batch_index.expand(n_units, -1)], 1)
-            if stream_images is not None:
-                stream_images = _merge_rows(stream_images, batch, positions)
-            values = candidates.gather(1, positions)
-            indices = all_index.gather(1, positions)
+            batch = check_images(batch, dim, unit_range=False).to(device, torch.float32)
+            acts = layer_activations(model, batch,
+                                     {d: None if units is None else b.units
+                                      for d, b in best.items()})
+            for d, running in best.items():
+                running.update(acts[d], batch, seen)
             seen += batch.shape[0]
     if seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
-    values, order = values.sort(dim=1, descending=True, stable=True)
-    indices = indices.gather(1, order)
-    if stream_images is None:
-        mean = images[indices.to(images.device)].to(device=device, dtype=torch.float32).mean(1)
-    else:
-        mean = stream_images.mean(1)
-    return TopExamples(values=values, indices=indices, mean=mean, units=units)
+    results = {d: running.result(None if streamed else images) for d, running in best.items()}
+    return results[layer] if isinstance(layer, int) else results
