@@ -33,14 +33,15 @@ class UnitSamples:
     units: torch.Tensor
 
 
-def _down_pass(dbn: DBN, below: torch.Tensor, layer: int, generator: torch.Generator
-               ) -> torch.Tensor:
-    """From probabilities of layer ``layer - 1``, sample binary states down to layer 1 and
-    return pixel probabilities."""
-    probs = below
+def _down_pass(dbn: DBN, below: torch.Tensor, shape: tuple[int, ...], layer: int,
+               generator: torch.Generator) -> torch.Tensor:
+    """From probabilities of layer ``layer - 1`` (broadcastable to ``shape``), sample binary
+    states down to layer 1 and return pixel probabilities, flattened to ``(rows, D)``."""
+    probs = below.expand(shape)
     for rbm in reversed(dbn.rbms[:layer - 1]):
-        probs = rbm.visible_probs(bernoulli(probs, generator))
-    return probs
+        states = torch.rand(probs.shape, generator=generator, device=probs.device).lt_(probs)
+        probs = rbm.visible_probs(states.view(-1, states.shape[-1]))
+    return probs.reshape(-1, probs.shape[-1])
 
 
 def _gibbs_below(dbn: DBN, layer: int, units: torch.Tensor, n_samples: int, n_chains: int,
@@ -89,11 +90,11 @@ def sample_unit(dbn: DBN, layer: int, units: Units = None, n_samples: int = 100,
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         if variant == "one-hot":
-            below = torch.sigmoid(rbm.weight[units] + rbm.visible_bias)          # (U, n_{d-1})
-            below = below[:, None].expand(-1, n_samples, -1)
+            below = torch.sigmoid(rbm.weight[units] + rbm.visible_bias)[:, None]  # (U, 1, n)
+            shape = (units.numel(), n_samples, below.shape[-1])
         else:
             below = _gibbs_below(dbn, layer, units, n_samples, n_chains, burn_in, interval,
                                  generator, progress)
-        flat = below.reshape(-1, below.shape[-1])
-        pixels = _down_pass(dbn, flat, layer, generator).view(units.numel(), n_samples, -1)
+            shape = below.shape
+        pixels = _down_pass(dbn, below, shape, layer, generator).view(shape[0], n_samples, -1)
     return UnitSamples(samples=pixels, mean=pixels.mean(1), units=units)

@@ -1,0 +1,163 @@
+"""Speed and memory of the batched methods against the way tools usually run them.
+
+Three measurements, each repeated for --rounds rounds, at 1 thread and at 2, with every
+ratio taken between runs of the same round (so a busy machine affects both sides alike):
+
+1. maximize: all 250 units of layer 3 of a 784-1000-500-250 DBN, 300 steps, 1 restart, in
+   one batch vs one unit at a time (how lucent-style tools render units); the batched run's
+   rate against torch's default matmul running the same products (forward plus input
+   gradient) and against the fastest float32 GEMM found (torch, oneDNN, numpy/OpenBLAS).
+   With --restarts R > 1, also against a loop over units x restarts.
+2. top_examples: stream 60,000 inputs for all 1,750 units vs materializing the full
+   activation matrix and calling topk; extra peak memory (RSS) and time.
+3. sample_unit one-hot: 500 units of layer 2, 100 samples each, vs the time of its matrix
+   products alone.
+
+    python benchmarks/bench_methods.py [--rounds 3] [--rows 60000] [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _timing import extra_peak, seconds, set_threads, spread  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from featvis import DBN, load_mnist, maximize, sample_unit, top_examples  # noqa: E402
+
+SIZES = [784, 1000, 500, 250]
+
+
+def reference_dbn() -> DBN:
+    """A DBN of the reference shape; random weights cost the same as trained ones."""
+    dbn = DBN(SIZES, seed=0)
+    dbn.input_norm = 9.215
+    return dbn
+
+
+def gemm_rates(m: int, k: int, n: int, repeat: int = 20) -> dict[str, float]:
+    """GFLOP/s of an (m, k) x (k, n) float32 product by torch, oneDNN and numpy."""
+    a, b = torch.rand(m, k), torch.rand(k, n)
+    flops = 2.0 * m * k * n * repeat
+    rates = {"torch": flops / seconds(lambda: [a @ b for _ in range(repeat)]) / 1e9}
+    am, bt = a.to_mkldnn(), b.t().contiguous().to_mkldnn()
+    rates["onednn"] = flops / seconds(
+        lambda: [torch._C._nn.mkldnn_linear(am, bt, None) for _ in range(repeat)]) / 1e9
+    an, bn = a.numpy(), b.numpy()
+    rates["numpy"] = flops / seconds(lambda: [an @ bn for _ in range(repeat)]) / 1e9
+    return rates
+
+
+def bench_maximize(dbn: DBN, steps: int, restarts: int, loop_units: int) -> dict[str, float]:
+    units = dbn.sizes[3]
+    batched = seconds(lambda: maximize(dbn, 3, steps=steps, restarts=restarts))
+    # The unit-by-unit loop is timed on a subset and scaled: same per-unit work.
+    looped = seconds(lambda: [maximize(dbn, 3, units=[u], steps=steps, restarts=restarts)
+                              for u in range(loop_units)]) * units / loop_units
+    out = {"batched_s": batched, "ratio_units": looped / batched}
+    if restarts > 1:
+        one = seconds(lambda: [maximize(dbn, 3, units=[u], steps=steps, restarts=1, seed=r)
+                               for u in range(loop_units // restarts or 1)
+                               for r in range(restarts)])
+        out["ratio_units_x_restarts"] = one * units / (loop_units // restarts or 1) / batched
+    # The products one step must do for B rows: forward through W1 and W2, input gradient
+    # back through them (the last layer is a row-wise dot product, negligible).
+    rows = units * restarts
+    x, h1, g2, g1 = torch.rand(rows, 784), torch.rand(rows, 1000), torch.rand(rows, 500), \
+        torch.rand(rows, 1000)
+    W1, W2 = dbn.rbms[0].weight, dbn.rbms[1].weight
+    matmul = seconds(lambda: [(x @ W1.t(), h1 @ W2.t(), g2 @ W2, g1 @ W1)
+                              for _ in range(steps)])
+    flops = 4.0 * rows * (784 * 1000 + 1000 * 500) * steps
+    out["gflops"] = flops / batched / 1e9
+    out["of_torch_matmul"] = matmul / batched
+    return out
+
+
+def bench_examples(dbn: DBN, images: torch.Tensor) -> dict[str, float]:
+    def stream():
+        top_examples(dbn, images, [1, 2, 3], k=9, batch_size=1000)
+
+    def materialize():
+        with torch.no_grad():
+            h1 = dbn.rbms[0].hidden_probs(images)
+            h2 = dbn.rbms[1].hidden_probs(h1)
+            h3 = dbn.rbms[2].hidden_probs(h2)
+            acts = torch.cat([h1, h2, h3], 1)                        # (N, 1750)
+            acts.topk(9, dim=0)
+
+    t_stream, m_stream = extra_peak(stream)
+    t_full, m_full = extra_peak(materialize)
+    return {"stream_s": t_stream, "full_s": t_full, "time_ratio": t_stream / t_full,
+            "stream_mb": m_stream / 2**20, "full_mb": m_full / 2**20,
+            "memory_ratio": m_stream / max(m_full, 1)}
+
+
+def bench_sampling(dbn: DBN, samples: int) -> dict[str, float]:
+    total = seconds(lambda: sample_unit(dbn, 2, n_samples=samples, seed=0))
+    h1 = (torch.rand(500 * samples, 1000) < 0.5).float()
+    W1 = dbn.rbms[0].weight
+    products = seconds(lambda: h1 @ W1)
+    return {"total_s": total, "products_s": products, "ratio": total / products}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--restarts", type=int, default=9)
+    parser.add_argument("--loop-units", type=int, default=25,
+                        help="units timed one at a time (scaled to 250)")
+    parser.add_argument("--data", default="../shared/data/mnist")
+    args = parser.parse_args()
+    dbn = reference_dbn()
+    images = load_mnist("train", args.data if os.path.isdir(args.data) else None)[0]
+    images = images[:args.rows] if len(images) >= args.rows else \
+        images.repeat(-(-args.rows // len(images)), 1)[:args.rows]
+    print(f"featvis methods benchmark: {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{args.rounds} rounds, {len(images)} inputs")
+    for threads in (1, 2):
+        set_threads(threads)
+        rate = gemm_rates(250, 784, 1000)
+        print(f"\n== {threads} thread(s); GEMM 250x784x1000 GFLOP/s: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in rate.items()))
+        results = {"max1": [], "max9": [], "ex": [], "smp": []}
+        for _ in range(args.rounds):
+            results["max1"].append(bench_maximize(dbn, args.steps, 1, args.loop_units))
+            results["max9"].append(bench_maximize(dbn, args.steps, args.restarts,
+                                                  args.loop_units))
+            results["ex"].append(bench_examples(dbn, images))
+            results["smp"].append(bench_sampling(dbn, 100))
+        best_gemm = max(rate.values())
+        col = lambda name, key: [r[key] for r in results[name]]   # noqa: E731
+        print("maximize, 250 units, 1 restart (min / median / max over rounds)")
+        print(f"  batched vs one unit at a time     {spread(col('max1', 'ratio_units'))}x"
+              "   goal >= 7x")
+        print(f"  of torch matmul, same products    {spread(col('max1', 'of_torch_matmul'))}"
+              "    goal >= 0.80")
+        print(f"  GFLOP/s, of fastest GEMM ({best_gemm:.0f})  "
+              f"{spread(col('max1', 'gflops'))}  = "
+              f"{np.median(col('max1', 'gflops')) / best_gemm:.2f} of the limit")
+        print(f"maximize, {args.restarts} restarts")
+        print(f"  batched vs loop over units        {spread(col('max9', 'ratio_units'))}x")
+        print(f"  batched vs loop units x restarts  "
+              f"{spread(col('max9', 'ratio_units_x_restarts'))}x")
+        print("top_examples, 1750 units, streaming vs full matrix + topk")
+        print(f"  time ratio                        {spread(col('ex', 'time_ratio'))}"
+              "    goal <= 1.0")
+        print(f"  extra peak memory ratio           {spread(col('ex', 'memory_ratio'))}"
+              f"    goal <= 0.10  (stream {np.median(col('ex', 'stream_mb')):.0f} MB, "
+              f"full {np.median(col('ex', 'full_mb')):.0f} MB)")
+        print("sample_unit one-hot, 500 units x 100 samples")
+        print(f"  time / its matrix products        {spread(col('smp', 'ratio'))}"
+              "    goal <= 2.0")
+
+
+if __name__ == "__main__":
+    main()
