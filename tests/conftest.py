@@ -35,3 +35,25 @@ def run_dir(tmp_path_factory, small_dbn, mnist_small):
     settings = VisualizeSettings(units=3, steps=10, restarts=2, samples=10, top=4)
     visualize(small_dbn, mnist_small[0], out, settings, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_dir(tmp_path_factory):
+    """A folder of the four MNIST IDX files holding 300 training and 100 test images."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    from featvis import load_mnist
+
+    root = tmp_path_factory.mktemp("mnist")
+    for split, prefix, n in (("train", "train", 300), ("test", "t10k", 100)):
+        images, labels = load_mnist(split)
+        pixels = (images[:n] * 255).round().to(torch.uint8).numpy().reshape(n, 28, 28)
+        for kind, array in (("images-idx3-ubyte", pixels),
+                            ("labels-idx1-ubyte", labels[:n].numpy().astype(np.uint8))):
+            header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(
+                f">{array.ndim}I", *array.shape)
+            (root / f"{prefix}-{kind}.gz").write_bytes(gzip.compress(header + array.tobytes()))
+    return root

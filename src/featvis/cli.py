@@ -152,6 +152,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_evaluation(result: dict) -> str:
+    """The per-layer table and the first RBM's likelihood figures, as text."""
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)   # noqa: E731
+    lines = [f"{'layer':<10}{'units':>7}{'recon. error':>15}{'probe accuracy':>17}"]
+    for row in result["layers"]:
+        lines.append(f"{row['name']:<10}{row['units']:>7}"
+                     f"{fmt(row['reconstruction_error'], '.3f'):>15}"
+                     f"{fmt(row['probe_accuracy'], '.2%'):>17}")
+    rbm1 = result["rbm1"]
+    lines.append(f"RBM 1: pseudo-log-likelihood {rbm1['pseudo_likelihood']:.2f} per case")
+    if "log_z" in rbm1:
+        lines.append(f"RBM 1: AIS log Z {rbm1['log_z']:.2f} (3 s.e.: {rbm1['log_z_low']:.2f} .. "
+                     f"{rbm1['log_z_high']:.2f}, {rbm1['ais_runs']} runs); test log-likelihood "
+                     f"{rbm1['test_log_likelihood']:.2f} nats per case")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .data import load_mnist
+    from .evaluate import evaluate_model
+    from .fileio import atomic_write_bytes
+    from .models import DBN
+    from .report import EVALUATION, build_gallery, load_summary
+
+    if args.run is not None:
+        load_summary(args.run)                  # a broken run folder fails before any work
+    device = resolve_device(args.device)
+    dbn = DBN.load(args.model, device=device)
+    train, test = load_mnist("train", args.data), load_mnist("test", args.data)
+    if train[0].shape[1] != dbn.sizes[0]:
+        raise FeatvisError(f"the data has {train[0].shape[1]} pixels per image but the model "
+                           f"expects {dbn.sizes[0]}")
+    result = evaluate_model(dbn, train, test, ais_runs=args.ais_runs, seed=args.seed,
+                            progress=not args.quiet)
+    result |= {"model": str(args.model),
+               "data": str(args.data) if args.data else "embedded subset"}
+    print(_format_evaluation(result))
+    payload = json.dumps(result, indent=1).encode()
+    if args.json is not None:
+        atomic_write_bytes(args.json, payload)
+    if args.run is not None:
+        atomic_write_bytes(args.run / EVALUATION, payload)
+        build_gallery(args.run)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="featvis", description="See what every unit of a deep network has learned.")
@@ -204,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "summary.json and the PNGs of a 'featvis visualize' run.")
     p.add_argument("run_dir", type=Path, help="folder written by 'featvis visualize'")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("evaluate", help="figures of model quality per layer",
+                       description="Reconstruction error and linear-probe accuracy per layer; "
+                                   "pseudo-likelihood and AIS log-likelihood of the first RBM.")
+    p.add_argument("model", type=Path, help="checkpoint written by 'featvis train'")
+    _add_data_options(p)
+    p.add_argument("--ais-runs", type=int, default=100,
+                   help="AIS runs for log Z of the first RBM (0 skips AIS; default 100)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    p.add_argument("--run", type=Path, default=None,
+                   help="a 'featvis visualize' folder: store the figures there and show them "
+                        "in its gallery")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="train the reference DBN, visualize it, write the gallery",
                        description="End to end on the embedded MNIST subset (or --data): "

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from . import __version__
+from .evaluate import method_agreement
 from .fileio import atomic_directory, atomic_write_bytes
 from .methods import (TopExamples, linear_combination, maximize, ranked_filters,
                       sample_unit, top_examples)
@@ -86,6 +87,7 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
 
     up = s.upscale
     methods = [m for m in s.methods if not (m == "filters" and d == 1)]
+    pictures: dict[str, torch.Tensor] = {}      # (U, D) picture per unit, for the agreement
     if examples is not None:
         ex = TopExamples(*(t[:len(units)] for t in (examples.values, examples.indices,
                                                     examples.mean, examples.units)))
@@ -97,6 +99,7 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
                  "examples_strip", j)
             save(tile(ex.mean[j:j + 1], scale="minmax", upscale=up), "examples_mean", j)
         figures["examples_mean_top1"] = _json_float(ex.values[:, 0].mean().item())
+        pictures["examples"] = ex.mean
     if "maximize" in methods:
         mx = maximize(dbn, d, units=units, steps=s.steps, restarts=s.restarts, seed=s.seed,
                       progress=progress)
@@ -106,7 +109,8 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
                                 "invariance": _json_float(mx.invariance[j].item())}
             save(tile(mx.images[j:j + 1], upscale=up), "maximize", j)
         figures["maximize_mean_activation"] = _json_float(mx.activation.mean().item())
-        figures["maximize_mean_invariance"] = _json_float(mx.invariance.mean().item())
+        figures["maximize_mean_invariance"] = _json_float(mx.invariance.nanmean().item())
+        pictures["maximize"] = mx.images
     if "sampling" in methods:
         sm = sample_unit(dbn, d, units=units, n_samples=s.samples, variant=s.variant,
                          seed=s.seed, progress=progress)
@@ -115,6 +119,7 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
             save(tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP, upscale=up),
                  "samples_strip", j)
             save(tile(sm.mean[j:j + 1], scale="minmax", upscale=up), "samples_mean", j)
+        pictures["sampling"] = sm.mean
     if "filters" in methods:
         below = linear_combination(dbn, d - 1, k=s.top)       # pictures of layer d-1's units
         rf = ranked_filters(dbn, d, k=s.top)                  # every unit, for the overview
@@ -132,6 +137,11 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
         save(tile(combo, upscale=up), "combination")
         for j in range(len(units)):
             save(tile(combo[j:j + 1], upscale=up), "combination", j)
+        pictures["combination"] = combo
+    for pair, cosine in method_agreement(pictures).items():
+        figures[f"agreement {pair}"] = _json_float(cosine.mean().item())
+        for j, info in enumerate(per_unit):
+            info.setdefault("agreement", {})[pair] = _json_float(cosine[j].item())
     return {"layer": d, "name": f"layer {d}", "n_units": n_units, "n_below": dbn.sizes[d - 1],
             "units": units, "methods": methods, "files": files, "figures": figures,
             "unit_details": per_unit}

@@ -14,15 +14,18 @@ import os
 from pathlib import Path
 
 from ..errors import FeatvisError
+from ..evaluate import EVALUATION_FORMAT
 from ..fileio import atomic_write_bytes
 from .templates import (METHOD_LEGENDS, METHOD_TITLES, e, figure, number, page, table)
 
-__all__ = ["ReportError", "load_summary", "build_gallery", "INDEX", "SUMMARY", "RUN_FORMAT"]
+__all__ = ["ReportError", "load_summary", "load_evaluation", "build_gallery", "INDEX",
+           "SUMMARY", "RUN_FORMAT", "EVALUATION"]
 
 INDEX = "index.html"
 CURVES = "training.png"
 SUMMARY = "summary.json"
 RUN_FORMAT = "featvis.run/1"
+EVALUATION = "evaluation.json"          # written by `featvis evaluate --run`, optional
 
 
 class ReportError(FeatvisError):
@@ -65,6 +68,46 @@ def load_summary(run_dir: str | os.PathLike) -> dict:
                      path, f"image path {name!r} leaves the run folder")
             _require(image.is_file(), image, "missing image named in summary.json")
     return summary
+
+
+def load_evaluation(run_dir: str | os.PathLike) -> dict | None:
+    """The run's ``evaluation.json`` if there is one; :class:`ReportError` if it is broken."""
+    path = Path(run_dir) / EVALUATION
+    if not path.exists():
+        return None
+    try:
+        evaluation = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: malformed JSON ({exc})") from None
+    _require(isinstance(evaluation, dict) and evaluation.get("format") == EVALUATION_FORMAT
+             and isinstance(evaluation.get("layers"), list)
+             and isinstance(evaluation.get("rbm1"), dict), path,
+             f"not a featvis evaluation (format {EVALUATION_FORMAT} expected)")
+    return evaluation
+
+
+def _evaluation_rows(rows: list[dict]) -> str:
+    body = "".join(
+        f"<tr><td>{e(r.get('name'))}</td><td>{number(r.get('reconstruction_error'))}</td>"
+        f"<td>{number(None if r.get('probe_accuracy') is None else 100 * r['probe_accuracy'], 2)}"
+        "%</td></tr>" for r in rows)
+    return ("<table><tr><th>Layer</th><th>Test reconstruction error (per case)</th>"
+            f"<th>Linear-probe test accuracy</th></tr>{body}</table>")
+
+
+def _evaluation_card(evaluation: dict) -> str:
+    rbm1 = evaluation["rbm1"]
+    lines = [("Pseudo-log-likelihood, RBM 1 (test, per case)",
+              number(rbm1.get("pseudo_likelihood"), 2))]
+    if "log_z" in rbm1:
+        lines += [("AIS log Z, RBM 1", f"{number(rbm1['log_z'], 2)} (&plusmn;3 s.e.: "
+                                      f"{number(rbm1.get('log_z_low'), 2)} .. "
+                                      f"{number(rbm1.get('log_z_high'), 2)}; "
+                                      f"{e(rbm1.get('ais_runs'))} runs)"),
+                  ("Test log-likelihood, RBM 1 (nats per case)",
+                   number(rbm1.get("test_log_likelihood"), 2))]
+    return ('<section class="card"><h2>Model figures</h2>'
+            f"{_evaluation_rows(evaluation['layers'])}{table(lines)}</section>")
 
 
 def _curves_png(summary: dict) -> bytes | None:
@@ -116,11 +159,12 @@ def _figures_table(layer: dict) -> str:
     labels = {"examples_mean_top1": "mean top-1 example activation",
               "maximize_mean_activation": "mean activation reached by maximization",
               "maximize_mean_invariance": "mean invariance (cosine between restarts)"}
-    rows = [(e(labels.get(k, k)), number(v)) for k, v in layer["figures"].items()]
+    rows = [(e(labels.get(k, k.replace("agreement ", "mean agreement (centred cosine) "))),
+             number(v)) for k, v in layer["figures"].items()]
     return table(rows) if rows else ""
 
 
-def _index_page(summary: dict, has_curves: bool) -> str:
+def _index_page(summary: dict, has_curves: bool, evaluation: dict | None) -> str:
     rows = []
     for layer in summary["layers"]:
         d = layer["layer"]
@@ -136,13 +180,15 @@ def _index_page(summary: dict, has_curves: bool) -> str:
                     "training curves") if has_curves else ""
     body = (f'<section class="card"><h2>Model</h2>{_model_table(summary["model"])}'
             f"{curves}</section>"
+            + (_evaluation_card(evaluation) if evaluation else "") +
             '<section class="card"><h2>Layers</h2><table><tr><th>Layer</th><th>Units</th>'
             f'<th>Overview of each method</th></tr>{"".join(rows)}</table></section>')
     return page("featvis gallery", body, [(INDEX, "gallery")])
 
 
-def _layer_page(layer: dict) -> str:
+def _layer_page(layer: dict, evaluation: dict | None) -> str:
     d = layer["layer"]
+    model_rows = [r for r in (evaluation or {}).get("layers", []) if r.get("layer") == d]
     sections = []
     for m in layer["methods"]:
         if m in layer["files"]:
@@ -154,7 +200,8 @@ def _layer_page(layer: dict) -> str:
                          f"{METHOD_TITLES[m]} of {layer['name']}") + "</section>")
     links = "".join(f'<a href="units/{e(u["unit"])}/{INDEX}">{e(u["unit"])}</a>'
                     for u in layer["unit_details"])
-    body = (f'<section class="card">{_figures_table(layer)}</section>{"".join(sections)}'
+    body = (f'<section class="card">{_figures_table(layer)}'
+            f'{_evaluation_rows(model_rows) if model_rows else ""}</section>{"".join(sections)}'
             f'<section class="card"><h2>Units</h2><div class="units">{links}</div></section>')
     return page(f"{layer['name']}", body,
                 [(f"../{INDEX}", "gallery"), (INDEX, layer["name"])])
@@ -192,6 +239,9 @@ def _unit_page(layer: dict, position: int) -> str:
     if "combination" in files:
         panels.append(("combination", figure(up("combination"), "linear combination",
                                              "linear combination", "single")))
+    if unit.get("agreement"):
+        panels.append(("agreement", table((e(pair.replace("~", " ~ ")), number(v))
+                                          for pair, v in unit["agreement"].items())))
     details = layer["unit_details"]
     pager = [f'<a href="../../{INDEX}">back to {e(layer["name"])}</a>']
     if position > 0:
@@ -212,11 +262,12 @@ def build_gallery(run_dir: str | os.PathLike) -> Path:
     """(Re)build the gallery of ``run_dir``; returns the path of its ``index.html``."""
     run_dir = Path(run_dir)
     summary = load_summary(run_dir)
+    evaluation = load_evaluation(run_dir)
     curves = _curves_png(summary)
-    pages: dict[Path, str] = {Path(INDEX): _index_page(summary, curves is not None)}
+    pages: dict[Path, str] = {Path(INDEX): _index_page(summary, curves is not None, evaluation)}
     for layer in summary["layers"]:
         folder = Path(f"layer{layer['layer']}")
-        pages[folder / INDEX] = _layer_page(layer)
+        pages[folder / INDEX] = _layer_page(layer, evaluation)
         for position, unit in enumerate(layer["unit_details"]):
             pages[folder / "units" / str(unit["unit"]) / INDEX] = _unit_page(layer, position)
     if curves is not None:

@@ -17,6 +17,7 @@ METHOD_TITLES = {
     "sampling": "Unit sampling",
     "filters": "Ranked filters",
     "combination": "Linear combination",
+    "agreement": "Agreement between methods",
 }
 METHOD_LEGENDS = {
     "examples": "The inputs of the data set that activate the unit most, and their mean "
