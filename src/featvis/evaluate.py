@@ -140,28 +140,35 @@ def log_partition_ais(rbm: RBM, n_runs: int = 100, betas: Sequence[float] | None
     base32 = base.float()
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    def log_p(v: torch.Tensor, beta: float) -> torch.Tensor:
-        """Unnormalized log-probability of ``v`` under the distribution at ``beta``."""
-        wh = torch.addmm(c, v, W.t()).double()
-        return ((1 - beta) * (v.double() @ base) + beta * (v.double() @ b.double())
-                + F.softplus(beta * wh).sum(1))
+    def statistics(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the log-probabilities need of ``v``: ``W v + c``, ``v.b_A`` and ``v.b``."""
+        v64 = v.double()
+        return torch.addmm(c, v, W.t()), v64 @ base, v64 @ b.double()
+
+    def log_p(stats, beta: float) -> torch.Tensor:
+        """Unnormalized log-probability at ``beta`` (the base model's hidden units, with no
+        connections, add a constant absorbed in its log Z)."""
+        wh, v_base, v_model = stats
+        return (1 - beta) * v_base + beta * v_model + F.softplus(beta * wh.double()).sum(1)
 
     with torch.no_grad():
         v = torch.rand((n_runs, rbm.n_visible), generator=generator, device=device) \
             .lt_(torch.sigmoid(base32))
-        log_w = -log_p(v, 0.0)
+        stats = statistics(v)
+        log_w = -log_p(stats, 0.0)
         for k in tqdm(range(1, len(betas)), desc="AIS", unit="beta", disable=not progress,
                       leave=False):
             beta = float(betas[k])
-            log_w += log_p(v, beta)
+            log_w += log_p(stats, beta)
             if k == len(betas) - 1:
                 break
             # One Gibbs transition that leaves the distribution at beta invariant.
             h = torch.rand((n_runs, rbm.n_hidden), generator=generator, device=device) \
-                .lt_(torch.sigmoid(beta * torch.addmm(c, v, W.t())))
+                .lt_(torch.sigmoid(beta * stats[0]))
             visible = (1 - beta) * base32 + beta * torch.addmm(b, h, W)
             v = torch.rand(v.shape, generator=generator, device=device).lt_(torch.sigmoid(visible))
-            log_w -= log_p(v, beta)
+            stats = statistics(v)
+            log_w -= log_p(stats, beta)
     log_z_base = F.softplus(base).sum().item() + rbm.n_hidden * math.log(2)
     log_w = log_w.cpu()
     top = log_w.max()
