@@ -93,30 +93,22 @@ class DBN(nn.Module):
         """Hidden probabilities of the top layer."""
         return self.transform(x, self.n_layers)
 
-    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int = 100,
-            lr: float = 0.1, momentum: float = 0.5, final_momentum: float = 0.9,
-            momentum_switch: int = 6, weight_decay: float = 2e-4, k: int = 1,
-            persistent: bool = False, sparsity_target: float | None = None,
-            sparsity_cost: float = 0.1, seed: int = 0, resume: bool = False,
-            progress: bool = True,
+    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int = 100, *,
+            seed: int = 0, resume: bool = False, progress: bool = True,
             on_epoch: Callable[[int, dict], None] | None = None,
-            on_layer: Callable[["DBN", int], None] | None = None) -> "DBN":
+            on_layer: Callable[["DBN", int], None] | None = None, **recipe) -> "DBN":
         """Greedy layer-wise training; each RBM learns the previous layer's hidden probabilities.
 
-        Every RBM is reset and trained with the same recipe (RBM d uses seed ``seed + d``).
-        ``resume=True`` keeps the layers that already have a history and trains the rest.
-        ``on_epoch(d, entry)`` is called after every epoch with its history entry, and
-        ``on_layer(dbn, d)`` after layer d is done (e.g. to save a checkpoint).
+        Every RBM is reset and trained with the same recipe (``recipe`` as in :meth:`RBM.fit`;
+        RBM d uses seed ``seed + d``). ``resume=True`` keeps the layers that already have a
+        history and trains the rest. ``on_epoch(d, entry)`` is called after every epoch with
+        its history entry, and ``on_layer(dbn, d)`` after layer d is done (e.g. to save a
+        checkpoint).
         """
         with torch.no_grad():
             images = check_images(images, self.sizes[0])
             images = images.to(self.rbms[0].weight.device, self.rbms[0].weight.dtype)
-            recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, lr=lr,
-                                    momentum=momentum, final_momentum=final_momentum,
-                                    momentum_switch=momentum_switch,
-                                    weight_decay=weight_decay, k=k, persistent=persistent,
-                                    sparsity_target=sparsity_target,
-                                    sparsity_cost=sparsity_cost, seed=seed)
+            recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
             if resume and self.recipe is not None and self.recipe != recipe:
                 raise ValueError("cannot resume with a different training recipe: "
                                  f"saved {self.recipe.to_dict()}, asked {recipe.to_dict()}")

@@ -79,26 +79,20 @@ class RBM(nn.Module):
         return self.hidden_probs(v)
 
     # -- training -----------------------------------------------------------------------
-    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int = 100,
-            lr: float = 0.1, momentum: float = 0.5, final_momentum: float = 0.9,
-            momentum_switch: int = 6, weight_decay: float = 2e-4, k: int = 1,
-            persistent: bool = False, sparsity_target: float | None = None,
-            sparsity_cost: float = 0.1, seed: int = 0, warm_start: bool = False,
-            progress: bool = True) -> "RBM":
+    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int = 100, *,
+            seed: int = 0, warm_start: bool = False, progress: bool = True,
+            **recipe) -> "RBM":
         """Train with CD-k (or persistent CD), Hinton's rbm.m recipe; returns ``self``.
 
-        Momentum is ``momentum`` for the first epochs and ``final_momentum`` from epoch
-        ``momentum_switch`` (1-based) on. Unless ``warm_start``, parameters are first reset
-        from ``seed``, so the result depends on ``seed`` alone. ``self.history`` gets one
-        entry per epoch (see :func:`featvis.train.fit_rbm`).
+        ``recipe`` takes the other fields of :class:`featvis.TrainingRecipe` (``lr``,
+        ``momentum``, ``final_momentum``, ``momentum_switch``, ``weight_decay``, ``k``,
+        ``persistent``, ``sparsity_target``, ``sparsity_cost``). Unless ``warm_start``,
+        parameters are first reset from ``seed``, so the result depends on ``seed`` alone.
+        ``self.history`` gets one entry per epoch (see :func:`featvis.train.fit_rbm`).
         """
         from ..train import TrainingRecipe, fit_rbm
 
-        recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, lr=lr,
-                                momentum=momentum, final_momentum=final_momentum,
-                                momentum_switch=momentum_switch, weight_decay=weight_decay,
-                                k=k, persistent=persistent, sparsity_target=sparsity_target,
-                                sparsity_cost=sparsity_cost, seed=seed)
+        recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
         if not warm_start:
             self.reset_parameters(seed)
         fit_rbm(self, images, recipe, progress=progress)
