@@ -35,6 +35,7 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	$(PIP) -e '.[bench]'
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_methods.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache
