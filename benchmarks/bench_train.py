@@ -23,6 +23,7 @@ Needs the bench extra (scikit-learn, threadpoolctl): pip install -e '.[bench]'.
 import os
 import sys
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as featvis itself, before torch loads
 _BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 if any(name in os.environ for name in _BLAS_OVERRIDES):  # before numpy loads OpenBLAS
     print(f"re-executing without {', '.join(n for n in _BLAS_OVERRIDES if n in os.environ)}",

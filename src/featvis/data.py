@@ -8,6 +8,7 @@ Images are float32 ``(N, 784)`` in ``[0, 1]`` (pixel / 255), labels int64 ``(N,)
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -133,11 +134,17 @@ def check_images(images: torch.Tensor, width: int | None = None, *,
                         f"input size {width}")
     if not images.is_floating_point():
         raise DataError(f"{name}: expected floating-point values, got {images.dtype}")
-    if not torch.isfinite(images).all():
+    if images.numel() == 0:
+        return images
+    if unit_range:
+        # One pass: NaN propagates through min/max and +-inf falls outside [0, 1].
+        low, high = (v.item() for v in torch.aminmax(images))
+        if not (0 <= low and high <= 1):
+            if math.isnan(low) or math.isnan(high) or math.isinf(low) or math.isinf(high):
+                raise DataError(f"{name}: contains NaN or infinite values")
+            raise DataError(f"{name}: values must lie in [0, 1] (found {low:.3g}..{high:.3g})")
+    elif not torch.isfinite(images).all():
         raise DataError(f"{name}: contains NaN or infinite values")
-    if unit_range and images.numel() and (images.min() < 0 or images.max() > 1):
-        raise DataError(f"{name}: values must lie in [0, 1] (found "
-                        f"{images.min().item():.3g}..{images.max().item():.3g})")
     return images
 
 

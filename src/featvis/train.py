@@ -7,9 +7,10 @@ epoch's batches while the weights change, from the reconstruction driven by bina
 samples.
 
 The inner loop is written for speed: every product is an in-place ``addmm`` into a
-preallocated buffer, the two weight-gradient products are one ``addmm`` pair into the
-momentum buffer, sampling is ``rand() < p`` in place, and the error stays on the device
-until the epoch ends (no host sync per batch).
+preallocated buffer, the batch is gathered straight into its buffer, the weight gradient
+and the momentum update are a single ``addmm_`` over the stacked positive and negative
+phases, sampling is ``rand() < p`` in place, and the error stays on the device until the
+epoch ends (no host sync per batch).
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ class TrainingRecipe:
 
 
 class _CDState:
-    """Buffers of one CD-k run, allocated once and reused for every batch."""
+    """Buffers of one CD-k run, allocated once and reused for every batch.
+
+    The data and its reconstruction share one ``(2B, V)`` buffer, and the positive and
+    (negated) negative hidden probabilities one ``(2B, H)`` buffer, so that the whole
+    weight gradient is a single ``addmm_`` with inner dimension 2B.
+    """
 
     def __init__(self, rbm: "RBM", batch_size: int, generator: torch.Generator) -> None:
         p = rbm.weight
@@ -70,11 +76,10 @@ class _CDState:
         self.weight_inc = torch.zeros_like(p)
         self.visible_inc = torch.zeros_like(rbm.visible_bias)
         self.hidden_inc = torch.zeros_like(rbm.hidden_bias)
-        self.pos_hidden = p.new_empty(b, h)
+        self.visible = p.new_empty(2 * b, v)          # [v0; reconstruction]
+        self.hidden = p.new_empty(2 * b, h)           # [p(h | v0); -p(h | reconstruction)]
         self.hidden_sample = p.new_empty(b, h)
-        self.neg_visible = p.new_empty(b, v)
-        self.neg_hidden = p.new_empty(b, h)
-        self.diff = p.new_empty(b, v)
+        self.diff = p.new_empty(b * v)
         self.error = p.new_zeros(())
         # Persistent CD's fantasy particles (binary hidden states), set by fit_rbm.
         self.chain: torch.Tensor | None = None
@@ -84,16 +89,17 @@ class _CDState:
         return torch.rand(out.shape, generator=self.generator, out=out).lt_(probs)
 
 
-def _cd_step(rbm: "RBM", v0: torch.Tensor, state: _CDState, recipe: TrainingRecipe,
-             momentum: float) -> None:
-    """One CD-k update of ``rbm`` on the batch ``v0`` (rbm.m's inner loop)."""
+def _cd_step(rbm: "RBM", images: torch.Tensor, rows: torch.Tensor, state: _CDState,
+             recipe: TrainingRecipe, momentum: float) -> None:
+    """One CD-k update of ``rbm`` on the batch ``images[rows]`` (rbm.m's inner loop)."""
     W, b, c = rbm.weight.data, rbm.visible_bias.data, rbm.hidden_bias.data
-    n = v0.shape[0]
-    pos_h = state.pos_hidden[:n]
+    n = rows.shape[0]
+    visible, hidden = state.visible[:2 * n], state.hidden[:2 * n]
+    v0, neg_v = visible[:n], visible[n:]
+    pos_h, neg_h = hidden[:n], hidden[n:]
     h = state.hidden_sample[:n]
-    neg_v = state.neg_visible[:n]
-    neg_h = state.neg_hidden[:n]
 
+    torch.index_select(images, 0, rows, out=v0)
     torch.addmm(c, v0, W.t(), out=pos_h).sigmoid_()
     if state.chain is not None:
         h.copy_(state.chain[:n])                  # persistent CD: continue the fantasy chain
@@ -104,24 +110,25 @@ def _cd_step(rbm: "RBM", v0: torch.Tensor, state: _CDState, recipe: TrainingReci
         torch.addmm(c, neg_v, W.t(), out=neg_h).sigmoid_()
         if step == 0:
             # rbm.m's error: reconstruction from the binary hidden sample of the data.
-            torch.sub(v0, neg_v, out=state.diff[:n])
-            state.error.add_(state.diff[:n].pow_(2).sum())
+            diff = torch.sub(v0, neg_v, out=state.diff[:v0.numel()].view_as(v0)).view(-1)
+            state.error.add_(torch.dot(diff, diff))
         if step + 1 < recipe.k or state.chain is not None:
             state.sample_(neg_h, h)
     if state.chain is not None:
         state.chain[:n].copy_(h)
 
     scale = recipe.lr / n
-    state.weight_inc.mul_(momentum)
-    state.weight_inc.addmm_(pos_h.t(), v0, alpha=scale)
-    state.weight_inc.addmm_(neg_h.t(), neg_v, alpha=-scale)
-    state.weight_inc.add_(W, alpha=-recipe.lr * recipe.weight_decay)
-    state.visible_inc.mul_(momentum).add_(v0.sum(0).sub_(neg_v.sum(0)), alpha=scale)
-    hidden_grad = pos_h.sum(0).sub_(neg_h.sum(0))
+    visible_grad = v0.sum(0).sub_(neg_v.sum(0))
+    neg_h.neg_()
+    hidden_grad = hidden.sum(0)                   # sum of p(h | v0) - p(h | reconstruction)
     if recipe.sparsity_target is not None:
         # Lee et al. 2008: pull each unit's mean activation towards the target.
         hidden_grad.add_(pos_h.mean(0).neg_().add_(recipe.sparsity_target),
                          alpha=recipe.sparsity_cost * n)
+    # inc = momentum * inc + lr * ((pos_h' v0 - neg_h' neg_v) / n - weight_decay * W)
+    state.weight_inc.addmm_(hidden.t(), visible, beta=momentum, alpha=scale)
+    state.weight_inc.add_(W, alpha=-recipe.lr * recipe.weight_decay)
+    state.visible_inc.mul_(momentum).add_(visible_grad, alpha=scale)
     state.hidden_inc.mul_(momentum).add_(hidden_grad, alpha=scale)
     W.add_(state.weight_inc)
     b.add_(state.visible_inc)
@@ -159,7 +166,7 @@ def fit_rbm(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, *,
             order = torch.randperm(n, generator=generator, device=device)
             state.error.zero_()
             for start in range(0, n, batch_size):
-                _cd_step(rbm, images[order[start:start + batch_size]], state, recipe, momentum)
+                _cd_step(rbm, images, order[start:start + batch_size], state, recipe, momentum)
                 bar.update()
             error = state.error.item()
             if not math.isfinite(error):
