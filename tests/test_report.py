@@ -100,3 +100,4 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert [len(layer["methods"]) for layer in summary["layers"]] == [4, 5, 5]
     assert len(pages(out)) == 1 + 3 + 3 * 2
+    assert (out / "model.safetensors").is_file() and summary["model"]["path"] == "model.safetensors"

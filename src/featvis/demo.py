@@ -22,13 +22,15 @@ from .visualize import VisualizeSettings, visualize
 __all__ = ["run_demo", "DEMO_SIZES"]
 
 DEMO_SIZES = (784, 1000, 500, 250)
+MODEL = "model.safetensors"        # the trained DBN, saved inside the output folder
 
 
 def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | None = None,
              epochs: int = 10, seed: int = 0, sizes=DEMO_SIZES, units: int = 100,
              device: torch.device | str = "cpu", progress: bool = True,
              settings: VisualizeSettings | None = None) -> Path:
-    """Train, visualize and write the gallery into ``out``; returns the path of ``index.html``."""
+    """Train, visualize and write the gallery into ``out`` (with the trained model as
+    ``out/model.safetensors``); returns the path of ``index.html``."""
     out = Path(out)
     images, _ = load_mnist("train", data)
     if images.shape[1] != sizes[0]:
@@ -46,9 +48,8 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
                      "n_train": len(images)}
     dbn.fit(images, epochs=epochs, seed=seed, progress=progress)
     trained = time.perf_counter()
-    model_path = out.with_name(out.name + ".model.safetensors")
-    dbn.save(model_path)
-    visualize(dbn, images, out, settings, model_path=str(model_path), progress=progress)
+    visualize(dbn, images, out, settings, model_path=MODEL, progress=progress)
+    dbn.save(out / MODEL)
     done = time.perf_counter()
     print(f"featvis demo: trained in {trained - start:.0f} s, visualized in {done - trained:.0f} s",
           file=sys.stderr)
