@@ -90,3 +90,28 @@ def test_subprocess_error_has_no_traceback(tmp_path):
                              "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("featvis train: error:") and not out.exists()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_stopped_training_keeps_the_last_checkpoint_and_resumes(tmp_path, signal_name):
+    import signal
+    import time
+
+    out = tmp_path / "m.safetensors"
+    args = [sys.executable, "-m", "featvis.cli", "train", "--layers", "784,24,12,6",
+            "--epochs", "40", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.exists(), "no checkpoint after the first layer"
+    proc.send_signal(getattr(signal, signal_name))
+    _, stderr = proc.communicate(timeout=60)
+    if signal_name == "SIGINT":
+        assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    dbn = DBN.load(out)                       # the last complete checkpoint is intact
+    assert 1 <= dbn.trained_layers < 3
+    resumed = subprocess.run(args + ["--resume"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert DBN.load(out).trained_layers == 3
