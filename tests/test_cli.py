@@ -6,16 +6,7 @@ import sys
 import pytest
 
 from featvis import DBN, __version__
-from featvis.cli import main
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import run_cli
 
 
 def test_help_and_version():

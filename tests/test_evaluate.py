@@ -14,15 +14,7 @@ from featvis.evaluate import (default_betas, linear_probe, log_likelihood,
                               log_partition_ais, log_partition_exact, method_agreement,
                               pseudo_likelihood, reconstruction_error)
 
-
-def random_rbm(n_visible, n_hidden, seed, scale):
-    g = torch.Generator().manual_seed(seed)
-    rbm = RBM(n_visible, n_hidden)
-    with torch.no_grad():
-        rbm.weight.copy_(scale * torch.randn(n_hidden, n_visible, generator=g))
-        rbm.visible_bias.copy_(torch.randn(n_visible, generator=g))
-        rbm.hidden_bias.copy_(torch.randn(n_hidden, generator=g))
-    return rbm
+from helpers import random_rbm, run_cli
 
 
 def enumerated_log_z(rbm):
@@ -38,7 +30,7 @@ def enumerated_log_z(rbm):
 
 @pytest.mark.parametrize("shape", [(4, 6), (6, 4)])   # enumerates hidden, then visible side
 def test_exact_log_partition_matches_enumeration(shape):
-    rbm = random_rbm(*shape, seed=1, scale=1.0)
+    rbm = random_rbm(*shape, seed=1)
     assert log_partition_exact(rbm) == pytest.approx(enumerated_log_z(rbm), abs=1e-9)
 
 
@@ -173,5 +165,5 @@ def test_evaluate_cli_writes_json_and_gallery(tmp_path, capsys, small_dbn, run_d
     assert json.loads((run / "evaluation.json").read_text()) == result
     assert "Model figures" in (run / "index.html").read_text()
     assert "Linear-probe test accuracy" in (run / "layer2" / "index.html").read_text()
-    code = main(["evaluate", str(model), "--ais-runs", "1", "--quiet"])
-    assert code == 2 and "n_runs must be" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "evaluate", model, "--ais-runs", "1", "--quiet")
+    assert code == 2 and "AIS needs at least 2 runs" in err

@@ -10,18 +10,7 @@ import torch.nn.functional as F
 from featvis import (DBN, DataError, linear_combination, maximize, ranked_filters,
                      sample_unit, top_examples)
 
-
-def hand_dbn(sizes, seed=0, scale=1.0):
-    """A DBN with random weights and biases, no training."""
-    g = torch.Generator().manual_seed(seed)
-    dbn = DBN(sizes)
-    with torch.no_grad():
-        for rbm in dbn.rbms:
-            rbm.weight.copy_(scale * torch.randn(rbm.weight.shape, generator=g))
-            rbm.visible_bias.copy_(torch.randn(rbm.n_visible, generator=g))
-            rbm.hidden_bias.copy_(torch.randn(rbm.n_hidden, generator=g))
-    dbn.input_norm = 2.0
-    return dbn
+from helpers import random_dbn
 
 
 # -- dataset examples -------------------------------------------------------------------
@@ -41,7 +30,7 @@ def brute_force_top(acts, k):
 def test_top_examples_equals_brute_force_with_ties(batch_size):
     # Binary inputs and weights in steps of 1/8 make every sum exact in float32, whatever
     # the batch size, so the many exact ties below are real ties.
-    dbn = hand_dbn([10, 8], seed=1)
+    dbn = random_dbn([10, 8], seed=1)
     with torch.no_grad():
         dbn.rbms[0].weight.mul_(8).round_().div_(8)
         dbn.rbms[0].hidden_bias.mul_(8).round_().div_(8)
@@ -57,7 +46,7 @@ def test_top_examples_equals_brute_force_with_ties(batch_size):
 
 
 def test_top_examples_subset_and_iterable_of_batches():
-    dbn = hand_dbn([10, 8, 6], seed=3)
+    dbn = random_dbn([10, 8, 6], seed=3)
     images = torch.rand(200, 10, generator=torch.Generator().manual_seed(4))
     whole = top_examples(dbn, images, 1, k=5)
     subset = top_examples(dbn, images, 1, k=5, units=[7, 2])
@@ -121,8 +110,11 @@ def test_maximize_invariance_is_mean_pairwise_cosine(small_dbn):
                  for a, b in itertools.combinations(range(4), 2)]
         assert result.invariance[u].item() == pytest.approx(torch.stack(pairs).mean().item(),
                                                             abs=1e-5)
-    best = result.all[[0, 1], result.activation.new_zeros(2).long()]  # shapes only below
-    assert best.shape == result.images.shape
+    # The best restart is the one with the highest activation, and it is returned.
+    reached = torch.stack([small_dbn.transform(result.all[u], 3)[:, [1, 4][u]] for u in range(2)])
+    torch.testing.assert_close(result.activation, reached.max(1).values)
+    for u in range(2):
+        assert torch.equal(result.images[u], result.all[u, reached[u].argmax()])
 
 
 def test_maximize_is_seeded_and_independent_of_the_unit_batch(small_dbn):
@@ -144,7 +136,7 @@ def test_maximize_needs_rho():
 # -- unit sampling ----------------------------------------------------------------------
 
 def test_one_hot_sampling_on_a_single_rbm_is_the_visible_conditional():
-    dbn = hand_dbn([6, 4], seed=5)
+    dbn = random_dbn([6, 4], seed=5)
     got = sample_unit(dbn, 1, n_samples=50)
     rbm = dbn.rbms[0]
     expected = torch.sigmoid(rbm.weight + rbm.visible_bias)
@@ -154,7 +146,7 @@ def test_one_hot_sampling_on_a_single_rbm_is_the_visible_conditional():
 
 def test_one_hot_sampling_two_layers_matches_enumeration():
     """p(x | h2 = e_i) = sum over all h1 of p(h1 | h2 = e_i) * sigmoid(h1 W1 + b0)."""
-    dbn = hand_dbn([5, 4, 3], seed=6)
+    dbn = random_dbn([5, 4, 3], seed=6)
     r1, r2 = dbn.rbms
     n = 40_000
     got = sample_unit(dbn, 2, n_samples=n, seed=1)
@@ -171,7 +163,7 @@ def test_one_hot_sampling_two_layers_matches_enumeration():
 
 def test_gibbs_sampling_matches_the_clamped_marginal():
     """With h_i clamped, Gibbs in the RBM samples p(h | h_i = 1) ∝ exp(-F(h)) on h_i = 1."""
-    dbn = hand_dbn([4, 3], seed=7, scale=0.7)
+    dbn = random_dbn([4, 3], seed=7, scale=0.7)
     rbm = dbn.rbms[0]
     W, b, c = rbm.weight.double(), rbm.visible_bias.double(), rbm.hidden_bias.double()
     got = sample_unit(dbn, 1, n_samples=4000, variant="gibbs", n_chains=200, burn_in=50,
@@ -189,8 +181,33 @@ def test_gibbs_sampling_matches_the_clamped_marginal():
         assert (got.mean[i].double() - exact).abs().max() < 0.02
 
 
+def test_gibbs_sampling_through_two_layers_matches_enumeration():
+    """Layer 2 of a 5-4-3 DBN: the clamped chain samples p(h1, h2 | h2_i = 1) of RBM 2, then
+    the pixels are E[sigmoid(h1 W1 + b0)] under it; enumerate every (h1, h2)."""
+    dbn = random_dbn([5, 4, 3], seed=12, scale=0.6)
+    r1, r2 = dbn.rbms
+    W2, b1, c2 = r2.weight.double(), r2.visible_bias.double(), r2.hidden_bias.double()
+    got = sample_unit(dbn, 2, n_samples=3001, variant="gibbs", n_chains=400, burn_in=40,
+                      interval=2, seed=5)                  # 3001: not a multiple of the chains
+    assert got.samples.shape == (3, 3001, 5)
+    states = [torch.tensor(bits, dtype=torch.float64)
+              for bits in itertools.product([0.0, 1.0], repeat=4)]
+    for i in range(3):
+        weights, pixels = [], []
+        for h1 in states:
+            for h2 in itertools.product([0.0, 1.0], repeat=3):
+                if h2[i] != 1.0:
+                    continue
+                h2 = torch.tensor(h2, dtype=torch.float64)
+                weights.append(torch.exp(h1 @ b1 + h2 @ c2 + h2 @ W2 @ h1))
+                pixels.append(torch.sigmoid(h1 @ r1.weight.double() + r1.visible_bias.double()))
+        weights = torch.stack(weights) / sum(weights)
+        exact = (weights[:, None] * torch.stack(pixels)).sum(0)
+        assert (got.mean[i].double() - exact).abs().max() < 0.02
+
+
 def test_sampling_is_reproducible():
-    dbn = hand_dbn([5, 4, 3], seed=8)
+    dbn = random_dbn([5, 4, 3], seed=8)
     a = sample_unit(dbn, 2, n_samples=5, seed=2).samples
     assert torch.equal(a, sample_unit(dbn, 2, n_samples=5, seed=2).samples)
     assert not torch.equal(a, sample_unit(dbn, 2, n_samples=5, seed=3).samples)
@@ -199,7 +216,7 @@ def test_sampling_is_reproducible():
 # -- ranked filters and linear combination ----------------------------------------------
 
 def test_ranked_filters_equal_explicit_loops():
-    dbn = hand_dbn([6, 5, 4], seed=9)
+    dbn = random_dbn([6, 5, 4], seed=9)
     W2 = dbn.rbms[1].weight
     got = ranked_filters(dbn, 2, k=3)
     for i in range(4):
@@ -209,7 +226,7 @@ def test_ranked_filters_equal_explicit_loops():
 
 
 def test_linear_combination_equals_explicit_loops():
-    dbn = hand_dbn([6, 5, 4, 3], seed=10)
+    dbn = random_dbn([6, 5, 4, 3], seed=10)
     W1, W2, W3 = (r.weight for r in dbn.rbms)
 
     def loop(weight, below, k, by_abs):
@@ -256,7 +273,10 @@ def test_linear_combination_equals_explicit_loops():
     (lambda d, x: linear_combination(d, 2, rank_by="size"), "rank_by must be one of"),
 ])
 def test_bad_input_raises_value_error(call, message):
-    dbn = hand_dbn([6, 5, 3], seed=11)
+    dbn = random_dbn([6, 5, 3], seed=11)
     with pytest.raises(ValueError, match=message):
         call(dbn, torch.rand(10, 6))
+
+
+def test_data_errors_are_value_errors():
     assert issubclass(DataError, ValueError)

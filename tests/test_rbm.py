@@ -7,15 +7,7 @@ import torch
 
 from featvis import RBM, DataError
 
-
-def tiny_rbm(n_visible=4, n_hidden=3, seed=1, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    rbm = RBM(n_visible, n_hidden)
-    with torch.no_grad():
-        rbm.weight.copy_(scale * torch.randn(n_hidden, n_visible, generator=g))
-        rbm.visible_bias.copy_(torch.randn(n_visible, generator=g))
-        rbm.hidden_bias.copy_(torch.randn(n_hidden, generator=g))
-    return rbm
+from helpers import random_rbm
 
 
 def test_parameters_follow_nn_linear():
@@ -30,7 +22,7 @@ def test_parameters_follow_nn_linear():
 
 
 def test_free_energy_matches_enumeration():
-    rbm = tiny_rbm()
+    rbm = random_rbm(4, 3, seed=1)
     W = rbm.weight.double().numpy()
     b = rbm.visible_bias.double().numpy()
     c = rbm.hidden_bias.double().numpy()
@@ -44,7 +36,7 @@ def test_free_energy_matches_enumeration():
 
 
 def test_conditionals_match_formula():
-    rbm = tiny_rbm()
+    rbm = random_rbm(4, 3, seed=1)
     v = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
     expected = 1 / (1 + np.exp(-(rbm.weight.numpy() @ v[0].numpy() + rbm.hidden_bias.numpy())))
     np.testing.assert_allclose(rbm.hidden_probs(v)[0].numpy(), expected, rtol=1e-6)
@@ -54,7 +46,7 @@ def test_conditionals_match_formula():
 
 
 def test_sampling_is_seeded_and_unbiased():
-    rbm = tiny_rbm()
+    rbm = random_rbm(4, 3, seed=1)
     v = torch.ones(20000, 4)
     s1 = rbm.sample_hidden(v, torch.Generator().manual_seed(0))
     s2 = rbm.sample_hidden(v, torch.Generator().manual_seed(0))
@@ -63,45 +55,57 @@ def test_sampling_is_seeded_and_unbiased():
     torch.testing.assert_close(s1.mean(0), rbm.hidden_probs(v[:1])[0], atol=0.015, rtol=0)
 
 
-def test_one_cd1_update_matches_hand_computation():
-    """fit(epochs=1, batch_size=n) is one CD-1 step; redo it with loops in float64."""
-    rbm = tiny_rbm(scale=0.5)
-    W0 = rbm.weight.double().numpy().copy()
-    b0 = rbm.visible_bias.double().numpy().copy()
-    c0 = rbm.hidden_bias.double().numpy().copy()
-    data = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float32)
-    lr, wd, mom, seed = 0.1, 2e-4, 0.5, 7
-    rbm.fit(data, epochs=1, batch_size=3, lr=lr, weight_decay=wd, momentum=mom, seed=seed,
-            warm_start=True, progress=False)
-
-    # The same random stream: the epoch's permutation, then uniforms for the hidden sample.
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(3, generator=g)
-    u = torch.rand(3, 3, generator=g).double().numpy()
-    v0 = data[order].double().numpy()
-    sig = lambda x: 1 / (1 + math.exp(-x))
-    n, V, H = 3, 4, 3
-    ph0 = [[sig(c0[j] + sum(W0[j, i] * v0[r, i] for i in range(V))) for j in range(H)]
+def hand_cd1(W, b, c, v0, u, inc, lr, wd, momentum):
+    """One CD-1 step with momentum written out with loops (rbm.m); returns the new state."""
+    sig = lambda x: 1 / (1 + math.exp(-x))      # noqa: E731
+    n, V, H = len(v0), len(b), len(c)
+    ph0 = [[sig(c[j] + sum(W[j][i] * v0[r][i] for i in range(V))) for j in range(H)]
            for r in range(n)]
-    h0 = [[1.0 if u[r, j] < ph0[r][j] else 0.0 for j in range(H)] for r in range(n)]
-    v1 = [[sig(b0[i] + sum(h0[r][j] * W0[j, i] for j in range(H))) for i in range(V)]
+    h0 = [[1.0 if u[r][j] < ph0[r][j] else 0.0 for j in range(H)] for r in range(n)]
+    v1 = [[sig(b[i] + sum(h0[r][j] * W[j][i] for j in range(H))) for i in range(V)]
           for r in range(n)]
-    ph1 = [[sig(c0[j] + sum(W0[j, i] * v1[r][i] for i in range(V))) for j in range(H)]
+    ph1 = [[sig(c[j] + sum(W[j][i] * v1[r][i] for i in range(V))) for j in range(H)]
            for r in range(n)]
-    W1 = W0.copy()
-    for j in range(H):
-        for i in range(V):
-            grad = sum(ph0[r][j] * v0[r, i] - ph1[r][j] * v1[r][i] for r in range(n)) / n
-            W1[j, i] = W0[j, i] + lr * (grad - wd * W0[j, i])  # momentum * 0 on the first step
-    b1 = b0 + lr * np.array([sum(v0[r, i] - v1[r][i] for r in range(n)) / n for i in range(V)])
-    c1 = c0 + lr * np.array([sum(ph0[r][j] - ph1[r][j] for r in range(n)) / n for j in range(H)])
-    error = sum((v0[r, i] - v1[r][i]) ** 2 for r in range(n) for i in range(V))
+    dW, db, dc = inc
+    dW = [[momentum * dW[j][i] + lr * (sum(ph0[r][j] * v0[r][i] - ph1[r][j] * v1[r][i]
+                                           for r in range(n)) / n - wd * W[j][i])
+           for i in range(V)] for j in range(H)]
+    db = [momentum * db[i] + lr * sum(v0[r][i] - v1[r][i] for r in range(n)) / n
+          for i in range(V)]
+    dc = [momentum * dc[j] + lr * sum(ph0[r][j] - ph1[r][j] for r in range(n)) / n
+          for j in range(H)]
+    W = [[W[j][i] + dW[j][i] for i in range(V)] for j in range(H)]
+    b = [b[i] + db[i] for i in range(V)]
+    c = [c[j] + dc[j] for j in range(H)]
+    error = sum((v0[r][i] - v1[r][i]) ** 2 for r in range(n) for i in range(V))
+    return W, b, c, (dW, db, dc), error
 
-    np.testing.assert_allclose(rbm.weight.numpy(), W1, atol=1e-6)
-    np.testing.assert_allclose(rbm.visible_bias.numpy(), b1, atol=1e-6)
-    np.testing.assert_allclose(rbm.hidden_bias.numpy(), c1, atol=1e-6)
-    assert rbm.history[-1]["error_sum"] == pytest.approx(error, rel=1e-5)
-    assert rbm.history[-1]["error_per_case"] == pytest.approx(error / 3, rel=1e-5)
+
+def test_cd1_updates_with_momentum_match_hand_computation():
+    """fit(batch_size=n) makes one CD-1 step per epoch; redo three of them with loops,
+    momentum 0.5 in epoch 1 and 0.9 from epoch 2 (momentum_switch=2)."""
+    rbm = random_rbm(4, 3, seed=1, scale=0.5)
+    W, b, c = (t.double().tolist() for t in (rbm.weight, rbm.visible_bias, rbm.hidden_bias))
+    data = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float32)
+    lr, wd, seed = 0.1, 2e-4, 7
+    rbm.fit(data, epochs=3, batch_size=3, lr=lr, weight_decay=wd, momentum=0.5,
+            final_momentum=0.9, momentum_switch=2, seed=seed, warm_start=True, progress=False)
+
+    # The same random stream: each epoch's permutation, then uniforms for the hidden sample.
+    g = torch.Generator().manual_seed(seed)
+    inc = ([[0.0] * 4 for _ in range(3)], [0.0] * 4, [0.0] * 3)
+    errors = []
+    for epoch in range(1, 4):
+        order = torch.randperm(3, generator=g)
+        u = torch.rand(3, 3, generator=g).double().tolist()
+        W, b, c, inc, error = hand_cd1(W, b, c, data[order].double().tolist(), u, inc, lr, wd,
+                                       0.5 if epoch < 2 else 0.9)
+        errors.append(error)
+    np.testing.assert_allclose(rbm.weight.numpy(), W, atol=1e-5)
+    np.testing.assert_allclose(rbm.visible_bias.numpy(), b, atol=1e-5)
+    np.testing.assert_allclose(rbm.hidden_bias.numpy(), c, atol=1e-5)
+    assert [e["error_sum"] for e in rbm.history] == pytest.approx(errors, rel=1e-5)
+    assert rbm.history[-1]["error_per_case"] == pytest.approx(errors[-1] / 3, rel=1e-5)
 
 
 def test_fit_is_reproducible_and_lowers_error(mnist_small):

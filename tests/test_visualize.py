@@ -1,9 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from featvis.cli import main
+from featvis import linear_combination, load_mnist
+from featvis.render import tile
+
+from helpers import run_cli
 from featvis.visualize import METHODS, VisualizeSettings, visualize
 
 
@@ -12,14 +16,6 @@ def model_path(tmp_path_factory, small_dbn):
     path = tmp_path_factory.mktemp("model") / "m.safetensors"
     small_dbn.save(path)
     return path
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return (code, *capsys.readouterr())
 
 
 def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, small_dbn):
@@ -43,10 +39,13 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
             assert (out / rel).is_file()
         if layer["layer"] > 1:
             assert len(unit["filters"]["weights"]) == 4
-    # The figures in the summary are the library's own numbers.
+    # The figures and pictures are the library's own results.
     top = summary["layers"][1]["unit_details"][0]["examples"]["values"][0]
-    x = small_dbn.transform(__import__("featvis").load_mnist()[0], 2)[:, 0].max().item()
+    x = small_dbn.transform(load_mnist()[0], 2)[:, 0].max().item()
     assert top == pytest.approx(x, abs=1e-5)
+    combination = linear_combination(small_dbn, 3, k=4, units=list(range(5)))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "layer3" / "combination.png")),
+                                  tile(combination, upscale=2))
 
 
 @pytest.mark.parametrize("args,message", [
@@ -92,3 +91,16 @@ def test_failed_run_leaves_previous_output_intact(tmp_path, small_dbn, mnist_sma
                   progress=False)
     assert (out / "summary.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_visualize_refuses_to_replace_a_foreign_path(tmp_path, capsys, model_path):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    code, _, stderr = run_cli(capsys, "visualize", model_path, "--out", precious, "--units", "1",
+                              "--methods", "combination", "--quiet")
+    assert code == 2 and "refusing to replace it" in stderr
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    code, _, _ = run_cli(capsys, "visualize", model_path, "--out", model_path, "--units", "1",
+                         "--methods", "combination", "--quiet")
+    assert code == 2 and model_path.is_file()

@@ -33,7 +33,6 @@ def save_dbn(dbn: DBN, path: str | os.PathLike) -> None:
         "format": FORMAT,
         "featvis_version": __version__,
         "sizes": dbn.sizes,
-        "input_norm": dbn.input_norm,
         "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
         "history": [rbm.history for rbm in dbn.rbms],
         "data": dbn.data_info,

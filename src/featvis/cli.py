@@ -102,6 +102,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _ais_runs(text: str) -> int:
+    value = _positive_int(text) if text.strip() != "0" else 0
+    if value == 1:
+        raise argparse.ArgumentTypeError("AIS needs at least 2 runs (or 0 to skip it)")
+    return value
+
+
 def _methods(text: str) -> list[str]:
     from .visualize import METHODS
 
@@ -176,7 +183,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_model
     from .fileio import atomic_write_bytes
     from .models import DBN
-    from .report import EVALUATION, build_gallery, load_summary
+    from .report import EVALUATION, EVALUATION_FORMAT, build_gallery, load_summary
 
     if args.run is not None:
         load_summary(args.run)                  # a broken run folder fails before any work
@@ -188,8 +195,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            f"expects {dbn.sizes[0]}")
     result = evaluate_model(dbn, train, test, ais_runs=args.ais_runs, seed=args.seed,
                             progress=not args.quiet)
-    result |= {"model": str(args.model),
-               "data": str(args.data) if args.data else "embedded subset"}
+    result = {"format": EVALUATION_FORMAT, "model": str(args.model),
+              "data": str(args.data) if args.data else "embedded subset"} | result
     print(_format_evaluation(result))
     payload = json.dumps(result, indent=1).encode()
     if args.json is not None:
@@ -258,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "pseudo-likelihood and AIS log-likelihood of the first RBM.")
     p.add_argument("model", type=Path, help="checkpoint written by 'featvis train'")
     _add_data_options(p)
-    p.add_argument("--ais-runs", type=int, default=100,
+    p.add_argument("--ais-runs", type=_ais_runs, default=100,
                    help="AIS runs for log Z of the first RBM (0 skips AIS; default 100)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     p.add_argument("--run", type=Path, default=None,

@@ -48,8 +48,8 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
                      "n_train": len(images)}
     dbn.fit(images, epochs=epochs, seed=seed, progress=progress)
     trained = time.perf_counter()
-    visualize(dbn, images, out, settings, model_path=MODEL, progress=progress)
-    dbn.save(out / MODEL)
+    visualize(dbn, images, out, settings, model_path=MODEL, progress=progress,
+              before_publish=lambda folder: dbn.save(folder / MODEL))
     done = time.perf_counter()
     print(f"featvis demo: trained in {trained - start:.0f} s, visualized in {done - trained:.0f} s",
           file=sys.stderr)

@@ -11,3 +11,7 @@ class DataError(FeatvisError, ValueError):
 
 class CheckpointError(FeatvisError, ValueError):
     """A checkpoint file that is truncated, foreign or inconsistent."""
+
+
+class TrainingDivergedError(FeatvisError, FloatingPointError):
+    """Training produced NaN or infinite values (learning rate too high)."""

@@ -18,22 +18,26 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import check_images
+from .data import check_images, iter_batches
 from .models.dbn import DBN
-from .models.rbm import RBM
+from .models.rbm import RBM, bernoulli
 
 __all__ = ["reconstruction_error", "pseudo_likelihood", "log_partition_exact",
            "default_betas", "AISEstimate", "log_partition_ais", "log_likelihood",
-           "linear_probe", "method_agreement", "evaluate_model", "EVALUATION_FORMAT",
+           "linear_probe", "method_agreement", "evaluate_model", "binarize",
            "MAX_EXACT_UNITS"]
 
 MAX_EXACT_UNITS = 25
-_CHUNK = 4096
 
 
 def _chunks(x: torch.Tensor, size: int = 10_000):
-    for start in range(0, x.shape[0], size):
-        yield x[start:start + size]
+    return iter_batches(x, size)
+
+
+def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Binary images sampled once with pixel intensities as probabilities (Salakhutdinov &
+    Murray 2008): what likelihoods of a Bernoulli RBM are defined on."""
+    return bernoulli(images, torch.Generator(device=images.device).manual_seed(seed))
 
 
 def reconstruction_error(model: DBN | RBM, images: torch.Tensor) -> list[float]:
@@ -152,8 +156,7 @@ def log_partition_ais(rbm: RBM, n_runs: int = 100, betas: Sequence[float] | None
         return (1 - beta) * v_base + beta * v_model + F.softplus(beta * wh.double()).sum(1)
 
     with torch.no_grad():
-        v = torch.rand((n_runs, rbm.n_visible), generator=generator, device=device) \
-            .lt_(torch.sigmoid(base32))
+        v = bernoulli(torch.sigmoid(base32).expand(n_runs, -1), generator)
         stats = statistics(v)
         log_w = -log_p(stats, 0.0)
         for k in tqdm(range(1, len(betas)), desc="AIS", unit="beta", disable=not progress,
@@ -163,10 +166,9 @@ def log_partition_ais(rbm: RBM, n_runs: int = 100, betas: Sequence[float] | None
             if k == len(betas) - 1:
                 break
             # One Gibbs transition that leaves the distribution at beta invariant.
-            h = torch.rand((n_runs, rbm.n_hidden), generator=generator, device=device) \
-                .lt_(torch.sigmoid(beta * stats[0]))
-            visible = (1 - beta) * base32 + beta * torch.addmm(b, h, W)
-            v = torch.rand(v.shape, generator=generator, device=device).lt_(torch.sigmoid(visible))
+            h = bernoulli(torch.sigmoid(beta * stats[0]), generator)
+            v = bernoulli(torch.sigmoid((1 - beta) * base32 + beta * torch.addmm(b, h, W)),
+                          generator)
             stats = statistics(v)
             log_w -= log_p(stats, beta)
     log_z_base = F.softplus(base).sum().item() + rbm.n_hidden * math.log(2)
@@ -190,6 +192,7 @@ def log_likelihood(rbm: RBM, images: torch.Tensor, log_z: float) -> float:
 
 
 def _features(model: DBN, images: torch.Tensor, layer: int) -> torch.Tensor:
+    """Layer ``layer``'s probabilities (the pixels for 0), computed in chunks."""
     if layer == 0:
         return images
     with torch.no_grad():
@@ -231,7 +234,7 @@ def linear_probe(model: DBN, train: tuple[torch.Tensor, torch.Tensor],
         optimizer.step(closure)
     with torch.no_grad():
         predicted = (_features(model, xt.to(device), layer) @ weight + bias).argmax(1)
-        return (predicted.cpu() == yt).double().mean().item()
+        return (predicted == yt.to(device)).double().mean().item()
 
 
 def method_agreement(pictures: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -246,15 +249,15 @@ def method_agreement(pictures: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             for a, b in itertools.combinations(centred, 2)}
 
 
-EVALUATION_FORMAT = "featvis.evaluation/1"
-
 
 def evaluate_model(dbn: DBN, train: tuple[torch.Tensor, torch.Tensor],
                    test: tuple[torch.Tensor, torch.Tensor], ais_runs: int = 100,
                    seed: int = 0, progress: bool = True) -> dict:
     """All model figures of a DBN as a JSON-ready dict: per layer the test reconstruction
     error and probe accuracy (layer 0: raw pixels); for the first RBM the pseudo-likelihood
-    and, unless ``ais_runs`` is 0, AIS log Z and the test log-likelihood."""
+    and, unless ``ais_runs`` is 0, AIS log Z and the test log-likelihood, all three on
+    images binarized once with ``seed`` (a Bernoulli RBM's likelihood is defined on binary
+    inputs)."""
     errors = reconstruction_error(dbn, test[0])
     layers = []
     for d in tqdm(range(dbn.n_layers + 1), desc="linear probes", disable=not progress,
@@ -264,11 +267,14 @@ def evaluate_model(dbn: DBN, train: tuple[torch.Tensor, torch.Tensor],
                        "reconstruction_error": None if d == 0 else errors[d - 1],
                        "probe_accuracy": linear_probe(dbn, train, test, d, seed=seed)})
     first = dbn.rbms[0]
-    rbm1 = {"pseudo_likelihood": pseudo_likelihood(first, test[0], seed=seed).mean().item()}
+    binary_test = binarize(test[0], seed)
+    rbm1 = {"binarized": True,
+            "pseudo_likelihood": pseudo_likelihood(first, binary_test, seed=seed).mean().item()}
     if ais_runs:
-        estimate = log_partition_ais(first, n_runs=ais_runs, base_rate_images=train[0],
+        estimate = log_partition_ais(first, n_runs=ais_runs,
+                                     base_rate_images=binarize(train[0], seed + 1),
                                      seed=seed, progress=progress)
         rbm1 |= {"ais_runs": ais_runs, "log_z": estimate.log_z, "log_z_low": estimate.low,
                  "log_z_high": estimate.high,
-                 "test_log_likelihood": log_likelihood(first, test[0], estimate.log_z)}
-    return {"format": EVALUATION_FORMAT, "layers": layers, "rbm1": rbm1}
+                 "test_log_likelihood": log_likelihood(first, binary_test, estimate.log_z)}
+    return {"layers": layers, "rbm1": rbm1}

@@ -101,11 +101,12 @@ def signed_border_grid(images: torch.Tensor, signs: torch.Tensor, cols: int,
     return _assemble(cells, rows, cols, spacing, 0)
 
 
-def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically."""
+def save_png(array: np.ndarray, path: str | os.PathLike, *, durable: bool = True) -> None:
+    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically (fsynced unless
+    not ``durable``, e.g. inside a folder that is itself published atomically)."""
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"save_png expects a uint8 (H, W) or (H, W, 3) array, got "
                          f"{array.dtype} {array.shape}")
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), durable=durable)

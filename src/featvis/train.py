@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import check_images
+from .errors import TrainingDivergedError
 
 if TYPE_CHECKING:
     from .models.rbm import RBM
@@ -58,6 +59,7 @@ class TrainingRecipe:
             raise ValueError(f"sparsity_target must lie in (0, 1), got {self.sparsity_target}")
 
     def to_dict(self) -> dict:
+        """The recipe as a JSON-ready dict (stored in checkpoints and run summaries)."""
         return dataclasses.asdict(self)
 
 
@@ -170,7 +172,7 @@ def fit_rbm(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, *,
                 bar.update()
             error = state.error.item()
             if not math.isfinite(error):
-                raise FloatingPointError(f"{description}: training diverged at epoch {epoch} "
+                raise TrainingDivergedError(f"{description}: training diverged at epoch {epoch} "
                                          f"(reconstruction error {error}); lower lr")
             entry = {"epoch": epoch, "error_sum": error, "error_per_case": error / n}
             rbm.history.append(entry)

@@ -12,8 +12,8 @@ import torch
 
 from .models.dbn import DBN
 
-__all__ = ["Layer", "DBNLayer", "layer_of", "layer_activations", "resolve_units",
-           "model_device"]
+__all__ = ["Layer", "DBNLayer", "layer_of", "layer_logits", "resolve_units",
+           "model_device", "model_dtype"]
 
 Units = Sequence[int] | torch.Tensor | None
 
@@ -22,10 +22,14 @@ def resolve_units(units: Units, n_units: int, device: torch.device | None = None
     """Unit indices as an int64 tensor (``None`` means all ``n_units``); range-checked."""
     if units is None:
         return torch.arange(n_units, device=device)
-    index = torch.as_tensor(units, device=device)
-    if index.dim() == 0:
-        index = index[None]
-    if index.dim() != 1 or index.is_floating_point() or index.dtype == torch.bool:
+    if isinstance(units, torch.Tensor):
+        index = units.to(device).reshape(-1) if units.dim() == 0 else units.to(device)
+        ok = index.dim() == 1 and not index.is_floating_point() and index.dtype != torch.bool
+    else:
+        units = [units] if isinstance(units, int) else list(units)
+        ok = all(isinstance(u, int) and not isinstance(u, bool) for u in units)
+        index = torch.tensor(units if ok else [], dtype=torch.long, device=device)
+    if not ok:
         raise ValueError(f"units must be a list of integer indices, got {units!r}")
     if index.numel() == 0:
         raise ValueError("units is empty")
@@ -42,10 +46,6 @@ class Layer:
     input_size: int
     n_units: int
     name: str
-
-    def logits(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
-        """Pre-activations ``(N, len(units))`` of the given units for inputs ``x (N, D)``."""
-        raise NotImplementedError
 
     def logits_rowwise(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
         """Pre-activation ``(N,)`` of unit ``units[n]`` for input ``x[n]`` (one unit per row)."""
@@ -69,12 +69,7 @@ class DBNLayer(Layer):
 
     def below(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities of layer ``depth - 1`` (the input itself for depth 1)."""
-        for rbm in self.dbn.rbms[:self.depth - 1]:
-            x = rbm.hidden_probs(x)
-        return x
-
-    def logits(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.rbm.hidden_bias[units], self.below(x), self.rbm.weight[units].t())
+        return x if self.depth == 1 else self.dbn.transform(x, self.depth - 1)
 
     def logits_rowwise(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
         h = self.below(x)
@@ -84,9 +79,9 @@ class DBNLayer(Layer):
         return torch.sigmoid(logits)
 
 
-def layer_activations(model: torch.nn.Module, x: torch.Tensor,
-                      units: dict[int, torch.Tensor | None]) -> dict[int, torch.Tensor]:
-    """Activations ``(N, len(units[d]))`` of several layers from one forward pass.
+def layer_logits(model: torch.nn.Module, x: torch.Tensor,
+                 units: dict[int, torch.Tensor | None]) -> dict[int, torch.Tensor]:
+    """Pre-activations ``(N, len(units[d]))`` of several layers from one forward pass.
 
     ``units`` maps each layer to the indices of the units wanted (``None``: all, in order).
     """
@@ -95,9 +90,10 @@ def layer_activations(model: torch.nn.Module, x: torch.Tensor,
     out = {}
     h = x
     for d in range(1, max(units) + 1):
-        h = model.rbms[d - 1].hidden_probs(h)
+        logits = model.rbms[d - 1].hidden_logits(h)
         if d in units:
-            out[d] = h if units[d] is None else h[:, units[d]]
+            out[d] = logits if units[d] is None else logits[:, units[d]]
+        h = torch.sigmoid(logits)
     return out
 
 
@@ -110,6 +106,9 @@ def layer_of(model: torch.nn.Module, layer: int) -> Layer:
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first parameter (float32 without parameters)."""
+    return next((p.dtype for p in model.parameters()), torch.float32)

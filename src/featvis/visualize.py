@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -49,9 +49,9 @@ class VisualizeSettings:
     variant: str = "one-hot"
     seed: int = 0
     upscale: int = 2
-    extra: dict = field(default_factory=dict)
 
     def check(self, dbn: DBN) -> None:
+        """Raise ``ValueError`` for unknown methods, layers outside ``dbn`` or a bad count."""
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown method {unknown[0] if unknown else '(none)'!r}: choose "
@@ -83,7 +83,7 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
         else:
             rel = folder / "units" / str(units[unit_index]) / f"{name}.png"
             per_unit[unit_index]["files"][name] = rel.as_posix()
-        save_png(array, root / rel)
+        save_png(array, root / rel, durable=False)   # the folder is published atomically
 
     up = s.upscale
     methods = [m for m in s.methods if not (m == "filters" and d == 1)]
@@ -149,32 +149,36 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
 
 def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
               settings: VisualizeSettings | None = None, *, model_path: str | None = None,
-              gallery: bool = True, progress: bool = True) -> dict:
+              gallery: bool = True, progress: bool = True,
+              before_publish: Callable[[Path], None] | None = None) -> dict:
     """Compute the methods for every chosen layer and write the run folder ``out``, with
     its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
     ``out`` is replaced only when everything succeeded; on any error it is left as it was.
-    Returns the summary that was written to ``out/summary.json``.
+    ``before_publish(folder)`` may add files to the temporary folder before it is moved into
+    place. Returns the summary that was written to ``out/summary.json``.
     """
     s = settings or VisualizeSettings()
     s.check(dbn)
-    layers = list(s.layers) if s.layers else list(range(1, dbn.n_layers + 1))
+    layers = list(dict.fromkeys(s.layers)) if s.layers else list(range(1, dbn.n_layers + 1))
     images = images.to(dbn.rbms[0].weight.device)
-    examples = {}
-    if "examples" in s.methods:    # every layer's units in one pass over the data
-        examples = top_examples(dbn, images, layers, k=s.k, progress=progress)
-    with atomic_directory(out) as root:
+    with atomic_directory(out, marker=SUMMARY) as root:
+        examples = {}
+        if "examples" in s.methods:    # every layer's units in one pass over the data
+            examples = top_examples(dbn, images, layers, k=s.k, progress=progress)
         summary = {
             "format": RUN_FORMAT,
             "featvis_version": __version__,
             "model": {"path": model_path, "sizes": dbn.sizes, "input_norm": dbn.input_norm,
                       "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
                       "history": [rbm.history for rbm in dbn.rbms], "data": dbn.data_info},
-            "settings": {k: v for k, v in asdict(s).items() if k != "extra"} | s.extra,
+            "settings": asdict(s),
             "layers": [_layer(dbn, d, images, examples.get(d), s, root, progress)
                        for d in layers],
         }
         atomic_write_bytes(root / SUMMARY, json.dumps(summary, indent=1).encode())
+        if before_publish is not None:
+            before_publish(root)
         if gallery:
             build_gallery(root)
     return summary

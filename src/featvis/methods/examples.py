@@ -1,9 +1,11 @@
 """Method 1: dataset examples, the top-k inputs that activate each unit most.
 
 Streams over the data keeping a running top-k per unit, so memory is O(units x k + batch),
-never O(N x units). Several layers are mined in the same pass over the data. Ties go to the
-lower dataset index, exactly: the running candidates are kept in index order and, among
-values equal to the k-th largest, the earliest positions win.
+never O(N x units). Several layers are mined in the same pass over the data. Inputs are
+ranked by the pre-activation (same order as the activation, without the ties a saturated
+float32 sigmoid would make). Ties go to the lower dataset index, exactly: the running
+candidates are kept in index order and, among values equal to the k-th largest, the
+earliest positions win.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import check_images, iter_batches
-from ..units import Units, layer_activations, layer_of, model_device, resolve_units
+from ..units import Units, layer_logits, layer_of, model_device, model_dtype, resolve_units
 
 __all__ = ["TopExamples", "top_examples"]
 
@@ -62,15 +64,17 @@ class _RunningTopK:
     streamed once and cannot be indexed afterwards).
     """
 
-    def __init__(self, units: torch.Tensor, k: int, dim: int, keep_rows: bool) -> None:
+    def __init__(self, units: torch.Tensor, k: int, dim: int, keep_rows: bool,
+                 dtype: torch.dtype) -> None:
         device = units.device
         self.units, self.k = units, k
-        self.values = torch.empty(units.numel(), 0, device=device)
+        self.values = torch.empty(units.numel(), 0, device=device, dtype=dtype)
         self.indices = torch.empty(units.numel(), 0, dtype=torch.long, device=device)
-        self.rows = torch.empty(units.numel(), 0, dim, device=device) if keep_rows else None
+        self.rows = torch.empty(units.numel(), 0, dim, device=device, dtype=dtype) \
+            if keep_rows else None
 
     def update(self, acts: torch.Tensor, batch: torch.Tensor, start: int) -> None:
-        """Merge the activations ``acts (B, U)`` of inputs ``start .. start + B - 1``."""
+        """Merge the scores ``acts (B, U)`` of inputs ``start .. start + B - 1``."""
         m = self.values.shape[1]
         candidates = torch.cat([self.values, acts.t()], 1)
         positions = _select_topk(candidates, min(self.k, candidates.shape[1]))
@@ -80,11 +84,12 @@ class _RunningTopK:
             self.rows = _pick(self.rows, batch, positions)
         self.values = candidates.gather(1, positions)
 
-    def result(self, images: torch.Tensor | None) -> TopExamples:
-        values, order = self.values.sort(dim=1, descending=True, stable=True)
+    def result(self, images: torch.Tensor | None, activation) -> TopExamples:
+        scores, order = self.values.sort(dim=1, descending=True, stable=True)
+        values = activation(scores)
         indices = self.indices.gather(1, order)
         if self.rows is None:
-            mean = images[indices.to(images.device)].to(values.device, torch.float32).mean(1)
+            mean = images[indices.to(images.device)].to(values.device, values.dtype).mean(1)
         else:
             mean = self.rows.mean(1)
         return TopExamples(values=values, indices=indices, mean=mean, units=self.units)
@@ -103,7 +108,7 @@ def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.T
     """
     layers = [layer] if isinstance(layer, int) else list(layer)
     probes = {d: layer_of(model, d) for d in layers}
-    device = model_device(model)
+    device, dtype = model_device(model), model_dtype(model)
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if isinstance(images, torch.Tensor) and images.shape[0] < k:
@@ -112,20 +117,20 @@ def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.T
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     dim = next(iter(probes.values())).input_size
     streamed = not isinstance(images, torch.Tensor)
-    best = {d: _RunningTopK(resolve_units(units, p.n_units, device), k, dim, streamed)
+    best = {d: _RunningTopK(resolve_units(units, p.n_units, device), k, dim, streamed, dtype)
             for d, p in probes.items()}
     seen = 0
     with torch.no_grad():
         for batch in tqdm(iter_batches(images, batch_size), desc="examples", unit="batch",
                           disable=not progress, leave=False):
-            batch = check_images(batch, dim, unit_range=False).to(device, torch.float32)
-            acts = layer_activations(model, batch,
-                                     {d: None if units is None else b.units
-                                      for d, b in best.items()})
+            batch = check_images(batch, dim, unit_range=False).to(device, dtype)
+            acts = layer_logits(model, batch,
+                                {d: None if units is None else b.units for d, b in best.items()})
             for d, running in best.items():
                 running.update(acts[d], batch, seen)
             seen += batch.shape[0]
     if seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
-    results = {d: running.result(None if streamed else images) for d, running in best.items()}
+    results = {d: running.result(None if streamed else images, probes[d].activation)
+               for d, running in best.items()}
     return results[layer] if isinstance(layer, int) else results

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..units import Units, layer_of, model_device, resolve_units
+from ..units import Units, layer_of, model_device, model_dtype, resolve_units
 
 __all__ = ["Maximization", "maximize"]
 
@@ -40,6 +40,17 @@ def _mean_pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
     unit = F.normalize(x, dim=2)
     gram = unit @ unit.transpose(1, 2)
     return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (r * (r - 1))
+
+
+def _starts(units: torch.Tensor, restarts: int, dim: int, seed: int) -> torch.Tensor:
+    """``U[0, 1]`` starting points ``(U * R, D)``; unit u's rows come from a generator seeded
+    by ``(seed, u)``, so they do not depend on the other units asked for."""
+    generator = torch.Generator()
+    rows = []
+    for unit in units.tolist():           # one small draw per unit; the work is batched below
+        generator.manual_seed((seed * 1_000_003 + unit) % 2**63)
+        rows.append(torch.rand(restarts, dim, generator=generator))
+    return torch.cat(rows)
 
 
 def maximize(model: torch.nn.Module, layer: int, units: Units = None, rho: float | None = None,
@@ -69,10 +80,8 @@ def maximize(model: torch.nn.Module, layer: int, units: Units = None, rho: float
         raise ValueError(f"lr must be positive, got {lr}")
 
     n_units, dim = units.numel(), probe.input_size
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    # One block of starts for every unit of the layer, indexed by the units asked for.
-    starts = torch.rand(probe.n_units, restarts, dim, generator=generator)[units.cpu()]
-    x = F.normalize(starts.reshape(-1, dim).to(device), dim=1).mul_(rho)
+    x = F.normalize(_starts(units, restarts, dim, seed).to(device, model_dtype(model)),
+                    dim=1).mul_(rho)
     row_units = units.repeat_interleave(restarts)
     step = lr * rho
     for _ in tqdm(range(steps), desc=f"maximize {probe.name}", unit="step",

@@ -39,7 +39,7 @@ def _down_pass(dbn: DBN, below: torch.Tensor, shape: tuple[int, ...], layer: int
     states down to layer 1 and return pixel probabilities, flattened to ``(rows, D)``."""
     probs = below.expand(shape)
     for rbm in reversed(dbn.rbms[:layer - 1]):
-        states = torch.rand(probs.shape, generator=generator, device=probs.device).lt_(probs)
+        states = bernoulli(probs, generator)
         probs = rbm.visible_probs(states.view(-1, states.shape[-1]))
     return probs.reshape(-1, probs.shape[-1])
 
@@ -66,8 +66,9 @@ def _gibbs_below(dbn: DBN, layer: int, units: torch.Tensor, n_samples: int, n_ch
         h[rows, clamp] = 1.0
         if step > burn_in and (step - burn_in) % interval == 0:
             kept.append(rbm.visible_probs(h))
-    states = torch.stack(kept, 1).view(n_units, n_chains * per_chain, rbm.n_visible)
-    return states[:, :n_samples]
+    # Time-major: every chain's first kept state, then every chain's second, ...
+    states = torch.stack(kept, 1).view(n_units, n_chains, per_chain, rbm.n_visible)
+    return states.transpose(1, 2).reshape(n_units, n_chains * per_chain, -1)[:, :n_samples]
 
 
 def sample_unit(dbn: DBN, layer: int, units: Units = None, n_samples: int = 100,

@@ -100,5 +100,6 @@ class RBM(nn.Module):
 
 
 def bernoulli(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Binary sample ``rand() < p`` as floats (several times faster than ``torch.bernoulli``)."""
+    """Binary sample ``rand() < p`` as floats (several times faster than ``torch.bernoulli``);
+    ``p`` may be a broadcast view, the sample is a new contiguous tensor."""
     return torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype).lt_(p)

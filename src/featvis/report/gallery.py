@@ -14,18 +14,18 @@ import os
 from pathlib import Path
 
 from ..errors import FeatvisError
-from ..evaluate import EVALUATION_FORMAT
 from ..fileio import atomic_write_bytes
 from .templates import (METHOD_LEGENDS, METHOD_TITLES, e, figure, number, page, table)
 
 __all__ = ["ReportError", "load_summary", "load_evaluation", "build_gallery", "INDEX",
-           "SUMMARY", "RUN_FORMAT", "EVALUATION"]
+           "SUMMARY", "RUN_FORMAT", "EVALUATION", "EVALUATION_FORMAT"]
 
 INDEX = "index.html"
 CURVES = "training.png"
 SUMMARY = "summary.json"
 RUN_FORMAT = "featvis.run/1"
 EVALUATION = "evaluation.json"          # written by `featvis evaluate --run`, optional
+EVALUATION_FORMAT = "featvis.evaluation/1"
 
 
 class ReportError(FeatvisError):
@@ -35,6 +35,10 @@ class ReportError(FeatvisError):
 def _require(condition: bool, path: Path, problem: str) -> None:
     if not condition:
         raise ReportError(f"{path}: {problem}")
+
+
+def _is_str_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 def load_summary(run_dir: str | os.PathLike) -> dict:
@@ -55,16 +59,20 @@ def load_summary(run_dir: str | os.PathLike) -> dict:
         ok = isinstance(layer, dict) and all(
             key in layer for key in ("layer", "name", "units", "methods", "files", "figures",
                                      "unit_details"))
-        _require(ok and isinstance(layer["layer"], int), path, "malformed layer entry")
+        _require(ok and isinstance(layer["layer"], int) and _is_str_map(layer["files"])
+                 and isinstance(layer["figures"], dict) and isinstance(layer["unit_details"], list)
+                 and isinstance(layer["methods"], list)
+                 and all(m in METHOD_TITLES for m in layer["methods"]), path,
+                 "malformed layer entry")
         names = list(layer["files"].values())
         for unit in layer["unit_details"]:
             _require(isinstance(unit, dict) and isinstance(unit.get("unit"), int)
-                     and isinstance(unit.get("files"), dict), path,
+                     and _is_str_map(unit.get("files")), path,
                      f"malformed unit entry in layer {layer['layer']}")
             names.extend(unit["files"].values())
         for name in names:
-            image = run_dir / str(name)
-            _require(not Path(str(name)).is_absolute() and ".." not in Path(str(name)).parts,
+            image = run_dir / name
+            _require(not Path(name).is_absolute() and ".." not in Path(name).parts,
                      path, f"image path {name!r} leaves the run folder")
             _require(image.is_file(), image, "missing image named in summary.json")
     return summary
@@ -263,13 +271,18 @@ def build_gallery(run_dir: str | os.PathLike) -> Path:
     run_dir = Path(run_dir)
     summary = load_summary(run_dir)
     evaluation = load_evaluation(run_dir)
-    curves = _curves_png(summary)
-    pages: dict[Path, str] = {Path(INDEX): _index_page(summary, curves is not None, evaluation)}
-    for layer in summary["layers"]:
-        folder = Path(f"layer{layer['layer']}")
-        pages[folder / INDEX] = _layer_page(layer, evaluation)
-        for position, unit in enumerate(layer["unit_details"]):
-            pages[folder / "units" / str(unit["unit"]) / INDEX] = _unit_page(layer, position)
+    try:
+        curves = _curves_png(summary)
+        pages = {Path(INDEX): _index_page(summary, curves is not None, evaluation)}
+        for layer in summary["layers"]:
+            folder = Path(f"layer{layer['layer']}")
+            pages[folder / INDEX] = _layer_page(layer, evaluation)
+            for position, unit in enumerate(layer["unit_details"]):
+                pages[folder / "units" / str(unit["unit"]) / INDEX] = _unit_page(layer, position)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A field of the wrong type or missing deep inside summary.json / evaluation.json.
+        raise ReportError(f"{run_dir / SUMMARY}: malformed content "
+                          f"({type(exc).__name__}: {exc})") from None
     if curves is not None:
         atomic_write_bytes(run_dir / CURVES, curves)
     for rel, html in pages.items():
