@@ -161,7 +161,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _format_evaluation(result: dict) -> str:
     """The per-layer table and the first RBM's likelihood figures, as text."""
-    fmt = lambda v, spec: "-" if v is None else format(v, spec)   # noqa: E731
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
     lines = [f"{'layer':<10}{'units':>7}{'recon. error':>15}{'probe accuracy':>17}"]
     for row in result["layers"]:
         lines.append(f"{row['name']:<10}{row['units']:>7}"

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -26,7 +27,8 @@ MODEL = "model.safetensors"        # the trained DBN, saved inside the output fo
 
 
 def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | None = None,
-             epochs: int = 10, seed: int = 0, sizes=DEMO_SIZES, units: int = 100,
+             epochs: int = 10, seed: int = 0, sizes: Sequence[int] = DEMO_SIZES,
+             units: int = 100,
              device: torch.device | str = "cpu", progress: bool = True,
              settings: VisualizeSettings | None = None) -> Path:
     """Train, visualize and write the gallery into ``out`` (with the trained model as

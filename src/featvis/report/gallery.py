@@ -219,7 +219,9 @@ def _unit_page(layer: dict, position: int) -> str:
     unit = layer["unit_details"][position]
     files = unit["files"]
     i = unit["unit"]
-    up = lambda name: _rel(files[name], 3)   # noqa: E731 - unit pages are 3 folders deep
+
+    def up(name: str) -> str:
+        return _rel(files[name], 3)           # unit pages are 3 folders below the run
     panels = []
     if "examples_strip" in files:
         values = ", ".join(number(v) for v in unit.get("examples", {}).get("values", []))
