@@ -51,7 +51,7 @@ def _bad_data_folder(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--layers", "784,a"], "expected comma-separated integers"),
     (["--layers", "784,-3"], "expected positive integers"),
-    (["--layers", "700,10"], "700 visible units but the data has 784"),
+    (["--layers", "700,10"], "784 pixels per image but the model's input layer has 700"),
     (["--epochs", "0"], "expected a positive integer"),
     (["--data", "{tmp}/absent"], "not a folder"),
     (["--data", "{tmp}/data"], "truncated"),

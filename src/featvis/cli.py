@@ -57,15 +57,22 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="where to compute (default: cuda when available)")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _mnist(split: str, data: Path | None, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An MNIST split (embedded or from ``data``) whose images are ``width`` pixels wide."""
     from .data import load_mnist
+
+    images, labels = load_mnist(split, data)
+    if images.shape[1] != width:
+        raise FeatvisError(f"the data has {images.shape[1]} pixels per image but the model's "
+                           f"input layer has {width} units")
+    return images, labels
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from .models import DBN
 
     device = resolve_device(args.device)
-    images, _ = load_mnist("train", args.data)
-    if images.shape[1] != args.layers[0]:
-        raise FeatvisError(f"--layers starts with {args.layers[0]} visible units but the data "
-                           f"has {images.shape[1]} pixels per image")
+    images, _ = _mnist("train", args.data, args.layers[0])
     out: Path = args.out
     if args.resume:
         if not out.exists():
@@ -121,21 +128,17 @@ def _methods(text: str) -> list[str]:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from .data import load_mnist
     from .models import DBN
     from .visualize import METHODS, VisualizeSettings, visualize
 
     device = resolve_device(args.device)
     dbn = DBN.load(args.model, device=device)
-    settings = VisualizeSettings(layers=args.layers, methods=args.methods or METHODS, units=args.units,
-                                 k=args.k, top=args.top, steps=args.steps,
+    settings = VisualizeSettings(layers=args.layers, methods=args.methods or METHODS,
+                                 units=args.units, k=args.k, top=args.top, steps=args.steps,
                                  restarts=args.restarts, samples=args.samples,
                                  variant=args.variant, seed=args.seed)
     settings.check(dbn)
-    images, _ = load_mnist(args.split, args.data)
-    if images.shape[1] != dbn.sizes[0]:
-        raise FeatvisError(f"the data has {images.shape[1]} pixels per image but the model "
-                           f"expects {dbn.sizes[0]}")
+    images, _ = _mnist(args.split, args.data, dbn.sizes[0])
     visualize(dbn, images, args.out, settings, model_path=str(args.model),
               progress=not args.quiet)
     print(args.out)
@@ -181,7 +184,6 @@ def _format_evaluation(result: dict) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .data import load_mnist
     from .evaluate import evaluate_model
     from .fileio import atomic_write_bytes
     from .models import DBN
@@ -191,10 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         load_summary(args.run)                  # a broken run folder fails before any work
     device = resolve_device(args.device)
     dbn = DBN.load(args.model, device=device)
-    train, test = load_mnist("train", args.data), load_mnist("test", args.data)
-    if train[0].shape[1] != dbn.sizes[0]:
-        raise FeatvisError(f"the data has {train[0].shape[1]} pixels per image but the model "
-                           f"expects {dbn.sizes[0]}")
+    train, test = (_mnist(split, args.data, dbn.sizes[0]) for split in ("train", "test"))
     result = evaluate_model(dbn, train, test, ais_runs=args.ais_runs, seed=args.seed,
                             progress=not args.quiet)
     result = {"format": EVALUATION_FORMAT, "model": str(args.model),
