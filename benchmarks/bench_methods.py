@@ -22,6 +22,12 @@ import argparse
 import os
 import sys
 
+# Large blocks always mmapped, so freed tensors leave the resident set and the peak-RSS
+# figures measure live memory rather than glibc's reuse of earlier allocations.
+if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536":
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
+              {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+
 sys.path.insert(0, os.path.dirname(__file__))
 from _timing import extra_peak, seconds, set_threads, spread  # noqa: E402
 

@@ -54,11 +54,11 @@ class RBM(nn.Module):
 
     def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
         """``p(h = 1 | v)``."""
-        return torch.sigmoid(self.hidden_logits(v))
+        return self.hidden_logits(v).sigmoid_()       # in place on the fresh product
 
     def visible_probs(self, h: torch.Tensor) -> torch.Tensor:
         """``p(v = 1 | h)``."""
-        return torch.sigmoid(torch.addmm(self.visible_bias, h, self.weight))
+        return torch.addmm(self.visible_bias, h, self.weight).sigmoid_()
 
     def sample_hidden(self, v: torch.Tensor, generator: torch.Generator | None = None
                       ) -> torch.Tensor:
