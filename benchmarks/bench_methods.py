@@ -9,7 +9,8 @@ ratio taken between runs of the same round (so a busy machine affects both sides
    gradient) and against the fastest float32 GEMM found (torch, oneDNN, numpy/OpenBLAS).
    With --restarts R > 1, also against a loop over units x restarts.
 2. top_examples: stream 60,000 inputs for all 1,750 units vs materializing the full
-   activation matrix and calling topk; extra peak memory (RSS) and time.
+   activation matrix and calling topk; time, and extra peak memory (RSS, measured once
+   per variant in a fresh process).
 3. sample_unit one-hot: 500 units of layer 2, 100 samples each, vs the time of its matrix
    products alone.
 
@@ -20,13 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
-
-# Large blocks always mmapped, so freed tensors leave the resident set and the peak-RSS
-# figures measure live memory rather than glibc's reuse of earlier allocations.
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536":
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
-              {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _timing import extra_peak, seconds, set_threads, spread  # noqa: E402
@@ -85,23 +81,33 @@ def bench_maximize(dbn: DBN, steps: int, restarts: int, loop_units: int) -> dict
     return out
 
 
-def bench_examples(dbn: DBN, images: torch.Tensor) -> dict[str, float]:
-    def stream():
+def mine(variant: str, dbn: DBN, images: torch.Tensor) -> None:
+    """Top-9 inputs of all 1,750 units: streamed by featvis, or via the full matrix."""
+    if variant == "stream":
         top_examples(dbn, images, [1, 2, 3], k=9, batch_size=1000)
+        return
+    with torch.no_grad():
+        h1 = dbn.rbms[0].hidden_probs(images)
+        h2 = dbn.rbms[1].hidden_probs(h1)
+        h3 = dbn.rbms[2].hidden_probs(h2)
+        torch.cat([h1, h2, h3], 1).topk(9, dim=0)                    # (N, 1750)
 
-    def materialize():
-        with torch.no_grad():
-            h1 = dbn.rbms[0].hidden_probs(images)
-            h2 = dbn.rbms[1].hidden_probs(h1)
-            h3 = dbn.rbms[2].hidden_probs(h2)
-            acts = torch.cat([h1, h2, h3], 1)                        # (N, 1750)
-            acts.topk(9, dim=0)
 
-    t_stream, m_stream = extra_peak(stream)
-    t_full, m_full = extra_peak(materialize)
-    return {"stream_s": t_stream, "full_s": t_full, "time_ratio": t_stream / t_full,
-            "stream_mb": m_stream / 2**20, "full_mb": m_full / 2**20,
-            "memory_ratio": m_stream / max(m_full, 1)}
+def extra_memory(variant: str, rows: int, data: str) -> float:
+    """Extra peak RSS (MB) of one mining run, in a fresh process whose large blocks are
+    always mmapped, so that freed tensors leave the resident set (glibc would otherwise
+    reuse memory of earlier runs and hide the peak)."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, __file__, "--memory-probe", variant,
+                          "--rows", str(rows), "--data", data],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return float(out.split()[-1])
+
+
+def bench_examples(dbn: DBN, images: torch.Tensor) -> dict[str, float]:
+    t_stream = seconds(lambda: mine("stream", dbn, images))
+    t_full = seconds(lambda: mine("full", dbn, images))
+    return {"stream_s": t_stream, "full_s": t_full, "time_ratio": t_stream / t_full}
 
 
 def bench_sampling(dbn: DBN, samples: int) -> dict[str, float]:
@@ -110,6 +116,13 @@ def bench_sampling(dbn: DBN, samples: int) -> dict[str, float]:
     W1 = dbn.rbms[0].weight
     products = seconds(lambda: h1 @ W1)
     return {"total_s": total, "products_s": products, "ratio": total / products}
+
+
+def load_images(data: str, rows: int) -> torch.Tensor:
+    """``rows`` MNIST training images (the full set if ``data`` exists, repeated if needed)."""
+    images = load_mnist("train", data if os.path.isdir(data) else None)[0]
+    return images[:rows] if len(images) >= rows else \
+        images.repeat(-(-rows // len(images)), 1)[:rows]
 
 
 def main() -> None:
@@ -121,11 +134,16 @@ def main() -> None:
     parser.add_argument("--loop-units", type=int, default=25,
                         help="units timed one at a time (scaled to 250)")
     parser.add_argument("--data", default="../shared/data/mnist")
+    parser.add_argument("--memory-probe", choices=["stream", "full"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     dbn = reference_dbn()
-    images = load_mnist("train", args.data if os.path.isdir(args.data) else None)[0]
-    images = images[:args.rows] if len(images) >= args.rows else \
-        images.repeat(-(-args.rows // len(images)), 1)[:args.rows]
+    images = load_images(args.data, args.rows)
+    if args.memory_probe:
+        set_threads(1)
+        mine(args.memory_probe, dbn, images[:2000])      # warm-up: lazy buffers of MKL, torch
+        print(extra_peak(lambda: mine(args.memory_probe, dbn, images))[1] / 2**20)
+        return
+    memory = {v: extra_memory(v, args.rows, args.data) for v in ("stream", "full")}
     print(f"featvis methods benchmark: {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{args.rounds} rounds, {len(images)} inputs")
     for threads in (1, 2):
@@ -157,9 +175,9 @@ def main() -> None:
         print("top_examples, 1750 units, streaming vs full matrix + topk")
         print(f"  time ratio                        {spread(col('ex', 'time_ratio'))}"
               "    goal <= 1.0")
-        print(f"  extra peak memory ratio           {spread(col('ex', 'memory_ratio'))}"
-              f"    goal <= 0.10  (stream {np.median(col('ex', 'stream_mb')):.0f} MB, "
-              f"full {np.median(col('ex', 'full_mb')):.0f} MB)")
+        print(f"  extra peak memory ratio            {memory['stream'] / memory['full']:6.3f}"
+              f"             goal <= 0.10  (stream {memory['stream']:.0f} MB, "
+              f"full {memory['full']:.0f} MB; fresh processes)")
         print("sample_unit one-hot, 500 units x 100 samples")
         print(f"  time / its matrix products        {spread(col('smp', 'ratio'))}"
               "    goal <= 2.0")

@@ -44,17 +44,19 @@ def _select_topk(values: torch.Tensor, k: int) -> torch.Tensor:
     return chosen.nonzero()[:, 1].view(values.shape[0], k)
 
 
-def _pick(kept: torch.Tensor, fresh: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Entries at ``positions (U, k)`` of the per-unit concatenation ``[kept[u] ; fresh]``,
-    with ``kept (U, m, ...)`` and ``fresh (B, ...)``, without building the concatenation."""
-    m = kept.shape[1]
-    taken = fresh[(positions - m).clamp(min=0)]
-    if m == 0:
-        return taken
-    extra = kept.dim() - 2
-    index = positions.clamp(max=m - 1).view(*positions.shape, *[1] * extra)
-    old = kept.gather(1, index.expand(-1, -1, *kept.shape[2:]))
-    return torch.where((positions < m).view_as(index), old, taken)
+def _batch_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Like :func:`_select_topk` on ``scores (U, B)``, but with a fast ``topk`` for every row
+    whose k-th value is not tied across the cut; only rows with such a tie take the exact
+    (slower) path."""
+    if scores.shape[1] <= k:
+        return torch.arange(scores.shape[1], device=scores.device).expand(scores.shape[0], -1)
+    values, positions = scores.topk(k, dim=1, sorted=False)
+    kth = values.min(1, keepdim=True).values
+    tied_cut = (scores == kth).sum(1) != (values == kth).sum(1)
+    if tied_cut.any():
+        rows = tied_cut.nonzero()[:, 0]
+        positions[rows] = _select_topk(scores[rows], k)
+    return positions.sort(1).values
 
 
 class _RunningTopK:
@@ -73,15 +75,22 @@ class _RunningTopK:
         self.rows = torch.empty(units.numel(), 0, dim, device=device, dtype=dtype) \
             if keep_rows else None
 
-    def update(self, acts: torch.Tensor, batch: torch.Tensor, start: int) -> None:
-        """Merge the scores ``acts (B, U)`` of inputs ``start .. start + B - 1``."""
+    def update(self, scores: torch.Tensor, batch: torch.Tensor, start: int) -> None:
+        """Merge the scores ``(B, U)`` of inputs ``start .. start + B - 1``."""
         m = self.values.shape[1]
-        candidates = torch.cat([self.values, acts.t()], 1)
+        scores = scores.t()
+        best_rows = _batch_topk(scores, self.k)                  # (U, <=k), ascending
+        candidates = torch.cat([self.values, scores.gather(1, best_rows)], 1)
         positions = _select_topk(candidates, min(self.k, candidates.shape[1]))
-        batch_index = torch.arange(start, start + acts.shape[0], device=acts.device)
-        self.indices = _pick(self.indices, batch_index, positions)
+        rows = best_rows.gather(1, (positions - m).clamp(min=0))  # row in this batch
+        kept = positions < m
+        old = positions.clamp(max=max(m - 1, 0))
+        self.indices = rows + start if m == 0 else \
+            torch.where(kept, self.indices.gather(1, old), rows + start)
         if self.rows is not None:
-            self.rows = _pick(self.rows, batch, positions)
+            fresh = batch[rows]
+            self.rows = fresh if m == 0 else torch.where(
+                kept[..., None], self.rows.gather(1, old[..., None].expand_as(fresh)), fresh)
         self.values = candidates.gather(1, positions)
 
     def result(self, images: torch.Tensor | None, activation) -> TopExamples:
@@ -89,7 +98,9 @@ class _RunningTopK:
         values = activation(scores)
         indices = self.indices.gather(1, order)
         if self.rows is None:
-            mean = images[indices.to(images.device)].to(values.device, values.dtype).mean(1)
+            # In chunks of units: the gathered inputs never exceed ~256 x k rows at once.
+            mean = torch.cat([images[chunk.to(images.device)].to(values.device, values.dtype)
+                              .mean(1) for chunk in indices.split(256)])
         else:
             mean = self.rows.mean(1)
         return TopExamples(values=values, indices=indices, mean=mean, units=self.units)
