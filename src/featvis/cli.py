@@ -49,12 +49,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
+def _add_common_options(p: argparse.ArgumentParser) -> None:
+    """--data, --seed, --device and --quiet, shared by the commands that compute."""
     p.add_argument("--data", metavar="DIR", type=Path, default=None,
                    help="folder with the four MNIST IDX files (default: the embedded subset)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to compute (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _mnist(split: str, data: Path | None, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a DBN greedily on MNIST",
                        description="Train a deep belief net one RBM at a time (rbm.m recipe); "
                                    "a checkpoint is saved after every layer.")
-    _add_data_options(p)
+    _add_common_options(p)
     p.add_argument("--layers", type=_int_list, default=[784, 1000, 500, 250],
                    help="layer sizes, input first (default 784,1000,500,250)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
@@ -226,14 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint at --out (skips finished layers)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("visualize", help="run the five methods over a DBN's layers",
                        description="Write one PNG grid per method per layer, per-unit "
                                    "pictures and summary.json into --out (atomically).")
     p.add_argument("model", type=Path, help="checkpoint written by 'featvis train'")
-    _add_data_options(p)
+    _add_common_options(p)
     p.add_argument("--split", choices=["train", "test"], default="train",
                    help="data split mined for dataset examples (default train)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -252,7 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive_int, default=100, help="samples per unit")
     p.add_argument("--variant", choices=["one-hot", "gibbs"], default="one-hot",
                    help="unit-sampling variant (default one-hot)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_visualize)
 
     p = sub.add_parser("report", help="(re)build the HTML gallery of a visualize output folder",
@@ -265,21 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Reconstruction error and linear-probe accuracy per layer; "
                                    "pseudo-likelihood and AIS log-likelihood of the first RBM.")
     p.add_argument("model", type=Path, help="checkpoint written by 'featvis train'")
-    _add_data_options(p)
+    _add_common_options(p)
     p.add_argument("--ais-runs", type=_ais_runs, default=100,
                    help="AIS runs for log Z of the first RBM (0 skips AIS; default 100)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     p.add_argument("--run", type=Path, default=None,
                    help="a 'featvis visualize' folder: store the figures there and show them "
                         "in its gallery")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="train the reference DBN, visualize it, write the gallery",
                        description="End to end on the embedded MNIST subset (or --data): "
                                    "train a 784-1000-500-250 DBN, run all five methods on "
                                    "every layer and print the path of the gallery.")
-    _add_data_options(p)
+    _add_common_options(p)
     p.add_argument("--out", type=Path, default=Path("featvis-demo"),
                    help="output folder (default ./featvis-demo)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
@@ -287,7 +286,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layer sizes, input first (default 784,1000,500,250)")
     p.add_argument("--units", type=_positive_int, default=100,
                    help="units shown per layer (default 100)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
     return parser
 
