@@ -45,7 +45,8 @@ def main() -> None:
         final = rbm.history[-1]["error_per_case"]
         recon = ((rbm.visible_probs(rbm.hidden_probs(h)) - h) ** 2).sum(1).mean().item()
         print(f"{d:5d}  {final:21.3f}  {REFERENCE_TRAIN[d - 1]:9.2f}  "
-              f"{final / REFERENCE_TRAIN[d - 1]:5.3f}   {recon:15.3f}  {REFERENCE_TEST[d - 1]:9.2f}")
+              f"{final / REFERENCE_TRAIN[d - 1]:5.3f}   {recon:15.3f}  "
+              f"{REFERENCE_TEST[d - 1]:9.2f}")
         h = rbm.hidden_probs(h)
 
 

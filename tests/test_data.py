@@ -11,7 +11,8 @@ from featvis import DataError, load_mnist, read_idx
 def write_idx(path, array, code=0x08, *, compress=False, header=None, payload=None):
     header = header if header is not None else (
         struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
-    payload = payload if payload is not None else array.astype(array.dtype.newbyteorder(">")).tobytes()
+    if payload is None:
+        payload = array.astype(array.dtype.newbyteorder(">")).tobytes()
     data = header + payload
     path.write_bytes(gzip.compress(data) if compress else data)
     return path

@@ -43,7 +43,8 @@ def test_unit_page_shows_the_figures(run_dir):
     html = (run_dir / "layer2" / "units" / "1" / INDEX).read_text()
     assert f"{unit['maximize']['activation']:.3f}" in html
     assert f"{unit['filters']['weights'][0]:+.3f}" in html
-    assert 'rel="prev" href="../0/index.html"' in html and 'rel="next" href="../2/index.html"' in html
+    assert 'rel="prev" href="../0/index.html"' in html
+    assert 'rel="next" href="../2/index.html"' in html
 
 
 def test_names_are_escaped(run_copy):
@@ -62,7 +63,8 @@ def test_names_are_escaped(run_copy):
 
 
 @pytest.mark.parametrize("damage,message", [
-    (lambda root: (root / "layer2" / "maximize.png").unlink(), "layer2/maximize.png: missing image"),
+    (lambda root: (root / "layer2" / "maximize.png").unlink(),
+     "layer2/maximize.png: missing image"),
     (lambda root: (root / "layer1" / "units" / "2" / "combination.png").unlink(),
      "combination.png: missing image"),
     (lambda root: (root / "summary.json").write_text('{"format": "featvis.run/1", '),

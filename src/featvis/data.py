@@ -126,7 +126,8 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None
 
 def check_images(images: torch.Tensor, width: int | None = None, *,
                  name: str = "images", unit_range: bool = True) -> torch.Tensor:
-    """Validate a batch of flat inputs: 2-D, floating, finite, optionally ``width`` wide and in [0, 1]."""
+    """Validate a batch of flat inputs: 2-D, floating, finite, optionally ``width`` wide and
+    in [0, 1]."""
     if not isinstance(images, torch.Tensor):
         raise DataError(f"{name}: expected a torch.Tensor, got {type(images).__name__}")
     if images.dim() != 2:

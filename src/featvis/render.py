@@ -56,7 +56,8 @@ def _assemble(cells: np.ndarray, rows: int, cols: int, spacing: int, background)
     canvas[...] = background
     for i in range(n):
         r, c = divmod(i, cols)
-        canvas[r * (h + spacing):r * (h + spacing) + h, c * (w + spacing):c * (w + spacing) + w] = cells[i]
+        top, left = r * (h + spacing), c * (w + spacing)
+        canvas[top:top + h, left:left + w] = cells[i]
     return canvas
 
 

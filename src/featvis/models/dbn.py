@@ -82,7 +82,8 @@ class DBN(nn.Module):
         return layer
 
     def transform(self, x: torch.Tensor, layer: int) -> torch.Tensor:
-        """Hidden probabilities of layer ``layer`` (1-based) for inputs ``x`` (deterministic up-pass)."""
+        """Hidden probabilities of layer ``layer`` (1-based) for inputs ``x`` (deterministic
+        up-pass)."""
         self.check_layer(layer)
         h = x
         for rbm in self.rbms[:layer]:
