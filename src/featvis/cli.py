@@ -71,6 +71,7 @@ def _mnist(split: str, data: Path | None, width: int) -> tuple[torch.Tensor, tor
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .data import mnist_info
     from .models import DBN
 
     device = resolve_device(args.device)
@@ -85,8 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming after layer {dbn.trained_layers} of {dbn.n_layers}", file=sys.stderr)
     else:
         dbn = DBN(args.layers, seed=args.seed).to(device)
-    dbn.data_info = {"name": "MNIST", "source": str(args.data) if args.data else "embedded subset",
-                     "n_train": int(images.shape[0])}
+    dbn.data_info = mnist_info(args.data, len(images))
 
     def log_epoch(layer: int, entry: dict) -> None:
         print(f"layer {layer} epoch {entry['epoch']:3d}: reconstruction error "

@@ -21,7 +21,7 @@ import torch
 
 from .errors import DataError
 
-__all__ = ["read_idx", "load_mnist", "check_images", "iter_batches"]
+__all__ = ["read_idx", "load_mnist", "mnist_info", "check_images", "iter_batches"]
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
 _IDX_DTYPES = {
@@ -122,6 +122,12 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None
     x = torch.from_numpy(images.reshape(len(images), -1)).to(torch.float32).div_(255.0)
     y = torch.from_numpy(labels.astype(np.int64))
     return x, y
+
+
+def mnist_info(root: str | os.PathLike | None, n_train: int) -> dict:
+    """What a model records about its MNIST training data (saved with the checkpoint)."""
+    return {"name": "MNIST", "source": "embedded subset" if root is None else str(root),
+            "n_train": int(n_train)}
 
 
 def check_images(images: torch.Tensor, width: int | None = None, *,

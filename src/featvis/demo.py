@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from .data import load_mnist
+from .data import load_mnist, mnist_info
 from .models.dbn import DBN
 from .report import INDEX
 from .visualize import VisualizeSettings, visualize
@@ -46,8 +46,7 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
           f"{settings.restarts} restarts, {settings.samples} samples per unit", file=sys.stderr)
     start = time.perf_counter()
     dbn = DBN(list(sizes), seed=seed).to(device)
-    dbn.data_info = {"name": "MNIST", "source": "embedded subset" if data is None else str(data),
-                     "n_train": len(images)}
+    dbn.data_info = mnist_info(data, len(images))
     dbn.fit(images, epochs=epochs, seed=seed, progress=progress)
     trained = time.perf_counter()
     visualize(dbn, images, out, settings, model_path=MODEL, progress=progress,

@@ -30,8 +30,7 @@ __all__ = ["reconstruction_error", "pseudo_likelihood", "log_partition_exact",
 MAX_EXACT_UNITS = 25
 
 
-def _chunks(x: torch.Tensor, size: int = 10_000):
-    return iter_batches(x, size)
+_CHUNK = 10_000     # rows per chunk when a whole data set is pushed through a model
 
 
 def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -47,7 +46,7 @@ def reconstruction_error(model: DBN | RBM, images: torch.Tensor) -> list[float]:
     images = check_images(images, rbms[0].n_visible)
     totals = [0.0] * len(rbms)
     with torch.no_grad():
-        for batch in _chunks(images.to(rbms[0].weight.device)):
+        for batch in iter_batches(images.to(rbms[0].weight.device), _CHUNK):
             h = batch
             for d, rbm in enumerate(rbms):
                 hidden = rbm.hidden_probs(h)
@@ -65,7 +64,7 @@ def pseudo_likelihood(rbm: RBM, images: torch.Tensor, seed: int = 0) -> torch.Te
     device = rbm.weight.device
     out = []
     with torch.no_grad():
-        for v, idx in zip(_chunks(images), _chunks(flip)):
+        for v, idx in zip(iter_batches(images, _CHUNK), iter_batches(flip, _CHUNK)):
             v = v.to(device)
             flipped = v.clone()
             rows = torch.arange(v.shape[0], device=device)
@@ -187,7 +186,7 @@ def log_likelihood(rbm: RBM, images: torch.Tensor, log_z: float) -> float:
     images = check_images(images, rbm.n_visible)
     with torch.no_grad():
         total = sum(rbm.free_energy(v.to(rbm.weight.device)).double().sum().item()
-                    for v in _chunks(images))
+                    for v in iter_batches(images, _CHUNK))
     return -total / images.shape[0] - log_z
 
 
@@ -196,7 +195,7 @@ def _features(model: DBN, images: torch.Tensor, layer: int) -> torch.Tensor:
     if layer == 0:
         return images
     with torch.no_grad():
-        return torch.cat([model.transform(x, layer) for x in _chunks(images)])
+        return torch.cat([model.transform(x, layer) for x in iter_batches(images, _CHUNK)])
 
 
 def linear_probe(model: DBN, train: tuple[torch.Tensor, torch.Tensor],

@@ -61,6 +61,21 @@ def _assemble(cells: np.ndarray, rows: int, cols: int, spacing: int, background)
     return canvas
 
 
+def _cells(images: torch.Tensor, shape: Sequence[int], scale: str, spacing: int,
+           upscale: int) -> np.ndarray:
+    """Checked, scaled and upscaled tiles ``(N, h * upscale, w * upscale)`` of ``images (N, D)``."""
+    if images.dim() != 2 or images.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (N, D) tensor of images, got "
+                         f"{tuple(images.shape)}")
+    h, w = shape
+    if h * w != images.shape[1]:
+        raise ValueError(f"tile shape {tuple(shape)} does not match image size {images.shape[1]}")
+    if spacing < 0 or upscale < 1:
+        raise ValueError("spacing must be >= 0 and upscale >= 1")
+    cells = scale_tiles(images, scale).reshape(-1, h, w)
+    return cells.repeat(upscale, axis=1).repeat(upscale, axis=2) if upscale > 1 else cells
+
+
 def tile(images: torch.Tensor, shape: Sequence[int] = (28, 28), scale: str = "symmetric",
          cols: int | None = None, spacing: int = 1, upscale: int = 1,
          background: int = 0) -> np.ndarray:
@@ -70,16 +85,7 @@ def tile(images: torch.Tensor, shape: Sequence[int] = (28, 28), scale: str = "sy
     ``shape`` pixels, separated by ``spacing`` pixels of ``background``, each enlarged
     ``upscale`` times (nearest neighbour).
     """
-    if images.dim() != 2 or images.shape[0] == 0:
-        raise ValueError(f"tile expects a non-empty (N, D) tensor, got {tuple(images.shape)}")
-    h, w = shape
-    if h * w != images.shape[1]:
-        raise ValueError(f"tile shape {tuple(shape)} does not match image size {images.shape[1]}")
-    if spacing < 0 or upscale < 1:
-        raise ValueError("spacing must be >= 0 and upscale >= 1")
-    cells = scale_tiles(images, scale).reshape(-1, h, w)
-    if upscale > 1:
-        cells = cells.repeat(upscale, axis=1).repeat(upscale, axis=2)
+    cells = _cells(images, shape, scale, spacing, upscale)
     rows, cols = _grid_shape(len(cells), cols)
     return _assemble(cells, rows, cols, spacing, background)
 
@@ -89,10 +95,7 @@ def signed_border_grid(images: torch.Tensor, signs: torch.Tensor, cols: int,
                        border: int = 1, spacing: int = 1, upscale: int = 1) -> np.ndarray:
     """RGB grid ``(H, W, 3)`` of ``images (N, D)``, each framed yellow (sign >= 0) or magenta
     (sign < 0): the ranked-filters overview, one row per unit."""
-    h, w = shape
-    gray = scale_tiles(images, scale).reshape(-1, h, w)
-    if upscale > 1:
-        gray = gray.repeat(upscale, axis=1).repeat(upscale, axis=2)
+    gray = _cells(images, shape, scale, spacing, upscale)
     n, h, w = gray.shape
     cells = np.empty((n, h + 2 * border, w + 2 * border, 3), np.uint8)
     colours = np.where((signs.detach().cpu().numpy() >= 0)[:, None], POSITIVE, NEGATIVE)
