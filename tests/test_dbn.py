@@ -1,12 +1,15 @@
+import dataclasses
 import json
 import pickle
 import struct
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
-from featvis import DBN, CheckpointError
+from featvis import DBN, RBM, CheckpointError
+from featvis.train import TrainingRecipe, batch_order, fit_rbm
 
 
 def test_greedy_training_lowers_error_every_layer(small_dbn):
@@ -16,14 +19,37 @@ def test_greedy_training_lowers_error_every_layer(small_dbn):
         assert len(errors) == 3 and errors[-1] < errors[0]
 
 
-def test_each_rbm_learns_the_previous_layers_probabilities(mnist_small, small_dbn):
-    """The greedy recipe: RBM d is exactly an RBM fitted to layer d-1's probabilities."""
-    from featvis import RBM
+def test_last_epoch_hands_over_the_positive_phase_probabilities(mnist_small):
+    """rbm.m's batchposhidprobs: the first batch of the last epoch is seen by the weights
+    after the other epochs, every row of the hand-over once, in input order."""
+    x = mnist_small[0][:500]
+    recipe = TrainingRecipe(epochs=3, batch_size=100, seed=4)
+    last = fit_rbm(RBM(784, 16, seed=4), x, recipe, keep_last_epoch=True, progress=False)
+    shorter = RBM(784, 16).fit(x, epochs=2, batch_size=100, seed=4, progress=False)
+    first_batch = torch.randperm(500, generator=torch.Generator().manual_seed(4))[:100]
+    assert torch.equal(last.hidden[first_batch], shorter.hidden_probs(x[first_batch]))
+    for name, p in shorter.named_parameters():
+        assert torch.equal(last.start[name], p)
+    # Later batches were seen by weights that had moved on, but by the same RBM.
+    assert (last.hidden - shorter.hidden_probs(x)).abs().mean() < 0.05
 
-    x = mnist_small[0]
-    features = small_dbn.transform(x, 1)
-    alone = RBM(64, 32).fit(features, epochs=3, seed=0 + 2, progress=False)
-    assert torch.equal(alone.weight, small_dbn.rbms[1].weight)
+
+@pytest.mark.parametrize("next_layer_data", ["last_epoch", "final"])
+def test_each_rbm_learns_what_the_previous_one_hands_over(mnist_small, next_layer_data):
+    """The greedy recipe: RBM 2 is exactly RBM 1's hand-over fitted on the same batches."""
+    x = mnist_small[0][:500]
+    dbn = DBN([784, 16, 8]).fit(x, epochs=2, seed=3, next_layer_data=next_layer_data,
+                                progress=False)
+    recipe = TrainingRecipe(epochs=2, seed=3 + 1, next_layer_data=next_layer_data)
+    order = batch_order(500, seed=3)
+    first = RBM(784, 16, seed=3 + 1)
+    last = fit_rbm(first, x, recipe, order=order, keep_last_epoch=True, progress=False)
+    assert torch.equal(first.weight, dbn.rbms[0].weight)
+    features = last.hidden if next_layer_data == "last_epoch" else first.hidden_probs(x)
+    second = RBM(16, 8, seed=3 + 2)
+    fit_rbm(second, features, dataclasses.replace(recipe, seed=3 + 2), order=order,
+            progress=False)
+    assert torch.equal(second.weight, dbn.rbms[1].weight)
 
 
 def test_transform_shapes_and_ranges(mnist_small, small_dbn):
@@ -116,22 +142,64 @@ def test_foreign_checkpoints(tmp_path):
         DBN.load(tmp_path / "absent.safetensors")
 
 
-def test_interrupted_training_resumes_to_the_same_model(tmp_path, mnist_small):
-    x = mnist_small[0][:500]
+@pytest.mark.parametrize("edit,problem", [
+    (lambda t: t.pop("last_epoch.1.weight_inc"), "last_epoch.1.weight_inc is missing"),
+    (lambda t: t.update({"last_epoch.1.hidden_bias": torch.zeros(3)}), "not of shape"),
+    (lambda t: t.update({"last_epoch.1.generator": torch.zeros(3)}), "not uint8"),
+    (lambda t: t.update({"last_epoch.2.weight": torch.zeros(3)}), "names no hidden layer"),
+    (lambda t: t.update({"last_epoch.one.weight": torch.zeros(3)}), "inconsistent"),
+])
+def test_checkpoint_with_a_bad_record_of_the_last_epoch(tmp_path, mnist_small, edit, problem):
     path = tmp_path / "m.safetensors"
-    full = DBN([784, 16, 8]).fit(x, epochs=2, progress=False)
 
     def save_then_stop(dbn, layer):
         dbn.save(path)
-        if layer == 1:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        DBN([784, 8, 4]).fit(mnist_small[0][:200], epochs=1, progress=False,
+                             on_layer=save_then_stop)
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+        metadata = f.metadata()
+    edit(tensors)
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(CheckpointError, match=problem):
+        DBN.load(path)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, mnist_small, stop_after):
+    """Resuming replays the kept layers' last epochs to rebuild the hand-over exactly."""
+    x = mnist_small[0][:500]
+    path = tmp_path / "m.safetensors"
+    full = DBN([784, 16, 8, 4]).fit(x, epochs=2, progress=False)
+    assert not full.last_epoch_starts
+
+    def save_then_stop(dbn, layer):
+        dbn.save(path)
+        if layer == stop_after:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        DBN([784, 16, 8]).fit(x, epochs=2, progress=False, on_layer=save_then_stop)
+        DBN([784, 16, 8, 4]).fit(x, epochs=2, progress=False, on_layer=save_then_stop)
     partial = DBN.load(path)
-    assert partial.trained_layers == 1
+    assert partial.trained_layers == stop_after
+    assert sorted(partial.last_epoch_starts) == list(range(1, stop_after + 1))
     partial.fit(x, epochs=2, progress=False, resume=True)
     for a, b in zip(full.state_dict().values(), partial.state_dict().values()):
         assert torch.equal(a, b)
+    assert not partial.last_epoch_starts
+    partial.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        assert not any(name.startswith("last_epoch") for name in f.keys())
     with pytest.raises(ValueError, match="different training recipe"):
         partial.fit(x, epochs=3, progress=False, resume=True)
+
+
+def test_resume_needs_the_record_of_the_last_epoch(mnist_small):
+    x = mnist_small[0][:300]
+    dbn = DBN([784, 8, 4]).fit(x, epochs=1, progress=False)
+    dbn.rbms[1].history = []             # as if stopped after layer 1, but without its record
+    with pytest.raises(ValueError, match="no record of layer 1's last epoch"):
+        dbn.fit(x, epochs=1, progress=False, resume=True)

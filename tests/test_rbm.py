@@ -81,7 +81,8 @@ def hand_cd1(W, b, c, v0, u, inc, lr, wd, momentum):
     return W, b, c, (dW, db, dc), error
 
 
-def test_cd1_updates_with_momentum_match_hand_computation():
+@pytest.mark.parametrize("reshuffle", [False, True])
+def test_cd1_updates_with_momentum_match_hand_computation(reshuffle):
     """fit(batch_size=n) makes one CD-1 step per epoch; redo three of them with loops,
     momentum 0.5 in epoch 1 and 0.9 from epoch 2 (momentum_switch=2)."""
     rbm = random_rbm(4, 3, seed=1, scale=0.5)
@@ -89,14 +90,18 @@ def test_cd1_updates_with_momentum_match_hand_computation():
     data = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float32)
     lr, wd, seed = 0.1, 2e-4, 7
     rbm.fit(data, epochs=3, batch_size=3, lr=lr, weight_decay=wd, momentum=0.5,
-            final_momentum=0.9, momentum_switch=2, seed=seed, warm_start=True, progress=False)
+            final_momentum=0.9, momentum_switch=2, seed=seed, warm_start=True,
+            reshuffle=reshuffle, progress=False)
 
-    # The same random stream: each epoch's permutation, then uniforms for the hidden sample.
+    # The same random stream: the batch order (once as rbm.m's makebatches, or every epoch),
+    # then the uniforms of each hidden sample.
     g = torch.Generator().manual_seed(seed)
     inc = ([[0.0] * 4 for _ in range(3)], [0.0] * 4, [0.0] * 3)
     errors = []
+    order = torch.randperm(3, generator=g)
     for epoch in range(1, 4):
-        order = torch.randperm(3, generator=g)
+        if reshuffle and epoch > 1:
+            order = torch.randperm(3, generator=g)
         u = torch.rand(3, 3, generator=g).double().tolist()
         W, b, c, inc, error = hand_cd1(W, b, c, data[order].double().tolist(), u, inc, lr, wd,
                                        0.5 if epoch < 2 else 0.9)

@@ -1,6 +1,8 @@
 """DBN checkpoints: one safetensors file whose header carries the JSON metadata.
 
-The tensors are the model's ``state_dict``; the metadata (architecture, training recipe,
+The tensors are the model's ``state_dict`` and, while training is incomplete, the state
+at the start of each trained layer's last epoch (``last_epoch.{d}.{name}``, what an exact
+resume replays); the metadata (architecture, training recipe,
 per-epoch history, training data description) is a JSON document stored under the
 ``featvis`` key of the safetensors header. Files are written atomically and read without
 unpickling anything.
@@ -25,6 +27,7 @@ from .train import TrainingRecipe
 __all__ = ["save_dbn", "load_dbn", "FORMAT"]
 
 FORMAT = "featvis.dbn/1"
+LAST_EPOCH = "last_epoch"
 
 
 def save_dbn(dbn: DBN, path: str | os.PathLike) -> None:
@@ -37,7 +40,10 @@ def save_dbn(dbn: DBN, path: str | os.PathLike) -> None:
         "history": [rbm.history for rbm in dbn.rbms],
         "data": dbn.data_info,
     }
-    tensors = {name: t.detach().cpu().contiguous() for name, t in dbn.state_dict().items()}
+    tensors = dict(dbn.state_dict())
+    for d, start in dbn.last_epoch_starts.items():
+        tensors.update({f"{LAST_EPOCH}.{d}.{name}": t for name, t in start.items()})
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"featvis": json.dumps(meta)}))
 
 
@@ -63,7 +69,13 @@ def load_dbn(path: str | os.PathLike, device: str | torch.device = "cpu") -> DBN
                               f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
     try:
         dbn = DBN(meta["sizes"], seed=None)
+        for name in [name for name in tensors if name.startswith(LAST_EPOCH + ".")]:
+            _, d, field = name.split(".", 2)
+            if not 1 <= int(d) < dbn.n_layers:
+                raise ValueError(f"tensor {name} names no hidden layer below the top")
+            dbn.last_epoch_starts.setdefault(int(d), {})[field] = tensors.pop(name)
         dbn.load_state_dict(tensors, strict=True)
+        _check_last_epoch_starts(dbn)
         for rbm, history in zip(dbn.rbms, meta["history"], strict=True):
             rbm.history = [dict(entry) for entry in history]
         dbn.recipe = None if meta["recipe"] is None else TrainingRecipe(**meta["recipe"])
@@ -72,3 +84,18 @@ def load_dbn(path: str | os.PathLike, device: str | torch.device = "cpu") -> DBN
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: inconsistent checkpoint ({first_line})") from None
     return dbn.to(device)
+
+
+def _check_last_epoch_starts(dbn: DBN) -> None:
+    """Each saved last-epoch state is complete and fits its RBM (else ``ValueError``)."""
+    for d, start in dbn.last_epoch_starts.items():
+        rbm = dbn.rbms[d - 1]
+        shapes = {name: p.shape for name, p in rbm.named_parameters()}
+        shapes.update(weight_inc=rbm.weight.shape, visible_inc=rbm.visible_bias.shape,
+                      hidden_inc=rbm.hidden_bias.shape)
+        for name, shape in shapes.items():
+            if name not in start or start[name].shape != shape:
+                raise ValueError(f"{LAST_EPOCH}.{d}.{name} is missing or not of shape "
+                                 f"{tuple(shape)}")
+        if start.get("generator", torch.empty(0)).dtype != torch.uint8:
+            raise ValueError(f"{LAST_EPOCH}.{d}.generator is missing or not uint8")

@@ -1,10 +1,12 @@
 """Contrastive-divergence training of RBMs and greedy layer-wise training of DBNs.
 
 The recipe is Hinton's rbm.m (Hinton & Salakhutdinov 2006): CD-1, lr 0.1, momentum 0.5
-then 0.9, weight decay 2e-4 on the weights only, batches of 100. The epoch log is the
-summed squared reconstruction error exactly as rbm.m prints it: accumulated over the
-epoch's batches while the weights change, from the reconstruction driven by binary hidden
-samples.
+then 0.9, weight decay 2e-4 on the weights only, batches of 100 drawn once (``makebatches``)
+and kept for every epoch. The epoch log is the summed squared reconstruction error exactly
+as rbm.m prints it: accumulated over the epoch's batches while the weights change, from the
+reconstruction driven by binary hidden samples. A DBN hands the next RBM the positive-phase
+hidden probabilities of the last epoch, batch for batch (rbm.m's ``batchposhidprobs``);
+:class:`LastEpoch` keeps them and the state needed to replay that epoch on resume.
 
 The inner loop is written for speed: every product is an in-place ``addmm`` into a
 preallocated buffer, the batch is gathered straight into its buffer, the weight gradient
@@ -15,8 +17,10 @@ epoch ends (no host sync per batch).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -29,12 +33,20 @@ from .errors import TrainingDivergedError
 if TYPE_CHECKING:
     from .models.rbm import RBM
 
-__all__ = ["TrainingRecipe", "fit_rbm"]
+__all__ = ["TrainingRecipe", "LastEpoch", "batch_order", "fit_rbm", "replay_last_epoch"]
+
+NEXT_LAYER_DATA = ("last_epoch", "final")
 
 
 @dataclass(frozen=True)
 class TrainingRecipe:
-    """Hyper-parameters of CD training (defaults: rbm.m for MNIST)."""
+    """Hyper-parameters of CD training (defaults: rbm.m for MNIST).
+
+    ``reshuffle`` draws a new batch order every epoch instead of rbm.m's one order for the
+    whole run. ``next_layer_data`` is what a DBN trains its next RBM on: ``"last_epoch"``,
+    rbm.m's positive-phase probabilities of the last epoch (the reference figures), or
+    ``"final"``, the trained RBM's up-pass.
+    """
 
     epochs: int = 10
     batch_size: int = 100
@@ -47,6 +59,8 @@ class TrainingRecipe:
     persistent: bool = False
     sparsity_target: float | None = None
     sparsity_cost: float = 0.1
+    reshuffle: bool = False
+    next_layer_data: str = "last_epoch"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +71,9 @@ class TrainingRecipe:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.sparsity_target is not None and not 0 < self.sparsity_target < 1:
             raise ValueError(f"sparsity_target must lie in (0, 1), got {self.sparsity_target}")
+        if self.next_layer_data not in NEXT_LAYER_DATA:
+            raise ValueError(f"next_layer_data must be one of {NEXT_LAYER_DATA}, "
+                             f"got {self.next_layer_data!r}")
 
     def to_dict(self) -> dict:
         """The recipe as a JSON-ready dict (stored in checkpoints and run summaries)."""
@@ -71,10 +88,10 @@ class _CDState:
     weight gradient is a single ``addmm_`` with inner dimension 2B.
     """
 
-    def __init__(self, rbm: "RBM", batch_size: int, generator: torch.Generator) -> None:
+    def __init__(self, rbm: "RBM", batch_size: int, seed: int) -> None:
         p = rbm.weight
         b, v, h = batch_size, rbm.n_visible, rbm.n_hidden
-        self.generator = generator
+        self.generator = torch.Generator(device=p.device).manual_seed(seed)
         self.weight_inc = torch.zeros_like(p)
         self.visible_inc = torch.zeros_like(rbm.visible_bias)
         self.hidden_inc = torch.zeros_like(rbm.hidden_bias)
@@ -90,10 +107,31 @@ class _CDState:
         """``out = rand() < probs`` in place (floats 0/1)."""
         return torch.rand(out.shape, generator=self.generator, out=out).lt_(probs)
 
+    def snapshot(self, rbm: "RBM") -> dict[str, torch.Tensor]:
+        """Copies of everything the rest of the run depends on."""
+        tensors = {name: t.detach().clone() for name, t in rbm.named_parameters()}
+        tensors.update(weight_inc=self.weight_inc.clone(), visible_inc=self.visible_inc.clone(),
+                       hidden_inc=self.hidden_inc.clone(), generator=self.generator.get_state())
+        if self.chain is not None:
+            tensors["chain"] = self.chain.clone()
+        return tensors
+
+    def restore(self, rbm: "RBM", tensors: dict[str, torch.Tensor]) -> None:
+        """Go back to a :meth:`snapshot`."""
+        with torch.no_grad():
+            for name, p in rbm.named_parameters():
+                p.copy_(tensors[name])
+        for name in ("weight_inc", "visible_inc", "hidden_inc"):
+            getattr(self, name).copy_(tensors[name])
+        self.generator.set_state(tensors["generator"].cpu())
+        if "chain" in tensors:
+            self.chain = tensors["chain"].to(self.visible.device, self.visible.dtype)
+
 
 def _cd_step(rbm: "RBM", images: torch.Tensor, rows: torch.Tensor, state: _CDState,
-             recipe: TrainingRecipe, momentum: float) -> None:
-    """One CD-k update of ``rbm`` on the batch ``images[rows]`` (rbm.m's inner loop)."""
+             recipe: TrainingRecipe, momentum: float, record: torch.Tensor | None) -> None:
+    """One CD-k update of ``rbm`` on the batch ``images[rows]`` (rbm.m's inner loop);
+    ``record[rows]`` gets the batch's positive-phase hidden probabilities."""
     W, b, c = rbm.weight.data, rbm.visible_bias.data, rbm.hidden_bias.data
     n = rows.shape[0]
     visible, hidden = state.visible[:2 * n], state.hidden[:2 * n]
@@ -103,6 +141,8 @@ def _cd_step(rbm: "RBM", images: torch.Tensor, rows: torch.Tensor, state: _CDSta
 
     torch.index_select(images, 0, rows, out=v0)
     torch.addmm(c, v0, W.t(), out=pos_h).sigmoid_()
+    if record is not None:
+        record.index_copy_(0, rows, pos_h)
     if state.chain is not None:
         h.copy_(state.chain[:n])                  # persistent CD: continue the fantasy chain
     else:
@@ -137,48 +177,108 @@ def _cd_step(rbm: "RBM", images: torch.Tensor, rows: torch.Tensor, state: _CDSta
     c.add_(state.hidden_inc)
 
 
+def batch_order(n: int, seed: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """rbm.m's ``makebatches``: one random order of ``n`` rows, cut into consecutive batches."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randperm(n, generator=generator, device=device)
+
+
+@dataclass
+class LastEpoch:
+    """The last epoch of a run, as rbm.m hands it to the next layer of a DBN.
+
+    ``hidden``: the positive-phase ``p(h | v)`` of every input row (rows in input order),
+    computed batch by batch while the weights still moved (``batchposhidprobs``).
+    ``start``: the training state when that epoch began (parameters, momentum increments,
+    generator state, persistent chain), from which :func:`replay_last_epoch` recomputes
+    ``hidden`` bit for bit.
+    """
+
+    hidden: torch.Tensor
+    start: dict[str, torch.Tensor]
+
+
+def _epoch(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, state: _CDState,
+           order: torch.Tensor | None, epoch: int, record: torch.Tensor | None = None,
+           bar: tqdm | None = None) -> float:
+    """One pass over ``images`` in batches; returns rbm.m's summed reconstruction error."""
+    momentum = recipe.momentum if epoch < recipe.momentum_switch else recipe.final_momentum
+    n = images.shape[0]
+    if order is None:
+        order = torch.randperm(n, generator=state.generator, device=images.device)
+    batch_size = state.hidden_sample.shape[0]
+    state.error.zero_()
+    for start in range(0, n, batch_size):
+        _cd_step(rbm, images, order[start:start + batch_size], state, recipe, momentum, record)
+        if bar is not None:
+            bar.update()
+    return state.error.item()
+
+
 def fit_rbm(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, *,
+            order: torch.Tensor | None = None, keep_last_epoch: bool = False,
             progress: bool = True, description: str = "RBM",
-            on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+            on_epoch: Callable[[dict], None] | None = None) -> LastEpoch | None:
     """Train ``rbm`` in place on ``images`` (floats in [0, 1], on the model's device).
 
-    Appends to ``rbm.history`` one dict per epoch: ``epoch``, ``error_sum`` (rbm.m's summed
-    squared reconstruction error) and ``error_per_case``. Returns the new entries. With
-    persistent CD the negative phase starts from the fantasy chain, so the logged error
-    compares each batch with the chain's reconstruction rather than its own.
+    Batches follow ``order`` (a permutation of the rows) in every epoch; without it one is
+    drawn from the seed, once, or every epoch with ``recipe.reshuffle``. Appends to
+    ``rbm.history`` one dict per epoch: ``epoch``, ``error_sum`` (rbm.m's summed squared
+    reconstruction error) and ``error_per_case``. With persistent CD the negative phase
+    starts from the fantasy chain, so the logged error compares each batch with the chain's
+    reconstruction rather than its own. Returns the :class:`LastEpoch` if
+    ``keep_last_epoch``, else ``None``.
     """
     images = check_images(images, rbm.n_visible)
-    device, dtype = rbm.weight.device, rbm.weight.dtype
-    images = images.to(device=device, dtype=dtype)
+    images = images.to(device=rbm.weight.device, dtype=rbm.weight.dtype)
     n = images.shape[0]
     if n == 0:
         raise ValueError("cannot train on an empty data set")
-    batch_size = min(recipe.batch_size, n)
-    generator = torch.Generator(device=device).manual_seed(recipe.seed)
-    state = _CDState(rbm, batch_size, generator)
+    state = _CDState(rbm, min(recipe.batch_size, n), recipe.seed)
     if recipe.persistent:
-        state.chain = state.sample_(rbm.hidden_probs(images[:batch_size]),
-                                    images.new_empty(batch_size, rbm.n_hidden))
-    entries: list[dict] = []
-    bar = tqdm(total=recipe.epochs * math.ceil(n / batch_size), desc=description,
-               unit="batch", disable=not progress, leave=False)
+        state.chain = state.sample_(rbm.hidden_probs(images[:state.hidden_sample.shape[0]]),
+                                    torch.empty_like(state.hidden_sample))
+    if order is None and not recipe.reshuffle:
+        order = torch.randperm(n, generator=state.generator, device=images.device)
+    last = None
+    bar = tqdm(total=recipe.epochs * math.ceil(n / state.hidden_sample.shape[0]),
+               desc=description, unit="batch", disable=not progress, leave=False)
     with torch.no_grad():
         for epoch in range(1, recipe.epochs + 1):
-            momentum = recipe.momentum if epoch < recipe.momentum_switch else recipe.final_momentum
-            order = torch.randperm(n, generator=generator, device=device)
-            state.error.zero_()
-            for start in range(0, n, batch_size):
-                _cd_step(rbm, images, order[start:start + batch_size], state, recipe, momentum)
-                bar.update()
-            error = state.error.item()
+            record = None
+            if keep_last_epoch and epoch == recipe.epochs:
+                last = LastEpoch(images.new_empty(n, rbm.n_hidden), state.snapshot(rbm))
+                record = last.hidden
+            error = _epoch(rbm, images, recipe, state, order, epoch, record, bar)
             if not math.isfinite(error):
                 raise TrainingDivergedError(f"{description}: training diverged at epoch {epoch} "
-                                         f"(reconstruction error {error}); lower lr")
+                                            f"(reconstruction error {error}); lower lr")
             entry = {"epoch": epoch, "error_sum": error, "error_per_case": error / n}
             rbm.history.append(entry)
-            entries.append(entry)
             bar.set_postfix(error_per_case=f"{error / n:.3f}")
             if on_epoch is not None:
                 on_epoch(entry)
     bar.close()
-    return entries
+    return last
+
+
+def replay_last_epoch(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe,
+                      start: dict[str, torch.Tensor], order: torch.Tensor | None) -> torch.Tensor:
+    """Recompute :attr:`LastEpoch.hidden` of a finished run from :attr:`LastEpoch.start`.
+
+    The epoch runs on a copy, so ``rbm`` keeps its trained parameters; a warning says when
+    the replay does not end on them bit for bit (another device or thread count), as the
+    layers trained on its output will then differ slightly from an uninterrupted run.
+    """
+    replica = copy.deepcopy(rbm)
+    n = images.shape[0]
+    state = _CDState(replica, min(recipe.batch_size, n), recipe.seed)
+    hidden = images.new_empty(n, rbm.n_hidden)
+    with torch.no_grad():
+        state.restore(replica, start)
+        _epoch(replica, images, recipe, state, order, recipe.epochs, hidden)
+    if not all(torch.equal(a, b) for a, b in zip(replica.parameters(), rbm.parameters())):
+        warnings.warn("replaying the last epoch did not reproduce the trained weights bit for "
+                      "bit (another device or thread count?); the layers trained on it will "
+                      "differ slightly from an uninterrupted run", RuntimeWarning, stacklevel=2)
+    return hidden

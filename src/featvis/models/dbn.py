@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data import check_images
-from ..train import TrainingRecipe, fit_rbm
+from ..train import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
 from .rbm import RBM
 
 __all__ = ["DBN"]
@@ -32,6 +32,8 @@ class DBN(nn.Module):
             default radius ``rho`` of activation maximization.
         recipe: the :class:`TrainingRecipe` of the last :meth:`fit` (``None`` before).
         data_info: free-form description of the training data, saved with the model.
+        last_epoch_starts: while training is incomplete, per trained layer d the state at
+            the start of its last epoch (see :class:`featvis.train.LastEpoch`); saved.
     """
 
     def __init__(self, sizes: Sequence[int], *, seed: int | None = 0) -> None:
@@ -47,6 +49,9 @@ class DBN(nn.Module):
         self.register_buffer("_input_norm", torch.tensor(float("nan")))
         self.recipe: TrainingRecipe | None = None
         self.data_info: dict = {}
+        # Layer d -> the state at the start of its last epoch, kept until all layers are
+        # trained so that an interrupted fit can resume exactly (see fit).
+        self.last_epoch_starts: dict[int, dict[str, torch.Tensor]] = {}
 
     @property
     def n_layers(self) -> int:
@@ -98,13 +103,18 @@ class DBN(nn.Module):
             seed: int = 0, resume: bool = False, progress: bool = True,
             on_epoch: Callable[[int, dict], None] | None = None,
             on_layer: Callable[["DBN", int], None] | None = None, **recipe) -> "DBN":
-        """Greedy layer-wise training; each RBM learns the previous layer's hidden probabilities.
+        """Greedy layer-wise training, one RBM at a time, as in Hinton's rbm.m.
 
         Every RBM is reset and trained with the same recipe (``recipe`` as in :meth:`RBM.fit`;
-        RBM d uses seed ``seed + d``). ``resume=True`` keeps the layers that already have a
-        history and trains the rest. ``on_epoch(d, entry)`` is called after every epoch with
-        its history entry, and ``on_layer(dbn, d)`` after layer d is done (e.g. to save a
-        checkpoint).
+        RBM d uses seed ``seed + d``) on one batch order drawn from ``seed``. RBM d + 1 learns
+        RBM d's hidden probabilities: by default those of its last epoch's positive phase
+        (rbm.m's ``batchposhidprobs``, which the reference figures use), with
+        ``next_layer_data="final"`` its up-pass once trained. ``resume=True`` keeps the
+        layers that already have a history and trains the rest; it replays the last epoch
+        of each kept layer to rebuild the hand-over, so that an interrupted and resumed run
+        ends on the same model as an uninterrupted one. ``on_epoch(d, entry)`` is called
+        after every epoch with its history entry, and ``on_layer(dbn, d)`` after layer d is
+        done (e.g. to save a checkpoint).
         """
         with torch.no_grad():
             images = check_images(images, self.sizes[0])
@@ -114,22 +124,47 @@ class DBN(nn.Module):
                 raise ValueError("cannot resume with a different training recipe: "
                                  f"saved {self.recipe.to_dict()}, asked {recipe.to_dict()}")
             start = self.trained_layers if resume else 0
+            if start == self.n_layers:
+                return self
+            if not resume:
+                self.last_epoch_starts.clear()
             self.recipe = recipe
             self.input_norm = images.norm(dim=1).mean().item()
+            order = None if recipe.reshuffle else batch_order(len(images), seed, images.device)
             features = images
             for d, rbm in enumerate(self.rbms, start=1):
-                if d > start:
-                    rbm.reset_parameters(seed + d)
-                    layer_recipe = dataclasses.replace(recipe, seed=seed + d)
-                    fit_rbm(rbm, features, layer_recipe, progress=progress,
-                            description=f"layer {d}/{self.n_layers} "
-                                        f"({rbm.n_visible}->{rbm.n_hidden})",
-                            on_epoch=None if on_epoch is None else partial(on_epoch, d))
-                    if on_layer is not None:
-                        on_layer(self, d)
-                if d < self.n_layers:
+                layer_recipe = dataclasses.replace(recipe, seed=seed + d)
+                hand_over = recipe.next_layer_data == "last_epoch" and d < self.n_layers
+                if d <= start:
+                    features = self._replay_hand_over(d, features, layer_recipe, order)
+                    continue
+                rbm.reset_parameters(seed + d)
+                last = fit_rbm(rbm, features, layer_recipe, order=order,
+                               keep_last_epoch=hand_over, progress=progress,
+                               description=f"layer {d}/{self.n_layers} "
+                                           f"({rbm.n_visible}->{rbm.n_hidden})",
+                               on_epoch=None if on_epoch is None else partial(on_epoch, d))
+                if hand_over:
+                    self.last_epoch_starts[d] = last.start
+                    features = last.hidden
+                elif d < self.n_layers:
                     features = rbm.hidden_probs(features)
+                else:
+                    self.last_epoch_starts.clear()   # complete: nothing left to resume
+                if on_layer is not None:
+                    on_layer(self, d)
         return self
+
+    def _replay_hand_over(self, d: int, features: torch.Tensor, recipe: TrainingRecipe,
+                          order: torch.Tensor | None) -> torch.Tensor:
+        """On resume, what the trained RBM d handed to RBM d + 1."""
+        rbm = self.rbms[d - 1]
+        if recipe.next_layer_data == "final":
+            return rbm.hidden_probs(features)
+        if d not in self.last_epoch_starts:
+            raise ValueError(f"cannot resume: the model has no record of layer {d}'s last "
+                             "epoch (saved by an interrupted featvis train); train it afresh")
+        return replay_last_epoch(rbm, features, recipe, self.last_epoch_starts[d], order)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write safetensors + JSON metadata atomically (see :mod:`featvis.checkpoint`)."""

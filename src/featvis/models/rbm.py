@@ -86,8 +86,9 @@ class RBM(nn.Module):
 
         ``recipe`` takes the other fields of :class:`featvis.TrainingRecipe` (``lr``,
         ``momentum``, ``final_momentum``, ``momentum_switch``, ``weight_decay``, ``k``,
-        ``persistent``, ``sparsity_target``, ``sparsity_cost``). Unless ``warm_start``,
-        parameters are first reset from ``seed``, so the result depends on ``seed`` alone.
+        ``persistent``, ``sparsity_target``, ``sparsity_cost``, ``reshuffle``). Unless
+        ``warm_start``, parameters are first reset from ``seed``, so the result depends on
+        ``seed`` alone.
         ``self.history`` gets one entry per epoch (see :func:`featvis.train.fit_rbm`).
         """
         from ..train import TrainingRecipe, fit_rbm
