@@ -33,10 +33,23 @@ def test_methods_on_cuda_match_cpu():
                           ).log_z, abs=0.5)
 
 
-def test_training_on_cuda_lowers_the_error():
+def test_training_on_cuda_lowers_the_error_and_resumes(tmp_path):
     from featvis import DBN
 
     images = torch.rand(500, 20, generator=torch.Generator().manual_seed(1)).cuda()
-    dbn = DBN([20, 10]).cuda().fit(images, epochs=3, progress=False)
-    errors = [e["error_per_case"] for e in dbn.rbms[0].history]
-    assert errors[-1] < errors[0] and dbn.rbms[0].weight.is_cuda
+    dbn = DBN([20, 10, 6]).cuda().fit(images, epochs=3, progress=False)
+    for rbm in dbn.rbms:
+        errors = [e["error_per_case"] for e in rbm.history]
+        assert errors[-1] < errors[0] and rbm.weight.is_cuda
+
+    path = tmp_path / "m.safetensors"
+
+    def save_then_stop(model, layer):
+        model.save(path)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        DBN([20, 10, 6]).cuda().fit(images, epochs=3, progress=False, on_layer=save_then_stop)
+    resumed = DBN.load(path, device="cuda").fit(images, epochs=3, progress=False, resume=True)
+    for a, b in zip(dbn.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
