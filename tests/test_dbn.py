@@ -2,6 +2,7 @@ import dataclasses
 import json
 import pickle
 import struct
+import warnings
 
 import pytest
 import torch
@@ -142,59 +143,96 @@ def test_foreign_checkpoints(tmp_path):
         DBN.load(tmp_path / "absent.safetensors")
 
 
-@pytest.mark.parametrize("edit,problem", [
-    (lambda t: t.pop("last_epoch.1.weight_inc"), "last_epoch.1.weight_inc is missing"),
-    (lambda t: t.update({"last_epoch.1.hidden_bias": torch.zeros(3)}), "not of shape"),
-    (lambda t: t.update({"last_epoch.1.generator": torch.zeros(3)}), "not uint8"),
-    (lambda t: t.update({"last_epoch.2.weight": torch.zeros(3)}), "names no hidden layer"),
-    (lambda t: t.update({"last_epoch.one.weight": torch.zeros(3)}), "inconsistent"),
-])
-def test_checkpoint_with_a_bad_record_of_the_last_epoch(tmp_path, mnist_small, edit, problem):
-    path = tmp_path / "m.safetensors"
-
-    def save_then_stop(dbn, layer):
-        dbn.save(path)
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        DBN([784, 8, 4]).fit(mnist_small[0][:200], epochs=1, progress=False,
-                             on_layer=save_then_stop)
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {name: f.get_tensor(name) for name in f.keys()}
-        metadata = f.metadata()
-    edit(tensors)
-    save_file(tensors, path, metadata=metadata)
-    with pytest.raises(CheckpointError, match=problem):
-        DBN.load(path)
-
-
-@pytest.mark.parametrize("stop_after", [1, 2])
-def test_interrupted_training_resumes_to_the_same_model(tmp_path, mnist_small, stop_after):
-    """Resuming replays the kept layers' last epochs to rebuild the hand-over exactly."""
-    x = mnist_small[0][:500]
-    path = tmp_path / "m.safetensors"
-    full = DBN([784, 16, 8, 4]).fit(x, epochs=2, progress=False)
-    assert not full.last_epoch_starts
-
+def stopped_checkpoint(path, images, sizes, stop_after=1, **recipe):
+    """Train a DBN, save after each layer, and stop after layer ``stop_after``."""
     def save_then_stop(dbn, layer):
         dbn.save(path)
         if layer == stop_after:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        DBN([784, 16, 8, 4]).fit(x, epochs=2, progress=False, on_layer=save_then_stop)
+        DBN(sizes).fit(images, progress=False, on_layer=save_then_stop, **recipe)
+    with safe_open(str(path), framework="pt") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}, f.metadata()
+
+
+@pytest.mark.parametrize("persistent,edit,problem", [
+    (False, lambda t: t.pop("last_epoch.1.weight_inc"), "last_epoch.1.weight_inc is missing"),
+    (False, lambda t: t.update({"last_epoch.1.hidden_bias": torch.zeros(3)}), "shape"),
+    (False, lambda t: t.update({"last_epoch.1.generator": torch.zeros(3)}), "uint8"),
+    (False, lambda t: t.update({"last_epoch.1.bogus": torch.zeros(3)}), "not part of"),
+    (False, lambda t: t.update({"last_epoch.1.chain": torch.zeros(4, 8)}), "not part of"),
+    (True, lambda t: t.pop("last_epoch.1.chain"), "chain is missing"),
+    (True, lambda t: t.update({"last_epoch.1.chain": torch.zeros(4, 3)}), "chain is not"),
+    (False, lambda t: t.update({"last_epoch.2.weight": torch.zeros(3)}), "names no hidden"),
+    (False, lambda t: t.update({"last_epoch.one.weight": torch.zeros(3)}), "inconsistent"),
+])
+def test_checkpoint_with_a_bad_record_of_the_last_epoch(tmp_path, mnist_small, persistent,
+                                                        edit, problem):
+    path = tmp_path / "m.safetensors"
+    tensors, metadata = stopped_checkpoint(path, mnist_small[0][:200], [784, 8, 4], epochs=1,
+                                           persistent=persistent)
+    edit(tensors)
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(CheckpointError, match=problem):
+        DBN.load(path)
+
+
+def test_resume_refuses_or_warns_about_a_record_it_cannot_replay(tmp_path, mnist_small):
+    path, x = tmp_path / "m.safetensors", mnist_small[0][:200]
+    tensors, metadata = stopped_checkpoint(path, x, [784, 8, 4], epochs=1)
+    cuda_state = dict(tensors, **{"last_epoch.1.generator": torch.zeros(16, dtype=torch.uint8)})
+    save_file(cuda_state, path, metadata=metadata)
+    with pytest.raises(ValueError, match="another kind of device than cpu"):
+        DBN.load(path).fit(x, epochs=1, progress=False, resume=True)
+    moved = dict(tensors, **{"last_epoch.1.weight": tensors["last_epoch.1.weight"] + 1e-3})
+    save_file(moved, path, metadata=metadata)
+    with pytest.warns(RuntimeWarning, match="bit for bit"):
+        DBN.load(path).fit(x, epochs=1, progress=False, resume=True)
+
+
+def test_checkpoints_from_before_the_rbm_m_batches_keep_their_recipe(tmp_path, small_dbn):
+    path = tmp_path / "old.safetensors"
+    small_dbn.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        tensors, metadata = {name: f.get_tensor(name) for name in f.keys()}, f.metadata()
+    meta = json.loads(metadata["featvis"])
+    del meta["recipe"]["reshuffle"], meta["recipe"]["next_layer_data"]
+    save_file(tensors, path, metadata={"featvis": json.dumps(meta)})
+    recipe = DBN.load(path).recipe
+    assert recipe.reshuffle and recipe.next_layer_data == "final"
+
+
+@pytest.mark.parametrize("stop_after,recipe", [
+    (1, {}), (2, {}), (2, dict(persistent=True)), (2, dict(reshuffle=True)), (2, dict(k=2)),
+    (2, dict(next_layer_data="final")),
+])
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, mnist_small, stop_after,
+                                                        recipe):
+    """Resuming replays the kept layers' last epochs to rebuild the hand-over exactly."""
+    x = mnist_small[0][:500]
+    path = tmp_path / "m.safetensors"
+    full = DBN([784, 16, 8, 4]).fit(x, epochs=2, progress=False, **recipe)
+    assert not full.last_epoch_starts
+    stopped_checkpoint(path, x, [784, 16, 8, 4], stop_after, epochs=2, **recipe)
     partial = DBN.load(path)
     assert partial.trained_layers == stop_after
-    assert sorted(partial.last_epoch_starts) == list(range(1, stop_after + 1))
-    partial.fit(x, epochs=2, progress=False, resume=True)
+    kept = [] if recipe.get("next_layer_data") == "final" else list(range(1, stop_after + 1))
+    assert sorted(partial.last_epoch_starts) == kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)   # the replay ends on the saved weights
+        partial.fit(x, epochs=2, progress=False, resume=True, **recipe)
     for a, b in zip(full.state_dict().values(), partial.state_dict().values()):
         assert torch.equal(a, b)
     assert not partial.last_epoch_starts
     partial.save(path)
     with safe_open(str(path), framework="pt") as f:
         assert not any(name.startswith("last_epoch") for name in f.keys())
+    before = {name: t.clone() for name, t in partial.state_dict().items()}
+    partial.fit(x, epochs=2, progress=False, resume=True, **recipe)   # complete: a no-op
+    assert all(torch.equal(before[name], t) for name, t in partial.state_dict().items())
     with pytest.raises(ValueError, match="different training recipe"):
-        partial.fit(x, epochs=3, progress=False, resume=True)
+        partial.fit(x, epochs=3, progress=False, resume=True, **recipe)
 
 
 def test_resume_needs_the_record_of_the_last_epoch(mnist_small):
@@ -203,3 +241,17 @@ def test_resume_needs_the_record_of_the_last_epoch(mnist_small):
     dbn.rbms[1].history = []             # as if stopped after layer 1, but without its record
     with pytest.raises(ValueError, match="no record of layer 1's last epoch"):
         dbn.fit(x, epochs=1, progress=False, resume=True)
+
+
+def test_bad_batch_orders_and_recipes_are_refused():
+    x = torch.rand(10, 4)
+    for bad in (torch.arange(9), torch.zeros(10, dtype=torch.long), torch.arange(10.0)):
+        with pytest.raises(ValueError, match="permutation of the 10 rows"):
+            fit_rbm(RBM(4, 2), x, TrainingRecipe(epochs=1), order=bad, progress=False)
+    with pytest.raises(ValueError, match="exclude each other"):
+        fit_rbm(RBM(4, 2), x, TrainingRecipe(epochs=1, reshuffle=True), order=torch.arange(10),
+                progress=False)
+    with pytest.raises(ValueError, match="next_layer_data must be one of"):
+        DBN([4, 2]).fit(x, next_layer_data="up-pass", progress=False)
+    with pytest.raises(TypeError, match="applies to DBN.fit"):
+        RBM(4, 2).fit(x, next_layer_data="final", progress=False)

@@ -22,7 +22,7 @@ from . import __version__
 from .errors import CheckpointError
 from .fileio import atomic_write_bytes
 from .models.dbn import DBN
-from .train import TrainingRecipe
+from .train import TrainingRecipe, check_snapshot
 
 __all__ = ["save_dbn", "load_dbn", "FORMAT"]
 
@@ -75,27 +75,19 @@ def load_dbn(path: str | os.PathLike, device: str | torch.device = "cpu") -> DBN
                 raise ValueError(f"tensor {name} names no hidden layer below the top")
             dbn.last_epoch_starts.setdefault(int(d), {})[field] = tensors.pop(name)
         dbn.load_state_dict(tensors, strict=True)
-        _check_last_epoch_starts(dbn)
         for rbm, history in zip(dbn.rbms, meta["history"], strict=True):
             rbm.history = [dict(entry) for entry in history]
-        dbn.recipe = None if meta["recipe"] is None else TrainingRecipe(**meta["recipe"])
+        if meta["recipe"] is not None:
+            # Files written before these fields existed were trained that way.
+            dbn.recipe = TrainingRecipe(**{"reshuffle": True, "next_layer_data": "final",
+                                           **meta["recipe"]})
+        for d, start in dbn.last_epoch_starts.items():
+            if dbn.recipe is None:
+                raise ValueError("a record of the last epoch without a training recipe")
+            check_snapshot(dbn.rbms[d - 1], start, dbn.recipe, f"{LAST_EPOCH}.{d}.")
         dbn.data_info = dict(meta.get("data") or {})
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: inconsistent checkpoint ({first_line})") from None
     return dbn.to(device)
 
-
-def _check_last_epoch_starts(dbn: DBN) -> None:
-    """Each saved last-epoch state is complete and fits its RBM (else ``ValueError``)."""
-    for d, start in dbn.last_epoch_starts.items():
-        rbm = dbn.rbms[d - 1]
-        shapes = {name: p.shape for name, p in rbm.named_parameters()}
-        shapes.update(weight_inc=rbm.weight.shape, visible_inc=rbm.visible_bias.shape,
-                      hidden_inc=rbm.hidden_bias.shape)
-        for name, shape in shapes.items():
-            if name not in start or start[name].shape != shape:
-                raise ValueError(f"{LAST_EPOCH}.{d}.{name} is missing or not of shape "
-                                 f"{tuple(shape)}")
-        if start.get("generator", torch.empty(0)).dtype != torch.uint8:
-            raise ValueError(f"{LAST_EPOCH}.{d}.generator is missing or not uint8")

@@ -33,7 +33,8 @@ from .errors import TrainingDivergedError
 if TYPE_CHECKING:
     from .models.rbm import RBM
 
-__all__ = ["TrainingRecipe", "LastEpoch", "batch_order", "fit_rbm", "replay_last_epoch"]
+__all__ = ["TrainingRecipe", "LastEpoch", "batch_order", "check_snapshot", "fit_rbm",
+           "replay_last_epoch"]
 
 NEXT_LAYER_DATA = ("last_epoch", "final")
 
@@ -100,15 +101,19 @@ class _CDState:
         self.hidden_sample = p.new_empty(b, h)
         self.diff = p.new_empty(b * v)
         self.error = p.new_zeros(())
-        # Persistent CD's fantasy particles (binary hidden states), set by fit_rbm.
+        # Persistent CD's fantasy particles (binary hidden states).
         self.chain: torch.Tensor | None = None
 
     def sample_(self, probs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out = rand() < probs`` in place (floats 0/1)."""
         return torch.rand(out.shape, generator=self.generator, out=out).lt_(probs)
 
+    def permutation(self, n: int) -> torch.Tensor:
+        """A random order of ``n`` rows from the run's generator."""
+        return torch.randperm(n, generator=self.generator, device=self.generator.device)
+
     def snapshot(self, rbm: "RBM") -> dict[str, torch.Tensor]:
-        """Copies of everything the rest of the run depends on."""
+        """Copies of everything the rest of the run depends on (see :func:`check_snapshot`)."""
         tensors = {name: t.detach().clone() for name, t in rbm.named_parameters()}
         tensors.update(weight_inc=self.weight_inc.clone(), visible_inc=self.visible_inc.clone(),
                        hidden_inc=self.hidden_inc.clone(), generator=self.generator.get_state())
@@ -117,7 +122,14 @@ class _CDState:
         return tensors
 
     def restore(self, rbm: "RBM", tensors: dict[str, torch.Tensor]) -> None:
-        """Go back to a :meth:`snapshot`."""
+        """Go back to a :meth:`snapshot` (``ValueError`` if it cannot be this run's)."""
+        if tensors["generator"].numel() != self.generator.get_state().numel():
+            raise ValueError("the record of the last epoch was made on another kind of device "
+                             f"than {self.generator.device.type}; resume on that one")
+        if "chain" in tensors and tensors["chain"].shape != self.hidden_sample.shape:
+            raise ValueError("the record of the last epoch holds a persistent chain of shape "
+                             f"{tuple(tensors['chain'].shape)}, not "
+                             f"{tuple(self.hidden_sample.shape)}: other training data?")
         with torch.no_grad():
             for name, p in rbm.named_parameters():
                 p.copy_(tensors[name])
@@ -177,6 +189,39 @@ def _cd_step(rbm: "RBM", images: torch.Tensor, rows: torch.Tensor, state: _CDSta
     c.add_(state.hidden_inc)
 
 
+def _check_order(order: torch.Tensor, n: int, recipe: TrainingRecipe) -> torch.Tensor:
+    """``order`` as int64 if it is a permutation of ``n`` rows, else ``ValueError``."""
+    if recipe.reshuffle:
+        raise ValueError("a fixed batch order and reshuffle=True exclude each other")
+    if (order.shape != (n,) or order.is_floating_point() or not torch.equal(
+            order.sort().values, torch.arange(n, device=order.device, dtype=order.dtype))):
+        raise ValueError(f"order must be a permutation of the {n} rows")
+    return order.long()
+
+
+def check_snapshot(rbm: "RBM", tensors: dict[str, torch.Tensor], recipe: TrainingRecipe,
+                   label: str = "") -> None:
+    """``ValueError`` unless ``tensors`` is a complete training state of ``rbm`` under
+    ``recipe``, as :attr:`LastEpoch.start` holds it (names in messages get ``label``)."""
+    shapes = {name: p.shape for name, p in rbm.named_parameters()}
+    shapes.update(weight_inc=rbm.weight.shape, visible_inc=rbm.visible_bias.shape,
+                  hidden_inc=rbm.hidden_bias.shape)
+    expected = set(shapes) | {"generator"} | ({"chain"} if recipe.persistent else set())
+    odd = sorted(set(tensors) ^ expected)
+    if odd:
+        raise ValueError(f"{label}{odd[0]} is " + ("missing" if odd[0] in expected else
+                                                     "not part of a training state"))
+    for name, shape in shapes.items():
+        if tensors[name].shape != shape or not tensors[name].is_floating_point():
+            raise ValueError(f"{label}{name} is not a float tensor of shape {tuple(shape)}")
+    if tensors["generator"].dtype != torch.uint8:
+        raise ValueError(f"{label}generator is not a uint8 generator state")
+    chain = tensors.get("chain")
+    if chain is not None and (chain.dim() != 2 or chain.shape[1] != rbm.n_hidden
+                              or not 1 <= chain.shape[0] <= recipe.batch_size):
+        raise ValueError(f"{label}chain is not a (batch, {rbm.n_hidden}) tensor")
+
+
 def batch_order(n: int, seed: int, device: torch.device | str | None = None) -> torch.Tensor:
     """rbm.m's ``makebatches``: one random order of ``n`` rows, cut into consecutive batches."""
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -205,7 +250,7 @@ def _epoch(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, state: _CDS
     momentum = recipe.momentum if epoch < recipe.momentum_switch else recipe.final_momentum
     n = images.shape[0]
     if order is None:
-        order = torch.randperm(n, generator=state.generator, device=images.device)
+        order = state.permutation(n)
     batch_size = state.hidden_sample.shape[0]
     state.error.zero_()
     for start in range(0, n, batch_size):
@@ -239,7 +284,9 @@ def fit_rbm(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, *,
         state.chain = state.sample_(rbm.hidden_probs(images[:state.hidden_sample.shape[0]]),
                                     torch.empty_like(state.hidden_sample))
     if order is None and not recipe.reshuffle:
-        order = torch.randperm(n, generator=state.generator, device=images.device)
+        order = state.permutation(n)
+    elif order is not None:
+        order = _check_order(order, n, recipe).to(images.device)
     last = None
     bar = tqdm(total=recipe.epochs * math.ceil(n / state.hidden_sample.shape[0]),
                desc=description, unit="batch", disable=not progress, leave=False)
@@ -267,8 +314,10 @@ def replay_last_epoch(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe,
     """Recompute :attr:`LastEpoch.hidden` of a finished run from :attr:`LastEpoch.start`.
 
     The epoch runs on a copy, so ``rbm`` keeps its trained parameters; a warning says when
-    the replay does not end on them bit for bit (another device or thread count), as the
-    layers trained on its output will then differ slightly from an uninterrupted run.
+    the replay does not end on them bit for bit (e.g. another thread count or GPU model), as
+    the layers trained on its output will then differ slightly from an uninterrupted run.
+    ``start`` must come from the same kind of device (a CPU and a CUDA generator state are
+    not interchangeable).
     """
     replica = copy.deepcopy(rbm)
     n = images.shape[0]

@@ -106,7 +106,8 @@ class DBN(nn.Module):
         """Greedy layer-wise training, one RBM at a time, as in Hinton's rbm.m.
 
         Every RBM is reset and trained with the same recipe (``recipe`` as in :meth:`RBM.fit`;
-        RBM d uses seed ``seed + d``) on one batch order drawn from ``seed``. RBM d + 1 learns
+        RBM d uses seed ``seed + d``) on one batch order drawn from ``seed`` (each epoch its
+        own order with ``reshuffle=True``). RBM d + 1 learns
         RBM d's hidden probabilities: by default those of its last epoch's positive phase
         (rbm.m's ``batchposhidprobs``, which the reference figures use), with
         ``next_layer_data="final"`` its up-pass once trained. ``resume=True`` keeps the
@@ -134,17 +135,17 @@ class DBN(nn.Module):
             features = images
             for d, rbm in enumerate(self.rbms, start=1):
                 layer_recipe = dataclasses.replace(recipe, seed=seed + d)
-                hand_over = recipe.next_layer_data == "last_epoch" and d < self.n_layers
+                keep_last = recipe.next_layer_data == "last_epoch" and d < self.n_layers
                 if d <= start:
                     features = self._replay_hand_over(d, features, layer_recipe, order)
                     continue
                 rbm.reset_parameters(seed + d)
                 last = fit_rbm(rbm, features, layer_recipe, order=order,
-                               keep_last_epoch=hand_over, progress=progress,
+                               keep_last_epoch=keep_last, progress=progress,
                                description=f"layer {d}/{self.n_layers} "
                                            f"({rbm.n_visible}->{rbm.n_hidden})",
                                on_epoch=None if on_epoch is None else partial(on_epoch, d))
-                if hand_over:
+                if keep_last:
                     self.last_epoch_starts[d] = last.start
                     features = last.hidden
                 elif d < self.n_layers:

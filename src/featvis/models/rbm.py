@@ -93,6 +93,8 @@ class RBM(nn.Module):
         """
         from ..train import TrainingRecipe, fit_rbm
 
+        if "next_layer_data" in recipe:
+            raise TypeError("next_layer_data applies to DBN.fit, not to a single RBM")
         recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
         if not warm_start:
             self.reset_parameters(seed)
