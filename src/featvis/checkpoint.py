@@ -1,10 +1,10 @@
 """DBN checkpoints: one safetensors file whose header carries the JSON metadata.
 
-The tensors are the model's ``state_dict`` and, while training is incomplete, the state
-at the start of each trained layer's last epoch (``last_epoch.{d}.{name}``, what an exact
-resume replays); the metadata (architecture, training recipe,
-per-epoch history, training data description) is a JSON document stored under the
-``featvis`` key of the safetensors header. Files are written atomically and read without
+The tensors are the model's ``state_dict`` and, while training is incomplete, the state at
+the start of each trained layer's last epoch (``last_epoch.{d}.{name}``, what an exact
+resume replays); the metadata (architecture, training recipe, per-epoch history, training
+data description) is a JSON document stored under the ``featvis`` key of the safetensors
+header. Files are written atomically and read without
 unpickling anything.
 """
 
@@ -78,7 +78,8 @@ def load_dbn(path: str | os.PathLike, device: str | torch.device = "cpu") -> DBN
         for rbm, history in zip(dbn.rbms, meta["history"], strict=True):
             rbm.history = [dict(entry) for entry in history]
         if meta["recipe"] is not None:
-            # Files written before these fields existed were trained that way.
+            # Recipes saved before these two fields existed reshuffled every epoch and
+            # handed the final up-pass to the next layer.
             dbn.recipe = TrainingRecipe(**{"reshuffle": True, "next_layer_data": "final",
                                            **meta["recipe"]})
         for d, start in dbn.last_epoch_starts.items():
@@ -90,4 +91,3 @@ def load_dbn(path: str | os.PathLike, device: str | torch.device = "cpu") -> DBN
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: inconsistent checkpoint ({first_line})") from None
     return dbn.to(device)
-
