@@ -4,8 +4,7 @@ The tensors are the model's ``state_dict`` and, while training is incomplete, th
 the start of each trained layer's last epoch (``last_epoch.{d}.{name}``, what an exact
 resume replays); the metadata (architecture, training recipe, per-epoch history, training
 data description) is a JSON document stored under the ``featvis`` key of the safetensors
-header. Files are written atomically and read without
-unpickling anything.
+header. Files are written atomically and read without unpickling anything.
 """
 
 from __future__ import annotations
