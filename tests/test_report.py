@@ -52,7 +52,7 @@ def test_names_are_escaped(run_copy):
     summary = json.loads(summary_path.read_text())
     summary["layers"][0]["name"] = HOSTILE
     summary["model"]["data"]["source"] = HOSTILE
-    summary["model"]["path"] = f'x" onerror="alert(1)'
+    summary["model"]["path"] = 'x" onerror="alert(1)'
     summary_path.write_text(json.dumps(summary))
     build_gallery(run_copy)
     for page in (run_copy / INDEX, run_copy / "layer1" / INDEX,
