@@ -40,12 +40,10 @@ def run_dir(tmp_path_factory, small_dbn, mnist_small):
 @pytest.fixture(scope="session")
 def tiny_mnist_dir(tmp_path_factory):
     """A folder of the four MNIST IDX files holding 300 training and 100 test images."""
-    import gzip
-    import struct
-
     import numpy as np
 
     from featvis import load_mnist
+    from helpers import write_idx
 
     root = tmp_path_factory.mktemp("mnist")
     for split, prefix, n in (("train", "train", 300), ("test", "t10k", 100)):
@@ -53,7 +51,33 @@ def tiny_mnist_dir(tmp_path_factory):
         pixels = (images[:n] * 255).round().to(torch.uint8).numpy().reshape(n, 28, 28)
         for kind, array in (("images-idx3-ubyte", pixels),
                             ("labels-idx1-ubyte", labels[:n].numpy().astype(np.uint8))):
-            header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(
-                f">{array.ndim}I", *array.shape)
-            (root / f"{prefix}-{kind}.gz").write_bytes(gzip.compress(header + array.tobytes()))
+            write_idx(root / f"{prefix}-{kind}.gz", array, compress=True)
     return root
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path):
+    """A private, writable copy of :func:`run_dir`."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+@pytest.fixture
+def hostile_run(run_copy):
+    """:func:`run_copy` whose summary names carry HTML and its gallery rebuilt from them."""
+    import json
+
+    from featvis.report import build_gallery
+    from helpers import HOSTILE, HOSTILE_ATTRIBUTE
+
+    path = run_copy / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["layers"][0]["name"] = HOSTILE
+    summary["model"]["data"]["source"] = HOSTILE
+    summary["model"]["path"] = HOSTILE_ATTRIBUTE
+    path.write_text(json.dumps(summary))
+    build_gallery(run_copy)
+    return run_copy

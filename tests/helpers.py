@@ -1,9 +1,20 @@
-"""Helpers shared by the tests: small random models and an in-process CLI runner."""
+"""Helpers shared by the tests: small random models, files written by hand, an in-process
+CLI runner."""
 
+import gzip
+import itertools
+import struct
+
+import pytest
 import torch
+from safetensors import safe_open
 
 from featvis import DBN, RBM
 from featvis.cli import main
+
+
+HOSTILE = "<script>alert(1)</script>"            # a name that must render as text
+HOSTILE_ATTRIBUTE = 'x" onerror="alert(1)'        # ... and one that must not leave its quotes
 
 
 def random_rbm(n_visible, n_hidden, seed=0, scale=1.0):
@@ -35,3 +46,38 @@ def run_cli(capsys, *argv):
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def binary_states(n):
+    """All ``2^n`` binary vectors of length ``n`` as a float64 ``(2^n, n)`` tensor."""
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=torch.float64)
+
+
+def write_idx(path, array, code=0x08, *, compress=False, header=None, payload=None):
+    """Write ``array`` as an IDX file (or a broken one, with ``header`` / ``payload``)."""
+    header = header if header is not None else (
+        struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
+    if payload is None:
+        payload = array.astype(array.dtype.newbyteorder(">")).tobytes()
+    data = header + payload
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def read_checkpoint(path):
+    """``(tensors, metadata)`` of a safetensors file."""
+    with safe_open(str(path), framework="pt") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}, f.metadata()
+
+
+def stopped_checkpoint(path, images, sizes, stop_after=1, device="cpu", **recipe):
+    """Train a DBN that saves to ``path`` after each layer and is stopped after layer
+    ``stop_after``; returns :func:`read_checkpoint` of what it left."""
+    def save_then_stop(dbn, layer):
+        dbn.save(path)
+        if layer == stop_after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        DBN(sizes).to(device).fit(images, progress=False, on_layer=save_then_stop, **recipe)
+    return read_checkpoint(path)

@@ -1,12 +1,11 @@
-import gzip
-import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from featvis import DBN, __version__
-from helpers import run_cli
+from helpers import run_cli, write_idx
 
 
 def test_help_and_version():
@@ -42,8 +41,8 @@ def test_resume_skips_finished_layers(tmp_path, capsys):
 def _bad_data_folder(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(
-        b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 28, 28) + bytes(100)))
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8),
+              compress=True, payload=bytes(100))                # truncated payload
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"junk")
     return folder
 

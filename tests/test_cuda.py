@@ -8,7 +8,7 @@ import torch
 from featvis import linear_combination, maximize, ranked_filters, sample_unit, top_examples
 from featvis.evaluate import log_partition_ais
 
-from helpers import random_dbn
+from helpers import random_dbn, stopped_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -45,13 +45,7 @@ def test_training_on_cuda_lowers_the_error_and_resumes(tmp_path):
         assert errors[-1] < errors[0] and rbm.weight.is_cuda
 
     path = tmp_path / "m.safetensors"
-
-    def save_then_stop(model, layer):
-        model.save(path)
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        DBN([20, 10, 6]).cuda().fit(images, epochs=3, progress=False, on_layer=save_then_stop)
+    stopped_checkpoint(path, images, [20, 10, 6], device="cuda", epochs=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)   # the replay ends on the saved weights
         resumed = DBN.load(path, device="cuda").fit(images, epochs=3, progress=False,

@@ -7,15 +7,7 @@ import torch
 
 from featvis import DataError, load_mnist, read_idx
 
-
-def write_idx(path, array, code=0x08, *, compress=False, header=None, payload=None):
-    header = header if header is not None else (
-        struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
-    if payload is None:
-        payload = array.astype(array.dtype.newbyteorder(">")).tobytes()
-    data = header + payload
-    path.write_bytes(gzip.compress(data) if compress else data)
-    return path
+from helpers import write_idx
 
 
 @pytest.mark.parametrize("compress", [False, True])

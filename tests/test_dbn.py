@@ -6,11 +6,12 @@ import warnings
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from featvis import DBN, RBM, CheckpointError
 from featvis.train import TrainingRecipe, batch_order, fit_rbm
+
+from helpers import read_checkpoint, stopped_checkpoint
 
 
 def test_greedy_training_lowers_error_every_layer(small_dbn):
@@ -55,11 +56,12 @@ def test_each_rbm_learns_what_the_previous_one_hands_over(mnist_small, next_laye
 
 def test_transform_shapes_and_ranges(mnist_small, small_dbn):
     x = mnist_small[0][:50]
-    for d, size in enumerate([64, 32, 16], start=1):
+    manual = x
+    for d, (size, rbm) in enumerate(zip([64, 32, 16], small_dbn.rbms), start=1):
         h = small_dbn.transform(x, layer=d)
         assert h.shape == (50, size) and 0 <= h.min() and h.max() <= 1
-    manual = torch.sigmoid(x @ small_dbn.rbms[0].weight.T + small_dbn.rbms[0].hidden_bias)
-    torch.testing.assert_close(small_dbn.transform(x, 1), manual)
+        manual = torch.sigmoid(manual @ rbm.weight.T + rbm.hidden_bias)
+        torch.testing.assert_close(h, manual)
     for bad in (0, 4, -1, 1.0, True):
         with pytest.raises(ValueError, match="layer must be a hidden depth in 1..3"):
             small_dbn.transform(x, bad)
@@ -137,23 +139,10 @@ def test_foreign_checkpoints(tmp_path):
         DBN.load(pickled)
     huge_header = tmp_path / "huge.safetensors"
     huge_header.write_bytes(struct.pack("<Q", 10**12) + b"{}")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
         DBN.load(huge_header)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         DBN.load(tmp_path / "absent.safetensors")
-
-
-def stopped_checkpoint(path, images, sizes, stop_after=1, **recipe):
-    """Train a DBN, save after each layer, and stop after layer ``stop_after``."""
-    def save_then_stop(dbn, layer):
-        dbn.save(path)
-        if layer == stop_after:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        DBN(sizes).fit(images, progress=False, on_layer=save_then_stop, **recipe)
-    with safe_open(str(path), framework="pt") as f:
-        return {name: f.get_tensor(name) for name in f.keys()}, f.metadata()
 
 
 @pytest.mark.parametrize("persistent,edit,problem", [
@@ -194,8 +183,7 @@ def test_resume_refuses_or_warns_about_a_record_it_cannot_replay(tmp_path, mnist
 def test_checkpoints_from_before_the_rbm_m_batches_keep_their_recipe(tmp_path, small_dbn):
     path = tmp_path / "old.safetensors"
     small_dbn.save(path)
-    with safe_open(str(path), framework="pt") as f:
-        tensors, metadata = {name: f.get_tensor(name) for name in f.keys()}, f.metadata()
+    tensors, metadata = read_checkpoint(path)
     meta = json.loads(metadata["featvis"])
     del meta["recipe"]["reshuffle"], meta["recipe"]["next_layer_data"]
     save_file(tensors, path, metadata={"featvis": json.dumps(meta)})
@@ -226,8 +214,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, mnist_small, s
         assert torch.equal(a, b)
     assert not partial.last_epoch_starts
     partial.save(path)
-    with safe_open(str(path), framework="pt") as f:
-        assert not any(name.startswith("last_epoch") for name in f.keys())
+    assert not any(name.startswith("last_epoch") for name in read_checkpoint(path)[0])
     before = {name: t.clone() for name, t in partial.state_dict().items()}
     partial.fit(x, epochs=2, progress=False, resume=True, **recipe)   # complete: a no-op
     assert all(torch.equal(before[name], t) for name, t in partial.state_dict().items())

@@ -1,6 +1,5 @@
 """Model and visualization figures against direct formulas and enumerations."""
 
-import itertools
 import json
 import math
 
@@ -10,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from featvis import RBM
-from featvis.evaluate import (default_betas, linear_probe, log_likelihood,
+from featvis.evaluate import (binarize, default_betas, linear_probe, log_likelihood,
                               log_partition_ais, log_partition_exact, method_agreement,
                               pseudo_likelihood, reconstruction_error)
 
-from helpers import random_rbm, run_cli
+from helpers import binary_states, random_rbm, run_cli
 
 
 def enumerated_log_z(rbm):
@@ -22,8 +21,8 @@ def enumerated_log_z(rbm):
     W = rbm.weight.double().numpy()
     b, c = rbm.visible_bias.double().numpy(), rbm.hidden_bias.double().numpy()
     energies = [v @ b + h @ c + h @ W @ v
-                for v in map(np.array, itertools.product([0.0, 1.0], repeat=rbm.n_visible))
-                for h in map(np.array, itertools.product([0.0, 1.0], repeat=rbm.n_hidden))]
+                for v in binary_states(rbm.n_visible).numpy()
+                for h in binary_states(rbm.n_hidden).numpy()]
     top = max(energies)
     return top + math.log(sum(math.exp(x - top) for x in energies))
 
@@ -57,10 +56,9 @@ def test_ais_with_base_rate_and_short_schedule():
 
 
 def test_default_betas():
-    betas = default_betas()
-    assert betas[0] == 0 and betas[-1] == 1 and (np.diff(betas) > 0).all()
-    assert len(betas) == 14_501
-    assert np.diff(betas)[0] == pytest.approx(1e-3) and np.diff(betas)[-1] == pytest.approx(1e-5)
+    expected = np.concatenate([np.arange(500) * 1e-3, 0.5 + np.arange(4000) * 1e-4,
+                               0.9 + np.arange(10_001) * 1e-5])
+    np.testing.assert_allclose(default_betas(), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -78,7 +76,7 @@ def test_log_likelihood_normalizes():
     """With the exact log Z, the probabilities of all 2^D inputs sum to one."""
     rbm = random_rbm(6, 4, seed=5, scale=1.0)
     log_z = log_partition_exact(rbm)
-    every = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6)))
+    every = binary_states(6).float()
     total = sum(math.exp(log_likelihood(rbm, v[None], log_z)) for v in every)
     assert total == pytest.approx(1.0, abs=1e-5)
 
@@ -148,20 +146,28 @@ def test_evaluate_cli_writes_json_and_gallery(tmp_path, capsys, small_dbn, run_d
                                               tiny_mnist_dir):
     import shutil
 
-    from featvis.cli import main
+    from featvis import load_mnist
 
     model = tmp_path / "m.safetensors"
     small_dbn.save(model)
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     out = tmp_path / "eval.json"
-    code = main(["evaluate", str(model), "--data", str(tiny_mnist_dir), "--ais-runs", "2",
-                 "--json", str(out), "--run", str(run), "--quiet"])
-    printed = capsys.readouterr().out
+    code, printed, _ = run_cli(capsys, "evaluate", model, "--data", tiny_mnist_dir,
+                               "--ais-runs", 2, "--json", out, "--run", run, "--quiet")
     assert code == 0 and "probe accuracy" in printed and "AIS log Z" in printed
     result = json.loads(out.read_text())
     assert [r["layer"] for r in result["layers"]] == [0, 1, 2, 3]
     assert result["layers"][0]["probe_accuracy"] > 0.6      # 300 training images
+    test = load_mnist("test", tiny_mnist_dir)[0]
+    assert [r["reconstruction_error"] for r in result["layers"][1:]] == pytest.approx(
+        reconstruction_error(small_dbn, test))
+    rbm1 = result["rbm1"]
+    assert rbm1["log_z_low"] <= rbm1["log_z"] <= rbm1["log_z_high"]
+    assert rbm1["test_log_likelihood"] == pytest.approx(
+        log_likelihood(small_dbn.rbms[0], binarize(test, 0), rbm1["log_z"]))
+    assert rbm1["pseudo_likelihood"] == pytest.approx(
+        pseudo_likelihood(small_dbn.rbms[0], binarize(test, 0)).mean().item())
     assert json.loads((run / "evaluation.json").read_text()) == result
     assert "Model figures" in (run / "index.html").read_text()
     assert "Linear-probe test accuracy" in (run / "layer2" / "index.html").read_text()

@@ -1,12 +1,12 @@
 """The gallery in a real browser: Debian's Chromium driven by Playwright, from file:// URLs."""
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from featvis.report import INDEX, build_gallery
+from featvis.report import INDEX
+
+from helpers import HOSTILE
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright = pytest.importorskip("playwright.sync_api",
@@ -14,8 +14,6 @@ playwright = pytest.importorskip("playwright.sync_api",
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (make test installs it with apt-get); "
                 "browser tests skipped", allow_module_level=True)
-
-HOSTILE = "<script>alert(1)</script>"
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +66,8 @@ def test_click_through_index_layer_unit_next(page, run_dir):
     assert page.problems == []
 
 
-def test_hostile_name_renders_as_text(page, run_dir, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    summary = json.loads((copy / "summary.json").read_text())
-    summary["layers"][0]["name"] = HOSTILE
-    (copy / "summary.json").write_text(json.dumps(summary))
-    build_gallery(copy)
-    for html in (copy / INDEX, copy / "layer1" / INDEX):
+def test_hostile_name_renders_as_text(page, hostile_run):
+    for html in (hostile_run / INDEX, hostile_run / "layer1" / INDEX):
         page.goto(html.as_uri())
         assert HOSTILE in page.locator("body").inner_text()
         assert page.locator("script").count() == 0

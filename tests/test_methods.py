@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from featvis import (DBN, DataError, linear_combination, maximize, ranked_filters,
                      sample_unit, top_examples)
 
-from helpers import random_dbn
+from helpers import binary_states, random_dbn
 
 
 # -- dataset examples -------------------------------------------------------------------
@@ -153,8 +153,7 @@ def test_one_hot_sampling_two_layers_matches_enumeration():
     for i in range(3):
         p_h1 = torch.sigmoid(r2.weight[i] + r2.visible_bias).double()
         exact = torch.zeros(5, dtype=torch.float64)
-        for bits in itertools.product([0.0, 1.0], repeat=4):
-            h1 = torch.tensor(bits, dtype=torch.float64)
+        for h1 in binary_states(4):
             prob = torch.prod(torch.where(h1 > 0, p_h1, 1 - p_h1))
             exact += prob * torch.sigmoid(h1 @ r1.weight.double() + r1.visible_bias.double())
         # Each sample's pixel is a probability in [0, 1]: std <= 0.5, so 5 SE <= 2.5 / sqrt(n).
@@ -170,10 +169,9 @@ def test_gibbs_sampling_matches_the_clamped_marginal():
                       interval=2, seed=3)
     for i in range(3):
         weights, values = [], []
-        for bits in itertools.product([0.0, 1.0], repeat=3):
-            if bits[i] != 1.0:
+        for h in binary_states(3):
+            if h[i] != 1.0:
                 continue
-            h = torch.tensor(bits, dtype=torch.float64)
             weights.append(torch.exp(h @ c + F.softplus(h @ W + b).sum()))
             values.append(torch.sigmoid(h @ W + b))
         weights = torch.stack(weights) / sum(weights)
@@ -190,15 +188,12 @@ def test_gibbs_sampling_through_two_layers_matches_enumeration():
     got = sample_unit(dbn, 2, n_samples=3001, variant="gibbs", n_chains=400, burn_in=40,
                       interval=2, seed=5)                  # 3001: not a multiple of the chains
     assert got.samples.shape == (3, 3001, 5)
-    states = [torch.tensor(bits, dtype=torch.float64)
-              for bits in itertools.product([0.0, 1.0], repeat=4)]
     for i in range(3):
         weights, pixels = [], []
-        for h1 in states:
-            for h2 in itertools.product([0.0, 1.0], repeat=3):
+        for h1 in binary_states(4):
+            for h2 in binary_states(3):
                 if h2[i] != 1.0:
                     continue
-                h2 = torch.tensor(h2, dtype=torch.float64)
                 weights.append(torch.exp(h1 @ b1 + h2 @ c2 + h2 @ W2 @ h1))
                 pixels.append(torch.sigmoid(h1 @ r1.weight.double() + r1.visible_bias.double()))
         weights = torch.stack(weights) / sum(weights)

@@ -1,4 +1,3 @@
-import itertools
 import math
 
 import numpy as np
@@ -7,7 +6,7 @@ import torch
 
 from featvis import RBM, DataError
 
-from helpers import random_rbm
+from helpers import binary_states, random_rbm
 
 
 def test_parameters_follow_nn_linear():
@@ -26,10 +25,8 @@ def test_free_energy_matches_enumeration():
     W = rbm.weight.double().numpy()
     b = rbm.visible_bias.double().numpy()
     c = rbm.hidden_bias.double().numpy()
-    for v in itertools.product([0.0, 1.0], repeat=4):
-        v = np.array(v)
-        energies = [-(v @ b) - (np.array(h) @ c) - np.array(h) @ W @ v
-                    for h in itertools.product([0.0, 1.0], repeat=3)]
+    for v in binary_states(4).numpy():
+        energies = [-(v @ b) - (h @ c) - h @ W @ v for h in binary_states(3).numpy()]
         expected = -math.log(sum(math.exp(-e) for e in energies))
         got = rbm.free_energy(torch.tensor(v, dtype=torch.float32)[None]).item()
         assert got == pytest.approx(expected, abs=1e-5)
@@ -152,5 +149,5 @@ def test_fit_rejects_bad_images(bad, problem):
 @pytest.mark.parametrize("kwargs", [dict(epochs=0), dict(batch_size=0), dict(lr=-1.0),
                                     dict(k=0), dict(sparsity_target=1.5)])
 def test_fit_rejects_bad_recipe(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
         RBM(4, 2).fit(torch.zeros(3, 4), progress=False, **kwargs)

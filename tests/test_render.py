@@ -11,7 +11,7 @@ def test_symmetric_scaling_maps_zero_to_128_and_keeps_sign():
     out = scale_tiles(x, "symmetric")
     assert out[:, 0].tolist() == [128, 128]
     assert out[0].tolist() == [128, 255, 0, 191]       # 0.5 + 0.5 * x / max|x|, rounded
-    assert out[1, 1] == 0 and out[1, 2] > 128
+    assert out[1].tolist() == [128, 0, 191, 128]       # peak 0.5: 0.25 -> 0.75 -> 191
 
 
 def test_minmax_scaling_per_tile():
@@ -21,16 +21,22 @@ def test_minmax_scaling_per_tile():
 
 
 def test_grid_size_spacing_and_order():
-    images = torch.arange(5, dtype=torch.float32)[:, None].repeat(1, 6) + 1  # 5 tiles 2x3
-    images[:, 0] = 0                                                           # min-max range
+    images = torch.eye(5, 6)                      # 5 tiles 2x3; tile i lights pixel i only
     grid = tile(images, shape=(2, 3), scale="minmax", spacing=1, background=7)
     # floor(sqrt(5)) = 2 rows, ceil(5 / 2) = 3 columns, 1 px between tiles.
     assert grid.shape == (2 * 2 + 1, 3 * 3 + 2) and grid.dtype == np.uint8
-    assert (grid[2, :] == 7).all() and (grid[:, 3] == 7).all()
+    assert (grid[2, :] == 7).all() and (grid[:, 3] == 7).all() and (grid[:, 7] == 7).all()
+    for i in range(5):                            # row by row, pixel i of tile i lit
+        r, c = divmod(i, 3)
+        expected = np.zeros(6, np.uint8)
+        expected[i] = 255
+        np.testing.assert_array_equal(grid[3 * r:3 * r + 2, 4 * c:4 * c + 3],
+                                      expected.reshape(2, 3))
     assert (grid[3:, 8:] == 7).all()                                           # empty 6th cell
     up = tile(images, shape=(2, 3), scale="minmax", cols=5, spacing=2, upscale=3)
     assert up.shape == (6, 5 * 9 + 4 * 2)
-    np.testing.assert_array_equal(up[:3, :3], np.zeros((3, 3)))                # nearest upscale
+    np.testing.assert_array_equal(up[:3, :3], np.full((3, 3), 255))            # nearest upscale
+    np.testing.assert_array_equal(up[:3, 3:9], np.zeros((3, 6)))
 
 
 def test_tile_rejects_bad_shapes():

@@ -1,20 +1,11 @@
 import json
 import re
-import shutil
 
 import pytest
 
-from featvis.cli import main
 from featvis.report import INDEX, ReportError, build_gallery
 
-HOSTILE = "<script>alert(1)</script>"
-
-
-@pytest.fixture
-def run_copy(run_dir, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    return copy
+from helpers import HOSTILE, HOSTILE_ATTRIBUTE, run_cli
 
 
 def pages(root):
@@ -47,19 +38,12 @@ def test_unit_page_shows_the_figures(run_dir):
     assert 'rel="next" href="../2/index.html"' in html
 
 
-def test_names_are_escaped(run_copy):
-    summary_path = run_copy / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    summary["layers"][0]["name"] = HOSTILE
-    summary["model"]["data"]["source"] = HOSTILE
-    summary["model"]["path"] = 'x" onerror="alert(1)'
-    summary_path.write_text(json.dumps(summary))
-    build_gallery(run_copy)
-    for page in (run_copy / INDEX, run_copy / "layer1" / INDEX,
-                 run_copy / "layer1" / "units" / "0" / INDEX):
+def test_names_are_escaped(hostile_run):
+    for page in (hostile_run / INDEX, hostile_run / "layer1" / INDEX,
+                 hostile_run / "layer1" / "units" / "0" / INDEX):
         html = page.read_text()
         assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-        assert 'x" onerror' not in html
+        assert HOSTILE_ATTRIBUTE not in html
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -78,8 +62,7 @@ def test_report_on_a_broken_run_keeps_the_old_gallery(run_copy, capsys, damage, 
     damage(run_copy)
     with pytest.raises(ReportError, match=re.escape(message)):
         build_gallery(run_copy)
-    code = main(["report", str(run_copy)])
-    err = capsys.readouterr().err
+    code, _, err = run_cli(capsys, "report", run_copy)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in pages(run_copy)} == before
 
@@ -87,19 +70,26 @@ def test_report_on_a_broken_run_keeps_the_old_gallery(run_copy, capsys, damage, 
 def test_report_rebuilds_a_deleted_gallery(run_copy, capsys):
     for page in pages(run_copy):
         page.unlink()
-    assert main(["report", str(run_copy)]) == 0
-    assert capsys.readouterr().out.strip() == str(run_copy / INDEX)
+    code, out, _ = run_cli(capsys, "report", run_copy)
+    assert code == 0 and out.strip() == str(run_copy / INDEX)
     assert len(pages(run_copy)) == 13
 
 
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--epochs", "1", "--layers", "784,16,8,4",
-                 "--units", "2", "--quiet", "--device", "cpu"])
-    captured = capsys.readouterr()
-    assert code == 0 and captured.out.strip() == str(out / INDEX)
-    assert "1 epochs per RBM on 10000 MNIST images" in captured.err
+    code, stdout, stderr = run_cli(capsys, "demo", "--out", out, "--epochs", 1,
+                                   "--layers", "784,16,8,4", "--units", 2, "--quiet",
+                                   "--device", "cpu")
+    assert code == 0 and stdout.strip() == str(out / INDEX)
+    assert "1 epochs per RBM on 10000 MNIST images" in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [len(layer["methods"]) for layer in summary["layers"]] == [4, 5, 5]
     assert len(pages(out)) == 1 + 3 + 3 * 2
     assert (out / "model.safetensors").is_file() and summary["model"]["path"] == "model.safetensors"
+
+
+def test_demo_with_an_input_layer_that_does_not_fit_the_data(tmp_path, capsys):
+    code, _, stderr = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--layers", "700,10",
+                              "--quiet", "--device", "cpu")
+    assert code == 2 and "width 784 does not match the model's input size 700" in stderr
+    assert not (tmp_path / "demo").exists()

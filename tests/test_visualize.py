@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featvis import linear_combination, load_mnist
+from featvis import (linear_combination, load_mnist, maximize, ranked_filters,
+                     top_examples)
 from featvis.render import tile
 
 from helpers import run_cli
@@ -27,22 +28,27 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
     summary = json.loads((out / "summary.json").read_text())
     assert [layer["layer"] for layer in summary["layers"]] == [1, 2, 3]
     assert summary["model"]["sizes"] == [784, 64, 32, 16]
+    x = load_mnist()[0]
     for layer in summary["layers"]:
-        expected = [m for m in METHODS if not (m == "filters" and layer["layer"] == 1)]
+        d = layer["layer"]
+        expected = [m for m in METHODS if not (m == "filters" and d == 1)]
         assert layer["methods"] == expected and layer["units"] == [0, 1, 2, 3, 4]
         for name in expected:
             assert Image.open(out / layer["files"][name]).size[0] > 0
+        # The figures and pictures are the library's own results.
+        examples = top_examples(small_dbn, x, d, k=9, units=range(5))
+        np.testing.assert_array_equal(np.asarray(Image.open(out / layer["files"]["examples"])),
+                                      tile(examples.mean, scale="minmax", upscale=2))
         unit = layer["unit_details"][2]
-        assert len(unit["examples"]["values"]) == 9
-        assert 0 < unit["maximize"]["activation"] <= 1
+        assert unit["examples"]["values"] == pytest.approx(
+            small_dbn.transform(x, d)[:, 2].topk(9).values.tolist(), abs=1e-5)
+        assert unit["maximize"]["activation"] == pytest.approx(
+            maximize(small_dbn, d, units=[2], steps=20, restarts=2).activation.item(), abs=1e-5)
         for rel in unit["files"].values():
             assert (out / rel).is_file()
-        if layer["layer"] > 1:
-            assert len(unit["filters"]["weights"]) == 4
-    # The figures and pictures are the library's own results.
-    top = summary["layers"][1]["unit_details"][0]["examples"]["values"][0]
-    x = small_dbn.transform(load_mnist()[0], 2)[:, 0].max().item()
-    assert top == pytest.approx(x, abs=1e-5)
+        if d > 1:
+            assert unit["filters"]["weights"] == pytest.approx(
+                ranked_filters(small_dbn, d, units=[2], k=4).weights[0].tolist(), abs=1e-6)
     combination = linear_combination(small_dbn, 3, k=4, units=list(range(5)))
     np.testing.assert_array_equal(np.asarray(Image.open(out / "layer3" / "combination.png")),
                                   tile(combination, upscale=2))

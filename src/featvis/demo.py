@@ -35,9 +35,6 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
     ``out/model.safetensors``); returns the path of ``index.html``."""
     out = Path(out)
     images, _ = load_mnist("train", data)
-    if images.shape[1] != sizes[0]:
-        raise ValueError(f"layer sizes start with {sizes[0]} but the data has "
-                         f"{images.shape[1]} pixels per image")
     # Ranked filters and combinations use up to 10 units of the layer below.
     settings = settings or VisualizeSettings(units=units, seed=seed, top=min([10, *sizes[1:-1]]))
     print(f"featvis demo: DBN {'-'.join(map(str, sizes))}, {epochs} epochs per RBM on "

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import check_images, iter_batches
+from .errors import check_int
 from .models.dbn import DBN
 from .models.rbm import RBM, bernoulli
 
@@ -128,9 +129,7 @@ def log_partition_ais(rbm: RBM, n_runs: int = 100, betas: Sequence[float] | None
                       progress: bool = False) -> AISEstimate:
     """Estimate ``log Z`` by annealed importance sampling from a base-rate model (all runs
     batched). ``base_rate_images=None`` gives a uniform base (zero biases)."""
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 2:
-        raise ValueError(f"n_runs must be an integer >= 2 (the error bars need two runs), "
-                         f"got {n_runs!r}")
+    check_int("n_runs", n_runs, minimum=2)     # the error bars need two runs
     betas = default_betas() if betas is None else np.asarray(betas, dtype=np.float64)
     if betas.ndim != 1 or len(betas) < 2 or betas[0] != 0 or betas[-1] != 1 or \
             not (np.diff(betas) > 0).all():
@@ -246,7 +245,6 @@ def method_agreement(pictures: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
                for name, p in pictures.items()}
     return {f"{a}~{b}": (centred[a] * centred[b]).sum(1)
             for a, b in itertools.combinations(centred, 2)}
-
 
 
 def evaluate_model(dbn: DBN, train: tuple[torch.Tensor, torch.Tensor],

@@ -51,14 +51,14 @@ def _grid_shape(n: int, cols: int | None) -> tuple[int, int]:
 def _assemble(cells: np.ndarray, rows: int, cols: int, spacing: int, background) -> np.ndarray:
     """Place ``cells (N, h, w[, 3])`` row by row on a canvas with ``spacing`` px gaps."""
     n, h, w = cells.shape[:3]
-    canvas = np.empty((rows * h + (rows - 1) * spacing, cols * w + (cols - 1) * spacing)
-                      + cells.shape[3:], np.uint8)
-    canvas[...] = background
-    for i in range(n):
-        r, c = divmod(i, cols)
-        top, left = r * (h + spacing), c * (w + spacing)
-        canvas[top:top + h, left:left + w] = cells[i]
-    return canvas
+    extra = cells.shape[3:]
+    # Every cell with its right and bottom gap, in one array; then rows of cells side by side.
+    padded = np.empty((rows * cols, h + spacing, w + spacing) + extra, np.uint8)
+    padded[...] = background
+    padded[:n, :h, :w] = cells
+    canvas = padded.reshape((rows, cols, h + spacing, w + spacing) + extra).swapaxes(1, 2)
+    canvas = canvas.reshape((rows * (h + spacing), cols * (w + spacing)) + extra)
+    return np.ascontiguousarray(canvas[:canvas.shape[0] - spacing, :canvas.shape[1] - spacing])
 
 
 def _cells(images: torch.Tensor, shape: Sequence[int], scale: str, spacing: int,

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import check_images
-from .errors import TrainingDivergedError
+from .errors import TrainingDivergedError, check_int
 
 if TYPE_CHECKING:
     from .models.rbm import RBM
@@ -66,8 +66,7 @@ class TrainingRecipe:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "k", "momentum_switch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_int(name, getattr(self, name))
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.sparsity_target is not None and not 0 < self.sparsity_target < 1:

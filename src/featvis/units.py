@@ -79,18 +79,24 @@ class DBNLayer(Layer):
         return torch.sigmoid(logits)
 
 
+def _as_dbn(model: torch.nn.Module) -> DBN:
+    """``model`` if it is a :class:`DBN`, the only model kind the methods know so far."""
+    if not isinstance(model, DBN):
+        raise TypeError(f"expected a featvis.DBN, got {type(model).__name__}")
+    return model
+
+
 def layer_logits(model: torch.nn.Module, x: torch.Tensor,
                  units: dict[int, torch.Tensor | None]) -> dict[int, torch.Tensor]:
     """Pre-activations ``(N, len(units[d]))`` of several layers from one forward pass.
 
     ``units`` maps each layer to the indices of the units wanted (``None``: all, in order).
     """
-    if not isinstance(model, DBN):
-        raise TypeError(f"expected a featvis.DBN, got {type(model).__name__}")
+    dbn = _as_dbn(model)
     out = {}
     h = x
     for d in range(1, max(units) + 1):
-        logits = model.rbms[d - 1].hidden_logits(h)
+        logits = dbn.rbms[d - 1].hidden_logits(h)
         if d in units:
             out[d] = logits if units[d] is None else logits[:, units[d]]
         h = torch.sigmoid(logits)
@@ -99,9 +105,7 @@ def layer_logits(model: torch.nn.Module, x: torch.Tensor,
 
 def layer_of(model: torch.nn.Module, layer: int) -> Layer:
     """The :class:`Layer` called ``layer`` in ``model`` (hidden depth ``1..L`` for a DBN)."""
-    if isinstance(model, DBN):
-        return DBNLayer(model, layer)
-    raise TypeError(f"expected a featvis.DBN, got {type(model).__name__}")
+    return DBNLayer(_as_dbn(model), layer)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import __version__
+from .errors import check_int
 from .evaluate import method_agreement
 from .fileio import atomic_directory, atomic_write_bytes
 from .methods import (TopExamples, linear_combination, maximize, ranked_filters,
@@ -58,18 +59,23 @@ class VisualizeSettings:
                              f"from {', '.join(METHODS)}")
         for d in self.layers or ():
             dbn.check_layer(d)
-        if self.units is not None and self.units <= 0:
-            raise ValueError(f"units must be positive, got {self.units}")
+        if self.units is not None:
+            check_int("units", self.units)
 
 
 def _json_float(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
 
 
-def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
+def _units(dbn: DBN, d: int, s: VisualizeSettings) -> list[int]:
+    """The units of layer ``d`` to show: the first ``s.units`` (all for None)."""
+    return list(range(dbn.sizes[d] if s.units is None else min(s.units, dbn.sizes[d])))
+
+
+def _layer(dbn: DBN, d: int, images: torch.Tensor, ex: TopExamples | None,
            s: VisualizeSettings, root: Path, progress: bool) -> dict:
     n_units = dbn.sizes[d]
-    units = list(range(n_units if s.units is None else min(s.units, n_units)))
+    units = _units(dbn, d, s)
     folder = Path(f"layer{d}")
     (root / folder).mkdir()
     per_unit = [{"unit": i, "files": {}} for i in units]
@@ -88,9 +94,7 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, examples: TopExamples | None,
     up = s.upscale
     methods = [m for m in s.methods if not (m == "filters" and d == 1)]
     pictures: dict[str, torch.Tensor] = {}      # (U, D) picture per unit, for the agreement
-    if examples is not None:
-        ex = TopExamples(*(t[:len(units)] for t in (examples.values, examples.indices,
-                                                    examples.mean, examples.units)))
+    if ex is not None:
         save(tile(ex.mean, scale="minmax", upscale=up), "examples")
         for j, info in enumerate(per_unit):
             info["examples"] = {"values": [round(v, 6) for v in ex.values[j].tolist()],
@@ -165,7 +169,8 @@ def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
     with atomic_directory(out, marker=SUMMARY) as root:
         examples = {}
         if "examples" in s.methods:    # every layer's units in one pass over the data
-            examples = top_examples(dbn, images, layers, k=s.k, progress=progress)
+            examples = top_examples(dbn, images, layers, k=s.k, progress=progress,
+                                    units={d: _units(dbn, d, s) for d in layers})
         summary = {
             "format": RUN_FORMAT,
             "featvis_version": __version__,

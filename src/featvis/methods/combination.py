@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import check_int
 from ..models.dbn import DBN
 from ..units import Units, resolve_units
 from .filters import check_k, incoming_weights
@@ -36,8 +37,8 @@ def linear_combination(dbn: DBN, layer: int, k: int | None = 10, rank_by: str = 
     """
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by must be one of {RANKINGS}, got {rank_by!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k <= 0):
-        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+    if k is not None:
+        check_int("k", k)
     units = resolve_units(units, dbn.sizes[dbn.check_layer(layer)], dbn.rbms[0].weight.device)
     images = incoming_weights(dbn, 1)
     if layer == 1:

@@ -11,12 +11,13 @@ earliest positions win.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from ..data import check_images, iter_batches
+from ..errors import check_int
 from ..units import Units, layer_logits, layer_of, model_device, model_dtype, resolve_units
 
 __all__ = ["TopExamples", "top_examples"]
@@ -107,36 +108,38 @@ class _RunningTopK:
 
 
 def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.Tensor],
-                 layer: int | Sequence[int], k: int = 9, units: Units = None,
+                 layer: int | Sequence[int], k: int = 9,
+                 units: Units | Mapping[int, Units] = None,
                  batch_size: int = 1000, progress: bool = False
                  ) -> TopExamples | dict[int, TopExamples]:
     """The ``k`` inputs with the highest activation ``h_d[i]`` for each unit.
 
     ``images`` is a tensor ``(N, D)`` or an iterable of such batches (e.g. a ``DataLoader``);
     a tensor is streamed in batches of ``batch_size``. ``layer`` may be a list of layers,
-    mined in one pass over the data; the result is then a dict by layer (``units``, if
-    given, applies to each of them).
+    mined in one pass over the data; the result is then a dict by layer, and ``units`` may
+    map each layer to its own units (a single ``units`` applies to every layer).
     """
     layers = [layer] if isinstance(layer, int) else list(layer)
     probes = {d: layer_of(model, d) for d in layers}
     device, dtype = model_device(model), model_dtype(model)
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    check_int("k", k)
     if isinstance(images, torch.Tensor) and images.shape[0] < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     dim = next(iter(probes.values())).input_size
     streamed = not isinstance(images, torch.Tensor)
-    best = {d: _RunningTopK(resolve_units(units, p.n_units, device), k, dim, streamed, dtype)
-            for d, p in probes.items()}
+    wanted = units if isinstance(units, Mapping) else dict.fromkeys(layers, units)
+    best = {d: _RunningTopK(resolve_units(wanted.get(d), p.n_units, device), k, dim, streamed,
+                            dtype) for d, p in probes.items()}
     seen = 0
     with torch.no_grad():
         for batch in tqdm(iter_batches(images, batch_size), desc="examples", unit="batch",
                           disable=not progress, leave=False):
             batch = check_images(batch, dim, unit_range=False).to(device, dtype)
             acts = layer_logits(model, batch,
-                                {d: None if units is None else b.units for d, b in best.items()})
+                                {d: None if wanted.get(d) is None else b.units
+                                 for d, b in best.items()})
             for d, running in best.items():
                 running.update(acts[d], batch, seen)
             seen += batch.shape[0]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import check_int
 from ..models.dbn import DBN
 from ..units import Units, resolve_units
 
@@ -27,8 +28,7 @@ class RankedFilters:
 
 def check_k(k: int, n_below: int, layer: int) -> int:
     """``k`` in ``1..n_below``: an impossible k is an error, never a silent clamp."""
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    check_int("k", k)
     if k > n_below:
         raise ValueError(f"k={k} is larger than layer {layer - 1}'s {n_below} units")
     return k

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import check_int
 from ..units import Units, layer_of, model_device, model_dtype, resolve_units
 
 __all__ = ["Maximization", "maximize"]
@@ -73,9 +74,8 @@ def maximize(model: torch.nn.Module, layer: int, units: Units = None, rho: float
                              "fit): pass rho=, e.g. the mean L2 norm of the training inputs")
     if not rho > 0:
         raise ValueError(f"rho must be positive, got {rho}")
-    for name, value in (("steps", steps), ("restarts", restarts)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_int("steps", steps)
+    check_int("restarts", restarts)
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
 

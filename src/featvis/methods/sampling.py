@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import check_int
 from ..models.dbn import DBN
 from ..models.rbm import bernoulli
 from ..units import Units, resolve_units
@@ -81,10 +82,10 @@ def sample_unit(dbn: DBN, layer: int, units: Units = None, n_samples: int = 100,
     dbn.check_layer(layer)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    for name, value, low in (("n_samples", n_samples, 1), ("n_chains", n_chains, 1),
-                             ("burn_in", burn_in, 0), ("interval", interval, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name, value in (("n_samples", n_samples), ("n_chains", n_chains),
+                        ("interval", interval)):
+        check_int(name, value)
+    check_int("burn_in", burn_in, minimum=0)
     rbm = dbn.rbms[layer - 1]
     device = rbm.weight.device
     units = resolve_units(units, rbm.n_hidden, device)

@@ -41,16 +41,20 @@ def _is_str_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: malformed JSON ({exc})") from None
+
+
 def load_summary(run_dir: str | os.PathLike) -> dict:
     """Read and check ``summary.json`` and every PNG it names; :class:`ReportError` if broken."""
     run_dir = Path(run_dir)
     path = run_dir / SUMMARY
     _require(run_dir.is_dir(), run_dir, "not a folder")
     _require(path.is_file(), path, "missing (not a featvis visualize output folder?)")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: malformed JSON ({exc})") from None
+    summary = _read_json(path)
     _require(isinstance(summary, dict) and summary.get("format") == RUN_FORMAT, path,
              f"not a featvis run summary (format {RUN_FORMAT} expected)")
     _require(isinstance(summary.get("model"), dict) and isinstance(summary.get("layers"), list)
@@ -83,10 +87,7 @@ def load_evaluation(run_dir: str | os.PathLike) -> dict | None:
     path = Path(run_dir) / EVALUATION
     if not path.exists():
         return None
-    try:
-        evaluation = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: malformed JSON ({exc})") from None
+    evaluation = _read_json(path)
     _require(isinstance(evaluation, dict) and evaluation.get("format") == EVALUATION_FORMAT
              and isinstance(evaluation.get("layers"), list)
              and isinstance(evaluation.get("rbm1"), dict), path,
