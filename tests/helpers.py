@@ -81,3 +81,23 @@ def stopped_checkpoint(path, images, sizes, stop_after=1, device="cpu", **recipe
     with pytest.raises(KeyboardInterrupt):
         DBN(sizes).to(device).fit(images, progress=False, on_layer=save_then_stop, **recipe)
     return read_checkpoint(path)
+
+
+def snapshot(root):
+    """Every entry under ``root`` (symlinks not followed): relative path -> bytes of a file,
+    ``("link", target)`` of a symlink, ``"dir"`` of a folder; to compare before and after."""
+    import os
+    from pathlib import Path
+
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                state[rel] = ("link", os.readlink(path))
+            elif path.is_dir():
+                state[rel] = "dir"
+            else:
+                state[rel] = path.read_bytes()
+    return state

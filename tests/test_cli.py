@@ -105,3 +105,70 @@ def test_stopped_training_keeps_the_last_checkpoint_and_resumes(tmp_path, signal
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert DBN.load(out).trained_layers == 3
+
+
+def test_train_never_overwrites_a_file_it_was_not_told_to(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("my notes")
+    model = tmp_path / "m.safetensors"
+    train = ["train", "--layers", "784,4", "--epochs", "1", "--quiet"]
+    for existing in (text, model):
+        if existing is model:
+            assert run_cli(capsys, *train, "--out", model)[0] == 0
+        before = existing.read_bytes()
+        code, _, err = run_cli(capsys, *train, "--out", existing)
+        assert code == 2 and "exists; refusing to overwrite it" in err and "--force" in err
+        assert existing.read_bytes() == before
+    code, _, _ = run_cli(capsys, *train, "--out", text, "--force")
+    assert code == 0 and DBN.load(text).sizes == [784, 4]
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda tmp: tmp.joinpath("folder").mkdir() or tmp / "folder", "is a folder"),
+    (lambda tmp: tmp.joinpath("file").write_text("x") and tmp / "file" / "m.safetensors",
+     "file is not a folder"),
+])
+def test_train_refuses_an_unusable_out_before_training(tmp_path, capsys, make, message):
+    out = make(tmp_path)
+    code, _, err = run_cli(capsys, "train", "--layers", "784,4", "--quiet", "--out", out)
+    assert code == 2 and message in err and "reconstruction error" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _strip_data_fingerprint(path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from helpers import read_checkpoint
+    tensors, header = read_checkpoint(path)
+    meta = json.loads(header["featvis"])
+    del meta["data"]["data_sha256"]
+    save_file(tensors, str(path), metadata={"featvis": json.dumps(meta)})
+
+
+def test_resume_refuses_other_data(tmp_path, capsys, tiny_mnist_dir):
+    out = tmp_path / "m.safetensors"
+    train = ["train", "--layers", "784,4", "--epochs", "1", "--quiet", "--out", out]
+    assert run_cli(capsys, *train, "--data", tiny_mnist_dir)[0] == 0
+    before = out.read_bytes()
+    code, _, err = run_cli(capsys, *train, "--resume")
+    assert code == 2 and "trained on other data" in err and out.read_bytes() == before
+    assert DBN.load(out).data_info["n_train"] == 300
+    _strip_data_fingerprint(out)             # a checkpoint from before fingerprints
+    code, _, err = run_cli(capsys, *train, "--resume")
+    assert code == 2 and "not embedded subset (10000 images)" in err
+    code, _, err = run_cli(capsys, *train, "--resume", "--data", tiny_mnist_dir)
+    assert code == 0 and "only the data's source and size were compared" in err
+
+
+def test_evaluate_refuses_another_models_run(tmp_path, capsys, run_dir):
+    from featvis import DBN as Model
+    from helpers import snapshot
+
+    other = tmp_path / "other.safetensors"
+    Model([784, 64, 32, 16], seed=5).save(other)
+    before = snapshot(run_dir)
+    code, _, err = run_cli(capsys, "evaluate", other, "--run", run_dir, "--quiet")
+    assert code == 2 and "shows another model" in err
+    assert snapshot(run_dir) == before

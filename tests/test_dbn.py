@@ -1,14 +1,17 @@
 import dataclasses
 import json
 import pickle
+import re
 import struct
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from featvis import DBN, RBM, CheckpointError
+import featvis.models.dbn
+from featvis import DBN, RBM, CheckpointError, DataError, maximize
 from featvis.train import TrainingRecipe, batch_order, fit_rbm
 
 from helpers import read_checkpoint, stopped_checkpoint
@@ -65,6 +68,63 @@ def test_transform_shapes_and_ranges(mnist_small, small_dbn):
     for bad in (0, 4, -1, 1.0, True):
         with pytest.raises(ValueError, match="layer must be a hidden depth in 1..3"):
             small_dbn.transform(x, bad)
+
+
+@pytest.mark.parametrize("sizes", [[784.7, 10.2], ["784", "10"], [784, True], [784, 0], [784],
+                                   784, "784", None])
+def test_sizes_must_be_integers(sizes):
+    got = re.escape(repr(sizes))
+    with pytest.raises(ValueError, match=rf"^DBN sizes must be >= 2 positive integers, got {got}$"):
+        DBN(sizes)
+
+
+def test_numpy_integer_sizes_and_seeds():
+    dbn = DBN(np.array([6, 4, 3]), seed=np.int64(2))
+    assert dbn.sizes == [6, 4, 3] and all(type(s) is int for s in dbn.sizes)
+    assert torch.equal(dbn.rbms[1].weight, DBN([6, 4, 3], seed=2).rbms[1].weight)
+    with pytest.raises(ValueError, match="^seed must be an integer, got 1.5$"):
+        DBN([6, 4], seed=1.5)
+
+
+@pytest.mark.parametrize("x,problem", [
+    (torch.rand(5, 783), "^x: width 783 does not match the model's input size 784$"),
+    (torch.zeros(5, 784, dtype=torch.long),
+     "^x: expected floating-point values, got torch.int64$"),
+    (torch.full((5, 784), float("nan")), "^x: contains NaN or infinite values$"),
+    (torch.rand(784), r"^x: expected shape \(N, D\), got \(784,\)$"),
+    ([[0.0] * 784], "^x: expected a torch.Tensor, got list$"),
+])
+def test_transform_checks_its_input(small_dbn, x, problem):
+    with pytest.raises(DataError, match=problem):
+        small_dbn.transform(x, 1)
+
+
+def test_transform_takes_any_float_dtype_and_numpy_layers(mnist_small, small_dbn):
+    x = mnist_small[0][:20]
+    expected = small_dbn.transform(x, 2)
+    torch.testing.assert_close(small_dbn.transform(x.double(), np.int64(2)), expected)
+    assert small_dbn.transform(x.double(), 2).dtype == torch.float32
+
+
+def test_inner_loops_do_not_check_their_own_inputs(small_dbn, monkeypatch):
+    """Inputs are checked at public entry points only: maximize's steps go through DBN._up."""
+    calls = []
+    check = featvis.models.dbn.check_images
+    monkeypatch.setattr(featvis.models.dbn, "check_images",
+                        lambda *a, **kw: calls.append(1) or check(*a, **kw))
+    maximize(small_dbn, 3, units=[0], steps=5, restarts=1)
+    assert calls == []
+    small_dbn.transform(torch.rand(2, 784), 3)
+    assert calls == [1]
+
+
+def test_fit_checks_the_whole_recipe_before_training():
+    dbn = DBN([4, 2])
+    before = dbn.rbms[0].weight.clone()
+    with pytest.raises(ValueError, match=r"^momentum must be a number in \[0, 1\), got 'abc'$"):
+        dbn.fit(torch.rand(10, 4), epochs=1, momentum="abc", progress=False)
+    assert dbn.trained_layers == 0 and dbn.recipe is None
+    assert torch.equal(dbn.rbms[0].weight, before)
 
 
 def test_input_norm_is_recorded(mnist_small, small_dbn):

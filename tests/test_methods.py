@@ -2,13 +2,16 @@
 
 import itertools
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from featvis import (DBN, DataError, linear_combination, maximize, ranked_filters,
                      sample_unit, top_examples)
+from featvis.units import resolve_units
 
 from helpers import binary_states, random_dbn
 
@@ -266,11 +269,102 @@ def test_linear_combination_equals_explicit_loops():
     (lambda d, x: ranked_filters(d, 2, k=0), "k must be a positive integer"),
     (lambda d, x: linear_combination(d, 2, k=9), "k=9 is larger"),
     (lambda d, x: linear_combination(d, 2, rank_by="size"), "rank_by must be one of"),
+    (lambda d, x: top_examples(d, x, []), "^layer: no layers given$"),
+    (lambda d, x: top_examples(d, x, [1, 3]), r"^layer must be a hidden depth in 1\.\.2, got 3$"),
+    (lambda d, x: top_examples(d, x, "1"), r"^layer must be a hidden depth in 1\.\.2, got '1'$"),
+    (lambda d, x: top_examples(d, x, 1, batch_size=0),
+     "^batch_size must be a positive integer, got 0$"),
+    (lambda d, x: top_examples(d, x, 1, batch_size=2.5),
+     "^batch_size must be a positive integer, got 2.5$"),
+    (lambda d, x: top_examples(d, x, [1], units={2: [0]}),
+     "^units: layer 2 is not among the layers asked for$"),
+    (lambda d, x: top_examples(d, None, 1), "^images: expected a torch.Tensor, got NoneType$"),
+    (lambda d, x: maximize(d, 1, seed=1.5), "^seed must be an integer, got 1.5$"),
+    (lambda d, x: sample_unit(d, 1, seed="0"), "^seed must be an integer, got '0'$"),
+    (lambda d, x: linear_combination(d, 2, k=2.0), "^k must be a positive integer, got 2.0$"),
 ])
 def test_bad_input_raises_value_error(call, message):
     dbn = random_dbn([6, 5, 3], seed=11)
     with pytest.raises(ValueError, match=message):
         call(dbn, torch.rand(10, 6))
+
+
+def test_top_examples_checks_every_layer_before_reading_the_data():
+    dbn = random_dbn([6, 5, 3], seed=11)
+
+    def batches():
+        raise AssertionError("the data was read before the layers were checked")
+        yield
+
+    with pytest.raises(ValueError, match=r"^layer must be a hidden depth in 1\.\.2, got 0$"):
+        top_examples(dbn, batches(), [1, 2, 0])
+    x = torch.rand(10, 6)
+    single = top_examples(dbn, x, np.int64(2), k=3)
+    assert torch.equal(single.indices, top_examples(dbn, x, 2, k=3).indices)
+
+
+@pytest.mark.parametrize("value,bad", [
+    (float("inf"), "inf"), (float("nan"), "nan"), (0.0, "0.0"), (-1, "-1"), (True, "True"),
+    ("1.0", "'1.0'"),
+])
+@pytest.mark.parametrize("name", ["rho", "lr"])
+def test_maximize_needs_finite_positive_rho_and_lr(name, value, bad):
+    dbn = random_dbn([6, 5, 3], seed=11)
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number > 0, got {bad}$"):
+        maximize(dbn, 1, steps=2, restarts=1, **{name: value})
+    fine = maximize(dbn, 1, steps=2, restarts=1, **{name: np.float32(0.5)}).images
+    assert torch.isfinite(fine).all()
+
+
+@pytest.mark.parametrize("units,expected", [
+    (3, [3]), (np.int64(3), [3]), (np.array([3, 1]), [3, 1]), ([1, np.int64(3)], [1, 3]),
+    (np.array(2, dtype=np.uint8), [2]), (torch.tensor([3, 1], dtype=torch.int32), [3, 1]),
+    (torch.tensor(2), [2]), (range(2), [0, 1]), (None, [0, 1, 2, 3, 4]),
+])
+def test_unit_indices_may_be_python_numpy_or_torch_integers(units, expected):
+    index = resolve_units(units, 5)
+    assert index.dtype == torch.long and index.tolist() == expected
+
+
+@pytest.mark.parametrize("units,described", [
+    (3.0, None), (np.float32(3), None), (True, None), (np.bool_(True), None), ([1, 2.0], None),
+    ([0, True], None), ("3", None),
+    (torch.tensor([True]), r"Tensor of torch.bool with shape \(1,\)"),
+    (torch.tensor([1.0]), r"Tensor of torch.float32 with shape \(1,\)"),
+    (torch.zeros(30, 30, dtype=torch.long), r"Tensor of torch.int64 with shape \(30, 30\)"),
+    (np.array([[1, 2]]), r"ndarray of int64 with shape \(1, 2\)"),
+    (np.array([1.0]), r"ndarray of float64 with shape \(1,\)"),
+])
+def test_unit_indices_that_are_not_integers_are_refused(units, described):
+    """Refused in one line: arrays by dtype and shape, anything else by its repr."""
+    described = described or re.escape(repr(units))
+    with pytest.raises(ValueError, match=r"^units must be an integer or a 1-D list of integer "
+                                         rf"indices, got {described}$"):
+        resolve_units(units, 5)
+
+
+def test_every_method_takes_numpy_and_torch_unit_indices():
+    dbn = random_dbn([6, 5, 3], seed=11)
+    x = torch.rand(10, 6)
+    calls = {
+        "top_examples": lambda u: top_examples(dbn, x, 2, k=3, units=u).indices,
+        "maximize": lambda u: maximize(dbn, 2, units=u, steps=3, restarts=2).all,
+        "sample_unit": lambda u: sample_unit(dbn, 2, units=u, n_samples=4).samples,
+        "ranked_filters": lambda u: ranked_filters(dbn, 2, units=u, k=2).weights,
+        "linear_combination": lambda u: linear_combination(dbn, 2, k=2, units=u),
+    }
+    for name, call in calls.items():
+        expected = call([2, 0])
+        for units in (np.array([2, 0]), [np.int64(2), 0], torch.tensor([2, 0])):
+            assert torch.equal(call(units), expected), name
+        with pytest.raises(ValueError, match="^units must be an integer or a 1-D list"):
+            call(np.float64(2))
+
+
+def test_linear_combination_checks_k_against_every_layer_first():
+    dbn = random_dbn([6, 5, 3, 4], seed=11)
+    with pytest.raises(ValueError, match="^k=4 is larger than layer 2's 3 units$"):
+        linear_combination(dbn, 3, k=4)
 
 
 def test_data_errors_are_value_errors():

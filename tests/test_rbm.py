@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from featvis import RBM, DataError
+from featvis.train import TrainingRecipe
 
 from helpers import binary_states, random_rbm
 
@@ -151,3 +152,62 @@ def test_fit_rejects_bad_images(bad, problem):
 def test_fit_rejects_bad_recipe(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         RBM(4, 2).fit(torch.zeros(3, 4), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
+    (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
+    (dict(lr=True), "lr must be a finite number > 0, got True"),
+    (dict(lr="0.1"), "lr must be a finite number > 0, got '0.1'"),
+    (dict(momentum="abc"), r"momentum must be a number in \[0, 1\), got 'abc'"),
+    (dict(momentum=1.0), r"momentum must be a number in \[0, 1\), got 1.0"),
+    (dict(final_momentum=-0.1), r"final_momentum must be a number in \[0, 1\), got -0.1"),
+    (dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0, got -0.0001"),
+    (dict(weight_decay=float("inf")), "weight_decay must be a finite number >= 0, got inf"),
+    (dict(sparsity_cost=float("nan")), "sparsity_cost must be a finite number >= 0, got nan"),
+    (dict(sparsity_target=0.0), r"sparsity_target must be a number in \(0, 1\), got 0.0"),
+    (dict(persistent="yes"), "persistent must be True or False, got 'yes'"),
+    (dict(reshuffle=1), "reshuffle must be True or False, got 1"),
+    (dict(seed=1.5), "seed must be an integer, got 1.5"),
+    (dict(epochs=2.0), "epochs must be a positive integer, got 2.0"),
+    (dict(batch_size="100"), "batch_size must be a positive integer, got '100'"),
+    (dict(k=True), "k must be a positive integer, got True"),
+    (dict(momentum_switch=0), "momentum_switch must be a positive integer, got 0"),
+])
+def test_every_recipe_field_is_checked_before_training(kwargs, message):
+    rbm = RBM(4, 2)
+    before = rbm.weight.clone()
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        rbm.fit(torch.rand(3, 4), progress=False, **kwargs)
+    assert rbm.history == [] and torch.equal(rbm.weight, before)
+
+
+def test_recipe_numbers_are_stored_as_plain_python_numbers():
+    recipe = TrainingRecipe(epochs=np.int64(2), lr=np.float32(0.5), momentum=0, weight_decay=0,
+                            seed=np.int32(-3), sparsity_target=np.float64(0.1))
+    values = recipe.to_dict()
+    assert [type(values[name]) for name in ("epochs", "lr", "momentum", "weight_decay", "seed",
+                                            "sparsity_target")] == [int, float, float, float,
+                                                                   int, float]
+    assert values["lr"] == 0.5 and values["seed"] == -3
+    assert recipe == TrainingRecipe(epochs=2, lr=0.5, momentum=0.0, weight_decay=0.0, seed=-3,
+                                    sparsity_target=0.1)
+
+
+@pytest.mark.parametrize("args,message", [
+    ((784.7, 10), "n_visible must be a positive integer, got 784.7"),
+    ((784, "10"), "n_hidden must be a positive integer, got '10'"),
+    ((True, 10), "n_visible must be a positive integer, got True"),
+    ((784, 0), "n_hidden must be a positive integer, got 0"),
+])
+def test_sizes_must_be_positive_integers(args, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        RBM(*args)
+
+
+def test_numpy_integer_sizes_and_seed():
+    rbm = RBM(np.int64(5), np.int16(3), seed=np.int64(4))
+    assert (type(rbm.n_visible), type(rbm.n_hidden)) == (int, int)
+    assert torch.equal(rbm.weight, RBM(5, 3, seed=4).weight)
+    with pytest.raises(ValueError, match="^seed must be an integer, got '4'$"):
+        RBM(5, 3, seed="4")

@@ -110,3 +110,47 @@ def test_visualize_refuses_to_replace_a_foreign_path(tmp_path, capsys, model_pat
     code, _, _ = run_cli(capsys, "visualize", model_path, "--out", model_path, "--units", "1",
                          "--methods", "combination", "--quiet")
     assert code == 2 and model_path.is_file()
+
+
+def test_evaluation_is_kept_for_the_same_model_and_dropped_for_another(
+        tmp_path, capsys, model_path, tiny_mnist_dir):
+    from featvis import DBN
+
+    out = tmp_path / "run"
+    quick = ["--units", "1", "--methods", "combination", "--layers", "1", "--quiet"]
+    assert run_cli(capsys, "visualize", model_path, "--out", out, *quick)[0] == 0
+    assert run_cli(capsys, "evaluate", model_path, "--data", tiny_mnist_dir, "--ais-runs", 0,
+                   "--run", out, "--quiet")[0] == 0
+    evaluation = (out / "evaluation.json").read_bytes()
+    assert run_cli(capsys, "visualize", model_path, "--out", out, *quick)[0] == 0
+    assert (out / "evaluation.json").read_bytes() == evaluation
+    assert "Model figures" in (out / "index.html").read_text()
+    other = tmp_path / "other.safetensors"
+    DBN([784, 64, 32, 16], seed=5).save(other)
+    code, _, err = run_cli(capsys, "visualize", other, "--out", out, *quick)
+    assert code == 0 and "dropped" in err and "another model" in err
+    assert not (out / "evaluation.json").exists()
+    assert "Model figures" not in (out / "index.html").read_text()
+
+
+def test_a_partially_trained_model_is_shown_with_a_warning(tmp_path, capsys, mnist_small):
+    from helpers import stopped_checkpoint
+
+    path = tmp_path / "partial.safetensors"
+    stopped_checkpoint(path, mnist_small[0][:300], [784, 8, 6, 4], stop_after=1, epochs=1)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "visualize", path, "--out", out, "--units", "1",
+                           "--methods", "combination", "--top", "4", "--quiet")
+    assert code == 0 and "warning: layers 2..3 of the model are untrained" in err
+    assert json.loads((out / "summary.json").read_text())["trained_layers"] == 1
+    assert "Only 1 of the model's 3 layers are trained" in (out / "index.html").read_text()
+
+
+def test_demo_refuses_a_foreign_out_before_training(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    code, _, err = run_cli(capsys, "demo", "--out", out, "--quiet", "--device", "cpu")
+    assert code == 2 and "'thesis.tex' is not featvis's" in err and "featvis demo:" in err
+    assert "trained in" not in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]

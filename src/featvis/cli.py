@@ -7,6 +7,7 @@ exits with status 2; Ctrl-C exits with 130. Outputs are written atomically.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -59,6 +60,14 @@ def _add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+_FORCE_RUN = ("replace an output folder that holds files featvis did not write: featvis's own "
+              "files are replaced, the others carried into the new folder unchanged")
+
+
+def _add_force(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=what)
+
+
 def _mnist(split: str, data: Path | None, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """An MNIST split (embedded or from ``data``) whose images are ``width`` pixels wide."""
     from .data import load_mnist
@@ -70,23 +79,55 @@ def _mnist(split: str, data: Path | None, width: int) -> tuple[torch.Tensor, tor
     return images, labels
 
 
+def _check_train_out(out: Path, resume: bool, force: bool) -> None:
+    """Refuse, before any work, an ``--out`` that training may not write."""
+    if out.is_dir():
+        raise FeatvisError(f"--out {out}: is a folder; give the checkpoint's file name")
+    above = next((p for p in out.parents if os.path.lexists(p)), None)
+    if above is not None and not above.is_dir():
+        raise FeatvisError(f"--out {out}: {above} is not a folder")
+    if resume and not out.is_file():
+        raise FeatvisError(f"--resume: no checkpoint at {out}")
+    if os.path.lexists(out) and not resume and not force:
+        raise FeatvisError(f"--out {out}: exists; refusing to overwrite it (--resume continues "
+                           "its training, --force replaces it)")
+
+
+def _check_same_data(saved: dict, current: dict) -> None:
+    """``--resume`` must train on the data the checkpoint was trained on."""
+    if "data_sha256" in saved:
+        if saved["data_sha256"] != current["data_sha256"]:
+            raise FeatvisError(f"--resume: the checkpoint was trained on other data "
+                               f"({saved.get('source')}, {saved.get('n_train')} images) than "
+                               f"{current['source']} ({current['n_train']} images)")
+        return
+    if (saved.get("source"), saved.get("n_train")) != (current["source"], current["n_train"]):
+        raise FeatvisError(f"--resume: the checkpoint was trained on {saved.get('source')} "
+                           f"({saved.get('n_train')} images), not {current['source']} "
+                           f"({current['n_train']} images)")
+    print("featvis train: warning: the checkpoint predates data fingerprints; only the data's "
+          "source and size were compared", file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import mnist_info
+    from .fileio import holding
     from .models import DBN
 
-    device = resolve_device(args.device)
-    images, _ = _mnist("train", args.data, args.layers[0])
     out: Path = args.out
-    if args.resume:
-        if not out.exists():
-            raise FeatvisError(f"--resume: no checkpoint at {out}")
-        dbn = DBN.load(out, device=device)
-        if dbn.sizes != args.layers:
-            raise FeatvisError(f"--resume: checkpoint has layers {dbn.sizes}, asked {args.layers}")
-        print(f"resuming after layer {dbn.trained_layers} of {dbn.n_layers}", file=sys.stderr)
-    else:
+    _check_train_out(out, args.resume, args.force)
+    device = resolve_device(args.device)
+    dbn = DBN.load(out, device=device) if args.resume else None
+    if dbn is not None and dbn.sizes != args.layers:
+        raise FeatvisError(f"--resume: checkpoint has layers {dbn.sizes}, asked {args.layers}")
+    images, _ = _mnist("train", args.data, args.layers[0])
+    data_info = mnist_info(args.data, images)
+    if dbn is None:
         dbn = DBN(args.layers, seed=args.seed).to(device)
-    dbn.data_info = mnist_info(args.data, len(images))
+    else:
+        _check_same_data(dbn.data_info, data_info)
+        print(f"resuming after layer {dbn.trained_layers} of {dbn.n_layers}", file=sys.stderr)
+    dbn.data_info = data_info
 
     def log_epoch(layer: int, entry: dict) -> None:
         print(f"layer {layer} epoch {entry['epoch']:3d}: reconstruction error "
@@ -97,9 +138,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.save(out)
         print(f"layer {layer} done; checkpoint saved to {out}", file=sys.stderr)
 
-    dbn.fit(images, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            seed=args.seed, resume=args.resume, progress=not args.quiet,
-            on_epoch=log_epoch, on_layer=checkpoint)
+    with holding(out):           # a second run to the same --out refuses while this one runs
+        dbn.fit(images, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                seed=args.seed, resume=args.resume, progress=not args.quiet,
+                on_epoch=log_epoch, on_layer=checkpoint)
     print(out)
     return 0
 
@@ -131,6 +173,7 @@ def _methods(text: str) -> list[str]:
 
 def cmd_visualize(args: argparse.Namespace) -> int:
     from .models import DBN
+    from .runfolder import plan_replacement
     from .visualize import METHODS, VisualizeSettings, visualize
 
     device = resolve_device(args.device)
@@ -140,8 +183,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
                                  restarts=args.restarts, samples=args.samples,
                                  variant=args.variant, seed=args.seed)
     settings.check(dbn)
+    plan_replacement(args.out, force=args.force, reading=[args.model])   # before reading data
     images, _ = _mnist(args.split, args.data, dbn.sizes[0])
-    visualize(dbn, images, args.out, settings, model_path=str(args.model),
+    visualize(dbn, images, args.out, settings, model_path=args.model, force=args.force,
               progress=not args.quiet)
     print(args.out)
     return 0
@@ -150,7 +194,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_gallery
 
-    print(build_gallery(args.run_dir))
+    print(build_gallery(args.run_dir, force=args.force))
     return 0
 
 
@@ -159,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     index = run_demo(args.out, data=args.data, epochs=args.epochs, seed=args.seed,
                      sizes=args.layers, units=args.units, device=resolve_device(args.device),
-                     progress=not args.quiet)
+                     progress=not args.quiet, force=args.force)
     print(index)
     return 0
 
@@ -177,10 +221,28 @@ def _format_evaluation(result: dict) -> str:
     rbm1 = result["rbm1"]
     lines.append(f"RBM 1: pseudo-log-likelihood {rbm1['pseudo_likelihood']:.2f} per case")
     if "log_z" in rbm1:
-        lines.append(f"RBM 1: AIS log Z {rbm1['log_z']:.2f} (3 s.e.: {rbm1['log_z_low']:.2f} .. "
-                     f"{rbm1['log_z_high']:.2f}, {rbm1['ais_runs']} runs); test log-likelihood "
+        lines.append(f"RBM 1: AIS log Z {rbm1['log_z']:.2f} (3 s.e.: "
+                     f"{fmt(rbm1['log_z_low'], '.2f')} .. {rbm1['log_z_high']:.2f}, "
+                     f"{rbm1['ais_runs']} runs); test log-likelihood "
                      f"{rbm1['test_log_likelihood']:.2f} nats per case")
     return "\n".join(lines)
+
+
+def _check_run_of(run: Path, dbn, fingerprint: str) -> None:
+    """``evaluate --run`` must be given a run of the model being evaluated."""
+    from .report import load_summary
+
+    summary = load_summary(run)
+    if "model_sha256" in summary:
+        if summary["model_sha256"] != fingerprint:
+            raise FeatvisError(f"--run {run}: that run shows another model (its model_sha256 "
+                               "differs from this checkpoint's)")
+        return
+    if summary["model"].get("sizes") != dbn.sizes:
+        raise FeatvisError(f"--run {run}: that run shows a model of layers "
+                           f"{summary['model'].get('sizes')}, not {dbn.sizes}")
+    print("featvis evaluate: warning: the run predates model fingerprints; only the layer "
+          "sizes were compared", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -188,25 +250,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import evaluate_model
     from .fileio import atomic_write_bytes
+    from .fingerprint import model_fingerprint
     from .models import DBN
-    from .report import EVALUATION, EVALUATION_FORMAT, build_gallery, load_summary
+    from .report import EVALUATION, EVALUATION_FORMAT, gallery_files
+    from .runfolder import check_run_targets, write_into_run
 
-    if args.run is not None:
-        load_summary(args.run)                  # a broken run folder fails before any work
     device = resolve_device(args.device)
     dbn = DBN.load(args.model, device=device)
+    fingerprint = model_fingerprint(dbn)
+    if args.run is not None:                # a run folder that cannot take the figures
+        _check_run_of(args.run, dbn, fingerprint)            # fails before any work
+        check_run_targets(args.run, [EVALUATION, *gallery_files(args.run)], force=args.force)
     train, test = (_mnist(split, args.data, dbn.sizes[0]) for split in ("train", "test"))
     result = evaluate_model(dbn, train, test, ais_runs=args.ais_runs, seed=args.seed,
                             progress=not args.quiet)
     result = {"format": EVALUATION_FORMAT, "model": str(args.model),
+              "model_sha256": fingerprint,
               "data": str(args.data) if args.data else "embedded subset"} | result
     print(_format_evaluation(result))
-    payload = json.dumps(result, indent=1).encode()
+    payload = json.dumps(result, indent=1, allow_nan=False).encode()
     if args.json is not None:
         atomic_write_bytes(args.json, payload)
     if args.run is not None:
-        atomic_write_bytes(args.run / EVALUATION, payload)
-        build_gallery(args.run)
+        write_into_run(args.run, {EVALUATION: payload, **gallery_files(args.run, result)},
+                       force=args.force)
     return 0
 
 
@@ -228,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint at --out (skips finished layers)")
+    _add_force(p, "overwrite an existing file at --out")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("visualize", help="run the five methods over a DBN's layers",
@@ -253,12 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive_int, default=100, help="samples per unit")
     p.add_argument("--variant", choices=["one-hot", "gibbs"], default="one-hot",
                    help="unit-sampling variant (default one-hot)")
+    _add_force(p, _FORCE_RUN)
     p.set_defaults(func=cmd_visualize)
 
     p = sub.add_parser("report", help="(re)build the HTML gallery of a visualize output folder",
                        description="Rebuild index.html and the layer and unit pages from "
                                    "summary.json and the PNGs of a 'featvis visualize' run.")
     p.add_argument("run_dir", type=Path, help="folder written by 'featvis visualize'")
+    _add_force(p, "rebuild even where a page was edited or replaced (kept as NAME.kept)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="figures of model quality per layer",
@@ -272,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, default=None,
                    help="a 'featvis visualize' folder: store the figures there and show them "
                         "in its gallery")
+    _add_force(p, "write into --run even where a page was edited or replaced (kept as "
+                  "NAME.kept)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="train the reference DBN, visualize it, write the gallery",
@@ -286,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layer sizes, input first (default 784,1000,500,250)")
     p.add_argument("--units", type=_positive_int, default=100,
                    help="units shown per layer (default 100)")
+    _add_force(p, _FORCE_RUN)
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -18,6 +18,7 @@ import torch
 from .data import load_mnist, mnist_info
 from .models.dbn import DBN
 from .report import INDEX
+from .runfolder import plan_replacement
 from .visualize import VisualizeSettings, visualize
 
 __all__ = ["run_demo", "DEMO_SIZES"]
@@ -30,10 +31,12 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
              epochs: int = 10, seed: int = 0, sizes: Sequence[int] = DEMO_SIZES,
              units: int = 100,
              device: torch.device | str = "cpu", progress: bool = True,
-             settings: VisualizeSettings | None = None) -> Path:
+             settings: VisualizeSettings | None = None, force: bool = False) -> Path:
     """Train, visualize and write the gallery into ``out`` (with the trained model as
-    ``out/model.safetensors``); returns the path of ``index.html``."""
+    ``out/model.safetensors``); returns the path of ``index.html``. An ``out`` that
+    :func:`featvis.visualize.visualize` would refuse is refused before training."""
     out = Path(out)
+    plan_replacement(out, force=force)
     images, _ = load_mnist("train", data)
     # Ranked filters and combinations use up to 10 units of the layer below.
     settings = settings or VisualizeSettings(units=units, seed=seed, top=min([10, *sizes[1:-1]]))
@@ -43,11 +46,10 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
           f"{settings.restarts} restarts, {settings.samples} samples per unit", file=sys.stderr)
     start = time.perf_counter()
     dbn = DBN(list(sizes), seed=seed).to(device)
-    dbn.data_info = mnist_info(data, len(images))
+    dbn.data_info = mnist_info(data, images)
     dbn.fit(images, epochs=epochs, seed=seed, progress=progress)
     trained = time.perf_counter()
-    visualize(dbn, images, out, settings, model_path=MODEL, progress=progress,
-              before_publish=lambda folder: dbn.save(folder / MODEL))
+    visualize(dbn, images, out, settings, save_model_as=MODEL, force=force, progress=progress)
     done = time.perf_counter()
     print(f"featvis demo: trained in {trained - start:.0f} s, visualized in {done - trained:.0f} s",
           file=sys.stderr)

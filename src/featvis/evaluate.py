@@ -271,7 +271,9 @@ def evaluate_model(dbn: DBN, train: tuple[torch.Tensor, torch.Tensor],
         estimate = log_partition_ais(first, n_runs=ais_runs,
                                      base_rate_images=binarize(train[0], seed + 1),
                                      seed=seed, progress=progress)
-        rbm1 |= {"ais_runs": ais_runs, "log_z": estimate.log_z, "log_z_low": estimate.low,
+        # JSON has no infinity: a lower bound at -inf (interval reaching zero) is None.
+        low = estimate.low if math.isfinite(estimate.low) else None
+        rbm1 |= {"ais_runs": ais_runs, "log_z": estimate.log_z, "log_z_low": low,
                  "log_z_high": estimate.high,
                  "test_log_likelihood": log_likelihood(first, binary_test, estimate.log_z)}
     return {"layers": layers, "rbm1": rbm1}

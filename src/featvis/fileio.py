@@ -1,66 +1,145 @@
-"""Atomic file and folder writes: output is either complete or absent, never half-written."""
+"""Writing files safely: complete or absent, with the user's umask, and temporaries that
+say whose they are.
+
+Every temporary featvis makes lies beside its target and is named
+``.{target}.featvis-{pid}@{host}.{kind}``. Before making one, :func:`claim` removes the
+temporaries of the same target whose process is gone (a SIGKILL leaves them behind) and
+refuses while a live process holds one (two runs writing the same output). Files are created
+with mode 0666 and folders with 0777, so the user's umask decides, as for any other tool.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
-import tempfile
+import socket
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_directory"]
+from .errors import FeatvisError
+
+__all__ = ["BusyError", "clear_stale", "claim", "holding", "write_new", "atomic_write_bytes",
+           "stale_temporary"]
+
+KINDS = ("tmp", "old", "lock")
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.featvis-(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9.-]+)"
+                        r"\.(?P<kind>tmp|old|lock)$")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it (unless not ``durable``),
-    then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+class BusyError(FeatvisError):
+    """Another featvis process is writing the same output."""
+
+
+def _alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # someone else's live process
+        return True
+    return True
+
+
+def stale_temporary(name: str) -> bool:
+    """Whether ``name`` is a featvis temporary left by a process of this host that is gone;
+    :class:`BusyError` if its process is alive (a run still writing there)."""
+    match = _TEMPORARY.match(name)
+    if match is None or match["host"] != _HOST:
+        return False
+    if _alive(int(match["pid"])):
+        raise BusyError(f"{name}: featvis process {match['pid']} is still writing here; "
+                        "wait for it to finish (or remove the file if that process is not "
+                        "featvis)")
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            path.unlink()
+
+
+def clear_stale(target: str | os.PathLike,
+                stale_aside: Callable[[Path, Path], None] | None = None) -> None:
+    """Remove the temporaries of ``target`` left by dead processes of this host;
+    :class:`BusyError` if a live one holds one. ``stale_aside(aside, target)`` handles a
+    stale ``old`` folder, which may still hold the only copy of some files (without it such
+    a folder is left alone)."""
+    target = Path(target)
+    parent = target.parent
+    if parent.is_dir():
+        for entry in sorted(parent.iterdir()):
+            match = _TEMPORARY.match(entry.name)
+            if match is None or match["target"] != target.name:
+                continue
+            if match["host"] != _HOST:
+                continue                      # cannot tell whether it is alive: leave it
+            if int(match["pid"]) == os.getpid():
+                continue                      # this process's own (e.g. the lock it holds)
+            if _alive(int(match["pid"])):
+                raise BusyError(f"{target}: featvis process {match['pid']} is writing it "
+                                f"({entry.name}); wait for it to finish")
+            if match["kind"] == "old":
+                if stale_aside is not None:
+                    stale_aside(entry, target)
+            else:
+                _remove(entry)
+
+
+def claim(target: str | os.PathLike, kind: str,
+          stale_aside: Callable[[Path, Path], None] | None = None) -> Path:
+    """The path for a new temporary of ``kind`` (tmp, old, lock) of ``target``, after
+    :func:`clear_stale`."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    clear_stale(target, stale_aside)
+    target = Path(target)
+    path = target.parent / f".{target.name}.featvis-{os.getpid()}@{_HOST}.{kind}"
+    if os.path.lexists(path):                 # left by an earlier failure of this process
+        _remove(path)
+    return path
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``path``; on success it replaces ``path``.
-
-    An existing ``path`` is only replaced if it is a folder holding ``marker`` (a file that
-    every output of this kind has) or an empty folder, so a wrong ``--out`` cannot delete
-    unrelated files. On any error the temporary folder is removed and ``path`` is left as
-    it was.
-    """
-    path = Path(path)
-    if path.exists() and not (path.is_dir() and ((path / marker).is_file()
-                                                 or not any(path.iterdir()))):
-        raise FileExistsError(f"{path}: exists and is not an earlier output folder "
-                              f"(no {marker}); refusing to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+def holding(target: str | os.PathLike) -> Iterator[None]:
+    """Hold a lock file beside ``target`` for the duration of a long write (e.g. training),
+    so that a second run to the same target refuses instead of racing."""
+    lock = claim(target, "lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
     try:
-        yield tmp
-        if not path.exists():
-            os.replace(tmp, path)
-            return
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        os.replace(path, old / "previous")
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            os.replace(old / "previous", path)
-            raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def write_new(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Create ``path`` (which must not exist; never through a symlink) holding ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to a temporary beside ``path``, fsync it (unless not ``durable``), then
+    rename it over ``path`` (a symlink at ``path`` is replaced, never followed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = claim(path, "tmp")
+    try:
+        write_new(tmp, data, durable=durable)
+        os.replace(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
         raise

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .fileio import atomic_write_bytes
 
-__all__ = ["SCALES", "scale_tiles", "tile", "save_png", "signed_border_grid"]
+__all__ = ["SCALES", "scale_tiles", "tile", "encode_png", "save_png", "signed_border_grid"]
 
 SCALES = ("symmetric", "minmax")
 POSITIVE = (255, 215, 0)    # yellow border: positive weight (pylearn2 top_filters)
@@ -105,12 +105,16 @@ def signed_border_grid(images: torch.Tensor, signs: torch.Tensor, cols: int,
     return _assemble(cells, rows, cols, spacing, 0)
 
 
-def save_png(array: np.ndarray, path: str | os.PathLike, *, durable: bool = True) -> None:
-    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically (fsynced unless
-    not ``durable``, e.g. inside a folder that is itself published atomically)."""
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8 ``(H, W)`` or ``(H, W, 3)`` array as the bytes of a PNG file."""
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
-        raise ValueError(f"save_png expects a uint8 (H, W) or (H, W, 3) array, got "
+        raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) array, got "
                          f"{array.dtype} {array.shape}")
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue(), durable=durable)
+    return buffer.getvalue()
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG file, atomically."""
+    atomic_write_bytes(path, encode_png(array))

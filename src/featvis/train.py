@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import check_images
-from .errors import TrainingDivergedError, check_int
+from .errors import TrainingDivergedError, check_float, check_int
 
 if TYPE_CHECKING:
     from .models.rbm import RBM
@@ -65,15 +65,27 @@ class TrainingRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "k", "momentum_switch"):
-            check_int(name, getattr(self, name))
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.sparsity_target is not None and not 0 < self.sparsity_target < 1:
-            raise ValueError(f"sparsity_target must lie in (0, 1), got {self.sparsity_target}")
+        """Check every field up front (a bad value would otherwise fail mid-training) and
+        store numbers as plain ``int`` / ``float`` (saved as JSON)."""
+        checked = {name: check_int(name, getattr(self, name))
+                   for name in ("epochs", "batch_size", "k", "momentum_switch")}
+        checked["seed"] = check_int("seed", self.seed, minimum=None)
+        checked["lr"] = check_float("lr", self.lr)
+        for name in ("momentum", "final_momentum"):
+            checked[name] = check_float(name, getattr(self, name), 0.0, 1.0, low_inclusive=True)
+        for name in ("weight_decay", "sparsity_cost"):
+            checked[name] = check_float(name, getattr(self, name), low_inclusive=True)
+        if self.sparsity_target is not None:
+            checked["sparsity_target"] = check_float("sparsity_target", self.sparsity_target,
+                                                     0.0, 1.0)
+        for name in ("persistent", "reshuffle"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.next_layer_data not in NEXT_LAYER_DATA:
             raise ValueError(f"next_layer_data must be one of {NEXT_LAYER_DATA}, "
                              f"got {self.next_layer_data!r}")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)     # frozen: the one place fields are set
 
     def to_dict(self) -> dict:
         """The recipe as a JSON-ready dict (stored in checkpoints and run summaries)."""

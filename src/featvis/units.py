@@ -6,38 +6,66 @@ activations are ``sigmoid(a_d)`` for a DBN. Methods never reach into a model the
 
 from __future__ import annotations
 
-from typing import Sequence
+import reprlib
+from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 
+from .errors import is_int
 from .models.dbn import DBN
 
 __all__ = ["Layer", "DBNLayer", "layer_of", "layer_logits", "resolve_units",
            "model_device", "model_dtype"]
 
-Units = Sequence[int] | torch.Tensor | None
+Units = int | Sequence[int] | np.ndarray | torch.Tensor | None
+
+
+def _describe(units: object) -> str:
+    """``units`` for a one-line message: an array by its dtype and shape, else a short repr."""
+    if isinstance(units, (np.ndarray, torch.Tensor)):
+        return f"{type(units).__name__} of {units.dtype} with shape {tuple(units.shape)}"
+    return reprlib.repr(units)
+
+
+def _index(units: object) -> torch.Tensor | None:
+    """``units`` as a 1-D integer tensor, or ``None`` if they are not integer indices (floats
+    and bools are not: ``True`` would silently mean unit 1)."""
+    if is_int(units):
+        return torch.tensor([int(units)])
+    if isinstance(units, np.ndarray):
+        if not np.issubdtype(units.dtype, np.integer):
+            return None
+        units = torch.from_numpy(units.astype(np.int64))
+    if isinstance(units, torch.Tensor):
+        real = units.is_floating_point() or units.is_complex() or units.dtype == torch.bool
+        return units.reshape(-1) if not real and units.dim() <= 1 else None
+    if isinstance(units, Iterable) and not isinstance(units, (str, bytes)):
+        values = list(units)
+        if all(is_int(u) for u in values):
+            return torch.tensor([int(u) for u in values], dtype=torch.long)
+    return None
 
 
 def resolve_units(units: Units, n_units: int, device: torch.device | None = None) -> torch.Tensor:
-    """Unit indices as an int64 tensor (``None`` means all ``n_units``); range-checked."""
+    """Unit indices as an int64 tensor (``None`` means all ``n_units``); range-checked.
+
+    ``units`` is one index or a 1-D list, array or tensor of them; Python, numpy and torch
+    integers are all indices.
+    """
     if units is None:
         return torch.arange(n_units, device=device)
-    if isinstance(units, torch.Tensor):
-        index = units.to(device).reshape(-1) if units.dim() == 0 else units.to(device)
-        ok = index.dim() == 1 and not index.is_floating_point() and index.dtype != torch.bool
-    else:
-        units = [units] if isinstance(units, int) else list(units)
-        ok = all(isinstance(u, int) and not isinstance(u, bool) for u in units)
-        index = torch.tensor(units if ok else [], dtype=torch.long, device=device)
-    if not ok:
-        raise ValueError(f"units must be a list of integer indices, got {units!r}")
+    index = _index(units)
+    if index is None:
+        raise ValueError(f"units must be an integer or a 1-D list of integer indices, got "
+                         f"{_describe(units)}")
     if index.numel() == 0:
         raise ValueError("units is empty")
     bad = (index < 0) | (index >= n_units)
     if bad.any():
         raise ValueError(f"unit index {index[bad][0].item()} out of range: the layer has "
                          f"{n_units} units (0..{n_units - 1})")
-    return index.long()
+    return index.to(device=device, dtype=torch.long)
 
 
 class Layer:
@@ -69,7 +97,7 @@ class DBNLayer(Layer):
 
     def below(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities of layer ``depth - 1`` (the input itself for depth 1)."""
-        return x if self.depth == 1 else self.dbn.transform(x, self.depth - 1)
+        return x if self.depth == 1 else self.dbn._up(x, self.depth - 1)   # no per-step check
 
     def logits_rowwise(self, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
         h = self.below(x)

@@ -5,6 +5,7 @@ Output layout (all paths relative, written to a temporary folder then moved into
     OUT/summary.json                      model, settings, per-layer and per-unit figures
     OUT/layer{d}/{method}.png             overview grid of a method over the layer's units
     OUT/layer{d}/units/{i}/{image}.png    the pictures of one unit, for the gallery
+    OUT/manifest.json                     every file featvis wrote (see featvis.runfolder)
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from . import __version__
+from .checkpoint import encode_dbn
 from .errors import check_int
 from .evaluate import method_agreement
-from .fileio import atomic_directory, atomic_write_bytes
+from .fingerprint import model_fingerprint
 from .methods import (TopExamples, linear_combination, maximize, ranked_filters,
                       sample_unit, top_examples)
 from .models.dbn import DBN
-from .render import save_png, signed_border_grid, tile
-from .report import RUN_FORMAT, SUMMARY, build_gallery
+from .render import encode_png, signed_border_grid, tile
+from .report import EVALUATION, RUN_FORMAT, SUMMARY, ReportError, gallery_files, load_evaluation
+from .runfolder import Replacement, RunBuilder, build_run, plan_replacement
 
 __all__ = ["METHODS", "VisualizeSettings", "visualize"]
 
@@ -51,16 +55,27 @@ class VisualizeSettings:
     seed: int = 0
     upscale: int = 2
 
-    def check(self, dbn: DBN) -> None:
-        """Raise ``ValueError`` for unknown methods, layers outside ``dbn`` or a bad count."""
+    def check(self, dbn: DBN, n_inputs: int | None = None) -> None:
+        """Raise ``ValueError`` for unknown methods, layers outside ``dbn`` or a count that
+        cannot work (``k`` above ``n_inputs``, ``top`` above a layer's units below), before
+        any computing."""
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown method {unknown[0] if unknown else '(none)'!r}: choose "
                              f"from {', '.join(METHODS)}")
         for d in self.layers or ():
             dbn.check_layer(d)
+        for name in ("k", "top", "steps", "restarts", "samples", "upscale"):
+            check_int(name, getattr(self, name))
         if self.units is not None:
             check_int("units", self.units)
+        if "examples" in self.methods and n_inputs is not None and self.k > n_inputs:
+            raise ValueError(f"k={self.k} is larger than the number of inputs ({n_inputs})")
+        if {"filters", "combination"} & set(self.methods):
+            for d in self.layers or range(1, dbn.n_layers + 1):
+                if d > 1 and self.top > dbn.sizes[d - 1]:
+                    raise ValueError(f"k={self.top} is larger than layer {d - 1}'s "
+                                     f"{dbn.sizes[d - 1]} units (--top for layer {d})")
 
 
 def _json_float(x: float) -> float | None:
@@ -73,23 +88,20 @@ def _units(dbn: DBN, d: int, s: VisualizeSettings) -> list[int]:
 
 
 def _layer(dbn: DBN, d: int, images: torch.Tensor, ex: TopExamples | None,
-           s: VisualizeSettings, root: Path, progress: bool) -> dict:
+           s: VisualizeSettings, run: RunBuilder, progress: bool) -> dict:
     n_units = dbn.sizes[d]
     units = _units(dbn, d, s)
-    folder = Path(f"layer{d}")
-    (root / folder).mkdir()
+    folder = f"layer{d}"
     per_unit = [{"unit": i, "files": {}} for i in units]
     files: dict[str, str] = {}
     figures: dict[str, float | None] = {}
 
     def save(array, name: str, unit_index: int | None = None) -> None:
         if unit_index is None:
-            rel = folder / f"{name}.png"
-            files[name] = rel.as_posix()
+            files[name] = run.write(f"{folder}/{name}.png", encode_png(array))
         else:
-            rel = folder / "units" / str(units[unit_index]) / f"{name}.png"
-            per_unit[unit_index]["files"][name] = rel.as_posix()
-        save_png(array, root / rel, durable=False)   # the folder is published atomically
+            per_unit[unit_index]["files"][name] = run.write(
+                f"{folder}/units/{units[unit_index]}/{name}.png", encode_png(array))
 
     up = s.upscale
     methods = [m for m in s.methods if not (m == "filters" and d == 1)]
@@ -151,22 +163,55 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, ex: TopExamples | None,
             "unit_details": per_unit}
 
 
+def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
+    """Carry the old run's ``evaluation.json`` over when it is of the same model."""
+    if EVALUATION not in plan.contents.own:
+        return
+    try:
+        old = load_evaluation(plan.contents.root) or {}
+    except ReportError:
+        old = {}
+    if old.get("model_sha256") == fingerprint:
+        plan.carry.append(EVALUATION)
+    else:
+        print(f"featvis: note: dropped {plan.contents.root / EVALUATION}: its figures are "
+              "of another model (run 'featvis evaluate --run' again)", file=sys.stderr)
+
+
+def _untrained_note(dbn: DBN) -> None:
+    if dbn.trained_layers < dbn.n_layers:
+        print(f"featvis: warning: layers {dbn.trained_layers + 1}..{dbn.n_layers} of the model "
+              "are untrained (saved before training finished); their pictures show initial "
+              "weights", file=sys.stderr)
+
+
 def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
-              settings: VisualizeSettings | None = None, *, model_path: str | None = None,
-              gallery: bool = True, progress: bool = True,
-              before_publish: Callable[[Path], None] | None = None) -> dict:
+              settings: VisualizeSettings | None = None, *,
+              model_path: str | os.PathLike | None = None, save_model_as: str | None = None,
+              force: bool = False, gallery: bool = True, progress: bool = True) -> dict:
     """Compute the methods for every chosen layer and write the run folder ``out``, with
     its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
-    ``out`` is replaced only when everything succeeded; on any error it is left as it was.
-    ``before_publish(folder)`` may add files to the temporary folder before it is moved into
-    place. Returns the summary that was written to ``out/summary.json``.
+    ``out`` is replaced only when everything succeeded and only by featvis's rule (see
+    :mod:`featvis.runfolder`): a folder holding files featvis did not write is refused
+    unless ``force``, which carries them over. ``model_path`` is the checkpoint the model
+    was read from (recorded; if it lies inside ``out`` it must be featvis's own there and is
+    carried over unchanged); ``save_model_as`` also saves the model inside the run. The old
+    run's ``evaluation.json`` is kept if it is of the same model. Returns the summary that
+    was written to ``out/summary.json``.
+
+    Example:
+        >>> visualize(dbn, images, "run", VisualizeSettings(units=10))  # doctest: +SKIP
     """
     s = settings or VisualizeSettings()
-    s.check(dbn)
+    s.check(dbn, n_inputs=len(images))
+    plan = plan_replacement(out, force=force, reading=[model_path] if model_path else ())
+    fingerprint = model_fingerprint(dbn)
+    _keep_evaluation(plan, fingerprint)
+    _untrained_note(dbn)
     layers = list(dict.fromkeys(s.layers)) if s.layers else list(range(1, dbn.n_layers + 1))
     images = images.to(dbn.rbms[0].weight.device)
-    with atomic_directory(out, marker=SUMMARY) as root:
+    with build_run(plan) as run:
         examples = {}
         if "examples" in s.methods:    # every layer's units in one pass over the data
             examples = top_examples(dbn, images, layers, k=s.k, progress=progress,
@@ -174,16 +219,22 @@ def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
         summary = {
             "format": RUN_FORMAT,
             "featvis_version": __version__,
-            "model": {"path": model_path, "sizes": dbn.sizes, "input_norm": dbn.input_norm,
+            "model_sha256": fingerprint,
+            "trained_layers": dbn.trained_layers,
+            "model": {"path": save_model_as or (None if model_path is None else str(model_path)),
+                      "sizes": dbn.sizes, "input_norm": dbn.input_norm,
                       "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
                       "history": [rbm.history for rbm in dbn.rbms], "data": dbn.data_info},
             "settings": asdict(s),
-            "layers": [_layer(dbn, d, images, examples.get(d), s, root, progress)
+            "layers": [_layer(dbn, d, images, examples.get(d), s, run, progress)
                        for d in layers],
         }
-        atomic_write_bytes(root / SUMMARY, json.dumps(summary, indent=1).encode())
-        if before_publish is not None:
-            before_publish(root)
+        run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
+        if save_model_as is not None:
+            run.write(save_model_as, encode_dbn(dbn))
+        if EVALUATION in plan.carry:
+            run.link(plan.contents.root / EVALUATION, EVALUATION, plan.contents.own[EVALUATION])
         if gallery:
-            build_gallery(root)
+            for rel, data in gallery_files(run.root).items():
+                run.write(rel, data)
     return summary

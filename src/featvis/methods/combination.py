@@ -37,9 +37,12 @@ def linear_combination(dbn: DBN, layer: int, k: int | None = 10, rank_by: str = 
     """
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by must be one of {RANKINGS}, got {rank_by!r}")
+    layer = dbn.check_layer(layer)
     if k is not None:
         check_int("k", k)
-    units = resolve_units(units, dbn.sizes[dbn.check_layer(layer)], dbn.rbms[0].weight.device)
+        for d in range(2, layer + 1):           # every layer's k before any product
+            check_k(k, dbn.sizes[d - 1], d)
+    units = resolve_units(units, dbn.sizes[layer], dbn.rbms[0].weight.device)
     images = incoming_weights(dbn, 1)
     if layer == 1:
         return images[units].clone()
@@ -47,7 +50,5 @@ def linear_combination(dbn: DBN, layer: int, k: int | None = 10, rank_by: str = 
         weight = incoming_weights(dbn, d)
         if d == layer:
             weight = weight[units]
-        if k is not None:
-            check_k(k, weight.shape[1], d)
         images = _sparsify(weight, k, rank_by) @ images
     return images

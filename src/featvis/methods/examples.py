@@ -119,17 +119,24 @@ def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.T
     mined in one pass over the data; the result is then a dict by layer, and ``units`` may
     map each layer to its own units (a single ``units`` applies to every layer).
     """
-    layers = [layer] if isinstance(layer, int) else list(layer)
-    probes = {d: layer_of(model, d) for d in layers}
+    single = not isinstance(layer, Iterable) or isinstance(layer, str)
+    layers = [layer] if single else list(layer)
+    if not layers:
+        raise ValueError("layer: no layers given")
+    probes = {d: layer_of(model, d) for d in layers}      # checks every layer before work
     device, dtype = model_device(model), model_dtype(model)
     check_int("k", k)
+    check_int("batch_size", batch_size)
     if isinstance(images, torch.Tensor) and images.shape[0] < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not isinstance(images, Iterable):
+        check_images(images)                  # e.g. None: refused, naming its type
     dim = next(iter(probes.values())).input_size
     streamed = not isinstance(images, torch.Tensor)
-    wanted = units if isinstance(units, Mapping) else dict.fromkeys(layers, units)
+    wanted = units if isinstance(units, Mapping) else dict.fromkeys(probes, units)
+    extra = [d for d in wanted if d not in probes]
+    if extra:
+        raise ValueError(f"units: layer {extra[0]!r} is not among the layers asked for")
     best = {d: _RunningTopK(resolve_units(wanted.get(d), p.n_units, device), k, dim, streamed,
                             dtype) for d, p in probes.items()}
     seen = 0
@@ -147,4 +154,4 @@ def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.T
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
     results = {d: running.result(None if streamed else images, probes[d].activation)
                for d, running in best.items()}
-    return results[layer] if isinstance(layer, int) else results
+    return next(iter(results.values())) if single else results

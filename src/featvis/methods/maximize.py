@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import check_int
+from ..errors import check_float, check_int
 from ..units import Units, layer_of, model_device, model_dtype, resolve_units
 
 __all__ = ["Maximization", "maximize"]
@@ -72,12 +72,10 @@ def maximize(model: torch.nn.Module, layer: int, units: Units = None, rho: float
         if rho is None:
             raise ValueError("rho is not known for this model (no input_norm recorded by "
                              "fit): pass rho=, e.g. the mean L2 norm of the training inputs")
-    if not rho > 0:
-        raise ValueError(f"rho must be positive, got {rho}")
+    rho, lr = check_float("rho", rho), check_float("lr", lr)
     check_int("steps", steps)
     check_int("restarts", restarts)
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    seed = check_int("seed", seed, minimum=None)
 
     n_units, dim = units.numel(), probe.input_size
     x = F.normalize(_starts(units, restarts, dim, seed).to(device, model_dtype(model)),

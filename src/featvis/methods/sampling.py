@@ -86,6 +86,7 @@ def sample_unit(dbn: DBN, layer: int, units: Units = None, n_samples: int = 100,
                         ("interval", interval)):
         check_int(name, value)
     check_int("burn_in", burn_in, minimum=0)
+    seed = check_int("seed", seed, minimum=None)
     rbm = dbn.rbms[layer - 1]
     device = rbm.weight.device
     units = resolve_units(units, rbm.n_hidden, device)

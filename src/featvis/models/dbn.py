@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from ..data import check_images
+from ..errors import check_int, is_int
 from ..train import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
 from .rbm import RBM
 
@@ -38,13 +39,15 @@ class DBN(nn.Module):
 
     def __init__(self, sizes: Sequence[int], *, seed: int | None = 0) -> None:
         super().__init__()
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or any(s <= 0 for s in sizes):
-            raise ValueError(f"DBN sizes must be >= 2 positive integers, got {sizes}")
-        self.sizes = sizes
+        # Integers only: int() would quietly turn 784.7 or "784" into a size.
+        values = list(sizes) if isinstance(sizes, Iterable) and not isinstance(sizes, str) else []
+        if len(values) < 2 or not all(is_int(s) and s > 0 for s in values):
+            raise ValueError(f"DBN sizes must be >= 2 positive integers, got {sizes!r}")
+        seed = None if seed is None else check_int("seed", seed, minimum=None)
+        self.sizes = [int(s) for s in values]
         self.rbms = nn.ModuleList(
             RBM(v, h, seed=None if seed is None else seed + d)
-            for d, (v, h) in enumerate(zip(sizes[:-1], sizes[1:]), start=1)
+            for d, (v, h) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1)
         )
         self.register_buffer("_input_norm", torch.tensor(float("nan")))
         self.recipe: TrainingRecipe | None = None
@@ -81,15 +84,22 @@ class DBN(nn.Module):
         return "sizes=" + "-".join(map(str, self.sizes))
 
     def check_layer(self, layer: int) -> int:
-        """Validate a hidden depth ``layer`` in ``1..L``."""
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= self.n_layers:
+        """Validate a hidden depth ``layer`` in ``1..L`` (returned as an ``int``)."""
+        if not is_int(layer) or not 1 <= layer <= self.n_layers:
             raise ValueError(f"layer must be a hidden depth in 1..{self.n_layers}, got {layer!r}")
-        return layer
+        return int(layer)
 
     def transform(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """Hidden probabilities of layer ``layer`` (1-based) for inputs ``x`` (deterministic
-        up-pass)."""
-        self.check_layer(layer)
+        up-pass); ``x`` is checked (2-D, floating, finite, the input width) and moved to the
+        model's device and dtype."""
+        layer = self.check_layer(layer)
+        x = check_images(x, self.sizes[0], name="x", unit_range=False)
+        return self._up(x.to(self.rbms[0].weight.device, self.rbms[0].weight.dtype), layer)
+
+    def _up(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """:meth:`transform` without the checks, for callers that validated ``x`` and
+        ``layer`` once and then call it in a loop (e.g. every step of ``maximize``)."""
         h = x
         for rbm in self.rbms[:layer]:
             h = rbm.hidden_probs(h)
@@ -118,9 +128,10 @@ class DBN(nn.Module):
         done (e.g. to save a checkpoint).
         """
         with torch.no_grad():
+            recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
+            seed = recipe.seed                      # checked, a plain int
             images = check_images(images, self.sizes[0])
             images = images.to(self.rbms[0].weight.device, self.rbms[0].weight.dtype)
-            recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
             if resume and self.recipe is not None and self.recipe != recipe:
                 raise ValueError("cannot resume with a different training recipe: "
                                  f"saved {self.recipe.to_dict()}, asked {recipe.to_dict()}")

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import check_int
+
 __all__ = ["RBM"]
 
 
@@ -24,9 +26,9 @@ class RBM(nn.Module):
 
     def __init__(self, n_visible: int, n_hidden: int, *, seed: int | None = 0) -> None:
         super().__init__()
-        if n_visible <= 0 or n_hidden <= 0:
-            raise ValueError(f"RBM sizes must be positive, got {n_visible}x{n_hidden}")
-        self.n_visible, self.n_hidden = int(n_visible), int(n_hidden)
+        n_visible, n_hidden = check_int("n_visible", n_visible), check_int("n_hidden", n_hidden)
+        seed = None if seed is None else check_int("seed", seed, minimum=None)
+        self.n_visible, self.n_hidden = n_visible, n_hidden
         self.weight = nn.Parameter(torch.empty(n_hidden, n_visible), requires_grad=False)
         self.visible_bias = nn.Parameter(torch.zeros(n_visible), requires_grad=False)
         self.hidden_bias = nn.Parameter(torch.zeros(n_hidden), requires_grad=False)
@@ -97,7 +99,7 @@ class RBM(nn.Module):
             raise TypeError("next_layer_data applies to DBN.fit, not to a single RBM")
         recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
         if not warm_start:
-            self.reset_parameters(seed)
+            self.reset_parameters(recipe.seed)
         fit_rbm(self, images, recipe, progress=progress)
         return self
 

@@ -1,7 +1,7 @@
 """The HTML gallery over a run folder written by :func:`featvis.visualize.visualize`."""
 
 from .gallery import (EVALUATION, EVALUATION_FORMAT, INDEX, RUN_FORMAT, SUMMARY, ReportError,
-                      build_gallery, load_evaluation, load_summary)
+                      build_gallery, gallery_files, load_evaluation, load_summary)
 
-__all__ = ["build_gallery", "load_summary", "load_evaluation", "ReportError", "INDEX",
+__all__ = ["build_gallery", "gallery_files", "load_summary", "load_evaluation", "ReportError", "INDEX",
            "SUMMARY", "RUN_FORMAT", "EVALUATION", "EVALUATION_FORMAT"]

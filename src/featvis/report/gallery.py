@@ -3,21 +3,26 @@
 The gallery is a view over the run's files: it reads ``summary.json`` and the PNGs it names
 and writes ``index.html``, ``layer{d}/index.html``, ``layer{d}/units/{i}/index.html`` and a
 training-curve plot. Everything is checked before anything is written, so a broken run
-folder leaves an existing gallery untouched.
+folder leaves an existing gallery untouched. Every ``src`` and ``href`` is a ``./`` or
+``../`` relative, percent-encoded URL built from checked path segments, never a raw string
+from ``summary.json``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
+from typing import Mapping
+from urllib.parse import quote
 
 from ..errors import FeatvisError
-from ..fileio import atomic_write_bytes
+from ..runfolder import check_segments, write_into_run
+from ..safejson import loads as parse_json
 from .templates import (METHOD_LEGENDS, METHOD_TITLES, e, figure, number, page, table)
 
-__all__ = ["ReportError", "load_summary", "load_evaluation", "build_gallery", "INDEX",
+__all__ = ["ReportError", "load_summary", "load_evaluation", "gallery_files",
+           "build_gallery", "INDEX",
            "SUMMARY", "RUN_FORMAT", "EVALUATION", "EVALUATION_FORMAT"]
 
 INDEX = "index.html"
@@ -26,6 +31,7 @@ SUMMARY = "summary.json"
 RUN_FORMAT = "featvis.run/1"
 EVALUATION = "evaluation.json"          # written by `featvis evaluate --run`, optional
 EVALUATION_FORMAT = "featvis.evaluation/1"
+_MAX_JSON_BYTES = 256 * 2**20           # far above any real summary; bounds the memory
 
 
 class ReportError(FeatvisError):
@@ -37,15 +43,23 @@ def _require(condition: bool, path: Path, problem: str) -> None:
         raise ReportError(f"{path}: {problem}")
 
 
+def _is_index(value: object) -> bool:
+    """A non-negative int (not a bool): what layer and unit numbers in URLs must be."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _is_str_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 def _read_json(path: Path) -> object:
+    _require(path.is_file() and not path.is_symlink(), path, "not a regular file")
+    _require(path.stat().st_size <= _MAX_JSON_BYTES, path,
+             f"larger than {_MAX_JSON_BYTES >> 20} MiB (not a featvis file)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: malformed JSON ({exc})") from None
+        return parse_json(path.read_bytes(), str(path))
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def load_summary(run_dir: str | os.PathLike) -> dict:
@@ -59,26 +73,31 @@ def load_summary(run_dir: str | os.PathLike) -> dict:
              f"not a featvis run summary (format {RUN_FORMAT} expected)")
     _require(isinstance(summary.get("model"), dict) and isinstance(summary.get("layers"), list)
              and summary["layers"], path, "missing 'model' or 'layers'")
+    _require(summary.get("trained_layers") is None or _is_index(summary["trained_layers"]),
+             path, "malformed 'trained_layers'")
     for layer in summary["layers"]:
         ok = isinstance(layer, dict) and all(
             key in layer for key in ("layer", "name", "units", "methods", "files", "figures",
                                      "unit_details"))
-        _require(ok and isinstance(layer["layer"], int) and _is_str_map(layer["files"])
+        _require(ok and _is_index(layer["layer"]) and _is_str_map(layer["files"])
                  and isinstance(layer["figures"], dict) and isinstance(layer["unit_details"], list)
                  and isinstance(layer["methods"], list)
                  and all(m in METHOD_TITLES for m in layer["methods"]), path,
                  "malformed layer entry")
         names = list(layer["files"].values())
         for unit in layer["unit_details"]:
-            _require(isinstance(unit, dict) and isinstance(unit.get("unit"), int)
+            _require(isinstance(unit, dict) and _is_index(unit.get("unit"))
                      and _is_str_map(unit.get("files")), path,
                      f"malformed unit entry in layer {layer['layer']}")
             names.extend(unit["files"].values())
         for name in names:
+            try:
+                check_segments(name)
+            except ValueError as exc:
+                raise ReportError(f"{path}: image path {exc}") from None
             image = run_dir / name
-            _require(not Path(name).is_absolute() and ".." not in Path(name).parts,
-                     path, f"image path {name!r} leaves the run folder")
-            _require(image.is_file(), image, "missing image named in summary.json")
+            _require(image.is_file() and not image.is_symlink(), image,
+                     "missing image named in summary.json")
     return summary
 
 
@@ -146,9 +165,10 @@ def _curves_png(summary: dict) -> bytes | None:
     return buffer.getvalue()
 
 
-def _rel(path: str, depth: int) -> str:
-    """A run-relative path as seen from a page ``depth`` folders below the run folder."""
-    return "../" * depth + path
+def _url(path: str, depth: int) -> str:
+    """The URL of the run-relative ``path`` (checked segments) from a page ``depth`` folders
+    below the run folder: ``./`` or ``../`` relative and percent-encoded."""
+    return ("../" * depth or "./") + quote(path)
 
 
 def _model_table(model: dict) -> str:
@@ -179,15 +199,21 @@ def _index_page(summary: dict, has_curves: bool, evaluation: dict | None) -> str
         d = layer["layer"]
         thumbs = "".join(
             f'<a href="layer{d}/{INDEX}">'
-            f'<img class="thumb" src="{e(layer["files"][m])}" alt="{e(METHOD_TITLES[m])}, '
-            f'{e(layer["name"])}" title="{e(METHOD_TITLES[m])}"></a>'
+            f'<img class="thumb" src="{e(_url(layer["files"][m], 0))}" '
+            f'alt="{e(METHOD_TITLES[m])}, {e(layer["name"])}" title="{e(METHOD_TITLES[m])}"></a>'
             for m in layer["methods"] if m in layer["files"])
         rows.append(f'<tr><td><a href="layer{d}/{INDEX}">{e(layer["name"])}</a></td>'
                     f'<td>{e(layer.get("n_units", len(layer["units"])))}</td>'
                     f'<td><div class="units">{thumbs}</div></td></tr>')
-    curves = figure(CURVES, "Training reconstruction error per epoch, one line per RBM.",
-                    "training curves") if has_curves else ""
-    body = (f'<section class="card"><h2>Model</h2>{_model_table(summary["model"])}'
+    curves = figure(_url(CURVES, 0), "Training reconstruction error per epoch, one line per "
+                    "RBM.", "training curves") if has_curves else ""
+    sizes = summary["model"].get("sizes") or []
+    trained = summary.get("trained_layers", len(sizes) - 1)
+    warning = "" if trained >= len(sizes) - 1 else (
+        f'<p class="warning">Only {e(trained)} of the model\'s {e(len(sizes) - 1)} layers are '
+        "trained (the checkpoint was saved before training finished): the pictures of layers "
+        f"{e(trained + 1)}&ndash;{e(len(sizes) - 1)} show untrained weights.</p>")
+    body = (f'<section class="card"><h2>Model</h2>{warning}{_model_table(summary["model"])}'
             f"{curves}</section>"
             + (_evaluation_card(evaluation) if evaluation else "") +
             '<section class="card"><h2>Layers</h2><table><tr><th>Layer</th><th>Units</th>'
@@ -204,7 +230,7 @@ def _layer_page(layer: dict, evaluation: dict | None) -> str:
             sections.append(
                 f'<section class="card"><h2>{e(METHOD_TITLES[m])}</h2>'
                 f"<p>{METHOD_LEGENDS[m]}</p>"
-                + figure(_rel(layer["files"][m], 1), f"{e(METHOD_TITLES[m])}, one tile per unit"
+                + figure(_url(layer["files"][m], 1), f"{e(METHOD_TITLES[m])}, one tile per unit"
                          + (" (rows: units by incoming-weight norm)" if m == "filters" else ""),
                          f"{METHOD_TITLES[m]} of {layer['name']}") + "</section>")
     links = "".join(f'<a href="units/{e(u["unit"])}/{INDEX}">{e(u["unit"])}</a>'
@@ -222,7 +248,7 @@ def _unit_page(layer: dict, position: int) -> str:
     i = unit["unit"]
 
     def up(name: str) -> str:
-        return _rel(files[name], 3)           # unit pages are 3 folders below the run
+        return _url(files[name], 3)           # unit pages are 3 folders below the run
     panels = []
     if "examples_strip" in files:
         values = ", ".join(number(v) for v in unit.get("examples", {}).get("values", []))
@@ -269,25 +295,38 @@ def _unit_page(layer: dict, position: int) -> str:
                  (INDEX, f"unit {i}")])
 
 
-def build_gallery(run_dir: str | os.PathLike) -> Path:
-    """(Re)build the gallery of ``run_dir``; returns the path of its ``index.html``."""
+def gallery_files(run_dir: str | os.PathLike, evaluation: Mapping | None = None
+                  ) -> dict[str, bytes]:
+    """The gallery of ``run_dir`` (relative path -> bytes), built from its ``summary.json``
+    and ``evaluation`` (default: its ``evaluation.json``, if any); writes nothing."""
     run_dir = Path(run_dir)
     summary = load_summary(run_dir)
-    evaluation = load_evaluation(run_dir)
+    if evaluation is None:
+        evaluation = load_evaluation(run_dir)
     try:
         curves = _curves_png(summary)
-        pages = {Path(INDEX): _index_page(summary, curves is not None, evaluation)}
+        pages = {INDEX: _index_page(summary, curves is not None, evaluation)}
         for layer in summary["layers"]:
-            folder = Path(f"layer{layer['layer']}")
-            pages[folder / INDEX] = _layer_page(layer, evaluation)
+            folder = f"layer{layer['layer']}"
+            pages[f"{folder}/{INDEX}"] = _layer_page(layer, evaluation)
             for position, unit in enumerate(layer["unit_details"]):
-                pages[folder / "units" / str(unit["unit"]) / INDEX] = _unit_page(layer, position)
+                pages[f"{folder}/units/{unit['unit']}/{INDEX}"] = _unit_page(layer, position)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # A field of the wrong type or missing deep inside summary.json / evaluation.json.
         raise ReportError(f"{run_dir / SUMMARY}: malformed content "
                           f"({type(exc).__name__}: {exc})") from None
+    files = {rel: html.encode("utf-8") for rel, html in pages.items()}
     if curves is not None:
-        atomic_write_bytes(run_dir / CURVES, curves)
-    for rel, html in pages.items():
-        atomic_write_bytes(run_dir / rel, html.encode("utf-8"))
-    return run_dir / INDEX
+        files[CURVES] = curves
+    return files
+
+
+def build_gallery(run_dir: str | os.PathLike, *, force: bool = False) -> Path:
+    """(Re)build the gallery of the run folder ``run_dir``; returns its ``index.html``.
+
+    Only featvis's own pages are replaced: a page the user edited, or a symlink in the way,
+    makes it refuse (:class:`~featvis.runfolder.OwnershipError`) unless ``force``, which
+    keeps such a file as ``NAME.kept``.
+    """
+    write_into_run(run_dir, gallery_files(run_dir), force=force)
+    return Path(run_dir) / INDEX

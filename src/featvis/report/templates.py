@@ -61,6 +61,7 @@ td,th{border-bottom:1px solid #e5e8ec;padding:3px 8px;text-align:left;vertical-a
 .units{display:flex;flex-wrap:wrap;gap:4px}
 .units a{padding:2px 6px;background:#eef3f8;border-radius:3px;text-decoration:none}
 .pos{color:#8a6d00}.neg{color:#a1009e}
+p.warning{background:#fff4d6;border-left:4px solid #d89b00;padding:6px 10px}
 code{overflow-wrap:anywhere}
 """
 

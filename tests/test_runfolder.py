@@ -1,0 +1,273 @@
+"""The ownership rule: featvis replaces or updates only what it wrote itself."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from featvis.fileio import BusyError
+from featvis.report import INDEX, ReportError, build_gallery, load_summary
+from featvis.runfolder import (MANIFEST, OwnershipError, inspect_folder, plan_replacement,
+                               write_into_run)
+from featvis.visualize import VisualizeSettings, visualize
+
+from helpers import run_cli, snapshot
+
+QUICK = ["--units", "1", "--methods", "combination", "--layers", "1,2", "--quiet"]
+FOREIGN = "is not featvis's"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, small_dbn):
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    small_dbn.save(path)
+    return path
+
+
+@pytest.fixture
+def run(tmp_path, small_dbn, mnist_small):
+    """A fresh, quick run folder of ``small_dbn``."""
+    out = tmp_path / "run"
+    visualize(small_dbn, mnist_small[0], out,
+              VisualizeSettings(layers=[1, 2], methods=["combination"], units=1),
+              progress=False)
+    return out
+
+
+def refused(capsys, *argv, naming):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2, err
+    assert naming in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_a_run_folder_lists_every_file_it_holds(run):
+    manifest = json.loads((run / MANIFEST).read_text())
+    files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == files - {MANIFEST}
+    contents = inspect_folder(run)
+    assert contents.is_run and not contents.foreign and set(contents.own) == files - {MANIFEST}
+
+
+@pytest.mark.parametrize("make", [
+    lambda out: (out / "summary.json").write_text('{"my": "own summary"}'),   # the old guard
+    lambda out: (out / "notes.txt").write_text("my notes"),
+    lambda out: (out / ".hidden").write_text("a dot-file"),
+    lambda out: (out / "mine").mkdir() or (out / "mine" / "data.csv").write_text("1,2"),
+    lambda out: (out / "empty").mkdir(),
+    lambda out: (out / INDEX).write_text("<p>my edited gallery</p>"),
+    lambda out: (out / "layer1" / "combination.png").write_bytes(b"not featvis's png"),
+    lambda out: os.symlink("/etc/hostname", out / "layer1" / "link"),
+], ids=["summary", "notes", "dot-file", "subfolder", "empty-folder", "edited-page",
+        "same-name-other-bytes", "symlink"])
+def test_visualize_refuses_a_folder_with_anything_foreign(capsys, run, model_path, make):
+    make(run)
+    before = snapshot(run)
+    refused(capsys, "visualize", model_path, "--out", run, *QUICK, naming=FOREIGN)
+    assert snapshot(run) == before
+
+
+def test_a_folder_without_a_manifest_is_never_replaced(capsys, tmp_path, model_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "summary.json").write_text('{"format": "featvis.run/1"}')
+    err = refused(capsys, "visualize", model_path, "--out", out, *QUICK,
+                  naming="'summary.json' is not featvis's")
+    assert "--force" in err
+    assert snapshot(out) == {"summary.json": b'{"format": "featvis.run/1"}'}
+
+
+def test_force_replaces_featvis_files_and_carries_the_others_unchanged(capsys, run,
+                                                                      model_path):
+    (run / "notes.txt").write_text("my notes")
+    (run / ".hidden").write_bytes(b"\x00dot")
+    (run / "mine").mkdir()
+    (run / "mine" / "data.csv").write_text("1,2")
+    (run / INDEX).write_text("<p>edited</p>")
+    os.symlink("../outside", run / "layer1" / "link")
+    code, _, err = run_cli(capsys, "visualize", model_path, "--out", run, *QUICK, "--force")
+    assert code == 0, err
+    after = snapshot(run)
+    assert after["notes.txt"] == b"my notes" and after[".hidden"] == b"\x00dot"
+    assert after["mine/data.csv"] == b"1,2"
+    assert after["index.html.kept"] == b"<p>edited</p>" and b"featvis gallery" in after[INDEX]
+    assert after["layer1/link"] == ("link", "../outside")
+    assert "kept 5 file(s)" in err and "index.html (as index.html.kept)" in err
+    # The carried files stay foreign: the next run without --force refuses again.
+    assert set(inspect_folder(run).foreign) == {".hidden", "index.html.kept", "layer1/link",
+                                                "mine/data.csv", "notes.txt"}
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run"]     # no temporaries left
+
+
+def test_a_file_or_symlink_at_out_is_never_replaced(capsys, tmp_path, model_path):
+    target = tmp_path / "real"
+    target.mkdir()
+    os.symlink(target, tmp_path / "link")
+    for out in (model_path, tmp_path / "link"):
+        refused(capsys, "visualize", model_path, "--out", out, *QUICK, "--force",
+                naming="exists and is not a folder featvis wrote")
+    assert model_path.is_file() and list(target.iterdir()) == []
+
+
+def test_visualizing_the_demo_model_inside_its_folder_keeps_it(capsys, tmp_path, small_dbn,
+                                                             mnist_small):
+    demo = tmp_path / "demo"
+    visualize(small_dbn, mnist_small[0], demo,
+              VisualizeSettings(layers=[1], methods=["combination"], units=1),
+              save_model_as="model.safetensors", progress=False)
+    model = demo / "model.safetensors"
+    before = model.read_bytes()
+    code, _, err = run_cli(capsys, "visualize", model, "--out", demo, *QUICK)
+    assert code == 0, err
+    assert model.read_bytes() == before
+    assert "model.safetensors" in json.loads((demo / MANIFEST).read_text())["files"]
+    assert [d["layer"] for d in load_summary(demo)["layers"]] == [1, 2]
+
+
+def test_a_model_inside_out_that_featvis_did_not_write_is_refused(capsys, run, model_path):
+    inside = run / "model.safetensors"
+    inside.write_bytes(model_path.read_bytes())
+    before = snapshot(run)
+    refused(capsys, "visualize", inside, "--out", run, *QUICK, "--force",
+            naming="lies inside the output folder")
+    assert snapshot(run) == before
+
+
+def test_report_and_evaluate_never_write_through_a_symlinked_folder(capsys, tmp_path, run,
+                                                                   model_path):
+    outside = tmp_path / "outside"               # holds what the gallery reads, and more
+    os.rename(run / "layer1", outside)
+    (outside / INDEX).write_text("precious")
+    os.symlink(outside, run / "layer1")
+    before = snapshot(outside)
+    refused(capsys, "report", run, naming="refusing to write 'layer1'")
+    refused(capsys, "evaluate", model_path, "--run", run, "--ais-runs", 0, "--quiet",
+            naming="refusing to write 'layer1'")
+    assert snapshot(outside) == before
+    code, _, err = run_cli(capsys, "report", run, "--force")
+    assert code == 0 and "layer1 (as layer1.kept)" in err
+    assert snapshot(outside) == before
+    assert (run / "layer1.kept").is_symlink() and (run / "layer1" / INDEX).is_file()
+
+
+def test_report_keeps_an_edited_page_unless_forced(capsys, run):
+    (run / "layer2" / INDEX).write_text("my annotations")
+    refused(capsys, "report", run, naming="refusing to write 'layer2/index.html'")
+    assert (run / "layer2" / INDEX).read_text() == "my annotations"
+    assert run_cli(capsys, "report", run, "--force")[0] == 0
+    assert (run / "layer2" / "index.html.kept").read_text() == "my annotations"
+    assert inspect_folder(run).foreign == ["layer2/index.html.kept"]
+
+
+def test_report_refuses_a_folder_featvis_did_not_write(capsys, run):
+    (run / MANIFEST).unlink()
+    before = snapshot(run)
+    refused(capsys, "report", run, naming="not a featvis run folder")
+    assert snapshot(run) == before
+
+
+def test_gallery_urls_are_built_from_checked_segments(run):
+    path = run / "summary.json"
+    summary = json.loads(path.read_text())
+    for bad in ("http://host/x.png", "/etc/passwd", "../x.png", "layer1/a b.png",
+                "layer1//x.png", "c:x.png"):
+        summary["layers"][0]["files"]["combination"] = bad
+        path.write_text(json.dumps(summary))
+        with pytest.raises(ReportError, match="not a plain relative path"):
+            build_gallery(run)
+    html = (run / INDEX).read_text()
+    for url in re.findall(r'(?:src)="([^"]+)"', html):
+        assert url.startswith("./"), url
+
+
+def test_files_follow_the_umask(tmp_path, small_dbn, mnist_small):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "run"
+        for _ in range(2):                     # a new folder, then a replaced one
+            visualize(small_dbn, mnist_small[0], out,
+                      VisualizeSettings(layers=[1], methods=["combination"], units=1),
+                      progress=False)
+            assert out.stat().st_mode & 0o777 == 0o755
+            assert (out / "layer1").stat().st_mode & 0o777 == 0o755
+            assert (out / INDEX).stat().st_mode & 0o777 == 0o644
+            assert (out / MANIFEST).stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _host():
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())
+
+
+def test_stale_temporaries_are_removed_and_live_ones_refuse(capsys, tmp_path, run,
+                                                           model_path):
+    host = _host()
+    stale = tmp_path / f".run.featvis-{_dead_pid()}@{host}.tmp"
+    stale.mkdir()
+    (stale / "half.png").write_bytes(b"half")
+    assert run_cli(capsys, "visualize", model_path, "--out", run, *QUICK)[0] == 0
+    assert not stale.exists()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f".run.featvis-{sleeper.pid}@{host}.tmp"
+        live.mkdir()
+        before = snapshot(run)
+        refused(capsys, "visualize", model_path, "--out", run, *QUICK,
+                naming=f"featvis process {sleeper.pid} is writing it")
+        refused(capsys, "report", run, naming=f"featvis process {sleeper.pid}")
+        assert snapshot(run) == before and live.is_dir()
+        with pytest.raises(BusyError):
+            plan_replacement(run)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_folder_moved_aside_by_a_killed_run_is_put_back(tmp_path, run):
+    before = snapshot(run)
+    aside = tmp_path / f".run.featvis-{_dead_pid()}@{_host()}.old"
+    os.rename(run, aside)                      # killed between the two renames
+    plan_replacement(run)
+    assert snapshot(run) == before and not aside.exists()
+
+
+def test_sigkill_during_visualize_leaves_nothing_that_blocks_the_next_run(tmp_path,
+                                                                          model_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "featvis.cli", "visualize", model_path, "--out", out,
+            "--quiet", "--steps", "100000", "--methods", "maximize", "--units", "2"]
+    proc = subprocess.Popen([str(a) for a in args], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no temporary"
+    result = subprocess.run([str(a) for a in [sys.executable, "-m", "featvis.cli", "visualize",
+                                              model_path, "--out", out, *QUICK]],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_write_into_run_checks_every_target_before_writing(run):
+    (run / "layer2" / INDEX).write_text("mine")
+    before = snapshot(run)
+    with pytest.raises(OwnershipError, match="layer2/index.html"):
+        write_into_run(run, {"aaa.txt": b"x", "layer2/index.html": b"y"})
+    assert snapshot(run) == before
