@@ -30,6 +30,7 @@ __all__ = ["encode_dbn", "save_dbn", "load_dbn", "FORMAT"]
 FORMAT = "featvis.dbn/1"
 LAST_EPOCH = "last_epoch"
 MAX_SIZES = 64   # layer sizes a checkpoint may list (input + 63 hidden layers)
+MAX_META_CHARS = 16 * 2**20   # the metadata of a real checkpoint is a few kB
 
 
 def encode_dbn(dbn: DBN) -> bytes:
@@ -111,6 +112,9 @@ def _read_meta(path: Path, header: dict[str, str]) -> dict:
     if "featvis" not in header:
         raise CheckpointError(f"{path}: safetensors file without featvis metadata "
                               "(not a featvis checkpoint)")
+    if len(header["featvis"]) > MAX_META_CHARS:
+        raise CheckpointError(f"{path}: featvis metadata of {len(header['featvis'])} characters, "
+                              f"above the {MAX_META_CHARS} a checkpoint ever needs")
     try:
         meta = safejson.loads(header["featvis"], f"{path}: featvis metadata")
     except ValueError as exc:

@@ -1,0 +1,75 @@
+"""Atomic writes and temporaries that say whose they are."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from featvis.fileio import BusyError, atomic_write_bytes, claim, holding
+
+from helpers import run_cli
+
+
+def _temporary(target, pid, kind="tmp"):
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())
+    return target.parent / f".{target.name}.featvis-{pid}@{host}.{kind}"
+
+
+@pytest.fixture
+def sleeper():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_atomic_write_follows_the_umask_and_replaces_a_symlink_not_its_target(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    link = tmp_path / "out.bin"
+    os.symlink(outside, link)
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(link, b"new")
+    finally:
+        os.umask(old)
+    assert not link.is_symlink() and link.read_bytes() == b"new"
+    assert outside.read_text() == "precious"
+    assert link.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin", "outside.txt"]
+
+
+def test_stale_temporaries_go_and_live_ones_refuse(tmp_path, sleeper):
+    target = tmp_path / "m.safetensors"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = _temporary(target, dead.pid)
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.featvis-1@elsewhere.tmp"      # another target, another host
+    other.write_bytes(b"")
+    atomic_write_bytes(target, b"complete")
+    assert not stale.exists() and other.exists() and target.read_bytes() == b"complete"
+    live = _temporary(target, sleeper, "lock")
+    live.write_bytes(b"")
+    with pytest.raises(BusyError, match=f"featvis process {sleeper} is writing it"):
+        claim(target, "tmp")
+    assert target.read_bytes() == b"complete"
+
+
+def test_train_refuses_while_another_run_writes_the_same_checkpoint(tmp_path, capsys,
+                                                                    sleeper):
+    out = tmp_path / "m.safetensors"
+    _temporary(out, sleeper, "lock").write_bytes(b"")
+    code, _, err = run_cli(capsys, "train", "--layers", "784,4", "--quiet", "--out", out)
+    assert code == 2 and f"featvis process {sleeper}" in err and not out.exists()
+
+
+def test_holding_leaves_no_lock_behind(tmp_path):
+    target = tmp_path / "m.safetensors"
+    with holding(target):
+        atomic_write_bytes(target, b"x")             # the holder itself may write
+        assert len(list(tmp_path.iterdir())) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
