@@ -1,7 +1,10 @@
 """Helpers shared by the tests: small random models, files written by hand, an in-process
 CLI runner."""
 
+import ast
 import gzip
+import importlib.util
+import inspect
 import itertools
 import struct
 
@@ -101,3 +104,18 @@ def snapshot(root):
             else:
                 state[rel] = path.read_bytes()
     return state
+
+
+def imported_modules(module):
+    """Absolute names of what ``module``'s source imports, at its top or inside functions
+    (``from a import b`` counts ``a`` and ``a.b``)."""
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                               module.__package__)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names

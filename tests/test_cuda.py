@@ -21,10 +21,10 @@ def test_methods_on_cuda_match_cpu():
     assert b.values.is_cuda and torch.equal(a.indices, b.indices.cpu())
     a, b = maximize(cpu, 2, steps=50, restarts=2), maximize(gpu, 2, steps=50, restarts=2)
     torch.testing.assert_close(a.images, b.images.cpu(), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ranked_filters(cpu, 2, k=3).weights,
-                               ranked_filters(gpu, 2, k=3).weights.cpu())
-    torch.testing.assert_close(linear_combination(cpu, 2, k=3),
-                               linear_combination(gpu, 2, k=3).cpu())
+    torch.testing.assert_close(ranked_filters(cpu, 2, top=3).weights,
+                               ranked_filters(gpu, 2, top=3).weights.cpu())
+    torch.testing.assert_close(linear_combination(cpu, 2, top=3).images,
+                               linear_combination(gpu, 2, top=3).images.cpu())
     samples = sample_unit(gpu, 2, n_samples=20000, seed=0)
     assert samples.mean.is_cuda
     torch.testing.assert_close(samples.mean.cpu(), sample_unit(cpu, 2, n_samples=20000).mean,

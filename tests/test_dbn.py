@@ -1,20 +1,13 @@
 import dataclasses
-import json
-import pickle
 import re
-import struct
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import featvis.models.dbn
-from featvis import DBN, RBM, CheckpointError, DataError, maximize
+from featvis import DBN, RBM, DataError, maximize
 from featvis.train import TrainingRecipe, batch_order, fit_rbm
-
-from helpers import read_checkpoint, stopped_checkpoint
 
 
 def test_greedy_training_lowers_error_every_layer(small_dbn):
@@ -22,21 +15,6 @@ def test_greedy_training_lowers_error_every_layer(small_dbn):
     for rbm in small_dbn.rbms:
         errors = [e["error_per_case"] for e in rbm.history]
         assert len(errors) == 3 and errors[-1] < errors[0]
-
-
-def test_last_epoch_hands_over_the_positive_phase_probabilities(mnist_small):
-    """rbm.m's batchposhidprobs: the first batch of the last epoch is seen by the weights
-    after the other epochs, every row of the hand-over once, in input order."""
-    x = mnist_small[0][:500]
-    recipe = TrainingRecipe(epochs=3, batch_size=100, seed=4)
-    last = fit_rbm(RBM(784, 16, seed=4), x, recipe, keep_last_epoch=True, progress=False)
-    shorter = RBM(784, 16).fit(x, epochs=2, batch_size=100, seed=4, progress=False)
-    first_batch = torch.randperm(500, generator=torch.Generator().manual_seed(4))[:100]
-    assert torch.equal(last.hidden[first_batch], shorter.hidden_probs(x[first_batch]))
-    for name, p in shorter.named_parameters():
-        assert torch.equal(last.start[name], p)
-    # Later batches were seen by weights that had moved on, but by the same RBM.
-    assert (last.hidden - shorter.hidden_probs(x)).abs().mean() < 0.05
 
 
 @pytest.mark.parametrize("next_layer_data", ["last_epoch", "final"])
@@ -130,175 +108,3 @@ def test_fit_checks_the_whole_recipe_before_training():
 def test_input_norm_is_recorded(mnist_small, small_dbn):
     assert small_dbn.input_norm == pytest.approx(mnist_small[0].norm(dim=1).mean().item())
     assert DBN([4, 2]).input_norm is None
-
-
-def test_save_load_round_trip_is_bit_exact(tmp_path, small_dbn, monkeypatch):
-    path = tmp_path / "model.safetensors"
-    small_dbn.data_info = {"name": "MNIST"}
-    small_dbn.save(path)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("loading a checkpoint must never unpickle")
-
-    monkeypatch.setattr(pickle, "load", refuse)
-    monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setattr(torch, "load", refuse)
-    loaded = DBN.load(path)
-    assert loaded.sizes == small_dbn.sizes
-    for (name, a), (_, b) in zip(small_dbn.state_dict().items(), loaded.state_dict().items()):
-        assert torch.equal(a, b), name
-    assert loaded.input_norm == small_dbn.input_norm
-    assert loaded.recipe == small_dbn.recipe
-    assert [r.history for r in loaded.rbms] == [r.history for r in small_dbn.rbms]
-    assert loaded.data_info == {"name": "MNIST"}
-    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file left
-
-
-def test_save_is_atomic(tmp_path, small_dbn, monkeypatch):
-    path = tmp_path / "model.safetensors"
-    small_dbn.save(path)
-    before = path.read_bytes()
-    import featvis.fileio as fileio
-
-    def crash(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(fileio.os, "fsync", crash)
-    with pytest.raises(OSError, match="disk full"):
-        small_dbn.save(path)
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
-
-
-def test_truncated_checkpoint(tmp_path, small_dbn):
-    path = tmp_path / "m.safetensors"
-    small_dbn.save(path)
-    path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        DBN.load(path)
-
-
-def test_foreign_checkpoints(tmp_path):
-    plain = tmp_path / "plain.safetensors"
-    save_file({"x": torch.zeros(3)}, plain)
-    with pytest.raises(CheckpointError, match="without featvis metadata"):
-        DBN.load(plain)
-    other = tmp_path / "other.safetensors"
-    save_file({"x": torch.zeros(3)}, other, metadata={"featvis": json.dumps({"format": "x/9"})})
-    with pytest.raises(CheckpointError, match="unsupported checkpoint format"):
-        DBN.load(other)
-    wrong = tmp_path / "wrong.safetensors"
-    meta = {"format": "featvis.dbn/1", "sizes": [4, 2], "recipe": None, "history": [[]],
-            "input_norm": None, "data": {}}
-    save_file({"x": torch.zeros(3)}, wrong, metadata={"featvis": json.dumps(meta)})
-    with pytest.raises(CheckpointError, match="inconsistent checkpoint"):
-        DBN.load(wrong)
-    pickled = tmp_path / "model.pt"
-    pickled.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(CheckpointError, match="not a readable safetensors"):
-        DBN.load(pickled)
-    huge_header = tmp_path / "huge.safetensors"
-    huge_header.write_bytes(struct.pack("<Q", 10**12) + b"{}")
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        DBN.load(huge_header)
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
-        DBN.load(tmp_path / "absent.safetensors")
-
-
-@pytest.mark.parametrize("persistent,edit,problem", [
-    (False, lambda t: t.pop("last_epoch.1.weight_inc"), "last_epoch.1.weight_inc is missing"),
-    (False, lambda t: t.update({"last_epoch.1.hidden_bias": torch.zeros(3)}), "shape"),
-    (False, lambda t: t.update({"last_epoch.1.generator": torch.zeros(3)}), "uint8"),
-    (False, lambda t: t.update({"last_epoch.1.bogus": torch.zeros(3)}), "not part of"),
-    (False, lambda t: t.update({"last_epoch.1.chain": torch.zeros(4, 8)}), "not part of"),
-    (True, lambda t: t.pop("last_epoch.1.chain"), "chain is missing"),
-    (True, lambda t: t.update({"last_epoch.1.chain": torch.zeros(4, 3)}), "chain is not"),
-    (False, lambda t: t.update({"last_epoch.2.weight": torch.zeros(3)}), "names no hidden"),
-    (False, lambda t: t.update({"last_epoch.one.weight": torch.zeros(3)}), "inconsistent"),
-])
-def test_checkpoint_with_a_bad_record_of_the_last_epoch(tmp_path, mnist_small, persistent,
-                                                        edit, problem):
-    path = tmp_path / "m.safetensors"
-    tensors, metadata = stopped_checkpoint(path, mnist_small[0][:200], [784, 8, 4], epochs=1,
-                                           persistent=persistent)
-    edit(tensors)
-    save_file(tensors, path, metadata=metadata)
-    with pytest.raises(CheckpointError, match=problem):
-        DBN.load(path)
-
-
-def test_resume_refuses_or_warns_about_a_record_it_cannot_replay(tmp_path, mnist_small):
-    path, x = tmp_path / "m.safetensors", mnist_small[0][:200]
-    tensors, metadata = stopped_checkpoint(path, x, [784, 8, 4], epochs=1)
-    cuda_state = dict(tensors, **{"last_epoch.1.generator": torch.zeros(16, dtype=torch.uint8)})
-    save_file(cuda_state, path, metadata=metadata)
-    with pytest.raises(ValueError, match="another kind of device than cpu"):
-        DBN.load(path).fit(x, epochs=1, progress=False, resume=True)
-    moved = dict(tensors, **{"last_epoch.1.weight": tensors["last_epoch.1.weight"] + 1e-3})
-    save_file(moved, path, metadata=metadata)
-    with pytest.warns(RuntimeWarning, match="bit for bit"):
-        DBN.load(path).fit(x, epochs=1, progress=False, resume=True)
-
-
-def test_checkpoints_from_before_the_rbm_m_batches_keep_their_recipe(tmp_path, small_dbn):
-    path = tmp_path / "old.safetensors"
-    small_dbn.save(path)
-    tensors, metadata = read_checkpoint(path)
-    meta = json.loads(metadata["featvis"])
-    del meta["recipe"]["reshuffle"], meta["recipe"]["next_layer_data"]
-    save_file(tensors, path, metadata={"featvis": json.dumps(meta)})
-    recipe = DBN.load(path).recipe
-    assert recipe.reshuffle and recipe.next_layer_data == "final"
-
-
-@pytest.mark.parametrize("stop_after,recipe", [
-    (1, {}), (2, {}), (2, dict(persistent=True)), (2, dict(reshuffle=True)), (2, dict(k=2)),
-    (2, dict(next_layer_data="final")),
-])
-def test_interrupted_training_resumes_to_the_same_model(tmp_path, mnist_small, stop_after,
-                                                        recipe):
-    """Resuming replays the kept layers' last epochs to rebuild the hand-over exactly."""
-    x = mnist_small[0][:500]
-    path = tmp_path / "m.safetensors"
-    full = DBN([784, 16, 8, 4]).fit(x, epochs=2, progress=False, **recipe)
-    assert not full.last_epoch_starts
-    stopped_checkpoint(path, x, [784, 16, 8, 4], stop_after, epochs=2, **recipe)
-    partial = DBN.load(path)
-    assert partial.trained_layers == stop_after
-    kept = [] if recipe.get("next_layer_data") == "final" else list(range(1, stop_after + 1))
-    assert sorted(partial.last_epoch_starts) == kept
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)   # the replay ends on the saved weights
-        partial.fit(x, epochs=2, progress=False, resume=True, **recipe)
-    for a, b in zip(full.state_dict().values(), partial.state_dict().values()):
-        assert torch.equal(a, b)
-    assert not partial.last_epoch_starts
-    partial.save(path)
-    assert not any(name.startswith("last_epoch") for name in read_checkpoint(path)[0])
-    before = {name: t.clone() for name, t in partial.state_dict().items()}
-    partial.fit(x, epochs=2, progress=False, resume=True, **recipe)   # complete: a no-op
-    assert all(torch.equal(before[name], t) for name, t in partial.state_dict().items())
-    with pytest.raises(ValueError, match="different training recipe"):
-        partial.fit(x, epochs=3, progress=False, resume=True, **recipe)
-
-
-def test_resume_needs_the_record_of_the_last_epoch(mnist_small):
-    x = mnist_small[0][:300]
-    dbn = DBN([784, 8, 4]).fit(x, epochs=1, progress=False)
-    dbn.rbms[1].history = []             # as if stopped after layer 1, but without its record
-    with pytest.raises(ValueError, match="no record of layer 1's last epoch"):
-        dbn.fit(x, epochs=1, progress=False, resume=True)
-
-
-def test_bad_batch_orders_and_recipes_are_refused():
-    x = torch.rand(10, 4)
-    for bad in (torch.arange(9), torch.zeros(10, dtype=torch.long), torch.arange(10.0)):
-        with pytest.raises(ValueError, match="permutation of the 10 rows"):
-            fit_rbm(RBM(4, 2), x, TrainingRecipe(epochs=1), order=bad, progress=False)
-    with pytest.raises(ValueError, match="exclude each other"):
-        fit_rbm(RBM(4, 2), x, TrainingRecipe(epochs=1, reshuffle=True), order=torch.arange(10),
-                progress=False)
-    with pytest.raises(ValueError, match="next_layer_data must be one of"):
-        DBN([4, 2]).fit(x, next_layer_data="up-pass", progress=False)
-    with pytest.raises(TypeError, match="applies to DBN.fit"):
-        RBM(4, 2).fit(x, next_layer_data="final", progress=False)

@@ -216,7 +216,7 @@ def test_sampling_is_reproducible():
 def test_ranked_filters_equal_explicit_loops():
     dbn = random_dbn([6, 5, 4], seed=9)
     W2 = dbn.rbms[1].weight
-    got = ranked_filters(dbn, 2, k=3)
+    got = ranked_filters(dbn, 2, top=3)
     for i in range(4):
         order = sorted(range(5), key=lambda j: (-abs(W2[i, j].item()), j))[:3]
         assert got.indices[i].tolist() == order
@@ -239,12 +239,12 @@ def test_linear_combination_equals_explicit_loops():
     for by_abs in (False, True):
         rank_by = "abs" if by_abs else "value"
         v2 = loop(W2, W1, 2, by_abs)
-        torch.testing.assert_close(linear_combination(dbn, 2, k=2, rank_by=rank_by), v2)
-        torch.testing.assert_close(linear_combination(dbn, 3, k=2, rank_by=rank_by),
+        torch.testing.assert_close(linear_combination(dbn, 2, top=2, rank_by=rank_by).images, v2)
+        torch.testing.assert_close(linear_combination(dbn, 3, top=2, rank_by=rank_by).images,
                                    loop(W3, v2, 2, by_abs))
-    torch.testing.assert_close(linear_combination(dbn, 3, k=None), W3 @ W2 @ W1)
-    torch.testing.assert_close(linear_combination(dbn, 1), W1)
-    torch.testing.assert_close(linear_combination(dbn, 3, k=None, units=[2, 0]),
+    torch.testing.assert_close(linear_combination(dbn, 3, top=None).images, W3 @ W2 @ W1)
+    torch.testing.assert_close(linear_combination(dbn, 1).images, W1)
+    torch.testing.assert_close(linear_combination(dbn, 3, top=None, units=[2, 0]).images,
                                (W3 @ W2 @ W1)[[2, 0]])
 
 
@@ -264,10 +264,9 @@ def test_linear_combination_equals_explicit_loops():
     (lambda d, x: maximize(d, 2, units=[3]), "out of range"),
     (lambda d, x: sample_unit(d, 1, variant="mcmc"), "variant must be one of"),
     (lambda d, x: sample_unit(d, 1, n_samples=0), "n_samples"),
-    (lambda d, x: ranked_filters(d, 1), "needs layer >= 2"),
-    (lambda d, x: ranked_filters(d, 2, k=6), "k=6 is larger than layer 1's 5 units"),
-    (lambda d, x: ranked_filters(d, 2, k=0), "k must be a positive integer"),
-    (lambda d, x: linear_combination(d, 2, k=9), "k=9 is larger"),
+    (lambda d, x: ranked_filters(d, 2, top=6), "top=6 is larger than layer 1's 5 units"),
+    (lambda d, x: ranked_filters(d, 2, top=0), "top must be a positive integer"),
+    (lambda d, x: linear_combination(d, 2, top=9), "top=9 is larger"),
     (lambda d, x: linear_combination(d, 2, rank_by="size"), "rank_by must be one of"),
     (lambda d, x: top_examples(d, x, []), "^layer: no layers given$"),
     (lambda d, x: top_examples(d, x, [1, 3]), r"^layer must be a hidden depth in 1\.\.2, got 3$"),
@@ -281,7 +280,7 @@ def test_linear_combination_equals_explicit_loops():
     (lambda d, x: top_examples(d, None, 1), "^images: expected a torch.Tensor, got NoneType$"),
     (lambda d, x: maximize(d, 1, seed=1.5), "^seed must be an integer, got 1.5$"),
     (lambda d, x: sample_unit(d, 1, seed="0"), "^seed must be an integer, got '0'$"),
-    (lambda d, x: linear_combination(d, 2, k=2.0), "^k must be a positive integer, got 2.0$"),
+    (lambda d, x: linear_combination(d, 2, top=2.0), "^top must be a positive integer, got 2.0$"),
 ])
 def test_bad_input_raises_value_error(call, message):
     dbn = random_dbn([6, 5, 3], seed=11)
@@ -350,8 +349,8 @@ def test_every_method_takes_numpy_and_torch_unit_indices():
         "top_examples": lambda u: top_examples(dbn, x, 2, k=3, units=u).indices,
         "maximize": lambda u: maximize(dbn, 2, units=u, steps=3, restarts=2).all,
         "sample_unit": lambda u: sample_unit(dbn, 2, units=u, n_samples=4).samples,
-        "ranked_filters": lambda u: ranked_filters(dbn, 2, units=u, k=2).weights,
-        "linear_combination": lambda u: linear_combination(dbn, 2, k=2, units=u),
+        "ranked_filters": lambda u: ranked_filters(dbn, 2, units=u, top=2).weights,
+        "linear_combination": lambda u: linear_combination(dbn, 2, top=2, units=u).images,
     }
     for name, call in calls.items():
         expected = call([2, 0])
@@ -361,11 +360,30 @@ def test_every_method_takes_numpy_and_torch_unit_indices():
             call(np.float64(2))
 
 
-def test_linear_combination_checks_k_against_every_layer_first():
+def test_linear_combination_checks_top_against_every_layer_first():
     dbn = random_dbn([6, 5, 3, 4], seed=11)
-    with pytest.raises(ValueError, match="^k=4 is larger than layer 2's 3 units$"):
-        linear_combination(dbn, 3, k=4)
+    with pytest.raises(ValueError, match="^top=4 is larger than layer 2's 3 units$"):
+        linear_combination(dbn, 3, top=4)
 
 
 def test_data_errors_are_value_errors():
     assert issubclass(DataError, ValueError)
+
+
+def test_a_method_a_layer_cannot_support_says_why():
+    from featvis.probe import UnsupportedError
+
+    dbn = random_dbn([6, 5, 3], seed=11)
+    with pytest.raises(UnsupportedError, match="^ranked filters need a layer above the first"):
+        ranked_filters(dbn, 1)
+    with pytest.raises(UnsupportedError, match="unit sampling needs a generative model"):
+        sample_unit(torch.nn.Sequential(torch.nn.Linear(6, 5)), 1)
+
+
+def test_k_is_a_deprecated_spelling_of_top():
+    dbn = random_dbn([6, 5, 3], seed=11)
+    with pytest.warns(FutureWarning, match="k is now called top"):
+        old = ranked_filters(dbn, 2, k=3)
+    assert torch.equal(old.indices, ranked_filters(dbn, 2, top=3).indices)
+    with pytest.warns(FutureWarning), pytest.raises(TypeError, match="give top only"):
+        linear_combination(dbn, 2, top=2, k=3)

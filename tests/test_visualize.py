@@ -48,8 +48,8 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
             assert (out / rel).is_file()
         if d > 1:
             assert unit["filters"]["weights"] == pytest.approx(
-                ranked_filters(small_dbn, d, units=[2], k=4).weights[0].tolist(), abs=1e-6)
-    combination = linear_combination(small_dbn, 3, k=4, units=list(range(5)))
+                ranked_filters(small_dbn, d, units=[2], top=4).weights[0].tolist(), abs=1e-6)
+    combination = linear_combination(small_dbn, 3, top=4, units=list(range(5))).images
     np.testing.assert_array_equal(np.asarray(Image.open(out / "layer3" / "combination.png")),
                                   tile(combination, upscale=2))
 
@@ -59,7 +59,7 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
     (["--k", "20000", "--methods", "examples"], "k=20000 is larger than the number of inputs"),
     (["--layers", "4"], "layer must be a hidden depth in 1..3"),
     (["--methods", "examples,colour"], "unknown method 'colour'"),
-    (["--top", "65", "--layers", "2", "--methods", "filters"], "k=65 is larger"),
+    (["--top", "65", "--layers", "2", "--methods", "filters"], "top=65 is larger"),
     (["--steps", "0"], "expected a positive integer"),
     (["--k", "-1"], "expected a positive integer"),
 ])

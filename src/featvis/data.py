@@ -2,7 +2,9 @@
 
 Images are float32 ``(N, 784)`` in ``[0, 1]`` (pixel / 255), labels int64 ``(N,)``.
 ``load_mnist(root=None)`` reads the small subset shipped inside the package (the first
-10,000 training and 2,000 test images), so everything works offline.
+10,000 training and 2,000 test images), so everything works offline. ``load_images`` reads
+the inputs of any other model (a folder of PNG/JPEG images or a ``.npy`` array) and
+:class:`Normalization` applies and undoes the per-channel standardisation it may expect.
 """
 
 from __future__ import annotations
@@ -10,19 +12,24 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import stat
 import struct
+import warnings
 import zlib
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, NoReturn
+from typing import BinaryIO, Iterable, Iterator, NoReturn, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
-from .errors import DataError, check_int
+from .errors import DataError, check_int, is_int
 
-__all__ = ["read_idx", "load_mnist", "mnist_info", "check_images", "iter_batches",
-           "MAX_IDX_BYTES", "MAX_GZIP_RATIO"]
+__all__ = ["read_idx", "load_mnist", "mnist_info", "check_images", "check_inputs", "iter_batches",
+           "load_images", "parse_normalize", "Normalization",
+           "MAX_IDX_BYTES", "MAX_GZIP_RATIO", "IMAGE_SUFFIXES"]
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
 _IDX_DTYPES = {
@@ -196,6 +203,25 @@ def check_images(images: torch.Tensor, width: int | None = None, *,
     return images
 
 
+def check_inputs(inputs: torch.Tensor, input_shape: tuple[int, ...] | None = None, *,
+                 name: str = "images") -> torch.Tensor:
+    """Validate a batch of inputs of any shape: a floating, finite tensor ``(N, *shape)``
+    whose one input is ``input_shape`` when given."""
+    if not isinstance(inputs, torch.Tensor):
+        raise DataError(f"{name}: expected a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() < 2:
+        raise DataError(f"{name}: expected a batch (N, *input_shape), got shape "
+                        f"{tuple(inputs.shape)}")
+    if input_shape is not None and tuple(inputs.shape[1:]) != tuple(input_shape):
+        raise DataError(f"{name}: one input has shape {tuple(inputs.shape[1:])}, the model "
+                        f"takes {tuple(input_shape)}")
+    if not inputs.is_floating_point():
+        raise DataError(f"{name}: expected floating-point values, got {inputs.dtype}")
+    if not torch.isfinite(inputs).all():
+        raise DataError(f"{name}: contains NaN or infinite values")
+    return inputs
+
+
 def iter_batches(data: torch.Tensor | Iterable[torch.Tensor], batch_size: int
                  ) -> Iterator[torch.Tensor]:
     """Yield ``data`` in batches: slices of a tensor, or the items of an iterable of batches
@@ -206,3 +232,306 @@ def iter_batches(data: torch.Tensor | Iterable[torch.Tensor], batch_size: int
         return
     for batch in data:
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+# --- Inputs for any model: image folders and .npy arrays ----------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")   # matched case-insensitively
+_IMAGE_FORMATS = ("PNG", "JPEG")             # the only decoders Pillow may try
+_GREY_BANDS = ("1", "L", "I")                # first band of a greyscale mode (L, LA, I;16...)
+_LUMA = (0.299, 0.587, 0.114)                # ITU-R 601-2 weights, as Pillow's RGB -> L
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_images(path: str | os.PathLike, *, channels: int | None = None,
+                resize: tuple[int, int] | None = None, max_images: int | None = None,
+                max_bytes: int = MAX_IDX_BYTES
+                ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Load a model's inputs as ``(images float32, labels int64 (N,) or None, classes)``.
+
+    ``path`` is either a folder of PNG/JPEG images, directly inside it (no labels) or in one
+    level of class subfolders (``labels`` index the sorted folder names ``classes``), read
+    in sorted order into ``(N, C, H, W)`` in [0, 1]; or a ``.npy`` array, read without
+    unpickling: uint8 (divided by 255) or float (kept as is, must be finite) of shape
+    ``(N, D)`` (returned as is), ``(N, H, W)`` (one channel) or ``(N, C, H, W)``.
+    ``channels`` converts to greyscale (1) or RGB (3); ``None`` keeps an array's channels
+    and gives a folder 1 if every image is greyscale, else 3. Without ``resize=(H, W)``
+    every image must have one size. Hidden entries and other files are skipped; only the
+    PNG and JPEG decoders run, and Pillow's decompression-bomb limit is enforced.
+    ``max_images`` keeps the first images; the output is refused before decoding if it would
+    exceed ``max_bytes``.
+    """
+    path = Path(path)
+    if channels is not None and not (is_int(channels) and channels in (1, 3)):
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    if resize is not None:
+        if not (isinstance(resize, (tuple, list)) and len(resize) == 2
+                and all(is_int(v) and v >= 1 for v in resize)):
+            raise ValueError(f"resize must be two positive integers (H, W), got {resize!r}")
+        resize = (int(resize[0]), int(resize[1]))
+    if max_images is not None:
+        max_images = check_int("max_images", max_images)
+    max_bytes = check_int("max_bytes", max_bytes)
+    if stat.S_ISDIR(_stat(path)):
+        return _load_folder(path, channels, resize, max_images, max_bytes)
+    if path.suffix.lower() == ".npy":
+        return _load_npy(path, channels, resize, max_images, max_bytes), None, []
+    raise DataError(f"{path}: expected a folder of PNG/JPEG images or a .npy file")
+
+
+def _stat(path: Path) -> int:
+    """The mode of ``path`` (symlinks followed): a missing file or a symlink loop is a
+    DataError."""
+    try:
+        return os.stat(path).st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The PNG/JPEG files and the subfolders of ``folder``, sorted by name; hidden entries
+    and other files are skipped."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list ({exc.strerror or exc})") from None
+    files, folders = [], []
+    for name in names:
+        if name.startswith("."):
+            continue
+        mode = _stat(folder / name)
+        if stat.S_ISDIR(mode):
+            folders.append(folder / name)
+        elif stat.S_ISREG(mode) and name.lower().endswith(IMAGE_SUFFIXES):
+            files.append(folder / name)
+    return files, folders
+
+
+def _list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
+    """The images of ``root`` in reading order, their class indices (None without class
+    subfolders) and the class names."""
+    files, folders = _scan(root)
+    if files and folders:
+        raise DataError(f"{root}: holds both images ({files[0].name}) and subfolders "
+                        f"({folders[0].name}); put every image in a class subfolder or none")
+    if files:
+        return files, None, []
+    if not folders:
+        raise DataError(f"{root}: no PNG/JPEG images ({', '.join(IMAGE_SUFFIXES)})")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for index, folder in enumerate(folders):
+        inner, nested = _scan(folder)
+        if nested:
+            raise DataError(f"{nested[0]}: folders nest one level at most (class subfolders "
+                            "of images)")
+        if not inner:
+            raise DataError(f"{folder}: class folder without PNG/JPEG images")
+        paths += inner
+        labels += [index] * len(inner)
+    return paths, labels, [folder.name for folder in folders]
+
+
+def _image_error(file: Path, exc: Exception) -> DataError:
+    """The one-line DataError for Pillow's failure ``exc`` on ``file``."""
+    if isinstance(exc, _BOMB):
+        return DataError(f"{file}: refused as a possible decompression bomb ({exc})")
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return DataError(f"{file}: not a PNG or JPEG image")
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return DataError(f"{file}: corrupt or unreadable image ({detail})")
+
+
+def _probe(file: Path) -> tuple[tuple[int, int], bool]:
+    """``(height, width)`` of ``file`` and whether it is greyscale, from its header."""
+    try:
+        with Image.open(file, formats=_IMAGE_FORMATS) as image:
+            return (image.height, image.width), image.getbands()[0] in _GREY_BANDS
+    except (OSError, SyntaxError, ValueError, *_BOMB) as exc:
+        raise _image_error(file, exc) from None
+
+
+def _decode(file: Path, channels: int, size: tuple[int, int], out: np.ndarray) -> None:
+    """Decode ``file`` into ``out`` (float32 ``(channels, H, W)`` = ``size``) in [0, 1]."""
+    try:
+        with Image.open(file, formats=_IMAGE_FORMATS) as image:
+            if image.mode.startswith("I"):     # 16-bit greyscale PNG
+                image, scale = image.convert("F"), 65535.0
+            else:
+                image, scale = image.convert("L" if channels == 1 else "RGB"), 255.0
+            if (image.height, image.width) != size:
+                image = image.resize(size[::-1], Image.Resampling.BILINEAR)
+            array = np.asarray(image)
+    except (OSError, SyntaxError, ValueError, *_BOMB) as exc:
+        raise _image_error(file, exc) from None
+    if array.ndim == 3:
+        array = array.transpose(2, 0, 1)
+    np.divide(array, scale, out=out, dtype=np.float32)   # (H, W) broadcasts to 3 channels
+
+
+def _load_folder(root: Path, channels: int | None, resize: tuple[int, int] | None,
+                 max_images: int | None, max_bytes: int
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """:func:`load_images` on a folder: every header is read and the output sized before
+    any image is decoded."""
+    paths, labels, classes = _list_images(root)
+    paths = paths[:max_images]
+    if labels is not None:
+        labels = labels[:max_images]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        headers = [_probe(file) for file in paths]
+        size = resize or headers[0][0]
+        if resize is None:
+            for file, (other, _) in zip(paths, headers):
+                if other != size:
+                    raise DataError(f"{file}: {other[0]}x{other[1]} pixels (HxW), but "
+                                    f"{paths[0].relative_to(root)} is {size[0]}x{size[1]}; "
+                                    "resize them all with --resize H,W (resize=(H, W))")
+        if channels is None:
+            channels = 1 if all(grey for _, grey in headers) else 3
+        shape = (len(paths), channels, *size)
+        _check_output(root, shape, max_bytes)
+        images = torch.empty(shape, dtype=torch.float32)
+        buffer = images.numpy()
+        for index, file in enumerate(paths):
+            _decode(file, channels, size, buffer[index])
+    return images, None if labels is None else torch.tensor(labels, dtype=torch.int64), classes
+
+
+def _check_output(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
+    """Refuse a float32 output of ``shape`` above ``max_bytes``, before allocating it."""
+    size = math.prod(shape) * 4
+    if size > max_bytes:
+        raise DataError(f"{path}: {shape} float32 = {size} bytes, above the limit "
+                        f"max_bytes={max_bytes} ({max_bytes / 2**30:.3g} GiB); read fewer "
+                        "images (max_images) or smaller ones (resize)")
+
+
+def _load_npy(path: Path, channels: int | None, resize: tuple[int, int] | None,
+              max_images: int | None, max_bytes: int) -> torch.Tensor:
+    """:func:`load_images` on a ``.npy`` file: memory-mapped, converted in chunks."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(6)
+        # Never unpickles: an object array fails here, as does a pickle without the magic.
+        array = np.load(path, allow_pickle=False, mmap_mode="r") if magic == _NPY_MAGIC else None
+    except (OSError, ValueError, EOFError) as exc:
+        detail = getattr(exc, "strerror", None) or exc
+        raise DataError(f"{path}: corrupt or unsupported .npy file ({detail})") from None
+    if array is None:
+        raise DataError(f"{path}: not a .npy file (no NUMPY magic number)")
+    if not (array.dtype == np.uint8 or array.dtype.kind == "f" and array.dtype.itemsize <= 8):
+        raise DataError(f"{path}: dtype {array.dtype} not supported (uint8 or float)")
+    if array.ndim not in (2, 3, 4) or array.size == 0:
+        raise DataError(f"{path}: expected a non-empty (N, D), (N, H, W) or (N, C, H, W) "
+                        f"array, got shape {array.shape}")
+    array = array[:max_images]
+    flat = array.ndim == 2
+    if flat and (channels not in (None, 1) or resize is not None):
+        raise DataError(f"{path}: a flat (N, D) array has no channels or size to convert")
+    given = 1 if array.ndim < 4 else array.shape[1]
+    if channels not in (None, given) and (given, channels) not in ((1, 3), (3, 1)):
+        raise DataError(f"{path}: cannot convert {given} channels to {channels}")
+    shape = array.shape if flat else (len(array), channels or given,
+                                      *(resize or array.shape[-2:]))
+    _check_output(path, shape, max_bytes)
+    images = torch.empty(shape, dtype=torch.float32)
+    rows = max(1, _CHUNK // (4 * max(math.prod(array.shape[1:]), math.prod(shape[1:]))))
+    for start in range(0, len(array), rows):
+        with np.errstate(over="ignore"):     # a float64 beyond float32 becomes inf: refused
+            block = torch.from_numpy(np.array(array[start:start + rows], dtype=np.float32))
+        if array.dtype == np.uint8:
+            block.div_(255.0)
+        elif not torch.isfinite(block).all():
+            raise DataError(f"{path}: contains NaN or infinite values (as float32) in rows "
+                            f"{start}..{start + len(block) - 1}")
+        if not flat:
+            block = _convert(block.view(len(block), given, *array.shape[-2:]), channels, resize)
+        images[start:start + len(block)] = block
+    return images
+
+
+def _convert(block: torch.Tensor, channels: int | None, resize: tuple[int, int] | None
+             ) -> torch.Tensor:
+    """``block`` (n, C, H, W) with ``channels`` (1 -> 3 repeats, 3 -> 1 weighs by luma),
+    resized (antialiased bilinear) to ``resize``."""
+    if channels == 3 and block.shape[1] == 1:
+        block = block.expand(-1, 3, -1, -1)
+    elif channels == 1 and block.shape[1] == 3:
+        block = torch.einsum("nchw,c->nhw", block, torch.tensor(_LUMA))[:, None]
+    if resize is not None and tuple(block.shape[-2:]) != resize:
+        block = F.interpolate(block, size=resize, mode="bilinear", antialias=True,
+                              align_corners=False)
+    return block
+
+
+# --- Per-channel normalization ------------------------------------------------------------
+
+def parse_normalize(text: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Parse a ``--normalize`` value into float32 ``(mean (C,), std (C,))``.
+
+    ``"MEAN,STD"`` applies to every channel; ``"M1,...,MC,S1,...,SC"`` gives each of the
+    ``channels`` its own (e.g. ``0.485,0.456,0.406,0.229,0.224,0.225`` for ImageNet RGB).
+    """
+    channels = check_int("channels", channels)
+    source = f"normalize {text!r}"
+    try:
+        numbers = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise DataError(f"{source}: not a comma-separated list of numbers") from None
+    if len(numbers) == 2:
+        return _mean_std([numbers[0]] * channels, [numbers[1]] * channels, source)
+    if len(numbers) == 2 * channels:
+        return _mean_std(numbers[:channels], numbers[channels:], source)
+    expected = ("MEAN,STD" if channels == 1 else
+                f"MEAN,STD or {channels} means then {channels} stds ({2 * channels} numbers)")
+    raise DataError(f"{source}: expected {expected} for {channels} channel(s), got "
+                    f"{len(numbers)} numbers")
+
+
+def _mean_std(mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor,
+              source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``std`` as float32 vectors of one length, finite, stds > 0."""
+    mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+    std = torch.as_tensor(std, dtype=torch.float32).flatten()
+    if mean.numel() == 0 or mean.shape != std.shape:
+        raise DataError(f"{source}: {mean.numel()} means for {std.numel()} stds")
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise DataError(f"{source}: means must be finite and stds finite and > 0")
+    return mean, std
+
+
+class Normalization:
+    """Per-channel ``(x - mean) / std``, the standardisation many models expect of their
+    inputs, and its inverse, to show normalized inputs as pictures.
+
+    Applies to ``(N, C, H, W)`` with C = ``len(mean)``, or to flat ``(N, D)`` for one channel.
+    """
+
+    def __init__(self, mean: Sequence[float] | torch.Tensor,
+                 std: Sequence[float] | torch.Tensor) -> None:
+        self.mean, self.std = _mean_std(mean, std, "normalization")
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std``, per channel."""
+        mean, std = self._shaped(x)
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * std + mean``, per channel: the inverse of :meth:`normalize`."""
+        mean, std = self._shaped(x)
+        return x * std + mean
+
+    def _shaped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std shaped, typed and placed to broadcast against ``x``."""
+        count = self.mean.numel()
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and (
+                x.dim() == 4 and x.shape[1] == count or x.dim() == 2 and count == 1)):
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise DataError(f"normalization for {count} channel(s) needs floating inputs "
+                            f"(N, {count}, H, W){' or (N, D)' if count == 1 else ''}, got "
+                            f"{shape}")
+        view = (1, count, 1, 1) if x.dim() == 4 else (1, 1)
+        return self.mean.to(x).view(view), self.std.to(x).view(view)

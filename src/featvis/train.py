@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
+import sys
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Iterator, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -30,15 +32,61 @@ from tqdm.auto import tqdm
 from .data import check_images
 from .errors import TrainingDivergedError, check_float, check_int
 
-if TYPE_CHECKING:
-    from .models.rbm import RBM
-
-__all__ = ["TrainingRecipe", "LastEpoch", "batch_order", "check_snapshot", "fit_rbm",
-           "replay_last_epoch"]
+__all__ = ["TrainingRecipe", "LastEpoch", "RBMLike", "batch_order", "check_snapshot",
+           "fit_rbm", "replay_last_epoch"]
 
 NEXT_LAYER_DATA = ("last_epoch", "final")
 
 
+class RBMLike(Protocol):
+    """What training needs of a model: :class:`featvis.RBM`'s parameters and up-pass.
+
+    Training sits below the models (``featvis.models`` imports it), so it names the model
+    it trains by this shape rather than by importing the class.
+    """
+
+    n_visible: int
+    n_hidden: int
+    weight: torch.Tensor
+    visible_bias: torch.Tensor
+    hidden_bias: torch.Tensor
+    history: list[dict[str, float]]
+
+    def hidden_probs(self, v: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self) -> Iterator[torch.Tensor]: ...
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]: ...
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    """A FutureWarning that ``old`` is now ``new``, pointing at the first caller outside
+    featvis (the line to change, also when it reached here through ``fit``)."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("featvis."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"{old} is now called {new}; the old name is deprecated and will be removed "
+                  "in the next release", FutureWarning, stacklevel=level)
+
+
+def _accept_old_k(cls: type) -> type:
+    """Let ``cls(k=...)`` still mean ``cd_steps`` (its name in 0.1.0), with a warning."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs) -> None:
+        if "k" in kwargs:
+            if "cd_steps" in kwargs:
+                raise TypeError("give cd_steps or its deprecated alias k, not both")
+            _warn_renamed("k", "cd_steps")
+            kwargs["cd_steps"] = kwargs.pop("k")
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_accept_old_k
 @dataclass(frozen=True)
 class TrainingRecipe:
     """Hyper-parameters of CD training (defaults: rbm.m for MNIST).
@@ -46,7 +94,8 @@ class TrainingRecipe:
     ``reshuffle`` draws a new batch order every epoch instead of rbm.m's one order for the
     whole run. ``next_layer_data`` is what a DBN trains its next RBM on: ``"last_epoch"``,
     rbm.m's positive-phase probabilities of the last epoch (the reference figures), or
-    ``"final"``, the trained RBM's up-pass.
+    ``"final"``, the trained RBM's up-pass. ``cd_steps`` is the k of CD-k (``k`` until
+    0.1.0, still accepted with a warning).
     """
 
     epochs: int = 10
@@ -56,7 +105,7 @@ class TrainingRecipe:
     final_momentum: float = 0.9
     momentum_switch: int = 6
     weight_decay: float = 2e-4
-    k: int = 1
+    cd_steps: int = 1
     persistent: bool = False
     sparsity_target: float | None = None
     sparsity_cost: float = 0.1
@@ -68,7 +117,7 @@ class TrainingRecipe:
         """Check every field up front (a bad value would otherwise fail mid-training) and
         store numbers as plain ``int`` / ``float`` (saved as JSON)."""
         checked = {name: check_int(name, getattr(self, name))
-                   for name in ("epochs", "batch_size", "k", "momentum_switch")}
+                   for name in ("epochs", "batch_size", "cd_steps", "momentum_switch")}
         checked["seed"] = check_int("seed", self.seed, minimum=None)
         checked["lr"] = check_float("lr", self.lr)
         for name in ("momentum", "final_momentum"):
@@ -91,6 +140,12 @@ class TrainingRecipe:
         """The recipe as a JSON-ready dict (stored in checkpoints and run summaries)."""
         return dataclasses.asdict(self)
 
+    @property
+    def k(self) -> int:
+        """Deprecated name of :attr:`cd_steps`."""
+        _warn_renamed("k", "cd_steps")
+        return self.cd_steps
+
 
 class _CDState:
     """Buffers of one CD-k run, allocated once and reused for every batch.
@@ -100,7 +155,7 @@ class _CDState:
     weight gradient is a single ``addmm_`` with inner dimension 2B.
     """
 
-    def __init__(self, rbm: "RBM", batch_size: int, seed: int) -> None:
+    def __init__(self, rbm: RBMLike, batch_size: int, seed: int) -> None:
         p = rbm.weight
         b, v, h = batch_size, rbm.n_visible, rbm.n_hidden
         self.generator = torch.Generator(device=p.device).manual_seed(seed)
@@ -123,7 +178,7 @@ class _CDState:
         """A random order of ``n`` rows from the run's generator."""
         return torch.randperm(n, generator=self.generator, device=self.generator.device)
 
-    def snapshot(self, rbm: "RBM") -> dict[str, torch.Tensor]:
+    def snapshot(self, rbm: RBMLike) -> dict[str, torch.Tensor]:
         """Copies of everything the rest of the run depends on (see :func:`check_snapshot`)."""
         tensors = {name: t.detach().clone() for name, t in rbm.named_parameters()}
         tensors.update(weight_inc=self.weight_inc.clone(), visible_inc=self.visible_inc.clone(),
@@ -132,7 +187,7 @@ class _CDState:
             tensors["chain"] = self.chain.clone()
         return tensors
 
-    def restore(self, rbm: "RBM", tensors: dict[str, torch.Tensor]) -> None:
+    def restore(self, rbm: RBMLike, tensors: dict[str, torch.Tensor]) -> None:
         """Go back to a :meth:`snapshot` (``ValueError`` if it cannot be this run's)."""
         if tensors["generator"].numel() != self.generator.get_state().numel():
             raise ValueError("the record of the last epoch was made on another kind of device "
@@ -151,7 +206,7 @@ class _CDState:
             self.chain = tensors["chain"].to(self.visible.device, self.visible.dtype)
 
 
-def _cd_step(rbm: "RBM", images: torch.Tensor, rows: torch.Tensor, state: _CDState,
+def _cd_step(rbm: RBMLike, images: torch.Tensor, rows: torch.Tensor, state: _CDState,
              recipe: TrainingRecipe, momentum: float, record: torch.Tensor | None) -> None:
     """One CD-k update of ``rbm`` on the batch ``images[rows]`` (rbm.m's inner loop);
     ``record[rows]`` gets the batch's positive-phase hidden probabilities."""
@@ -170,14 +225,14 @@ def _cd_step(rbm: "RBM", images: torch.Tensor, rows: torch.Tensor, state: _CDSta
         h.copy_(state.chain[:n])                  # persistent CD: continue the fantasy chain
     else:
         state.sample_(pos_h, h)
-    for step in range(recipe.k):
+    for step in range(recipe.cd_steps):
         torch.addmm(b, h, W, out=neg_v).sigmoid_()
         torch.addmm(c, neg_v, W.t(), out=neg_h).sigmoid_()
         if step == 0:
             # rbm.m's error: reconstruction from the binary hidden sample of the data.
             diff = torch.sub(v0, neg_v, out=state.diff[:v0.numel()].view_as(v0)).view(-1)
             state.error.add_(torch.dot(diff, diff))
-        if step + 1 < recipe.k or state.chain is not None:
+        if step + 1 < recipe.cd_steps or state.chain is not None:
             state.sample_(neg_h, h)
     if state.chain is not None:
         state.chain[:n].copy_(h)
@@ -210,7 +265,7 @@ def _check_order(order: torch.Tensor, n: int, recipe: TrainingRecipe) -> torch.T
     return order.long()
 
 
-def check_snapshot(rbm: "RBM", tensors: dict[str, torch.Tensor], recipe: TrainingRecipe,
+def check_snapshot(rbm: RBMLike, tensors: dict[str, torch.Tensor], recipe: TrainingRecipe,
                    label: str = "") -> None:
     """``ValueError`` unless ``tensors`` is a complete training state of ``rbm`` under
     ``recipe``, as :attr:`LastEpoch.start` holds it (names in messages get ``label``)."""
@@ -254,7 +309,7 @@ class LastEpoch:
     start: dict[str, torch.Tensor]
 
 
-def _epoch(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, state: _CDState,
+def _epoch(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe, state: _CDState,
            order: torch.Tensor | None, epoch: int, record: torch.Tensor | None = None,
            bar: tqdm | None = None) -> float:
     """One pass over ``images`` in batches; returns rbm.m's summed reconstruction error."""
@@ -271,7 +326,7 @@ def _epoch(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, state: _CDS
     return state.error.item()
 
 
-def fit_rbm(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, *,
+def fit_rbm(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe, *,
             order: torch.Tensor | None = None, keep_last_epoch: bool = False,
             progress: bool = True, description: str = "RBM",
             on_epoch: Callable[[dict], None] | None = None) -> LastEpoch | None:
@@ -320,7 +375,7 @@ def fit_rbm(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe, *,
     return last
 
 
-def replay_last_epoch(rbm: "RBM", images: torch.Tensor, recipe: TrainingRecipe,
+def replay_last_epoch(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe,
                       start: dict[str, torch.Tensor], order: torch.Tensor | None) -> torch.Tensor:
     """Recompute :attr:`LastEpoch.hidden` of a finished run from :attr:`LastEpoch.start`.
 

@@ -74,7 +74,7 @@ class VisualizeSettings:
         if {"filters", "combination"} & set(self.methods):
             for d in self.layers or range(1, dbn.n_layers + 1):
                 if d > 1 and self.top > dbn.sizes[d - 1]:
-                    raise ValueError(f"k={self.top} is larger than layer {d - 1}'s "
+                    raise ValueError(f"top={self.top} is larger than layer {d - 1}'s "
                                      f"{dbn.sizes[d - 1]} units (--top for layer {d})")
 
 
@@ -137,8 +137,8 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, ex: TopExamples | None,
             save(tile(sm.mean[j:j + 1], scale="minmax", upscale=up), "samples_mean", j)
         pictures["sampling"] = sm.mean
     if "filters" in methods:
-        below = linear_combination(dbn, d - 1, k=s.top)       # pictures of layer d-1's units
-        rf = ranked_filters(dbn, d, k=s.top)                  # every unit, for the overview
+        below = linear_combination(dbn, d - 1, top=s.top).images   # layer d-1's pictures
+        rf = ranked_filters(dbn, d, top=s.top)                # every unit, for the overview
         norms = dbn.rbms[d - 1].weight.norm(dim=1)
         rows = norms.argsort(descending=True, stable=True)[:_OVERVIEW_ROWS]
         save(signed_border_grid(below[rf.indices[rows].flatten()], rf.weights[rows].flatten(),
@@ -149,7 +149,7 @@ def _layer(dbn: DBN, d: int, images: torch.Tensor, ex: TopExamples | None,
             save(signed_border_grid(below[rf.indices[i]], rf.weights[i], cols=s.top,
                                     upscale=up), "filters", j)
     if "combination" in methods:
-        combo = linear_combination(dbn, d, k=s.top, units=units)
+        combo = linear_combination(dbn, d, top=s.top, units=units).images
         save(tile(combo, upscale=up), "combination")
         for j in range(len(units)):
             save(tile(combo[j:j + 1], upscale=up), "combination", j)

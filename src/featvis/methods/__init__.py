@@ -1,10 +1,10 @@
 """The five visualization methods; each works on all (or some) units of a layer at once."""
 
-from .combination import linear_combination
+from .combination import Combination, linear_combination
 from .examples import TopExamples, top_examples
 from .filters import RankedFilters, ranked_filters
 from .maximize import Maximization, maximize
 from .sampling import UnitSamples, sample_unit
 
 __all__ = ["top_examples", "TopExamples", "maximize", "Maximization", "sample_unit",
-           "UnitSamples", "ranked_filters", "RankedFilters", "linear_combination"]
+           "UnitSamples", "ranked_filters", "RankedFilters", "linear_combination", "Combination"]

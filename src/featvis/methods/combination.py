@@ -1,54 +1,74 @@
-"""Method 5: linear combination of the layer below's visualizations (Lee et al. 2008).
+"""Method 5: linear combination of the layer below's pictures (Lee et al. 2008).
 
-``V_1 = W_1``; for d >= 2, ``V_d[i] = sum_{k in top-k of W_d[i, :]} W_d[i, k] V_{d-1}[k]``.
-Biases and non-linearities are ignored. With ``k=None`` every weight is kept and
-``V_d = W_d ... W_1`` (pylearn2's product image).
+A first layer's pictures are its filters; above it, ``V[i] = sum_{j in top of W[i, :]}
+W[i, j] V_below[j]``. Biases and non-linearities are ignored. With ``top=None`` every weight
+is kept and a DBN's ``V_d = W_d ... W_1`` (pylearn2's product image). The chain follows the
+probe's layers below: a DBN's RBMs, or ``nn.Linear`` modules over a first Linear or Conv2d.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..errors import check_int
-from ..models.dbn import DBN
+from ..probe import Key, probe
 from ..units import Units, resolve_units
-from .filters import check_k, incoming_weights
+from .filters import _UNSET, check_top, renamed_top
 
-__all__ = ["linear_combination", "RANKINGS"]
+__all__ = ["Combination", "linear_combination", "RANKINGS"]
 
 RANKINGS = ("value", "abs")
 
 
-def _sparsify(weight: torch.Tensor, k: int | None, rank_by: str) -> torch.Tensor:
-    """``weight`` with all but the top-k entries of each row set to zero."""
-    if k is None:
+@dataclass
+class Combination:
+    """``images (U, *shape)``: a picture per unit, in the shape of the first layer's filters
+    (one input's shape, or a first conv's kernels); ``units (U,)``."""
+
+    images: torch.Tensor
+    units: torch.Tensor
+
+
+def _sparsify(weight: torch.Tensor, top: int | None, rank_by: str) -> torch.Tensor:
+    """``weight`` with all but the ``top`` entries of each row set to zero."""
+    if top is None:
         return weight
     score = weight if rank_by == "value" else weight.abs()
-    keep = score.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    keep = score.sort(dim=1, descending=True, stable=True).indices[:, :top]
     return torch.zeros_like(weight).scatter_(1, keep, weight.gather(1, keep))
 
 
-def linear_combination(dbn: DBN, layer: int, k: int | None = 10, rank_by: str = "value",
-                       units: Units = None) -> torch.Tensor:
-    """``(U, D)`` input-space images of units of ``layer``; layer 1 gives its filters.
+def linear_combination(model: torch.nn.Module, layer: Key, top: int | None = 10,
+                       rank_by: str = "value", units: Units = None, *,
+                       input_shape: tuple[int, ...] | None = None,
+                       k: int = _UNSET) -> Combination:  # type: ignore[assignment]
+    """Input-space pictures of units of ``layer``; a first layer gives its filters.
 
-    ``rank_by="value"`` keeps the k largest weights (the original write-up), ``"abs"`` the k
-    largest in magnitude; ``k=None`` keeps all of them.
+    ``rank_by="value"`` keeps the ``top`` largest weights (the original write-up), ``"abs"``
+    the ``top`` largest in magnitude; ``top=None`` keeps all of them. ``input_shape`` (one
+    input's shape) is needed for a module other than a DBN.
     """
+    top = renamed_top(top, k, 10)
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by must be one of {RANKINGS}, got {rank_by!r}")
-    layer = dbn.check_layer(layer)
-    if k is not None:
-        check_int("k", k)
-        for d in range(2, layer + 1):           # every layer's k before any product
-            check_k(k, dbn.sizes[d - 1], d)
-    units = resolve_units(units, dbn.sizes[layer], dbn.rbms[0].weight.device)
-    images = incoming_weights(dbn, 1)
-    if layer == 1:
-        return images[units].clone()
-    for d in range(2, layer + 1):
-        weight = incoming_weights(dbn, d)
-        if d == layer:
+    seam = probe(model, input_shape)
+    chain = [layer]                       # this layer, then each layer below to the first
+    while (below := seam.below(chain[-1])) is not None:
+        chain.append(below)
+    weights = [seam.incoming_weights(key) for key in chain[:-1]]
+    if top is not None:
+        for weight, below in zip(weights, chain[1:]):     # every top before any product
+            check_top(top, weight.shape[1], below)
+    n_units = weights[0].shape[0] if weights else seam.filters(layer).shape[0]
+    units = resolve_units(units, n_units, seam.device)
+    images = seam.filters(chain[-1])
+    shape = images.shape[1:]
+    if not weights:
+        return Combination(images[units].clone(), units)
+    images = images.flatten(1)
+    for position, weight in zip(range(len(weights) - 1, -1, -1), reversed(weights)):
+        if position == 0:
             weight = weight[units]
-        images = _sparsify(weight, k, rank_by) @ images
-    return images
+        images = _sparsify(weight, top, rank_by) @ images
+    return Combination(images.view(-1, *shape), units)

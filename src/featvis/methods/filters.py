@@ -1,52 +1,73 @@
-"""Method 4: ranked filters, the units of layer d-1 most strongly connected to a unit of d.
+"""Method 4: ranked filters, the units of the layer below most strongly connected to a unit.
 
-Ranked by ``|W_d[i, :]|`` with the signed weights returned, as in pylearn2's top_filters.
+Ranked by ``|W[i, :]|`` with the signed weights returned, as in pylearn2's top_filters. Any
+layer whose probe has incoming weights and a layer below (a DBN's hidden layers above the
+first, a chain of ``nn.Linear``) supports it.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import check_int
-from ..models.dbn import DBN
+from ..probe import Key, UnsupportedError, probe
 from ..units import Units, resolve_units
 
-__all__ = ["RankedFilters", "ranked_filters", "check_k", "incoming_weights"]
+__all__ = ["RankedFilters", "ranked_filters", "check_top", "renamed_top"]
+
+_UNSET = object()
 
 
 @dataclass
 class RankedFilters:
-    """``indices (U, k)`` into layer d-1, ``weights (U, k)`` signed, by descending ``|w|``
-    (ties to the lower index), ``units (U,)``."""
+    """``indices (U, top)`` into the layer below, ``weights (U, top)`` signed, by descending
+    ``|w|`` (ties to the lower index), ``units (U,)``, ``below`` the layer below's key."""
 
     indices: torch.Tensor
     weights: torch.Tensor
     units: torch.Tensor
+    below: Key | None = None
 
 
-def check_k(k: int, n_below: int, layer: int) -> int:
-    """``k`` in ``1..n_below``: an impossible k is an error, never a silent clamp."""
-    check_int("k", k)
-    if k > n_below:
-        raise ValueError(f"k={k} is larger than layer {layer - 1}'s {n_below} units")
+def renamed_top(top: int | None, k: object, default: int | None) -> int | None:
+    """``top``, or the deprecated spelling ``k`` (with a warning) when given."""
+    if k is _UNSET:
+        return top
+    warnings.warn("the argument k is now called top (k will be removed in the next release)",
+                  FutureWarning, stacklevel=3)
+    if top != default:
+        raise TypeError("give top only (k is its deprecated spelling)")
     return k
 
 
-def incoming_weights(dbn: DBN, layer: int) -> torch.Tensor:
-    """``W_d``, the ``(n_d, n_{d-1})`` weights into hidden layer ``layer``."""
-    return dbn.rbms[dbn.check_layer(layer) - 1].weight.detach()
+def check_top(top: int, n_below: int, below: Key) -> int:
+    """``top`` in ``1..n_below``: an impossible top is an error, never a silent clamp."""
+    check_int("top", top)
+    if top > n_below:
+        raise ValueError(f"top={top} is larger than layer {below}'s {n_below} units")
+    return top
 
 
-def ranked_filters(dbn: DBN, layer: int, units: Units = None, k: int = 10) -> RankedFilters:
-    """The ``k`` units of layer ``layer - 1`` with the largest ``|W_d[i, :]|`` per unit ``i``."""
-    weight = incoming_weights(dbn, layer)
-    if layer == 1:
-        raise ValueError("ranked_filters needs layer >= 2: layer 1's units connect to pixels, "
-                         "and their filters are W_1's rows (see linear_combination(dbn, 1))")
-    check_k(k, weight.shape[1], layer)
+def ranked_filters(model: torch.nn.Module, layer: Key, units: Units = None, top: int = 10,
+                   *, input_shape: tuple[int, ...] | None = None,
+                   k: int = _UNSET) -> RankedFilters:  # type: ignore[assignment]
+    """The ``top`` units of the layer below with the largest ``|W[i, :]|`` per unit ``i``.
+
+    ``input_shape`` (one input's shape) is needed for a module other than a DBN.
+    """
+    top = renamed_top(top, k, 10)
+    seam = probe(model, input_shape)
+    below = seam.below(layer)
+    if below is None:
+        raise UnsupportedError(f"ranked filters need a layer above the first: layer {layer!r} "
+                               "connects to the input, and its filters are "
+                               f"linear_combination(model, {layer!r})")
+    weight = seam.incoming_weights(layer)
+    check_top(top, weight.shape[1], below)
     units = resolve_units(units, weight.shape[0], weight.device)
     rows = weight[units]
-    order = rows.abs().sort(dim=1, descending=True, stable=True).indices[:, :k]
-    return RankedFilters(indices=order, weights=rows.gather(1, order), units=units)
+    order = rows.abs().sort(dim=1, descending=True, stable=True).indices[:, :top]
+    return RankedFilters(indices=order, weights=rows.gather(1, order), units=units, below=below)

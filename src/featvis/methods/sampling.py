@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..errors import check_int
 from ..models.dbn import DBN
 from ..models.rbm import bernoulli
+from ..probe import probe
 from ..units import Units, resolve_units
 
 __all__ = ["UnitSamples", "sample_unit"]
@@ -72,14 +73,14 @@ def _gibbs_below(dbn: DBN, layer: int, units: torch.Tensor, n_samples: int, n_ch
     return states.transpose(1, 2).reshape(n_units, n_chains * per_chain, -1)[:, :n_samples]
 
 
-def sample_unit(dbn: DBN, layer: int, units: Units = None, n_samples: int = 100,
+def sample_unit(model: torch.nn.Module, layer: int, units: Units = None, n_samples: int = 100,
                 variant: str = "one-hot", n_chains: int = 10, burn_in: int = 1000,
                 interval: int = 10, seed: int = 0, progress: bool = False) -> UnitSamples:
-    """Samples of the input given that unit ``i`` of hidden layer ``layer`` is on."""
-    if not isinstance(dbn, DBN):
-        raise TypeError(f"sample_unit needs a featvis.DBN (a generative model), got "
-                        f"{type(dbn).__name__}")
-    dbn.check_layer(layer)
+    """Samples of the input given that unit ``i`` of hidden layer ``layer`` is on (a model
+    with a generative side only: :class:`~featvis.probe.UnsupportedError` otherwise)."""
+    seam = probe(model)
+    dbn = seam.generative()
+    layer = seam.layer(layer).name
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     for name, value in (("n_samples", n_samples), ("n_chains", n_chains),

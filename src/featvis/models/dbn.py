@@ -19,6 +19,7 @@ from torch import nn
 from ..data import check_images
 from ..errors import check_int, is_int
 from ..train import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
+from ._checkpoint import read_dbn, save_dbn
 from .rbm import RBM
 
 __all__ = ["DBN"]
@@ -180,15 +181,10 @@ class DBN(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write safetensors + JSON metadata atomically (see :mod:`featvis.checkpoint`)."""
-        from ..checkpoint import save_dbn
-
         save_dbn(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "DBN":
-        """Read a checkpoint written by :meth:`save` (never unpickles)."""
-        from ..checkpoint import load_dbn
-
-        return load_dbn(path, device=device)
-
-
+        """Read a checkpoint written by :meth:`save` (never unpickles);
+        :class:`~featvis.CheckpointError` if the file is not one."""
+        return read_dbn(cls, path, device)

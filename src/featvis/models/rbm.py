@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import check_int
+from ..train import TrainingRecipe, fit_rbm
 
 __all__ = ["RBM"]
 
@@ -87,14 +88,12 @@ class RBM(nn.Module):
         """Train with CD-k (or persistent CD), Hinton's rbm.m recipe; returns ``self``.
 
         ``recipe`` takes the other fields of :class:`featvis.TrainingRecipe` (``lr``,
-        ``momentum``, ``final_momentum``, ``momentum_switch``, ``weight_decay``, ``k``,
+        ``momentum``, ``final_momentum``, ``momentum_switch``, ``weight_decay``, ``cd_steps``,
         ``persistent``, ``sparsity_target``, ``sparsity_cost``, ``reshuffle``). Unless
         ``warm_start``, parameters are first reset from ``seed``, so the result depends on
         ``seed`` alone.
         ``self.history`` gets one entry per epoch (see :func:`featvis.train.fit_rbm`).
         """
-        from ..train import TrainingRecipe, fit_rbm
-
         if "next_layer_data" in recipe:
             raise TypeError("next_layer_data applies to DBN.fit, not to a single RBM")
         recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)

@@ -1,0 +1,445 @@
+"""The seam between models and methods: what a method may ask of a model.
+
+A :class:`Probe` answers, for one model: its layers (keys, unit counts, unit shapes), the
+activations of several layers in one forward pass, a differentiable per-unit objective, and
+its capabilities as data (incoming weights, the layer below, first-layer filters, a
+generative model to sample). :func:`probe` is the only place in featvis that dispatches on
+the kind of model: a featvis :class:`~featvis.models.DBN`, whose layers are hidden depths
+``1..L``, or any ``nn.Module``, whose layers are the dotted names of ``named_modules()``
+and whose units are the neurons of a dense output or the channels of a convolutional one.
+
+Reading a module never changes it: activations are read in eval mode (dropout off,
+BatchNorm running statistics used, never updated) with the modes restored afterwards, and
+forward hooks go on the target modules only, inside a context manager that always removes
+them. Hooks copy the outputs (a later in-place op cannot change them) and stop the forward
+pass once the deepest target has run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import DataError, FeatvisError
+from .models.dbn import DBN
+
+__all__ = ["Key", "LayerInfo", "Scores", "LayerError", "UnsupportedError", "Probe", "probe", "layers",
+           "SPATIAL"]
+
+Key = int | str
+SPATIAL = ("mean", "center")
+
+
+class LayerError(FeatvisError, ValueError):
+    """A layer key that names no layer of the model."""
+
+
+class UnsupportedError(FeatvisError, TypeError):
+    """A method asked of a model (or layer) that cannot support it; the message says why."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer as the methods see it: ``units`` along the output's dim 1, each of
+    ``unit_shape`` (``()`` for a dense neuron, ``(H, W)`` for a conv channel);
+    ``output_shape`` excludes the batch."""
+
+    name: Key
+    type: str
+    units: int
+    unit_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+
+
+@dataclass
+class Scores:
+    """What mining ranks inputs by: ``values (N, U)``, and for units with a map the flat
+    position ``(N, U)`` of each value in it (``None`` for dense units)."""
+
+    values: torch.Tensor
+    positions: torch.Tensor | None = None
+
+
+class Probe:
+    """What the methods may ask of a model; see :func:`probe`."""
+
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    kind: str
+
+    def layer(self, key: Key) -> LayerInfo:
+        """The layer called ``key`` (an error naming close matches if there is none)."""
+        raise NotImplementedError
+
+    def layer_keys(self) -> list[Key]:
+        """Every layer, in forward order."""
+        raise NotImplementedError
+
+    def scores(self, x: torch.Tensor, units: Mapping[Key, torch.Tensor | None]
+               ) -> dict[Key, Scores]:
+        """The ranking scores of several layers' units for inputs ``x`` in one forward pass
+        (no gradients); ``units[key]`` selects units (``None``: all)."""
+        raise NotImplementedError
+
+    def activation(self, key: Key, values: torch.Tensor) -> torch.Tensor:
+        """What the user calls the unit's activation, from :meth:`scores` values or
+        :meth:`objective` values (a DBN ranks by pre-activations and reports probabilities)."""
+        return values
+
+    def objective(self, x: torch.Tensor, key: Key, units: torch.Tensor,
+                  spatial: str = "mean") -> torch.Tensor:
+        """Differentiable ``(N,)``: the value of unit ``units[n]`` for input ``x[n]`` (a
+        channel's map reduced by ``spatial``: its mean, or its centre position)."""
+        raise NotImplementedError
+
+    def default_rho(self) -> float | None:
+        """The radius of maximization's norm sphere when the user gives none."""
+        return None
+
+    def incoming_weights(self, key: Key) -> torch.Tensor:
+        """``(units, units below)`` weights into the layer (:class:`UnsupportedError` if it
+        has none a method can use)."""
+        raise NotImplementedError
+
+    def below(self, key: Key) -> Key | None:
+        """The layer whose units :meth:`incoming_weights` connect to (``None``: the input)."""
+        raise NotImplementedError
+
+    def filters(self, key: Key) -> torch.Tensor:
+        """A first layer's filters as pictures ``(units, *shape)``."""
+        raise NotImplementedError
+
+    def generative(self) -> DBN:
+        """The generative model that unit sampling draws from."""
+        raise UnsupportedError(f"unit sampling needs a generative model (a featvis DBN); "
+                               f"{self.kind} has no p(x | h)")
+
+    @property
+    def device(self) -> torch.device:
+        return next((p.device for p in self.model.parameters()), torch.device("cpu"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
+                    torch.float32)
+
+
+def _unknown(key: object, known: Sequence[Key], what: str) -> LayerError:
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else \
+        f"; {what} has {', '.join(map(repr, known[:12]))}{' ...' if len(known) > 12 else ''}"
+    return LayerError(f"unknown layer {key!r}{hint}")
+
+
+# -- DBN -------------------------------------------------------------------------------------
+class DBNProbe(Probe):
+    """A featvis DBN: layers are hidden depths ``1..L``, ranked by pre-activation."""
+
+    def __init__(self, dbn: DBN) -> None:
+        self.model = self.dbn = dbn
+        self.input_shape = (dbn.sizes[0],)
+        self.kind = f"DBN {'-'.join(map(str, dbn.sizes))}"
+
+    def layer_keys(self) -> list[Key]:
+        return list(range(1, self.dbn.n_layers + 1))
+
+    def layer(self, key: Key) -> LayerInfo:
+        d = self.dbn.check_layer(key)
+        return LayerInfo(d, "RBM", self.dbn.sizes[d], (), (self.dbn.sizes[d],))
+
+    def scores(self, x, units):
+        out = {}
+        h = x
+        for d in range(1, max(units) + 1):
+            logits = self.dbn.rbms[d - 1].hidden_logits(h)
+            if d in units:
+                out[d] = Scores(logits if units[d] is None else logits[:, units[d]])
+            h = torch.sigmoid(logits)
+        return out
+
+    def activation(self, key, values):
+        return torch.sigmoid(values)
+
+    def objective(self, x, key, units, spatial="mean"):
+        d = self.layer(key).name
+        h = x if d == 1 else self.dbn._up(x, d - 1)
+        rbm = self.dbn.rbms[d - 1]
+        return (h * rbm.weight[units]).sum(1) + rbm.hidden_bias[units]
+
+    def default_rho(self):
+        return self.dbn.input_norm
+
+    def incoming_weights(self, key):
+        return self.dbn.rbms[self.layer(key).name - 1].weight.detach()
+
+    def below(self, key):
+        d = self.layer(key).name
+        return None if d == 1 else d - 1
+
+    def filters(self, key):
+        if self.below(key) is not None:
+            raise UnsupportedError(f"layer {key} is not a first layer: its units see layer "
+                                   f"{self.below(key)}, not the input")
+        return self.incoming_weights(key)
+
+    def generative(self):
+        return self.dbn
+
+
+# -- any nn.Module ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode (dropout off, BatchNorm running statistics), every submodule's
+    mode restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+class _Stop(Exception):
+    """Raised by a hook once every target has run: the rest of the forward is not needed."""
+
+
+@contextlib.contextmanager
+def capture(targets: Mapping[str, nn.Module], *, stop: bool = True
+            ) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks on ``targets`` (name -> module) only, always removed on exit; yields the
+    dict that each forward fills with copies of their outputs. With ``stop``, the forward
+    pass ends (by :class:`_Stop`, which :func:`run_forward` catches) once all have run."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if name in captured:
+                raise FeatvisError(f"layer {name!r} runs twice in one forward pass; featvis "
+                                   "reads one output per layer (pick a module that runs once)")
+            if not isinstance(output, torch.Tensor):
+                raise FeatvisError(f"layer {name!r} returns {type(output).__name__}, not one "
+                                   "tensor")
+            captured[name] = output.clone()
+            if stop and len(captured) == len(targets):
+                raise _Stop
+        return hook
+
+    handles = []
+    try:
+        for name, module in targets.items():
+            handles.append(module.register_forward_hook(hook_for(name)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_forward(model: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module]
+                ) -> dict[str, torch.Tensor]:
+    """The outputs of ``targets`` for input ``x``, from one (truncated) forward pass."""
+    with capture(targets) as captured:
+        try:
+            model(x)
+        except _Stop:
+            pass
+    missing = [name for name in targets if name not in captured]
+    if missing:
+        raise FeatvisError(f"layer {missing[0]!r} never ran in the model's forward pass")
+    return captured
+
+
+def _reduce_map(output: torch.Tensor, spatial: str) -> torch.Tensor:
+    """``(N, *map)`` per-row unit maps -> ``(N,)`` by ``spatial``."""
+    if output.dim() == 1:
+        return output
+    flat = output.flatten(1)
+    if spatial == "mean":
+        return flat.mean(1)
+    centre = 0
+    for size in output.shape[1:]:
+        centre = centre * size + size // 2
+    return flat[:, centre]
+
+
+class ModuleProbe(Probe):
+    """Any ``nn.Module``: layers by dotted module name, discovered by one forward pass on a
+    zero input of ``input_shape``."""
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int] | None) -> None:
+        self.model = model
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self.kind = type(model).__name__
+        self.modules = dict(model.named_modules())
+        self._infos: dict[Key, LayerInfo] | None = None
+        self._reasons: dict[str, str] = {}
+
+    @property
+    def infos(self) -> dict[Key, LayerInfo]:
+        """The layers, found by one forward pass of a zero input (on first use)."""
+        if self._infos is None:
+            if self.input_shape is None:
+                raise FeatvisError(f"{self.kind}: pass input_shape= (one input's shape, e.g. "
+                                   "(1, 28, 28)); featvis cannot guess it from the model")
+            example = torch.zeros((1, *self.input_shape), device=self.device, dtype=self.dtype)
+            found, self._reasons = _discover(self.model, example)
+            self._infos = {info.name: info for info in found}
+        return self._infos
+
+    def _module(self, key: Key) -> nn.Module:
+        self.layer(key)
+        return self.modules[key]
+
+    def layer_keys(self):
+        return list(self.infos)
+
+    def layer(self, key):
+        if key not in self.infos:
+            if isinstance(key, str) and key in self._reasons:
+                raise LayerError(f"layer {key!r} {self._reasons[key]}; featvis reads layers "
+                                 "that return one tensor once per forward pass")
+            raise _unknown(key, list(self.infos), self.kind)
+        return self.infos[key]
+
+    def scores(self, x, units):
+        targets = {key: self.modules[key] for key in units}
+        with eval_mode(self.model), torch.no_grad():
+            outputs = run_forward(self.model, x, targets)
+        out = {}
+        for key, chosen in units.items():
+            output = outputs[key] if chosen is None else outputs[key][:, chosen]
+            if output.dim() == 2:
+                out[key] = Scores(output)
+            else:
+                values, positions = output.flatten(2).max(2)    # first maximum, row-major
+                out[key] = Scores(values, positions)
+        return out
+
+    def objective(self, x, key, units, spatial="mean"):
+        info = self.layer(key)
+        with eval_mode(self.model):
+            output = run_forward(self.model, x, {key: self.modules[key]})[key]
+        rows = output[torch.arange(len(units), device=output.device), units]
+        return _reduce_map(rows, spatial) if info.unit_shape else rows
+
+    def _ordered(self, kind: type) -> list[str]:
+        return [key for key in self.infos if isinstance(self.modules[key], kind)]
+
+    def _first(self) -> str | None:
+        """The first Linear or Conv2d in forward order: the one that reads the input."""
+        ordered = self._ordered((nn.Linear, nn.Conv2d))
+        return ordered[0] if ordered else None
+
+    def incoming_weights(self, key):
+        module = self._module(key)
+        if not isinstance(module, nn.Linear):
+            raise UnsupportedError(f"layer {key!r} is a {type(module).__name__}: ranked "
+                                   "filters and linear combinations follow nn.Linear weights")
+        return module.weight.detach()
+
+    def below(self, key):
+        module = self._module(key)
+        if key == self._first():
+            return None
+        if isinstance(module, nn.Linear):
+            linears = self._ordered(nn.Linear)
+            earlier = linears[:linears.index(key)]
+            for candidate in reversed(earlier):
+                if self.modules[candidate].out_features == module.in_features:
+                    return candidate
+            raise UnsupportedError(f"layer {key!r}: no earlier nn.Linear has "
+                                   f"{module.in_features} outputs to feed it, so its weights "
+                                   "do not connect to a layer featvis can picture")
+        raise UnsupportedError(f"layer {key!r} is a {type(module).__name__}: only chains of "
+                               "nn.Linear and a first nn.Conv2d have pictures of their weights")
+
+    def filters(self, key):
+        module = self._module(key)
+        if key != self._first():
+            raise UnsupportedError(f"layer {key!r} does not read the input (the first Linear "
+                                   f"or Conv2d is {self._first()!r}): it has no filters in "
+                                   "input space")
+        weight = module.weight.detach()
+        if isinstance(module, nn.Conv2d):
+            return weight                                  # (units, C_in, kh, kw)
+        if module.in_features != math.prod(self.input_shape):
+            raise UnsupportedError(f"layer {key!r} takes {module.in_features} features, not the "
+                                   f"{math.prod(self.input_shape)} values of one input")
+        return weight.reshape(weight.shape[0], *self.input_shape)
+
+
+def _discover(model: nn.Module, example_batch: torch.Tensor
+              ) -> tuple[list[LayerInfo], dict[str, str]]:
+    """The layers of ``model`` in forward-call order, and why each other module is not one."""
+    found: dict[str, LayerInfo] = {}
+    reasons: dict[str, str] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if name in found or name in reasons:
+                found.pop(name, None)
+                reasons[name] = "runs more than once in one forward pass"
+            elif not isinstance(output, torch.Tensor) or output.dim() < 2:
+                shape = f" of shape {tuple(output.shape)}" \
+                    if isinstance(output, torch.Tensor) else ""
+                reasons[name] = f"returns {type(output).__name__}{shape}, not a batch of units"
+            else:
+                found[name] = LayerInfo(name, type(module).__name__, int(output.shape[1]),
+                                        tuple(output.shape[2:]), tuple(output.shape[1:]))
+        return hook
+
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(hook_for(name)))
+        with eval_mode(model), torch.no_grad():
+            model(example_batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, _ in model.named_modules():
+        if name and name not in found:
+            reasons.setdefault(name, "never runs in the model's forward pass")
+    return list(found.values()), reasons
+
+
+def layers(model: nn.Module, example_batch: torch.Tensor) -> list[LayerInfo]:
+    """Every module of ``model`` whose output is one tensor with a unit dimension, in
+    forward-call order, from one forward pass of ``example_batch`` (in eval mode, no
+    gradients; hooks removed afterwards). A DBN lists its hidden layers.
+
+    Example:
+        >>> for info in layers(cnn, torch.zeros(1, 1, 28, 28)):   # doctest: +SKIP
+        ...     print(info.name, info.type, info.units, info.output_shape)
+    """
+    if isinstance(model, DBN):
+        return [DBNProbe(model).layer(d) for d in range(1, model.n_layers + 1)]
+    return _discover(model, example_batch)[0]
+
+
+def probe(model: nn.Module, input_shape: Sequence[int] | None = None) -> Probe:
+    """The :class:`Probe` of ``model``: the one place that dispatches on the model's kind.
+
+    ``input_shape`` is one input's shape, ``(D,)`` or ``(C, H, W)``; a DBN knows its own, any
+    other module needs it to find its layers (methods that receive data take it from the
+    data).
+    """
+    if isinstance(model, DBN):
+        shape = None if input_shape is None else tuple(input_shape)
+        if shape is not None and shape != (model.sizes[0],):
+            raise DataError(f"images: width {shape[0]} does not match the model's input size "
+                            f"{model.sizes[0]}" if len(shape) == 1 else
+                            f"images: one input has shape {shape}, the DBN takes "
+                            f"({model.sizes[0]},)")
+        return DBNProbe(model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    return ModuleProbe(model, input_shape)

@@ -1,0 +1,219 @@
+"""The seam: any nn.Module read through its probe, against hook-free computations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featvis import linear_combination, maximize, ranked_filters, top_examples
+from featvis.probe import LayerError, LayerInfo, UnsupportedError, layers, probe
+
+from helpers import random_dbn
+
+
+def as_sequential(dbn):
+    """The DBN's up-pass as Linear + Sigmoid modules with the same weights."""
+    modules = []
+    for rbm in dbn.rbms:
+        linear = nn.Linear(rbm.n_visible, rbm.n_hidden)
+        linear.weight.data.copy_(rbm.weight)
+        linear.bias.data.copy_(rbm.hidden_bias)
+        modules += [linear, nn.Sigmoid()]
+    return nn.Sequential(*modules)
+
+
+class Residual(nn.Module):
+    """Not a Sequential: functional ops, a residual add, a nested target."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.block = nn.ModuleList([nn.ModuleDict({"conv": nn.Conv2d(4, 4, 3, padding=1)})])
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = F.relu(self.stem(x))
+        h = h + F.relu(self.block[0]["conv"](h))
+        h = F.max_pool2d(self.bn(h), 2)
+        return self.head(self.drop(h.flatten(1)))
+
+
+def hook_free(model, x):
+    """The activations of Residual computed by hand, eval mode."""
+    h0 = F.relu(model.stem(x))
+    conv = model.block[0]["conv"](h0)
+    h = h0 + F.relu(conv)
+    h = F.max_pool2d(F.batch_norm(h, model.bn.running_mean, model.bn.running_var,
+                                  model.bn.weight, model.bn.bias), 2)
+    return {"stem": model.stem(x), "block.0.conv": conv, "head": model.head(h.flatten(1))}
+
+
+def hooks_left(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules())
+
+
+@pytest.fixture
+def residual():
+    torch.manual_seed(0)
+    model = Residual()
+    model.bn.running_mean.uniform_(-0.5, 0.5)
+    model.bn.running_var.uniform_(0.5, 2.0)
+    return model.train()          # featvis must read it in eval mode and restore this
+
+
+def test_a_sequential_from_a_dbn_gives_the_dbns_results():
+    dbn = random_dbn([12, 8, 5], seed=3, scale=0.5)
+    seq = as_sequential(dbn)
+    x = torch.rand(200, 12, generator=torch.Generator().manual_seed(0))
+    for d, linear, sigmoid in ((1, "0", "1"), (2, "2", "3")):
+        ours = top_examples(dbn, x, d, k=5)
+        theirs = top_examples(seq, x, linear, k=5)
+        assert torch.equal(ours.indices, theirs.indices) and theirs.positions is None
+        torch.testing.assert_close(torch.sigmoid(theirs.values.double()).float(), ours.values)
+        at_sigmoid = top_examples(seq, x, sigmoid, k=5)
+        torch.testing.assert_close(at_sigmoid.values, ours.values)
+        rho = dbn.input_norm
+        a = maximize(dbn, d, steps=50, restarts=2, seed=1).images
+        b = maximize(seq, linear, rho=rho, steps=50, restarts=2, seed=1,
+                     input_shape=(12,)).images
+        assert F.cosine_similarity(a, b, dim=1).min() > 0.999
+    torch.testing.assert_close(linear_combination(seq, "2", top=3, input_shape=(12,)).images,
+                               linear_combination(dbn, 2, top=3).images)
+    rf = ranked_filters(seq, "2", top=3, input_shape=(12,))
+    assert torch.equal(rf.indices, ranked_filters(dbn, 2, top=3).indices) and rf.below == "0"
+
+
+def test_activations_equal_a_hook_free_computation(residual):
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    seam = probe(residual, (1, 8, 8))
+    with torch.no_grad():
+        expected = hook_free(residual.eval(), x)
+    residual.train()
+    scores = seam.scores(x, {"stem": None, "block.0.conv": None, "head": None})
+    torch.testing.assert_close(scores["head"].values, expected["head"])
+    for key in ("stem", "block.0.conv"):
+        values, flat = expected[key].flatten(2).max(2)
+        torch.testing.assert_close(scores[key].values, values)
+        assert torch.equal(scores[key].positions, flat)
+    assert residual.training and residual.bn.training and residual.drop.training
+    assert hooks_left(residual) == 0
+
+
+def test_batchnorm_statistics_are_never_updated(residual):
+    before = residual.bn.running_mean.clone()
+    top_examples(residual, torch.randn(20, 1, 8, 8), "head", k=2)
+    maximize(residual, "head", rho=3.0, steps=3, restarts=1, input_shape=(1, 8, 8))
+    assert torch.equal(residual.bn.running_mean, before) and residual.training
+
+
+def test_channels_rank_by_their_maximum_and_return_its_position(residual):
+    x = torch.randn(30, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    ex = top_examples(residual, x, "block.0.conv", k=3, batch_size=7)
+    with torch.no_grad():
+        maps = hook_free(residual.eval(), x)["block.0.conv"]
+    best, flat = maps.flatten(2).max(2)                          # (N, C)
+    for c in range(4):
+        order = sorted(range(30), key=lambda n: (-best[n, c].item(), n))[:3]
+        assert ex.indices[c].tolist() == order
+        rows = [divmod(flat[n, c].item(), 8) for n in order]
+        assert ex.positions[c].tolist() == [list(r) for r in rows]
+        torch.testing.assert_close(ex.mean[c], x[order].mean(0))
+
+
+def test_no_hooks_are_left_behind(residual):
+    x = torch.randn(2, 1, 8, 8)
+    seam = probe(residual, (1, 8, 8))
+    for _ in range(100):
+        seam.scores(x, {"block.0.conv": None})
+    assert hooks_left(residual) == 0
+
+    def explode(*args):
+        raise RuntimeError("boom inside forward")
+
+    for error in (RuntimeError, KeyboardInterrupt):
+        handle = residual.bn.register_forward_pre_hook(
+            explode if error is RuntimeError else lambda *a: (_ for _ in ()).throw(error()))
+        with pytest.raises(error):
+            seam.scores(x, {"head": None})
+        handle.remove()
+        assert hooks_left(residual) == 0 and residual.training
+
+
+def test_an_inplace_relu_after_the_target_cannot_change_it():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(inplace=True), nn.Flatten(),
+                          nn.Linear(3 * 4 * 4, 2))
+    x = torch.randn(5, 1, 6, 6)
+    scores = probe(model, (1, 6, 6)).scores(x, {"0": None, "3": None})   # the ReLU runs
+    with torch.no_grad():
+        conv = model[0](x)
+    assert (conv < 0).any()
+    torch.testing.assert_close(scores["0"].values, conv.flatten(2).max(2).values)
+
+
+def test_one_conv_channel_mean_on_the_sphere_is_the_closed_form():
+    torch.manual_seed(5)
+    conv = nn.Conv2d(2, 3, 3)
+    model = nn.Sequential(conv)
+    rho = 4.0
+    mx = maximize(model, "0", rho=rho, steps=500, restarts=2, input_shape=(2, 7, 7))
+    # The channel's mean is <v, x> / P + b, v = the kernel summed over all output positions.
+    for c in range(3):
+        v = torch.zeros(2, 7, 7)
+        for i in range(5):
+            for j in range(5):
+                v[:, i:i + 3, j:j + 3] += conv.weight[c].detach()
+        torch.testing.assert_close(mx.images[c], rho * v / v.norm(), atol=1e-4, rtol=0)
+        assert mx.activation[c].item() == pytest.approx(
+            (rho * v.norm() / 25 + conv.bias[c]).item(), rel=1e-5)
+
+
+def test_centre_objective_and_box_constraint():
+    conv = nn.Conv2d(1, 2, 3)
+    mx = maximize(nn.Sequential(conv), "0", bounds=(0.0, 1.0), spatial="center", steps=400,
+                  restarts=1, input_shape=(1, 5, 5))
+    assert mx.images.min() >= 0 and mx.images.max() <= 1
+    # Only the centre output's receptive field matters: x = 1 where the kernel is positive.
+    expected = (conv.weight.detach()[:, 0] > 0).float()
+    assert torch.equal(mx.images[:, 0, 1:4, 1:4], expected)
+    adam = maximize(nn.Sequential(conv), "0", bounds=(0.0, 1.0), spatial="center", steps=50,
+                    restarts=1, input_shape=(1, 5, 5), optimizer="adam", lr=0.1)
+    assert torch.equal(adam.images[:, 0, 1:4, 1:4], expected)
+
+
+def test_layers_lists_every_tensor_output_in_forward_order(residual):
+    infos = layers(residual, torch.zeros(2, 1, 8, 8))
+    assert [i.name for i in infos] == ["stem", "block.0.conv", "bn", "drop", "head"]
+    assert infos[1] == LayerInfo("block.0.conv", "Conv2d", 4, (8, 8), (4, 8, 8))
+    assert infos[-1] == LayerInfo("head", "Linear", 3, (), (3,))
+    assert hooks_left(residual) == 0 and residual.training
+
+
+def test_layer_errors_name_close_matches_and_what_cannot_be_read(residual):
+    with pytest.raises(LayerError, match=r"unknown layer 'block\.0\.cnv'; did you mean "
+                                         r"'block\.0\.conv'"):
+        top_examples(residual, torch.randn(4, 1, 8, 8), "block.0.cnv", k=1)
+    with pytest.raises(LayerError, match="'block' never runs in the model's forward pass"):
+        top_examples(residual, torch.randn(4, 1, 8, 8), "block", k=1)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    with pytest.raises(LayerError, match="'fc' runs more than once in one forward pass"):
+        top_examples(Twice(), torch.randn(4, 3), "fc", k=1)
+    with pytest.raises(UnsupportedError, match="only chains of nn.Linear"):
+        ranked_filters(residual, "block.0.conv", input_shape=(1, 8, 8))
+    with pytest.raises(UnsupportedError, match="only chains of nn.Linear and a first nn.Conv2d"):
+        linear_combination(residual, "block.0.conv", input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="needs a constraint"):
+        maximize(residual, "head", input_shape=(1, 8, 8))
+    first = linear_combination(residual, "stem", input_shape=(1, 8, 8))
+    assert torch.equal(first.images, residual.stem.weight.detach())
