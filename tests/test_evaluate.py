@@ -12,6 +12,7 @@ from featvis import RBM
 from featvis.evaluate import (binarize, default_betas, linear_probe, log_likelihood,
                               log_partition_ais, log_partition_exact, method_agreement,
                               pseudo_likelihood, reconstruction_error)
+from featvis.runfolder import layer_folder
 
 from helpers import binary_states, random_rbm, run_cli
 
@@ -171,6 +172,6 @@ def test_evaluate_cli_writes_json_and_gallery(tmp_path, capsys, small_dbn, run_d
         pseudo_likelihood(small_dbn.rbms[0], binarize(test, 0)).mean().item())
     assert json.loads((run / "evaluation.json").read_text()) == result
     assert "Model figures" in (run / "index.html").read_text()
-    assert "Linear-probe test accuracy" in (run / "layer2" / "index.html").read_text()
+    assert "Linear-probe test accuracy" in (run / layer_folder(2) / "index.html").read_text()
     code, _, err = run_cli(capsys, "evaluate", model, "--ais-runs", "1", "--quiet")
     assert code == 2 and "AIS needs at least 2 runs" in err

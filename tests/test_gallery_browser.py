@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from featvis.report import INDEX
+from featvis.runfolder import layer_folder
 
 from helpers import HOSTILE
 
@@ -53,21 +54,21 @@ def test_every_page_loads_its_images_and_links(page, run_dir):
 def test_click_through_index_layer_unit_next(page, run_dir):
     page.goto((run_dir / INDEX).as_uri())
     page.get_by_role("link", name="layer 2", exact=True).first.click()
-    assert page.url.endswith("/layer2/index.html")
+    assert page.url.endswith(f"/{layer_folder(2)}/index.html")
     page.locator(".units a", has_text="0").first.click()
-    assert page.url.endswith("/layer2/units/0/index.html")
+    assert page.url.endswith(f"/{layer_folder(2)}/units/0/index.html")
     assert page.locator("h1").inner_text() == "layer 2, unit 0"
     page.locator('a[rel="next"]').click()
-    assert page.url.endswith("/layer2/units/1/index.html")
+    assert page.url.endswith(f"/{layer_folder(2)}/units/1/index.html")
     page.locator('a[rel="prev"]').click()
-    assert page.url.endswith("/layer2/units/0/index.html")
+    assert page.url.endswith(f"/{layer_folder(2)}/units/0/index.html")
     page.get_by_role("link", name="back to layer 2").click()
-    assert page.url.endswith("/layer2/index.html")
+    assert page.url.endswith(f"/{layer_folder(2)}/index.html")
     assert page.problems == []
 
 
 def test_hostile_name_renders_as_text(page, hostile_run):
-    for html in (hostile_run / INDEX, hostile_run / "layer1" / INDEX):
+    for html in (hostile_run / INDEX, hostile_run / layer_folder(1) / INDEX):
         page.goto(html.as_uri())
         assert HOSTILE in page.locator("body").inner_text()
         assert page.locator("script").count() == 0
@@ -78,8 +79,8 @@ def test_hostile_name_renders_as_text(page, hostile_run):
 def test_no_horizontal_scroll(browser, run_dir, width):
     context = browser.new_context(viewport={"width": width, "height": 800})
     p = context.new_page()
-    for html in (run_dir / INDEX, run_dir / "layer2" / INDEX,
-                 run_dir / "layer2" / "units" / "1" / INDEX):
+    for html in (run_dir / INDEX, run_dir / layer_folder(2) / INDEX,
+                 run_dir / layer_folder(2) / "units" / "1" / INDEX):
         p.goto(html.as_uri())
         assert p.evaluate("document.documentElement.scrollWidth") <= width, html
     context.close()

@@ -4,6 +4,7 @@ import re
 import pytest
 
 from featvis.report import INDEX, ReportError, build_gallery
+from featvis.runfolder import layer_folder
 
 from helpers import HOSTILE, HOSTILE_ATTRIBUTE, run_cli
 
@@ -14,8 +15,9 @@ def pages(root):
 
 def test_gallery_pages_and_relative_links(run_dir):
     names = {p.relative_to(run_dir).as_posix() for p in pages(run_dir)}
-    assert {"index.html", "layer1/index.html", "layer3/index.html",
-            "layer2/units/0/index.html", "layer2/units/2/index.html"} <= names
+    one, two, three = (layer_folder(d) for d in (1, 2, 3))
+    assert {"index.html", f"{one}/index.html", f"{three}/index.html",
+            f"{two}/units/0/index.html", f"{two}/units/2/index.html"} <= names
     assert len(names) == 1 + 3 + 3 * 3
     for page in pages(run_dir):
         html = page.read_text()
@@ -24,14 +26,14 @@ def test_gallery_pages_and_relative_links(run_dir):
             assert (page.parent / target).resolve().is_file(), (page, target)
     index = (run_dir / INDEX).read_text()
     assert "784-64-32-16" in index and "training.png" in index
-    layer = (run_dir / "layer2" / INDEX).read_text()
+    layer = (run_dir / layer_folder(2) / INDEX).read_text()
     assert "Lee, Ekanadham" in layer and "Erhan" in layer
 
 
 def test_unit_page_shows_the_figures(run_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     unit = summary["layers"][1]["unit_details"][1]
-    html = (run_dir / "layer2" / "units" / "1" / INDEX).read_text()
+    html = (run_dir / layer_folder(2) / "units" / "1" / INDEX).read_text()
     assert f"{unit['maximize']['activation']:.3f}" in html
     assert f"{unit['filters']['weights'][0]:+.3f}" in html
     assert 'rel="prev" href="../0/index.html"' in html
@@ -39,17 +41,17 @@ def test_unit_page_shows_the_figures(run_dir):
 
 
 def test_names_are_escaped(hostile_run):
-    for page in (hostile_run / INDEX, hostile_run / "layer1" / INDEX,
-                 hostile_run / "layer1" / "units" / "0" / INDEX):
+    for page in (hostile_run / INDEX, hostile_run / layer_folder(1) / INDEX,
+                 hostile_run / layer_folder(1) / "units" / "0" / INDEX):
         html = page.read_text()
         assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
         assert HOSTILE_ATTRIBUTE not in html
 
 
 @pytest.mark.parametrize("damage,message", [
-    (lambda root: (root / "layer2" / "maximize.png").unlink(),
-     "layer2/maximize.png: missing image"),
-    (lambda root: (root / "layer1" / "units" / "2" / "combination.png").unlink(),
+    (lambda root: (root / layer_folder(2) / "maximize.png").unlink(),
+     f"{layer_folder(2)}/maximize.png: missing image"),
+    (lambda root: (root / layer_folder(1) / "units" / "2" / "combination.png").unlink(),
      "combination.png: missing image"),
     (lambda root: (root / "summary.json").write_text('{"format": "featvis.run/1", '),
      "summary.json: malformed JSON"),

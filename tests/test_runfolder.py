@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from featvis.fileio import BusyError
-from featvis.report import INDEX, ReportError, build_gallery, load_summary
-from featvis.runfolder import (MANIFEST, OwnershipError, inspect_folder, plan_replacement,
-                               write_into_run)
+from featvis.report import INDEX, ReportError, build_gallery
+from featvis.runfolder import (MANIFEST, OwnershipError, inspect_folder, layer_folder,
+                               load_summary, plan_replacement, write_into_run)
 from featvis.visualize import VisualizeSettings, visualize
 
 from helpers import run_cli, snapshot
@@ -60,8 +60,8 @@ def test_a_run_folder_lists_every_file_it_holds(run):
     lambda out: (out / "mine").mkdir() or (out / "mine" / "data.csv").write_text("1,2"),
     lambda out: (out / "empty").mkdir(),
     lambda out: (out / INDEX).write_text("<p>my edited gallery</p>"),
-    lambda out: (out / "layer1" / "combination.png").write_bytes(b"not featvis's png"),
-    lambda out: os.symlink("/etc/hostname", out / "layer1" / "link"),
+    lambda out: (out / layer_folder(1) / "combination.png").write_bytes(b"not featvis's png"),
+    lambda out: os.symlink("/etc/hostname", out / layer_folder(1) / "link"),
 ], ids=["summary", "notes", "dot-file", "subfolder", "empty-folder", "edited-page",
         "same-name-other-bytes", "symlink"])
 def test_visualize_refuses_a_folder_with_anything_foreign(capsys, run, model_path, make):
@@ -88,18 +88,19 @@ def test_force_replaces_featvis_files_and_carries_the_others_unchanged(capsys, r
     (run / "mine").mkdir()
     (run / "mine" / "data.csv").write_text("1,2")
     (run / INDEX).write_text("<p>edited</p>")
-    os.symlink("../outside", run / "layer1" / "link")
+    os.symlink("../outside", run / layer_folder(1) / "link")
     code, _, err = run_cli(capsys, "visualize", model_path, "--out", run, *QUICK, "--force")
     assert code == 0, err
     after = snapshot(run)
     assert after["notes.txt"] == b"my notes" and after[".hidden"] == b"\x00dot"
     assert after["mine/data.csv"] == b"1,2"
     assert after["index.html.kept"] == b"<p>edited</p>" and b"featvis gallery" in after[INDEX]
-    assert after["layer1/link"] == ("link", "../outside")
+    assert after[f"{layer_folder(1)}/link"] == ("link", "../outside")
     assert "kept 5 file(s)" in err and "index.html (as index.html.kept)" in err
     # The carried files stay foreign: the next run without --force refuses again.
-    assert set(inspect_folder(run).foreign) == {".hidden", "index.html.kept", "layer1/link",
-                                                "mine/data.csv", "notes.txt"}
+    assert set(inspect_folder(run).foreign) == {".hidden", "index.html.kept",
+                                                f"{layer_folder(1)}/link", "mine/data.csv",
+                                                "notes.txt"}
     assert sorted(p.name for p in run.parent.iterdir()) == ["run"]     # no temporaries left
 
 
@@ -140,27 +141,27 @@ def test_a_model_inside_out_that_featvis_did_not_write_is_refused(capsys, run, m
 def test_report_and_evaluate_never_write_through_a_symlinked_folder(capsys, tmp_path, run,
                                                                    model_path):
     outside = tmp_path / "outside"               # holds what the gallery reads, and more
-    os.rename(run / "layer1", outside)
+    os.rename(run / layer_folder(1), outside)
     (outside / INDEX).write_text("precious")
-    os.symlink(outside, run / "layer1")
+    os.symlink(outside, run / layer_folder(1))
     before = snapshot(outside)
-    refused(capsys, "report", run, naming="refusing to write 'layer1'")
+    refused(capsys, "report", run, naming=f"refusing to write '{layer_folder(1)}'")
     refused(capsys, "evaluate", model_path, "--run", run, "--ais-runs", 0, "--quiet",
-            naming="refusing to write 'layer1'")
+            naming=f"refusing to write '{layer_folder(1)}'")
     assert snapshot(outside) == before
     code, _, err = run_cli(capsys, "report", run, "--force")
-    assert code == 0 and "layer1 (as layer1.kept)" in err
+    assert code == 0 and f"{layer_folder(1)} (as {layer_folder(1)}.kept)" in err
     assert snapshot(outside) == before
-    assert (run / "layer1.kept").is_symlink() and (run / "layer1" / INDEX).is_file()
+    assert (run / (layer_folder(1) + ".kept")).is_symlink() and (run / layer_folder(1) / INDEX).is_file()
 
 
 def test_report_keeps_an_edited_page_unless_forced(capsys, run):
-    (run / "layer2" / INDEX).write_text("my annotations")
-    refused(capsys, "report", run, naming="refusing to write 'layer2/index.html'")
-    assert (run / "layer2" / INDEX).read_text() == "my annotations"
+    (run / layer_folder(2) / INDEX).write_text("my annotations")
+    refused(capsys, "report", run, naming=f"refusing to write '{layer_folder(2)}/index.html'")
+    assert (run / layer_folder(2) / INDEX).read_text() == "my annotations"
     assert run_cli(capsys, "report", run, "--force")[0] == 0
-    assert (run / "layer2" / "index.html.kept").read_text() == "my annotations"
-    assert inspect_folder(run).foreign == ["layer2/index.html.kept"]
+    assert (run / layer_folder(2) / "index.html.kept").read_text() == "my annotations"
+    assert inspect_folder(run).foreign == [f"{layer_folder(2)}/index.html.kept"]
 
 
 def test_report_refuses_a_folder_featvis_did_not_write(capsys, run):
@@ -193,7 +194,7 @@ def test_files_follow_the_umask(tmp_path, small_dbn, mnist_small):
                       VisualizeSettings(layers=[1], methods=["combination"], units=1),
                       progress=False)
             assert out.stat().st_mode & 0o777 == 0o755
-            assert (out / "layer1").stat().st_mode & 0o777 == 0o755
+            assert (out / layer_folder(1)).stat().st_mode & 0o777 == 0o755
             assert (out / INDEX).stat().st_mode & 0o777 == 0o644
             assert (out / MANIFEST).stat().st_mode & 0o777 == 0o644
     finally:
@@ -266,8 +267,8 @@ def test_sigkill_during_visualize_leaves_nothing_that_blocks_the_next_run(tmp_pa
 
 
 def test_write_into_run_checks_every_target_before_writing(run):
-    (run / "layer2" / INDEX).write_text("mine")
+    (run / layer_folder(2) / INDEX).write_text("mine")
     before = snapshot(run)
-    with pytest.raises(OwnershipError, match="layer2/index.html"):
-        write_into_run(run, {"aaa.txt": b"x", "layer2/index.html": b"y"})
+    with pytest.raises(OwnershipError, match=f"{layer_folder(2)}/index.html"):
+        write_into_run(run, {"aaa.txt": b"x", f"{layer_folder(2)}/index.html": b"y"})
     assert snapshot(run) == before

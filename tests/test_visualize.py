@@ -7,9 +7,10 @@ from PIL import Image
 from featvis import (linear_combination, load_mnist, maximize, ranked_filters,
                      top_examples)
 from featvis.render import tile
+from featvis.runfolder import layer_folder
+from featvis.visualize import METHODS, VisualizeSettings, visualize
 
 from helpers import run_cli
-from featvis.visualize import METHODS, VisualizeSettings, visualize
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
             assert unit["filters"]["weights"] == pytest.approx(
                 ranked_filters(small_dbn, d, units=[2], top=4).weights[0].tolist(), abs=1e-6)
     combination = linear_combination(small_dbn, 3, top=4, units=list(range(5))).images
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "layer3" / "combination.png")),
+    np.testing.assert_array_equal(np.asarray(Image.open(out / layer_folder(3) / "combination.png")),
                                   tile(combination, upscale=2))
 
 

@@ -7,7 +7,7 @@ import os as _os
 # effective if torch is not imported yet, and never overrides the user's own setting.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .data import load_mnist, read_idx
 from .errors import CheckpointError, DataError, FeatvisError

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .errors import FeatvisError
 
 EXIT_USAGE = 2
@@ -173,6 +173,7 @@ def _methods(text: str) -> list[str]:
 
 def cmd_visualize(args: argparse.Namespace) -> int:
     from .models import DBN
+    from .probe import probe
     from .runfolder import plan_replacement
     from .visualize import METHODS, VisualizeSettings, visualize
 
@@ -182,7 +183,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
                                  units=args.units, k=args.k, top=args.top, steps=args.steps,
                                  restarts=args.restarts, samples=args.samples,
                                  variant=args.variant, seed=args.seed)
-    settings.check(dbn)
+    settings.check(probe(dbn))
     plan_replacement(args.out, force=args.force, reading=[args.model])   # before reading data
     images, _ = _mnist(args.split, args.data, dbn.sizes[0])
     visualize(dbn, images, args.out, settings, model_path=args.model, force=args.force,
@@ -230,7 +231,7 @@ def _format_evaluation(result: dict) -> str:
 
 def _check_run_of(run: Path, dbn, fingerprint: str) -> None:
     """``evaluate --run`` must be given a run of the model being evaluated."""
-    from .report import load_summary
+    from .runfolder import load_summary
 
     summary = load_summary(run)
     if "model_sha256" in summary:
@@ -252,8 +253,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio import atomic_write_bytes
     from .fingerprint import model_fingerprint
     from .models import DBN
-    from .report import EVALUATION, EVALUATION_FORMAT, gallery_files
-    from .runfolder import check_run_targets, write_into_run
+    from .report import gallery_files
+    from .runfolder import EVALUATION, EVALUATION_FORMAT, check_run_targets, write_into_run
 
     device = resolve_device(args.device)
     dbn = DBN.load(args.model, device=device)

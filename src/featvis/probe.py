@@ -103,6 +103,16 @@ class Probe:
         """The radius of maximization's norm sphere when the user gives none."""
         return None
 
+    def default_layers(self) -> list[Key]:
+        """The layers shown when the user names none."""
+        return self.layer_keys()
+
+    def describe(self) -> dict:
+        """JSON-ready facts about the model for a run's summary (``kind``, ``input_shape``,
+        ``trained_layers``: how many layers are trained, ``None`` when unknown)."""
+        return {"kind": self.kind, "input_shape": list(self.input_shape or ()),
+                "trained_layers": None}
+
     def incoming_weights(self, key: Key) -> torch.Tensor:
         """``(units, units below)`` weights into the layer (:class:`UnsupportedError` if it
         has none a method can use)."""
@@ -175,6 +185,14 @@ class DBNProbe(Probe):
 
     def default_rho(self):
         return self.dbn.input_norm
+
+    def describe(self):
+        dbn = self.dbn
+        return super().describe() | {
+            "sizes": dbn.sizes, "input_norm": dbn.input_norm,
+            "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
+            "history": [rbm.history for rbm in dbn.rbms], "data": dbn.data_info,
+            "trained_layers": dbn.trained_layers}
 
     def incoming_weights(self, key):
         return self.dbn.rbms[self.layer(key).name - 1].weight.detach()
@@ -328,6 +346,10 @@ class ModuleProbe(Probe):
             output = run_forward(self.model, x, {key: self.modules[key]})[key]
         rows = output[torch.arange(len(units), device=output.device), units]
         return _reduce_map(rows, spatial) if info.unit_shape else rows
+
+    def default_layers(self):
+        """Every Conv2d and Linear, in forward order."""
+        return self._ordered((nn.Linear, nn.Conv2d))
 
     def _ordered(self, kind: type) -> list[str]:
         return [key for key in self.infos if isinstance(self.modules[key], kind)]

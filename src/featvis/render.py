@@ -18,7 +18,8 @@ from PIL import Image
 
 from .fileio import atomic_write_bytes
 
-__all__ = ["SCALES", "scale_tiles", "tile", "encode_png", "save_png", "signed_border_grid"]
+__all__ = ["SCALES", "scale_tiles", "picture_shape", "tile", "signed_border_grid", "encode_png",
+           "save_png"]
 
 SCALES = ("symmetric", "minmax")
 POSITIVE = (255, 215, 0)    # yellow border: positive weight (pylearn2 top_filters)
@@ -26,7 +27,7 @@ NEGATIVE = (255, 0, 255)    # magenta border: negative weight
 
 
 def scale_tiles(images: torch.Tensor, scale: str = "symmetric") -> np.ndarray:
-    """``(N, D)`` floats -> ``(N, D)`` uint8, each tile scaled on its own."""
+    """``(N, D)`` floats -> ``(N, D)`` uint8, each tile (all its channels) scaled on its own."""
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     x = images.detach().to("cpu", torch.float64)
@@ -61,28 +62,53 @@ def _assemble(cells: np.ndarray, rows: int, cols: int, spacing: int, background)
     return np.ascontiguousarray(canvas[:canvas.shape[0] - spacing, :canvas.shape[1] - spacing])
 
 
-def _cells(images: torch.Tensor, shape: Sequence[int], scale: str, spacing: int,
+def picture_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """How one input is drawn, ``(C, H, W)``: a flat ``(D,)`` input as a square when ``D`` is
+    one (MNIST's 784 as 28x28), else as a one-row strip; ``(H, W)`` as grey."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        return (1, side, side) if side * side == shape[0] else (1, 1, shape[0])
+    if len(shape) == 2:
+        return (1, *shape)
+    if len(shape) == 3:
+        return shape
+    raise ValueError(f"cannot draw inputs of shape {shape}: expected (D,), (H, W) or (C, H, W)")
+
+
+def _cells(images: torch.Tensor, shape: Sequence[int] | None, scale: str, spacing: int,
            upscale: int) -> np.ndarray:
-    """Checked, scaled and upscaled tiles ``(N, h * upscale, w * upscale)`` of ``images (N, D)``."""
-    if images.dim() != 2 or images.shape[0] == 0:
-        raise ValueError(f"expected a non-empty (N, D) tensor of images, got "
-                         f"{tuple(images.shape)}")
-    h, w = shape
-    if h * w != images.shape[1]:
-        raise ValueError(f"tile shape {tuple(shape)} does not match image size {images.shape[1]}")
+    """Checked, scaled and upscaled pictures of ``images (N, ...)``: ``(N, h, w)`` grey, or
+    ``(N, h, w, 3)`` for 3 channels; other channel counts side by side, one grey tile each."""
+    if images.dim() < 2 or images.shape[0] == 0:
+        raise ValueError(f"expected a non-empty batch of images, got {tuple(images.shape)}")
+    c, h, w = picture_shape(images.shape[1:] if shape is None else shape)
+    if c * h * w != images[0].numel():
+        raise ValueError(f"tile shape {tuple(shape)} does not match image size "
+                         f"{images[0].numel()}")
     if spacing < 0 or upscale < 1:
         raise ValueError("spacing must be >= 0 and upscale >= 1")
-    cells = scale_tiles(images, scale).reshape(-1, h, w)
+    cells = scale_tiles(images.reshape(images.shape[0], -1), scale).reshape(-1, c, h, w)
+    if c == 3:
+        cells = cells.transpose(0, 2, 3, 1)
+    elif c == 1:
+        cells = cells[:, 0]
+    else:           # each channel a grey tile, one pixel apart
+        apart = np.zeros((len(cells), c, h, w + 1), np.uint8)
+        apart[..., :w] = cells
+        cells = apart.transpose(0, 2, 1, 3).reshape(len(cells), h, c * (w + 1))[..., :-1]
     return cells.repeat(upscale, axis=1).repeat(upscale, axis=2) if upscale > 1 else cells
 
 
-def tile(images: torch.Tensor, shape: Sequence[int] = (28, 28), scale: str = "symmetric",
+def tile(images: torch.Tensor, shape: Sequence[int] | None = None, scale: str = "symmetric",
          cols: int | None = None, spacing: int = 1, upscale: int = 1,
          background: int = 0) -> np.ndarray:
-    """A grid of ``images (N, D)`` as a uint8 ``(H, W)`` array, filled row by row.
+    """A grid of ``images (N, ...)`` as a uint8 ``(H, W)`` (or ``(H, W, 3)``) array, filled
+    row by row.
 
-    ``cols=None`` gives ``rows = floor(sqrt(N))`` and as many columns as needed; tiles are
-    ``shape`` pixels, separated by ``spacing`` pixels of ``background``, each enlarged
+    ``shape`` is one picture's ``(h, w)`` or ``(C, h, w)`` (default: from the images, see
+    :func:`picture_shape`); ``cols=None`` gives ``rows = floor(sqrt(N))`` and as many columns
+    as needed; tiles are separated by ``spacing`` pixels of ``background``, each enlarged
     ``upscale`` times (nearest neighbour).
     """
     cells = _cells(images, shape, scale, spacing, upscale)
@@ -91,18 +117,20 @@ def tile(images: torch.Tensor, shape: Sequence[int] = (28, 28), scale: str = "sy
 
 
 def signed_border_grid(images: torch.Tensor, signs: torch.Tensor, cols: int,
-                       shape: Sequence[int] = (28, 28), scale: str = "symmetric",
+                       shape: Sequence[int] | None = None, scale: str = "symmetric",
                        border: int = 1, spacing: int = 1, upscale: int = 1) -> np.ndarray:
-    """RGB grid ``(H, W, 3)`` of ``images (N, D)``, each framed yellow (sign >= 0) or magenta
-    (sign < 0): the ranked-filters overview, one row per unit."""
-    gray = _cells(images, shape, scale, spacing, upscale)
-    n, h, w = gray.shape
-    cells = np.empty((n, h + 2 * border, w + 2 * border, 3), np.uint8)
+    """RGB grid ``(H, W, 3)`` of ``images (N, ...)``, each framed yellow (sign >= 0) or
+    magenta (sign < 0): the ranked-filters overview, one row per unit."""
+    cells = _cells(images, shape, scale, spacing, upscale)
+    if cells.ndim == 3:
+        cells = cells[..., None]
+    n, h, w = cells.shape[:3]
+    framed = np.empty((n, h + 2 * border, w + 2 * border, 3), np.uint8)
     colours = np.where((signs.detach().cpu().numpy() >= 0)[:, None], POSITIVE, NEGATIVE)
-    cells[...] = colours[:, None, None, :]
-    cells[:, border:border + h, border:border + w] = gray[..., None]
+    framed[...] = colours[:, None, None, :]
+    framed[:, border:border + h, border:border + w] = cells
     rows, cols = _grid_shape(n, cols)
-    return _assemble(cells, rows, cols, spacing, 0)
+    return _assemble(framed, rows, cols, spacing, 0)
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -1,11 +1,17 @@
-"""Run the five methods over the layers of a DBN and write PNG grids plus ``summary.json``.
+"""The visualize pipeline: every method of the registry over the chosen layers of a model,
+written as a run folder (PNG grids, ``summary.json`` in format ``featvis.run/2``, gallery).
 
-Output layout (all paths relative, written to a temporary folder then moved into place)::
+A method is one :class:`Method` entry in :data:`REGISTRY`: its name, title and legend
+(plain text), which layers it applies to (and why not), and how it runs and what it writes
+for one layer. Adding a method is adding one entry; the gallery draws whatever the entries
+wrote into ``summary.json``. Output layout (written aside, then moved into place)::
 
-    OUT/summary.json                      model, settings, per-layer and per-unit figures
-    OUT/layer{d}/{method}.png             overview grid of a method over the layer's units
-    OUT/layer{d}/units/{i}/{image}.png    the pictures of one unit, for the gallery
-    OUT/manifest.json                     every file featvis wrote (see featvis.runfolder)
+    OUT/summary.json                          model, settings, per-layer and per-unit figures
+    OUT/{folder}/{method}.png                 overview of a method over the layer's units
+    OUT/{folder}/units/{i}/{picture}.png      the pictures of one unit, for the gallery
+    OUT/manifest.json                         every file featvis wrote (featvis.runfolder)
+
+where ``folder`` is :func:`featvis.runfolder.layer_folder` of the layer's key.
 """
 
 from __future__ import annotations
@@ -14,37 +20,38 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .checkpoint import encode_dbn
 from .errors import check_int
 from .evaluate import method_agreement
 from .fingerprint import model_fingerprint
-from .methods import (TopExamples, linear_combination, maximize, ranked_filters,
-                      sample_unit, top_examples)
-from .models.dbn import DBN
+from .methods import (TopExamples, linear_combination, maximize, ranked_filters, sample_unit,
+                      top_examples)
+from .probe import Key, LayerInfo, Probe, UnsupportedError, probe
 from .render import encode_png, signed_border_grid, tile
-from .report import EVALUATION, RUN_FORMAT, SUMMARY, ReportError, gallery_files, load_evaluation
-from .runfolder import Replacement, RunBuilder, build_run, plan_replacement
+from .report import gallery_files
+from .runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder,
+                        RunFolderError, build_run, layer_folder, load_evaluation,
+                        plan_replacement)
 
-__all__ = ["METHODS", "VisualizeSettings", "visualize"]
+__all__ = ["Method", "REGISTRY", "METHODS", "VisualizeSettings", "visualize"]
 
-METHODS = ("examples", "maximize", "sampling", "filters", "combination")
 _STRIP = 10            # samples shown per unit
 _OVERVIEW_ROWS = 100   # units in the ranked-filters overview
 
 
 @dataclass
 class VisualizeSettings:
-    """What to compute: layers (None = all), methods, and each method's main knobs."""
+    """What to compute: layers (None = the model's default), methods, and each method's
+    main knobs. ``rho``/``bounds`` constrain maximization (a DBN's default: its input norm)."""
 
-    layers: Sequence[int] | None = None
-    methods: Sequence[str] = METHODS
+    layers: Sequence[Key] | None = None
+    methods: Sequence[str] = ("examples", "maximize", "sampling", "filters", "combination")
     units: int | None = None          # the first N units of each layer; None = all
     k: int = 9                        # dataset examples per unit
     top: int = 10                     # ranked filters / linear-combination terms
@@ -54,113 +61,275 @@ class VisualizeSettings:
     variant: str = "one-hot"
     seed: int = 0
     upscale: int = 2
+    rho: float | None = None
+    bounds: tuple[float, float] | None = None
 
-    def check(self, dbn: DBN, n_inputs: int | None = None) -> None:
-        """Raise ``ValueError`` for unknown methods, layers outside ``dbn`` or a count that
+    def check(self, seam: Probe, n_inputs: int | None = None) -> list[Key]:
+        """The layers to show, after refusing unknown methods or layers and counts that
         cannot work (``k`` above ``n_inputs``, ``top`` above a layer's units below), before
         any computing."""
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown method {unknown[0] if unknown else '(none)'!r}: choose "
                              f"from {', '.join(METHODS)}")
-        for d in self.layers or ():
-            dbn.check_layer(d)
         for name in ("k", "top", "steps", "restarts", "samples", "upscale"):
             check_int(name, getattr(self, name))
         if self.units is not None:
             check_int("units", self.units)
         if "examples" in self.methods and n_inputs is not None and self.k > n_inputs:
             raise ValueError(f"k={self.k} is larger than the number of inputs ({n_inputs})")
-        if {"filters", "combination"} & set(self.methods):
-            for d in self.layers or range(1, dbn.n_layers + 1):
-                if d > 1 and self.top > dbn.sizes[d - 1]:
-                    raise ValueError(f"top={self.top} is larger than layer {d - 1}'s "
-                                     f"{dbn.sizes[d - 1]} units (--top for layer {d})")
+        keys = list(dict.fromkeys(self.layers)) if self.layers else seam.default_layers()
+        if not keys:
+            raise ValueError(f"{seam.kind} has no layer to show (no Conv2d or Linear); name "
+                             "some with layers=")
+        for key in keys:
+            seam.layer(key)
+            if {"filters", "combination"} & set(self.methods):
+                try:
+                    below = seam.below(key)
+                    n_below = seam.incoming_weights(key).shape[1] if below is not None else 0
+                except UnsupportedError:
+                    continue                  # the method says why on the layer's page
+                if below is not None and self.top > n_below:
+                    raise ValueError(f"top={self.top} is larger than layer {below}'s {n_below} "
+                                     f"units (--top for layer {key})")
+        return keys
 
 
 def _json_float(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
 
 
-def _units(dbn: DBN, d: int, s: VisualizeSettings) -> list[int]:
-    """The units of layer ``d`` to show: the first ``s.units`` (all for None)."""
-    return list(range(dbn.sizes[d] if s.units is None else min(s.units, dbn.sizes[d])))
+@dataclass
+class LayerRun:
+    """One layer being visualized: what a method's run step reads and what it fills."""
+
+    seam: Probe
+    key: Key
+    info: LayerInfo
+    units: list[int]
+    settings: VisualizeSettings
+    images: torch.Tensor                       # the inputs as the gallery shows them
+    show: Callable[[torch.Tensor], torch.Tensor]   # model-space inputs -> shown
+    examples: TopExamples | None
+    builder: RunBuilder
+    progress: bool
+    folder: str = ""
+    sections: list[dict] = field(default_factory=list)
+    details: list[dict] = field(default_factory=list)
+    figures: dict[str, float | None] = field(default_factory=dict)
+    pictures: dict[str, torch.Tensor] = field(default_factory=dict)   # for the agreement
+
+    def __post_init__(self) -> None:
+        self.folder = layer_folder(self.key)
+        self.details = [{"unit": i, "files": {}, "panels": []} for i in self.units]
+
+    def png(self, name: str, array, unit: int | None = None) -> str:
+        """Write a picture of the layer (or of its ``unit``-th shown unit); its path."""
+        where = self.folder if unit is None else f"{self.folder}/units/{self.units[unit]}"
+        return self.builder.write(f"{where}/{name}.png", encode_png(array))
+
+    def section(self, method: "Method", array, caption: str) -> None:
+        """The overview picture of ``method`` over the layer's units."""
+        file = self.png(method.name, array)
+        self.sections.append({"method": method.name, "title": method.title,
+                              "legend": method.legend, "file": file, "caption": caption})
+
+    def panel(self, method: "Method", unit: int, pictures: Sequence[tuple], facts=()) -> None:
+        """A unit's panel: ``pictures`` of ``(name, array, caption, style)``, ``facts`` of
+        ``(label, value)``."""
+        images = []
+        for name, array, caption, style in pictures:
+            file = self.png(name, array, unit)
+            self.details[unit]["files"][name] = file
+            images.append({"file": file, "caption": caption, "alt": f"{method.title}: {name}",
+                           "style": style})
+        self.details[unit]["panels"].append({"method": method.name, "title": method.title,
+                                             "images": images,
+                                             "facts": [list(f) for f in facts]})
 
 
-def _layer(dbn: DBN, d: int, images: torch.Tensor, ex: TopExamples | None,
-           s: VisualizeSettings, run: RunBuilder, progress: bool) -> dict:
-    n_units = dbn.sizes[d]
-    units = _units(dbn, d, s)
-    folder = f"layer{d}"
-    per_unit = [{"unit": i, "files": {}} for i in units]
-    files: dict[str, str] = {}
-    figures: dict[str, float | None] = {}
+@dataclass(frozen=True)
+class Method:
+    """A registry entry: ``unavailable(seam, key)`` says why the method does not apply to a
+    layer (``None`` if it does); ``run(layer)`` computes it and writes its pictures."""
 
-    def save(array, name: str, unit_index: int | None = None) -> None:
-        if unit_index is None:
-            files[name] = run.write(f"{folder}/{name}.png", encode_png(array))
-        else:
-            per_unit[unit_index]["files"][name] = run.write(
-                f"{folder}/units/{units[unit_index]}/{name}.png", encode_png(array))
+    name: str
+    title: str
+    legend: str
+    unavailable: Callable[[Probe, Key], str | None]
+    run: Callable[[LayerRun], None]
 
-    up = s.upscale
-    methods = [m for m in s.methods if not (m == "filters" and d == 1)]
-    pictures: dict[str, torch.Tensor] = {}      # (U, D) picture per unit, for the agreement
-    if ex is not None:
-        save(tile(ex.mean, scale="minmax", upscale=up), "examples")
-        for j, info in enumerate(per_unit):
-            info["examples"] = {"values": [round(v, 6) for v in ex.values[j].tolist()],
-                                "indices": ex.indices[j].tolist()}
-            save(tile(images[ex.indices[j]], scale="minmax", cols=s.k, upscale=up),
-                 "examples_strip", j)
-            save(tile(ex.mean[j:j + 1], scale="minmax", upscale=up), "examples_mean", j)
-        figures["examples_mean_top1"] = _json_float(ex.values[:, 0].mean().item())
-        pictures["examples"] = ex.mean
-    if "maximize" in methods:
-        mx = maximize(dbn, d, units=units, steps=s.steps, restarts=s.restarts, seed=s.seed,
-                      progress=progress)
-        save(tile(mx.images, upscale=up), "maximize")
-        for j, info in enumerate(per_unit):
-            info["maximize"] = {"activation": _json_float(mx.activation[j].item()),
-                                "invariance": _json_float(mx.invariance[j].item())}
-            save(tile(mx.images[j:j + 1], upscale=up), "maximize", j)
-        figures["maximize_mean_activation"] = _json_float(mx.activation.mean().item())
-        figures["maximize_mean_invariance"] = _json_float(mx.invariance.nanmean().item())
-        pictures["maximize"] = mx.images
-    if "sampling" in methods:
-        sm = sample_unit(dbn, d, units=units, n_samples=s.samples, variant=s.variant,
-                         seed=s.seed, progress=progress)
-        save(tile(sm.mean, scale="minmax", upscale=up), "sampling")
-        for j in range(len(units)):
-            save(tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP, upscale=up),
-                 "samples_strip", j)
-            save(tile(sm.mean[j:j + 1], scale="minmax", upscale=up), "samples_mean", j)
-        pictures["sampling"] = sm.mean
-    if "filters" in methods:
-        below = linear_combination(dbn, d - 1, top=s.top).images   # layer d-1's pictures
-        rf = ranked_filters(dbn, d, top=s.top)                # every unit, for the overview
-        norms = dbn.rbms[d - 1].weight.norm(dim=1)
-        rows = norms.argsort(descending=True, stable=True)[:_OVERVIEW_ROWS]
-        save(signed_border_grid(below[rf.indices[rows].flatten()], rf.weights[rows].flatten(),
-                                cols=s.top, upscale=up), "filters")
-        for j, (info, i) in enumerate(zip(per_unit, units)):
-            info["filters"] = {"indices": rf.indices[i].tolist(),
-                               "weights": [round(w, 6) for w in rf.weights[i].tolist()]}
-            save(signed_border_grid(below[rf.indices[i]], rf.weights[i], cols=s.top,
-                                    upscale=up), "filters", j)
-    if "combination" in methods:
-        combo = linear_combination(dbn, d, top=s.top, units=units).images
-        save(tile(combo, upscale=up), "combination")
-        for j in range(len(units)):
-            save(tile(combo[j:j + 1], upscale=up), "combination", j)
-        pictures["combination"] = combo
-    for pair, cosine in method_agreement(pictures).items():
-        figures[f"agreement {pair}"] = _json_float(cosine.mean().item())
-        for j, info in enumerate(per_unit):
-            info.setdefault("agreement", {})[pair] = _json_float(cosine[j].item())
-    return {"layer": d, "name": f"layer {d}", "n_units": n_units, "n_below": dbn.sizes[d - 1],
-            "units": units, "methods": methods, "files": files, "figures": figures,
-            "unit_details": per_unit}
+
+def _always(seam: Probe, key: Key) -> str | None:
+    return None
+
+
+def _why_not(check: Callable[[], object]) -> str | None:
+    try:
+        check()
+    except UnsupportedError as exc:
+        return str(exc)
+    return None
+
+
+def _examples(layer: LayerRun) -> None:
+    ex, s, up = layer.examples, layer.settings, layer.settings.upscale
+    method = _METHOD["examples"]
+    mean = layer.show(ex.mean)
+    layer.section(method, tile(mean, scale="minmax", upscale=up),
+                  "the mean of each unit's top examples, one tile per unit")
+    for j, info in enumerate(layer.details):
+        info["examples"] = {"values": [round(v, 6) for v in ex.values[j].tolist()],
+                            "indices": ex.indices[j].tolist()}
+        if ex.positions is not None:
+            info["examples"]["positions"] = ex.positions[j].tolist()
+        values = ", ".join(f"{v:.3f}" for v in ex.values[j].tolist())
+        layer.panel(method, j, [
+            ("examples_strip", tile(layer.images[ex.indices[j]], scale="minmax", cols=s.k,
+                                    upscale=up), f"activations: {values}", "strip"),
+            ("examples_mean", tile(mean[j:j + 1], scale="minmax", upscale=up), "their mean",
+             "single")])
+    layer.figures["mean top-1 example activation"] = _json_float(ex.values[:, 0].mean().item())
+    layer.pictures["examples"] = mean
+
+
+def _maximize(layer: LayerRun) -> None:
+    s, up, method = layer.settings, layer.settings.upscale, _METHOD["maximize"]
+    mx = maximize(layer.seam.model, layer.key, units=layer.units, rho=s.rho, bounds=s.bounds,
+                  steps=s.steps, restarts=s.restarts, seed=s.seed, progress=layer.progress,
+                  input_shape=layer.seam.input_shape)
+    shown = layer.show(mx.images)
+    layer.section(method, tile(shown, upscale=up), "the input that maximizes each unit")
+    for j, info in enumerate(layer.details):
+        info["maximize"] = {"activation": _json_float(mx.activation[j].item()),
+                            "invariance": _json_float(mx.invariance[j].item())}
+        layer.panel(method, j, [("maximize", tile(shown[j:j + 1], upscale=up),
+                                 "the best of the restarts", "single")],
+                    [("activation reached", info["maximize"]["activation"]),
+                     ("invariance (cosine between restarts)", info["maximize"]["invariance"])])
+    layer.figures["mean activation reached by maximization"] = \
+        _json_float(mx.activation.mean().item())
+    layer.figures["mean invariance (cosine between restarts)"] = \
+        _json_float(mx.invariance.nanmean().item())
+    layer.pictures["maximize"] = shown
+
+
+def _sampling(layer: LayerRun) -> None:
+    s, up, method = layer.settings, layer.settings.upscale, _METHOD["sampling"]
+    sm = sample_unit(layer.seam.model, layer.key, units=layer.units, n_samples=s.samples,
+                     variant=s.variant, seed=s.seed, progress=layer.progress)
+    layer.section(method, tile(sm.mean, scale="minmax", upscale=up),
+                  "the mean of each unit's samples")
+    for j in range(len(layer.units)):
+        layer.panel(method, j, [
+            ("samples_strip", tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP,
+                                   upscale=up), "samples", "strip"),
+            ("samples_mean", tile(sm.mean[j:j + 1], scale="minmax", upscale=up), "their mean",
+             "single")])
+    layer.pictures["sampling"] = sm.mean
+
+
+def _filters(layer: LayerRun) -> None:
+    s, up, method = layer.settings, layer.settings.upscale, _METHOD["filters"]
+    model, shape = layer.seam.model, layer.seam.input_shape
+    rf = ranked_filters(model, layer.key, top=s.top, input_shape=shape)   # every unit
+    below = linear_combination(model, rf.below, top=s.top, input_shape=shape).images
+    norms = layer.seam.incoming_weights(layer.key).norm(dim=1)
+    rows = norms.argsort(descending=True, stable=True)[:_OVERVIEW_ROWS]
+    layer.section(method, signed_border_grid(below[rf.indices[rows].flatten()],
+                                             rf.weights[rows].flatten(), cols=s.top,
+                                             upscale=up),
+                  f"one row per unit (by incoming-weight norm): the {s.top} units of layer "
+                  f"{rf.below} with the strongest connections")
+    for j, (info, i) in enumerate(zip(layer.details, layer.units)):
+        info["filters"] = {"below": rf.below, "indices": rf.indices[i].tolist(),
+                           "weights": [round(w, 6) for w in rf.weights[i].tolist()]}
+        weights = ", ".join(f"{b}: {w:+.3f}" for b, w in
+                            zip(info["filters"]["indices"], info["filters"]["weights"]))
+        layer.panel(method, j, [("filters", signed_border_grid(
+            below[rf.indices[i]], rf.weights[i], cols=s.top, upscale=up),
+            f"unit of layer {rf.below}: weight — {weights}", "strip")])
+
+
+def _combination(layer: LayerRun) -> None:
+    s, up, method = layer.settings, layer.settings.upscale, _METHOD["combination"]
+    combo = linear_combination(layer.seam.model, layer.key, top=s.top, units=layer.units,
+                               input_shape=layer.seam.input_shape).images
+    layer.section(method, tile(combo, upscale=up), "one tile per unit")
+    for j in range(len(layer.units)):
+        layer.panel(method, j, [("combination", tile(combo[j:j + 1], upscale=up),
+                                 "linear combination", "single")])
+    if combo[0].numel() == math.prod(layer.seam.input_shape):
+        layer.pictures["combination"] = combo
+
+
+REGISTRY: tuple[Method, ...] = (
+    Method("examples", "Dataset examples",
+           "The inputs of the data set that activate the unit most, and their mean (Erhan, "
+           "Bengio, Courville & Vincent 2009).", _always, _examples),
+    Method("maximize", "Activation maximization",
+           "The input under a norm (or box) constraint that maximizes the unit's activation, "
+           "found by projected gradient ascent (Erhan et al. 2009).", _always, _maximize),
+    Method("sampling", "Unit sampling",
+           "Inputs sampled from the deep belief net with the unit clamped on, p(x | h = 1), "
+           "and their mean (Erhan et al. 2009; Hinton et al. 2006).",
+           lambda seam, key: _why_not(seam.generative), _sampling),
+    Method("filters", "Ranked filters",
+           "The units of the layer below with the strongest connections to the unit, framed "
+           "yellow for a positive and magenta for a negative weight (pylearn2's top_filters).",
+           lambda seam, key: _why_not(lambda: ranked_filters(seam.model, key, top=1,
+                                                             input_shape=seam.input_shape)),
+           _filters),
+    Method("combination", "Linear combination",
+           "The weighted sum of the layer below's pictures over the unit's strongest "
+           "connections, applied recursively from the first-layer filters (Lee, Ekanadham & "
+           "Ng 2008).",
+           lambda seam, key: _why_not(lambda: linear_combination(
+               seam.model, key, top=None, units=[0], input_shape=seam.input_shape)),
+           _combination),
+)
+_METHOD = {method.name: method for method in REGISTRY}
+METHODS = tuple(_METHOD)
+
+
+def _shown_units(info: LayerInfo, s: VisualizeSettings) -> list[int]:
+    """The units of a layer to show: the first ``s.units`` (all for None)."""
+    return list(range(info.units if s.units is None else min(s.units, info.units)))
+
+
+def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
+           images: torch.Tensor, show, examples: TopExamples | None, progress: bool) -> dict:
+    info = seam.layer(key)
+    units = _shown_units(info, s)
+    layer = LayerRun(seam, key, info, units, s, images, show, examples, run, progress)
+    ran, unavailable = [], {}
+    for method in REGISTRY:
+        if method.name not in s.methods:
+            continue
+        why = method.unavailable(seam, key)
+        if why is not None:
+            unavailable[method.title] = why
+            continue
+        method.run(layer)
+        ran.append(method.name)
+    agreement = method_agreement({name: p.flatten(1) for name, p in layer.pictures.items()})
+    for pair, cosine in agreement.items():
+        layer.figures[f"mean agreement (centred cosine) {pair}"] = \
+            _json_float(cosine.mean().item())
+        for j, detail in enumerate(layer.details):
+            detail.setdefault("agreement", {})[pair] = _json_float(cosine[j].item())
+    if agreement:
+        for detail in layer.details:
+            detail["panels"].append({"method": "agreement", "title": "Agreement between methods",
+                                     "images": [], "facts": [[pair.replace("~", " ~ "), value]
+                                                             for pair, value in
+                                                             detail["agreement"].items()]})
+    return {"layer": key, "name": f"layer {key}", "folder": layer.folder, "type": info.type,
+            "n_units": info.units, "unit_shape": list(info.unit_shape), "units": units,
+            "methods": ran, "unavailable": unavailable, "sections": layer.sections,
+            "files": {sec["method"]: sec["file"] for sec in layer.sections},
+            "figures": layer.figures, "unit_details": layer.details}
 
 
 def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
@@ -169,7 +338,7 @@ def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
         return
     try:
         old = load_evaluation(plan.contents.root) or {}
-    except ReportError:
+    except RunFolderError:
         old = {}
     if old.get("model_sha256") == fingerprint:
         plan.carry.append(EVALUATION)
@@ -178,60 +347,69 @@ def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
               "of another model (run 'featvis evaluate --run' again)", file=sys.stderr)
 
 
-def _untrained_note(dbn: DBN) -> None:
-    if dbn.trained_layers < dbn.n_layers:
-        print(f"featvis: warning: layers {dbn.trained_layers + 1}..{dbn.n_layers} of the model "
-              "are untrained (saved before training finished); their pictures show initial "
+def _untrained_note(model: dict) -> None:
+    trained, sizes = model["trained_layers"], model.get("sizes") or []
+    if trained is not None and trained < len(sizes) - 1:
+        print(f"featvis: warning: layers {trained + 1}..{len(sizes) - 1} of the model are "
+              "untrained (saved before training finished); their pictures show initial "
               "weights", file=sys.stderr)
 
 
-def visualize(dbn: DBN, images: torch.Tensor, out: str | os.PathLike,
+def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLike,
               settings: VisualizeSettings | None = None, *,
-              model_path: str | os.PathLike | None = None, save_model_as: str | None = None,
-              force: bool = False, gallery: bool = True, progress: bool = True) -> dict:
-    """Compute the methods for every chosen layer and write the run folder ``out``, with
-    its HTML gallery (``out/index.html``) unless ``gallery=False``.
+              normalization=None, model_path: str | os.PathLike | None = None,
+              save_model_as: str | None = None, force: bool = False, gallery: bool = True,
+              progress: bool = True) -> dict:
+    """Compute every chosen method for every chosen layer of ``model`` and write the run
+    folder ``out``, with its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
+    ``images (N, *input_shape)`` are the inputs as they should be shown; with
+    ``normalization`` (:class:`featvis.data.Normalization`) the model is fed
+    ``normalization.normalize(images)`` and input-space pictures are shown de-normalized.
     ``out`` is replaced only when everything succeeded and only by featvis's rule (see
     :mod:`featvis.runfolder`): a folder holding files featvis did not write is refused
     unless ``force``, which carries them over. ``model_path`` is the checkpoint the model
     was read from (recorded; if it lies inside ``out`` it must be featvis's own there and is
-    carried over unchanged); ``save_model_as`` also saves the model inside the run. The old
+    carried over unchanged); ``save_model_as`` also saves a DBN inside the run. The old
     run's ``evaluation.json`` is kept if it is of the same model. Returns the summary that
     was written to ``out/summary.json``.
 
     Example:
-        >>> visualize(dbn, images, "run", VisualizeSettings(units=10))  # doctest: +SKIP
+        >>> visualize(cnn, images, "run", VisualizeSettings(units=8))  # doctest: +SKIP
     """
     s = settings or VisualizeSettings()
-    s.check(dbn, n_inputs=len(images))
+    seam = probe(model, images.shape[1:])
+    keys = s.check(seam, n_inputs=len(images))
     plan = plan_replacement(out, force=force, reading=[model_path] if model_path else ())
-    fingerprint = model_fingerprint(dbn)
+    fingerprint = model_fingerprint(model)
     _keep_evaluation(plan, fingerprint)
-    _untrained_note(dbn)
-    layers = list(dict.fromkeys(s.layers)) if s.layers else list(range(1, dbn.n_layers + 1))
-    images = images.to(dbn.rbms[0].weight.device)
+    described = seam.describe()
+    _untrained_note(described)
+    images = images.to(seam.device)
+    model_images = images if normalization is None else normalization.normalize(images)
+    show = (lambda x: x) if normalization is None else normalization.denormalize
     with build_run(plan) as run:
         examples = {}
         if "examples" in s.methods:    # every layer's units in one pass over the data
-            examples = top_examples(dbn, images, layers, k=s.k, progress=progress,
-                                    units={d: _units(dbn, d, s) for d in layers})
+            examples = top_examples(model, model_images, keys, k=s.k, progress=progress,
+                                    units={key: _shown_units(seam.layer(key), s)
+                                           for key in keys})
         summary = {
             "format": RUN_FORMAT,
             "featvis_version": __version__,
             "model_sha256": fingerprint,
-            "trained_layers": dbn.trained_layers,
-            "model": {"path": save_model_as or (None if model_path is None else str(model_path)),
-                      "sizes": dbn.sizes, "input_norm": dbn.input_norm,
-                      "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
-                      "history": [rbm.history for rbm in dbn.rbms], "data": dbn.data_info},
+            "trained_layers": described.pop("trained_layers"),
+            "model": described | {
+                "path": save_model_as or (None if model_path is None else str(model_path)),
+                "normalize": None if normalization is None else {
+                    "mean": normalization.mean.tolist(), "std": normalization.std.tolist()}},
             "settings": asdict(s),
-            "layers": [_layer(dbn, d, images, examples.get(d), s, run, progress)
-                       for d in layers],
+            "layers": [_layer(seam, key, s, run, images, show, examples.get(key), progress)
+                       for key in keys],
         }
         run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
         if save_model_as is not None:
-            run.write(save_model_as, encode_dbn(dbn))
+            run.write(save_model_as, encode_dbn(model))
         if EVALUATION in plan.carry:
             run.link(plan.contents.root / EVALUATION, EVALUATION, plan.contents.own[EVALUATION])
         if gallery:

@@ -9,30 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import Iterable
 
-__all__ = ["e", "page", "figure", "table", "number", "METHOD_TITLES", "METHOD_LEGENDS"]
-
-METHOD_TITLES = {
-    "examples": "Dataset examples",
-    "maximize": "Activation maximization",
-    "sampling": "Unit sampling",
-    "filters": "Ranked filters",
-    "combination": "Linear combination",
-    "agreement": "Agreement between methods",
-}
-METHOD_LEGENDS = {
-    "examples": "The inputs of the data set that activate the unit most, and their mean "
-                "(Erhan, Bengio, Courville &amp; Vincent 2009).",
-    "maximize": "The input of fixed norm &rho; that maximizes the unit's activation, found by "
-                "projected gradient ascent (Erhan et al. 2009).",
-    "sampling": "Inputs sampled from the deep belief net with the unit clamped on, "
-                "p(x | h = 1), and their mean (Erhan et al. 2009; Hinton et al. 2006).",
-    "filters": "The units of the layer below with the strongest connections to the unit, "
-               "framed yellow for a positive and magenta for a negative weight "
-               "(pylearn2's top_filters).",
-    "combination": "The weighted sum of the layer below's pictures over the unit's strongest "
-                   "connections, applied recursively from the first-layer filters "
-                   "(Lee, Ekanadham &amp; Ng 2008).",
-}
+__all__ = ["e", "page", "figure", "table", "number"]
 
 _CSS = """
 *{box-sizing:border-box}
