@@ -81,3 +81,60 @@ def hostile_run(run_copy):
     path.write_text(json.dumps(summary))
     build_gallery(run_copy)
     return run_copy
+
+
+CNN_SOURCE = '''
+import torch
+from torch import nn
+
+
+def build():
+    """A small grayscale CNN: two conv blocks (one with an in-place ReLU), two Linear."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(6 * 3 * 3, 8), nn.ReLU(), nn.Linear(8, 3))
+'''
+
+
+@pytest.fixture(scope="session")
+def user_cnn(tmp_path_factory):
+    """A user's model on disk: ``featvis_test_cnn:build``, its weights (safetensors) and a
+    folder of 12x12 grey PNGs in two class subfolders."""
+    import sys
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("user")
+    (root / "featvis_test_cnn.py").write_text(CNN_SOURCE)
+    sys.path.insert(0, str(root))
+    import featvis_test_cnn
+
+    weights = root / "cnn.safetensors"
+    save_file(featvis_test_cnn.build().state_dict(), str(weights))
+    rng = np.random.default_rng(0)
+    for label in ("circles", "lines"):
+        (root / "images" / label).mkdir(parents=True)
+        for i in range(6):
+            pixels = (rng.random((12, 12)) * 255).astype(np.uint8)
+            Image.fromarray(pixels, "L").save(root / "images" / label / f"{i}.png")
+    yield {"root": root, "spec": "featvis_test_cnn:build", "weights": weights,
+           "images": root / "images"}
+    sys.path.remove(str(root))
+
+
+@pytest.fixture(scope="session")
+def cnn_run(tmp_path_factory, user_cnn):
+    """``featvis visualize --model`` on the user's CNN and PNG folder (read-only)."""
+    from featvis.cli import main
+
+    out = tmp_path_factory.mktemp("cnn") / "run"
+    code = main(["visualize", "--model", user_cnn["spec"], "--weights",
+                 str(user_cnn["weights"]), "--images", str(user_cnn["images"]), "--out",
+                 str(out), "--units", "3", "--k", "4", "--top", "4", "--steps", "20",
+                 "--restarts", "2", "--quiet", "--device", "cpu"])
+    assert code == 0
+    return out

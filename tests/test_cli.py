@@ -19,7 +19,7 @@ def test_help_and_version():
 
 def test_train_writes_checkpoint_and_logs_each_epoch(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
-    code, stdout, stderr = run_cli(capsys, "train", "--layers", "784,12,6", "--epochs", "2",
+    code, stdout, stderr = run_cli(capsys, "train", "--sizes", "784,12,6", "--epochs", "2",
                                    "--quiet", "--out", str(out))
     assert code == 0 and stdout.strip() == str(out)
     assert stderr.count("reconstruction error") == 4
@@ -30,9 +30,9 @@ def test_train_writes_checkpoint_and_logs_each_epoch(tmp_path, capsys):
 
 def test_resume_skips_finished_layers(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
-    assert run_cli(capsys, "train", "--layers", "784,8,4", "--epochs", "1", "--quiet",
+    assert run_cli(capsys, "train", "--sizes", "784,8,4", "--epochs", "1", "--quiet",
                    "--out", str(out))[0] == 0
-    code, _, stderr = run_cli(capsys, "train", "--layers", "784,8,4", "--epochs", "1",
+    code, _, stderr = run_cli(capsys, "train", "--sizes", "784,8,4", "--epochs", "1",
                               "--quiet", "--resume", "--out", str(out))
     assert code == 0 and "resuming after layer 2 of 2" in stderr
     assert stderr.count("reconstruction error") == 0
@@ -48,9 +48,9 @@ def _bad_data_folder(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--layers", "784,a"], "expected comma-separated integers"),
-    (["--layers", "784,-3"], "expected positive integers"),
-    (["--layers", "700,10"], "784 pixels per image but the model's input layer has 700"),
+    (["--sizes", "784,a"], "expected comma-separated integers"),
+    (["--sizes", "784,-3"], "expected positive integers"),
+    (["--sizes", "700,10"], "784 pixels per image but the model's input layer has 700"),
     (["--epochs", "0"], "expected a positive integer"),
     (["--data", "{tmp}/absent"], "not a folder"),
     (["--data", "{tmp}/data"], "truncated"),
@@ -76,7 +76,7 @@ def test_resume_from_foreign_checkpoint(tmp_path, capsys):
 
 def test_subprocess_error_has_no_traceback(tmp_path):
     out = tmp_path / "m.safetensors"
-    result = subprocess.run([sys.executable, "-m", "featvis.cli", "train", "--layers", "5,2",
+    result = subprocess.run([sys.executable, "-m", "featvis.cli", "train", "--sizes", "5,2",
                              "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("featvis train: error:") and not out.exists()
@@ -88,7 +88,7 @@ def test_stopped_training_keeps_the_last_checkpoint_and_resumes(tmp_path, signal
     import time
 
     out = tmp_path / "m.safetensors"
-    args = [sys.executable, "-m", "featvis.cli", "train", "--layers", "784,24,12,6",
+    args = [sys.executable, "-m", "featvis.cli", "train", "--sizes", "784,24,12,6",
             "--epochs", "40", "--quiet", "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -111,7 +111,7 @@ def test_train_never_overwrites_a_file_it_was_not_told_to(tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("my notes")
     model = tmp_path / "m.safetensors"
-    train = ["train", "--layers", "784,4", "--epochs", "1", "--quiet"]
+    train = ["train", "--sizes", "784,4", "--epochs", "1", "--quiet"]
     for existing in (text, model):
         if existing is model:
             assert run_cli(capsys, *train, "--out", model)[0] == 0
@@ -130,7 +130,7 @@ def test_train_never_overwrites_a_file_it_was_not_told_to(tmp_path, capsys):
 ])
 def test_train_refuses_an_unusable_out_before_training(tmp_path, capsys, make, message):
     out = make(tmp_path)
-    code, _, err = run_cli(capsys, "train", "--layers", "784,4", "--quiet", "--out", out)
+    code, _, err = run_cli(capsys, "train", "--sizes", "784,4", "--quiet", "--out", out)
     assert code == 2 and message in err and "reconstruction error" not in err
     assert len(err.strip().splitlines()) == 1
 
@@ -149,7 +149,7 @@ def _strip_data_fingerprint(path):
 
 def test_resume_refuses_other_data(tmp_path, capsys, tiny_mnist_dir):
     out = tmp_path / "m.safetensors"
-    train = ["train", "--layers", "784,4", "--epochs", "1", "--quiet", "--out", out]
+    train = ["train", "--sizes", "784,4", "--epochs", "1", "--quiet", "--out", out]
     assert run_cli(capsys, *train, "--data", tiny_mnist_dir)[0] == 0
     before = out.read_bytes()
     code, _, err = run_cli(capsys, *train, "--resume")
@@ -172,3 +172,73 @@ def test_evaluate_refuses_another_models_run(tmp_path, capsys, run_dir):
     code, _, err = run_cli(capsys, "evaluate", other, "--run", run_dir, "--quiet")
     assert code == 2 and "shows another model" in err
     assert snapshot(run_dir) == before
+
+
+def test_layers_lists_a_users_model(capsys, user_cnn):
+    code, out, err = run_cli(capsys, "layers", "--model", user_cnn["spec"], "--input-shape",
+                             "1,12,12")
+    assert code == 0, err
+    rows = [line.split() for line in out.strip().splitlines()]
+    assert rows[0] == ["layer", "type", "units", "unit", "shape", "output", "shape"]
+    assert rows[1] == ["0", "Conv2d", "4", "12x12", "4x12x12"]
+    assert [r[0] for r in rows[1:]] == [str(i) for i in range(10)]
+    assert rows[-1] == ["9", "Linear", "3", "-", "3"]
+
+
+def test_visualize_a_users_cnn(cnn_run):
+    import json
+
+    from featvis.runfolder import load_summary
+
+    summary = load_summary(cnn_run)
+    assert [layer["layer"] for layer in summary["layers"]] == ["0", "3", "7", "9"]
+    assert summary["model"]["kind"] == "Sequential" and summary["model"]["input_shape"] == [
+        1, 12, 12]
+    conv = summary["layers"][0]
+    assert conv["methods"] == ["examples", "maximize", "combination"]
+    assert "Unit sampling" in conv["unavailable"] and "Ranked filters" in conv["unavailable"]
+    for linear in summary["layers"][2:]:          # the chain of Linears starts on a conv map
+        assert linear["methods"] == ["examples", "maximize"]
+        assert "no earlier nn.Linear has 54 outputs" in linear["unavailable"]["Ranked filters"]
+    unit = conv["unit_details"][0]
+    assert len(unit["examples"]["positions"]) == 4 and unit["examples"]["positions"][0][0] < 12
+    assert json.loads((cnn_run / "summary.json").read_text())["settings"]["rho"] > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "no_such_module:build"], "cannot import no_such_module"),
+    (["--model", "featvis_test_cnn:nothing"], "has no callable nothing"),
+    (["--model", "featvis_test_cnn"], "unknown built-in kind"),
+    (["--model", "featvis_test_cnn:build", "--weights", "{root}/w.pt"], "is a pickle"),
+    (["--model", "featvis_test_cnn:build", "--weights", "{root}/bad.safetensors"],
+     "missing keys 0.bias, 0.weight"),
+    (["--model", "featvis_test_cnn:build", "--images", "{root}/none"], "cannot read"),
+    (["--model", "featvis_test_cnn:build", "--layers", "0,cnv"], "unknown layer 'cnv'"),
+])
+def test_visualize_refuses_a_bad_user_model(tmp_path, capsys, user_cnn, args, message):
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"extra": torch.zeros(1)}, str(user_cnn["root"] / "bad.safetensors"))
+    args = [a.format(root=user_cnn["root"]) for a in args]
+    code, _, err = run_cli(capsys, "visualize", "--images", user_cnn["images"], "--out",
+                           tmp_path / "run", "--quiet", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_import_featvis_leaves_the_environment_alone():
+    code = ("import os; before = dict(os.environ); import featvis; featvis.DBN; "
+            "featvis.top_examples; assert dict(os.environ) == before, 'changed'; "
+            "import sys; assert 'featvis.cli' not in sys.modules")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_train_layers_is_the_old_spelling_of_sizes(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    code, _, err = run_cli(capsys, "train", "--layers", "784,4", "--epochs", "1", "--quiet",
+                           "--out", out)
+    assert code == 0 and "--layers is now --sizes" in err and DBN.load(out).sizes == [784, 4]

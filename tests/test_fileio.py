@@ -63,7 +63,7 @@ def test_train_refuses_while_another_run_writes_the_same_checkpoint(tmp_path, ca
                                                                     sleeper):
     out = tmp_path / "m.safetensors"
     _temporary(out, sleeper, "lock").write_bytes(b"")
-    code, _, err = run_cli(capsys, "train", "--layers", "784,4", "--quiet", "--out", out)
+    code, _, err = run_cli(capsys, "train", "--sizes", "784,4", "--quiet", "--out", out)
     assert code == 2 and f"featvis process {sleeper}" in err and not out.exists()
 
 

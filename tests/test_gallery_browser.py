@@ -40,7 +40,9 @@ def page(browser):
     context.close()
 
 
-def test_every_page_loads_its_images_and_links(page, run_dir):
+@pytest.mark.parametrize("run", ["run_dir", "cnn_run"])
+def test_every_page_loads_its_images_and_links(page, run, request):
+    run_dir = request.getfixturevalue(run)
     for html in sorted(run_dir.rglob(INDEX)):
         page.goto(html.as_uri())
         widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")

@@ -80,7 +80,7 @@ def test_report_rebuilds_a_deleted_gallery(run_copy, capsys):
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "demo"
     code, stdout, stderr = run_cli(capsys, "demo", "--out", out, "--epochs", 1,
-                                   "--layers", "784,16,8,4", "--units", 2, "--quiet",
+                                   "--sizes", "784,16,8,4", "--units", 2, "--quiet",
                                    "--device", "cpu")
     assert code == 0 and stdout.strip() == str(out / INDEX)
     assert "1 epochs per RBM on 10000 MNIST images" in stderr
@@ -91,7 +91,7 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
 
 
 def test_demo_with_an_input_layer_that_does_not_fit_the_data(tmp_path, capsys):
-    code, _, stderr = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--layers", "700,10",
+    code, _, stderr = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--sizes", "700,10",
                               "--quiet", "--device", "cpu")
     assert code == 2 and "width 784 does not match the model's input size 700" in stderr
     assert not (tmp_path / "demo").exists()

@@ -56,7 +56,8 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--layers", "0"], "expected positive integers"),
+    (["--layers", "0"], "layer must be a hidden depth in 1..3, got 0"),
+    (["--layers", "x"], "layer must be a hidden depth in 1..3, got 'x'"),
     (["--k", "20000", "--methods", "examples"], "k=20000 is larger than the number of inputs"),
     (["--layers", "4"], "layer must be a hidden depth in 1..3"),
     (["--methods", "examples,colour"], "unknown method 'colour'"),

@@ -1,26 +1,38 @@
-"""featvis: see what every unit of a deep network has learned."""
+"""featvis: see what every unit of a deep network has learned.
 
-import os as _os
+The public names are imported on first use (PEP 562), so ``import featvis`` is cheap, loads
+no torch and changes nothing in the environment; the ``featvis`` command sets up torch's
+threads itself before loading it (see :mod:`featvis.cli`).
+"""
 
-# OpenMP threads that spin while waiting make torch an order of magnitude slower whenever
-# another process shares the cores; passive waiting costs little when they are idle. Only
-# effective if torch is not imported yet, and never overrides the user's own setting.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from importlib import import_module
 
 from ._version import __version__
 
-from .data import load_mnist, read_idx
-from .errors import CheckpointError, DataError, FeatvisError
-from .methods import (Maximization, RankedFilters, TopExamples, UnitSamples,
-                      linear_combination, maximize, ranked_filters, sample_unit, top_examples)
-from .models import DBN, RBM
-from .train import TrainingRecipe
+_PUBLIC = {
+    "read_idx": "data", "load_mnist": "data", "load_images": "data",
+    "Normalization": "data",
+    "FeatvisError": "errors", "DataError": "errors", "CheckpointError": "errors",
+    "RBM": "models", "DBN": "models", "TrainingRecipe": "train",
+    "probe": "probe", "layers": "probe", "LayerInfo": "probe",
+    "UnsupportedError": "probe", "LayerError": "probe",
+    "top_examples": "methods", "TopExamples": "methods", "maximize": "methods",
+    "Maximization": "methods", "sample_unit": "methods", "UnitSamples": "methods",
+    "ranked_filters": "methods", "RankedFilters": "methods",
+    "linear_combination": "methods", "Combination": "methods",
+    "visualize": "visualize", "VisualizeSettings": "visualize",
+}
 
-__all__ = [
-    "__version__",
-    "read_idx", "load_mnist",
-    "FeatvisError", "DataError", "CheckpointError",
-    "RBM", "DBN", "TrainingRecipe",
-    "top_examples", "TopExamples", "maximize", "Maximization", "sample_unit", "UnitSamples",
-    "ranked_filters", "RankedFilters", "linear_combination",
-]
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'featvis' has no attribute {name!r}")
+    value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,7 +1,8 @@
 """The ``featvis`` command: thin sub-commands over the library.
 
 Every user error (bad file, bad option, impossible request) prints one line on stderr and
-exits with status 2; Ctrl-C exits with 130. Outputs are written atomically.
+exits with status 2; Ctrl-C exits with 130. Outputs are written atomically. torch is loaded
+only once :func:`main` has set ``OMP_WAIT_POLICY`` (see there).
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ._version import __version__
 from .errors import FeatvisError
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_USAGE = 2
 
@@ -41,8 +44,39 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def resolve_device(name: str) -> torch.device:
+def _number_list(text: str, kind: type = int) -> list:
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    values = _number_list(text)
+    if not 1 <= len(values) <= 3 or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected D, H,W or C,H,W (positive), got {text!r}")
+    return tuple(values)
+
+
+def _pair(text: str) -> tuple[float, float]:
+    values = _number_list(text, float)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers LO,HI, got {text!r}")
+    return values[0], values[1]
+
+
+def _names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer names, got {text!r}")
+    return names
+
+
+def resolve_device(name: str) -> "torch.device":
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -68,7 +102,7 @@ def _add_force(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--force", action="store_true", help=what)
 
 
-def _mnist(split: str, data: Path | None, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _mnist(split: str, data: Path | None, width: int) -> tuple["torch.Tensor", "torch.Tensor"]:
     """An MNIST split (embedded or from ``data``) whose images are ``width`` pixels wide."""
     from .data import load_mnist
 
@@ -118,12 +152,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_train_out(out, args.resume, args.force)
     device = resolve_device(args.device)
     dbn = DBN.load(out, device=device) if args.resume else None
-    if dbn is not None and dbn.sizes != args.layers:
-        raise FeatvisError(f"--resume: checkpoint has layers {dbn.sizes}, asked {args.layers}")
-    images, _ = _mnist("train", args.data, args.layers[0])
+    if dbn is not None and dbn.sizes != args.sizes:
+        raise FeatvisError(f"--resume: checkpoint has layers {dbn.sizes}, asked {args.sizes}")
+    images, _ = _mnist("train", args.data, args.sizes[0])
     data_info = mnist_info(args.data, images)
     if dbn is None:
-        dbn = DBN(args.layers, seed=args.seed).to(device)
+        dbn = DBN(args.sizes, seed=args.seed).to(device)
     else:
         _check_same_data(dbn.data_info, data_info)
         print(f"resuming after layer {dbn.trained_layers} of {dbn.n_layers}", file=sys.stderr)
@@ -171,24 +205,93 @@ def _methods(text: str) -> list[str]:
     return names
 
 
-def cmd_visualize(args: argparse.Namespace) -> int:
+def _load_model(args: argparse.Namespace, device: "torch.device"):
+    """The model of ``--model`` (a built-in kind, ``dbn`` by default, read from the
+    positional checkpoint; or a user's ``module:factory`` with ``--weights``)."""
     from .models import DBN
+    from .usermodel import load_factory, load_weights
+
+    spec = args.model_spec
+    if ":" in spec:
+        if args.model is not None:
+            raise FeatvisError(f"give either a checkpoint or --model {spec}, not both")
+        model = load_factory(spec)
+        if args.weights is not None:
+            load_weights(model, args.weights)
+        return model.to(device), args.weights
+    if spec != "dbn":
+        raise FeatvisError(f"--model {spec!r}: unknown built-in kind (dbn), and no "
+                           "package.module:factory")
+    if args.model is None:
+        raise FeatvisError("give a checkpoint written by 'featvis train', or --model "
+                           "package.module:factory")
+    if args.weights is not None:
+        raise FeatvisError("--weights is for --model package.module:factory; a checkpoint "
+                           "holds its own weights")
+    return DBN.load(args.model, device=device), args.model
+
+
+def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object]:
+    """The images a command shows, shaped for the model, and their normalization."""
+    import math
+
+    from .data import Normalization, load_images, load_mnist, parse_normalize
+    from .render import picture_shape
+
+    shape = args.input_shape or seam.input_shape
+    if args.images is not None:
+        channels = shape[0] if shape is not None and len(shape) == 3 else None
+        images = load_images(args.images, channels=channels, resize=args.resize)[0]
+    else:
+        images = load_mnist(args.split, args.data)[0]
+        shape = shape or picture_shape(images.shape[1:])     # MNIST as (1, 28, 28)
+    if shape is not None:
+        if images[0].numel() != math.prod(shape):
+            raise FeatvisError(f"one input of the data has shape {tuple(images.shape[1:])}, "
+                               f"the model takes {tuple(shape)}")
+        images = images.reshape(len(images), *shape)
+    normalization = None
+    if args.normalize is not None:
+        channels = images.shape[1] if images.dim() == 4 else 1
+        normalization = Normalization(*parse_normalize(args.normalize, channels))
+    return images, normalization
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
     from .probe import probe
     from .runfolder import plan_replacement
     from .visualize import METHODS, VisualizeSettings, visualize
 
     device = resolve_device(args.device)
-    dbn = DBN.load(args.model, device=device)
-    settings = VisualizeSettings(layers=args.layers, methods=args.methods or METHODS,
-                                 units=args.units, k=args.k, top=args.top, steps=args.steps,
-                                 restarts=args.restarts, samples=args.samples,
-                                 variant=args.variant, seed=args.seed)
-    settings.check(probe(dbn))
-    plan_replacement(args.out, force=args.force, reading=[args.model])   # before reading data
-    images, _ = _mnist(args.split, args.data, dbn.sizes[0])
-    visualize(dbn, images, args.out, settings, model_path=args.model, force=args.force,
-              progress=not args.quiet)
+    model, model_path = _load_model(args, device)
+    seam = probe(model, args.input_shape)
+    plan_replacement(args.out, force=args.force,                       # before reading data
+                     reading=[model_path] if model_path else ())
+    images, normalization = _inputs(args, seam)
+    seam = probe(model, images.shape[1:])
+    settings = VisualizeSettings(
+        layers=None if args.layers is None else [seam.key_from_text(t) for t in args.layers],
+        methods=args.methods or METHODS, units=args.units, k=args.k, top=args.top,
+        steps=args.steps, restarts=args.restarts, samples=args.samples, variant=args.variant,
+        seed=args.seed, rho=args.rho, bounds=args.bounds)
+    visualize(model, images, args.out, settings, normalization=normalization,
+              model_path=model_path, force=args.force, progress=not args.quiet)
     print(args.out)
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from .probe import probe
+
+    model, _ = _load_model(args, resolve_device("cpu"))
+    seam = probe(model, args.input_shape)
+    infos = [seam.layer(key) for key in seam.layer_keys()]
+    rows = [(str(i.name), i.type, str(i.units), "x".join(map(str, i.unit_shape)) or "-",
+             "x".join(map(str, i.output_shape))) for i in infos]
+    header = ("layer", "type", "units", "unit shape", "output shape")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(5)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return 0
 
 
@@ -203,7 +306,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     index = run_demo(args.out, data=args.data, epochs=args.epochs, seed=args.seed,
-                     sizes=args.layers, units=args.units, device=resolve_device(args.device),
+                     sizes=args.sizes, units=args.units, device=resolve_device(args.device),
                      progress=not args.quiet, force=args.force)
     print(index)
     return 0
@@ -288,8 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a deep belief net one RBM at a time (rbm.m recipe); "
                                    "a checkpoint is saved after every layer.")
     _add_common_options(p)
-    p.add_argument("--layers", type=_int_list, default=[784, 1000, 500, 250],
-                   help="layer sizes, input first (default 784,1000,500,250)")
+    _add_sizes(p)
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
     p.add_argument("--batch-size", type=_positive_int, default=100, help="default 100")
     p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
@@ -299,16 +401,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_force(p, "overwrite an existing file at --out")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("visualize", help="run the five methods over a DBN's layers",
+    p = sub.add_parser("visualize", help="run the methods over a model's layers",
                        description="Write one PNG grid per method per layer, per-unit "
-                                   "pictures and summary.json into --out (atomically).")
-    p.add_argument("model", type=Path, help="checkpoint written by 'featvis train'")
+                                   "pictures, summary.json and the gallery into --out "
+                                   "(atomically), for a featvis checkpoint or any nn.Module.")
+    _add_model_options(p)
     _add_common_options(p)
     p.add_argument("--split", choices=["train", "test"], default="train",
-                   help="data split mined for dataset examples (default train)")
+                   help="MNIST split mined for dataset examples (default train)")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR|FILE.npy",
+                   help="inputs instead of MNIST: a folder of PNG/JPEG images (class "
+                        "subfolders allowed) or a .npy array (uint8 is divided by 255)")
+    p.add_argument("--resize", type=_shape, default=None, metavar="H,W",
+                   help="resize every image of --images to H,W")
+    p.add_argument("--normalize", default=None, metavar="MEAN,STD",
+                   help="feed the model (x - mean) / std (MEAN,STD, or C means then C stds); "
+                        "pictures are shown de-normalized")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--layers", type=_int_list, default=None,
-                   help="hidden depths, 1 = first hidden layer (default: all)")
+    p.add_argument("--layers", type=_names, default=None,
+                   help="layer keys: hidden depths of a DBN (1 = first hidden layer), module "
+                        "names of any other model (default: every layer of a DBN, every "
+                        "Conv2d and Linear of a module)")
+    p.add_argument("--rho", type=float, default=None,
+                   help="maximization's norm (default: a DBN's input norm, else the mean "
+                        "norm of the inputs)")
+    p.add_argument("--bounds", type=_pair, default=None, metavar="LO,HI",
+                   help="maximize in the box LO <= x <= HI instead of on a sphere")
     p.add_argument("--methods", type=_methods, default=None,
                    help="comma-separated subset of examples,maximize,sampling,filters,"
                         "combination (default: all)")
@@ -324,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unit-sampling variant (default one-hot)")
     _add_force(p, _FORCE_RUN)
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("layers", help="list a model's layers (keys, types, units, shapes)",
+                       description="One forward pass of a zero input; every module whose "
+                                   "output is one tensor, in forward order.")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("report", help="(re)build the HTML gallery of a visualize output folder",
                        description="Rebuild index.html and the layer and unit pages from "
@@ -355,8 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("featvis-demo"),
                    help="output folder (default ./featvis-demo)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
-    p.add_argument("--layers", type=_int_list, default=[784, 1000, 500, 250],
-                   help="layer sizes, input first (default 784,1000,500,250)")
+    _add_sizes(p)
     p.add_argument("--units", type=_positive_int, default=100,
                    help="units shown per layer (default 100)")
     _add_force(p, _FORCE_RUN)
@@ -364,11 +487,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_sizes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", type=_int_list, default=None,
+                   help="layer sizes, input first (default 784,1000,500,250)")
+    p.add_argument("--layers", type=_int_list, default=None, dest="old_sizes",
+                   help=argparse.SUPPRESS)          # the old spelling of --sizes
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, nargs="?", default=None,
+                   help="checkpoint written by 'featvis train'")
+    p.add_argument("--model", dest="model_spec", default="dbn", metavar="KIND|MODULE:FACTORY",
+                   help="a built-in kind (dbn, read from the checkpoint) or a user's "
+                        "package.module:factory, called with no arguments")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="safetensors state_dict for --model MODULE:FACTORY (no pickles)")
+    p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
+                   help="one input's shape, for a module (default: from the data)")
+
+
+def _sizes(args: argparse.Namespace) -> None:
+    """``--sizes``, or its old spelling ``--layers`` with a warning."""
+    if args.old_sizes is not None:
+        if args.sizes is not None:
+            raise FeatvisError("give --sizes only (--layers is its old spelling)")
+        print(f"featvis {args.command}: warning: --layers is now --sizes (layer sizes); "
+              "--layers will mean layer keys, as in 'featvis visualize'", file=sys.stderr)
+        args.sizes = args.old_sizes
+    if args.sizes is None:
+        args.sizes = [784, 1000, 500, 250]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Spinning OpenMP threads make torch an order of magnitude slower whenever another
+    # process shares the cores; passive waiting costs little when they are idle. Set before
+    # torch is loaded, and never over the user's own setting (the library itself never does).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if hasattr(args, "old_sizes"):
+            _sizes(args)
         return func(args)
     except KeyboardInterrupt:
         print("featvis: interrupted", file=sys.stderr)

@@ -82,6 +82,10 @@ class Probe:
         """Every layer, in forward order."""
         raise NotImplementedError
 
+    def key_from_text(self, text: str) -> Key:
+        """A layer key as the user types it (a DBN's depth is a number)."""
+        return text
+
     def scores(self, x: torch.Tensor, units: Mapping[Key, torch.Tensor | None]
                ) -> dict[Key, Scores]:
         """The ranking scores of several layers' units for inputs ``x`` in one forward pass
@@ -159,6 +163,13 @@ class DBNProbe(Probe):
 
     def layer_keys(self) -> list[Key]:
         return list(range(1, self.dbn.n_layers + 1))
+
+    def key_from_text(self, text):
+        try:
+            return int(text)
+        except ValueError:
+            raise LayerError(f"layer must be a hidden depth in 1..{self.dbn.n_layers}, got "
+                             f"{text!r}") from None
 
     def layer(self, key: Key) -> LayerInfo:
         d = self.dbn.check_layer(key)

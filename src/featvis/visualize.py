@@ -20,7 +20,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -278,8 +278,9 @@ REGISTRY: tuple[Method, ...] = (
     Method("filters", "Ranked filters",
            "The units of the layer below with the strongest connections to the unit, framed "
            "yellow for a positive and magenta for a negative weight (pylearn2's top_filters).",
-           lambda seam, key: _why_not(lambda: ranked_filters(seam.model, key, top=1,
-                                                             input_shape=seam.input_shape)),
+           lambda seam, key: _why_not(lambda: linear_combination(   # the pictures below
+               seam.model, ranked_filters(seam.model, key, top=1, input_shape=seam.input_shape)
+               .below, top=None, units=[0], input_shape=seam.input_shape)),
            _filters),
     Method("combination", "Linear combination",
            "The weighted sum of the layer below's pictures over the unit's strongest "
@@ -388,6 +389,9 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     images = images.to(seam.device)
     model_images = images if normalization is None else normalization.normalize(images)
     show = (lambda x: x) if normalization is None else normalization.denormalize
+    if s.rho is None and s.bounds is None and seam.default_rho() is None:
+        # A module's maximization on the sphere of the inputs' mean norm, like a DBN's.
+        s = replace(s, rho=round(model_images.flatten(1).norm(dim=1).mean().item(), 6))
     with build_run(plan) as run:
         examples = {}
         if "examples" in s.methods:    # every layer's units in one pass over the data

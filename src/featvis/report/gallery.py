@@ -144,7 +144,8 @@ def _layer_page(layer: dict, evaluation: dict | None) -> str:
                   if r.get("layer") == layer["layer"]]
     sections = "".join(
         f'<section class="card"><h2>{e(s["title"])}</h2><p>{e(s["legend"])}</p>'
-        + figure(_url(s["file"], 1), e(s["caption"]), f'{s["title"]} of {layer["name"]}')
+        + figure(_url(s["file"], 1), e(s["caption"]), f'{s["title"]} of {layer["name"]}',
+                 "overview")
         + "</section>" for s in layer["sections"])
     skipped = "".join(f"<li>{e(name)}: {e(why)}</li>"
                       for name, why in (layer.get("unavailable") or {}).items())

@@ -29,6 +29,7 @@ figcaption{font-size:.9em;color:#4a5563}
 img{max-width:100%;height:auto;image-rendering:pixelated;background:#000;display:block}
 img.thumb{width:120px;height:120px;object-fit:cover;object-position:top}
 img.single{width:min(100%,196px)}
+img.overview{min-width:min(100%,360px)}
 img.strip{width:100%}
 section.card h2{margin-top:0}
 .grid{display:flex;flex-wrap:wrap;gap:12px}

@@ -1,0 +1,7 @@
+"""``python -m featvis``: the command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
