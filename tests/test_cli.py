@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -5,16 +6,32 @@ import numpy as np
 import pytest
 
 from featvis import DBN, __version__
+from featvis.cli import main
+
 from helpers import run_cli, write_idx
 
 
 def test_help_and_version():
-    out = subprocess.run([sys.executable, "-m", "featvis.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "featvis", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    assert "train" in out
-    out = subprocess.run([sys.executable, "-m", "featvis.cli", "--version"],
+    listed = re.findall(r"^    ([a-z]+)\b", out, re.MULTILINE)
+    assert listed == ["train", "visualize", "layers", "report", "evaluate", "demo"]
+    out = subprocess.run([sys.executable, "-m", "featvis", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"featvis {__version__}"
+
+
+def test_every_command_documents_its_options(capsys):
+    expected = {"train": ["--sizes", "--resume", "--force"],
+                "visualize": ["--model", "--weights", "--images", "--normalize", "--layers",
+                              "--rho", "--force"],
+                "layers": ["--model", "--input-shape"], "report": ["--force"],
+                "evaluate": ["--run", "--ais-runs"], "demo": ["--sizes", "--units"]}
+    for command, options in expected.items():
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert info.value.code == 0 and all(option in out for option in options), command
 
 
 def test_train_writes_checkpoint_and_logs_each_epoch(tmp_path, capsys):

@@ -2,16 +2,14 @@
 
 import itertools
 import math
-import re
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from featvis import (DBN, DataError, linear_combination, maximize, ranked_filters,
-                     sample_unit, top_examples)
-from featvis.units import resolve_units
+from featvis import (DBN, linear_combination, maximize, ranked_filters, sample_unit,
+                     top_examples)
 
 from helpers import binary_states, random_dbn
 
@@ -99,7 +97,7 @@ def test_maximize_deeper_layers_beat_dataset_examples(mnist_small, small_dbn):
     for layer in (2, 3):
         result = maximize(small_dbn, layer, steps=150, restarts=3)
         best_example = small_dbn.transform(x, layer).max(0).values
-        assert (result.activation >= best_example - 1e-4).float().mean() >= 0.8
+        assert (result.activation >= best_example - 1e-4).all()     # every unit
         torch.testing.assert_close(result.all.norm(dim=2),
                                    torch.full(result.all.shape[:2], small_dbn.input_norm))
         reached = small_dbn.transform(result.images, layer).diagonal()
@@ -315,33 +313,6 @@ def test_maximize_needs_finite_positive_rho_and_lr(name, value, bad):
     assert torch.isfinite(fine).all()
 
 
-@pytest.mark.parametrize("units,expected", [
-    (3, [3]), (np.int64(3), [3]), (np.array([3, 1]), [3, 1]), ([1, np.int64(3)], [1, 3]),
-    (np.array(2, dtype=np.uint8), [2]), (torch.tensor([3, 1], dtype=torch.int32), [3, 1]),
-    (torch.tensor(2), [2]), (range(2), [0, 1]), (None, [0, 1, 2, 3, 4]),
-])
-def test_unit_indices_may_be_python_numpy_or_torch_integers(units, expected):
-    index = resolve_units(units, 5)
-    assert index.dtype == torch.long and index.tolist() == expected
-
-
-@pytest.mark.parametrize("units,described", [
-    (3.0, None), (np.float32(3), None), (True, None), (np.bool_(True), None), ([1, 2.0], None),
-    ([0, True], None), ("3", None),
-    (torch.tensor([True]), r"Tensor of torch.bool with shape \(1,\)"),
-    (torch.tensor([1.0]), r"Tensor of torch.float32 with shape \(1,\)"),
-    (torch.zeros(30, 30, dtype=torch.long), r"Tensor of torch.int64 with shape \(30, 30\)"),
-    (np.array([[1, 2]]), r"ndarray of int64 with shape \(1, 2\)"),
-    (np.array([1.0]), r"ndarray of float64 with shape \(1,\)"),
-])
-def test_unit_indices_that_are_not_integers_are_refused(units, described):
-    """Refused in one line: arrays by dtype and shape, anything else by its repr."""
-    described = described or re.escape(repr(units))
-    with pytest.raises(ValueError, match=r"^units must be an integer or a 1-D list of integer "
-                                         rf"indices, got {described}$"):
-        resolve_units(units, 5)
-
-
 def test_every_method_takes_numpy_and_torch_unit_indices():
     dbn = random_dbn([6, 5, 3], seed=11)
     x = torch.rand(10, 6)
@@ -364,10 +335,6 @@ def test_linear_combination_checks_top_against_every_layer_first():
     dbn = random_dbn([6, 5, 3, 4], seed=11)
     with pytest.raises(ValueError, match="^top=4 is larger than layer 2's 3 units$"):
         linear_combination(dbn, 3, top=4)
-
-
-def test_data_errors_are_value_errors():
-    assert issubclass(DataError, ValueError)
 
 
 def test_a_method_a_layer_cannot_support_says_why():
