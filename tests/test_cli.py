@@ -259,3 +259,28 @@ def test_train_layers_is_the_old_spelling_of_sizes(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--layers", "784,4", "--epochs", "1", "--quiet",
                            "--out", out)
     assert code == 0 and "--layers is now --sizes" in err and DBN.load(out).sizes == [784, 4]
+
+
+def test_evaluate_checks_its_outputs_before_computing(tmp_path, capsys, run_dir, small_dbn):
+    model = tmp_path / "m.safetensors"
+    small_dbn.save(model)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for args, message in ((["--json", notes], "exists; refusing to overwrite it (--force"),
+                          (["--json", model], "exists; refusing to overwrite it"),
+                          (["--json", tmp_path], "is a folder"),
+                          (["--json", run_dir / "e.json", "--run", run_dir],
+                           "inside --run")):
+        code, out, err = run_cli(capsys, "evaluate", model, "--ais-runs", 0, "--quiet", *args)
+        assert code == 2 and message in err and out == "", err
+    assert notes.read_text() == "mine" and DBN.load(model).sizes == small_dbn.sizes
+
+
+def test_demo_checks_its_settings_before_training(tmp_path, capsys, tiny_mnist_dir):
+    code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--sizes", "784,8,4",
+                           "--units", 1, "--quiet", "--data", tiny_mnist_dir, "--device",
+                           "cpu")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "d2", "--sizes", "784",
+                           "--quiet", "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "sizes" in err

@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_force_replaces_featvis_files_and_carries_the_others_unchanged(capsys, r
     assert after["mine/data.csv"] == b"1,2"
     assert after["index.html.kept"] == b"<p>edited</p>" and b"featvis gallery" in after[INDEX]
     assert after[f"{layer_folder(1)}/link"] == ("link", "../outside")
-    assert "kept 5 file(s)" in err and "index.html (as index.html.kept)" in err
+    assert "kept 5 file(s)" in err and "'index.html' (as 'index.html.kept')" in err
     # The carried files stay foreign: the next run without --force refuses again.
     assert set(inspect_folder(run).foreign) == {".hidden", "index.html.kept",
                                                 f"{layer_folder(1)}/link", "mine/data.csv",
@@ -150,7 +151,7 @@ def test_report_and_evaluate_never_write_through_a_symlinked_folder(capsys, tmp_
             naming=f"refusing to write '{layer_folder(1)}'")
     assert snapshot(outside) == before
     code, _, err = run_cli(capsys, "report", run, "--force")
-    assert code == 0 and f"{layer_folder(1)} (as {layer_folder(1)}.kept)" in err
+    assert code == 0 and f"'{layer_folder(1)}' (as '{layer_folder(1)}.kept')" in err
     assert snapshot(outside) == before
     assert (run / (layer_folder(1) + ".kept")).is_symlink() and (run / layer_folder(1) / INDEX).is_file()
 
@@ -272,3 +273,104 @@ def test_write_into_run_checks_every_target_before_writing(run):
     with pytest.raises(OwnershipError, match=f"{layer_folder(2)}/index.html"):
         write_into_run(run, {"aaa.txt": b"x", f"{layer_folder(2)}/index.html": b"y"})
     assert snapshot(run) == before
+
+
+def test_visualize_refuses_to_delete_a_model_featvis_saved(capsys, tmp_path, small_dbn,
+                                                            mnist_small, model_path):
+    demo = tmp_path / "demo"
+    visualize(small_dbn, mnist_small[0], demo,
+              VisualizeSettings(layers=[1], methods=["combination"], units=1),
+              save_model_as="model.safetensors", progress=False)
+    before = snapshot(demo)
+    refused(capsys, "visualize", model_path, "--out", demo, *QUICK,
+            naming="it holds the model featvis saved there (model.safetensors)")
+    assert snapshot(demo) == before
+    assert run_cli(capsys, "visualize", model_path, "--out", demo, *QUICK, "--force")[0] == 0
+    assert not (demo / "model.safetensors").exists()
+
+
+def test_an_interrupted_update_leaves_only_featvis_files(run, monkeypatch):
+    import featvis.runfolder as runfolder
+
+    writes = []
+    real = runfolder.atomic_write_bytes
+
+    def killed_after_two(path, data, **kwargs):
+        if len(writes) == 3:              # the pending manifest and two pages
+            raise KeyboardInterrupt
+        writes.append(path)
+        real(path, data, **kwargs)
+
+    monkeypatch.setattr(runfolder, "atomic_write_bytes", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        build_gallery(run)
+    monkeypatch.undo()
+    contents = inspect_folder(run)
+    assert contents.is_run and contents.foreign == []
+    build_gallery(run)                                 # and the next update goes through
+    assert inspect_folder(run).foreign == []
+
+
+def test_force_keeps_foreign_entries_where_featvis_writes(capsys, run, model_path):
+    (run / MANIFEST).write_text("[]")                  # not featvis's manifest: all foreign
+    (run / "training.png").unlink()
+    (run / "training.png").mkdir()
+    (run / "training.png" / "mine.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "visualize", model_path, "--out", run, *QUICK, "--force")
+    assert code == 0, err
+    assert (run / "manifest.json.kept").read_text() == "[]"
+    assert json.loads((run / MANIFEST).read_text())["format"] == "featvis.manifest/1"
+    assert (run / "training.png.kept" / "mine.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("pid", ["0", "99999999999999999999"])
+def test_impossible_pids_are_stale(run, pid):
+    stale = run.parent / f".run.featvis-{pid}@{_host()}.tmp"
+    stale.mkdir()
+    plan_replacement(run)
+    assert not stale.exists()
+
+
+def test_a_deep_foreign_folder_is_walked_without_recursion(capsys, run, model_path):
+    deep = str(run)
+    for _ in range(1200):                 # os.makedirs would recurse itself
+        deep += "/d"
+        os.mkdir(deep)
+    Path(deep, "x").write_text("deep")
+    refused(capsys, "visualize", model_path, "--out", run, *QUICK, naming="'d/d/d/d")
+
+
+def test_out_is_never_the_current_folder(capsys, tmp_path, model_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for out in (".", "sub/..", ".."):
+        refused(capsys, "visualize", model_path, "--out", out, *QUICK,
+                naming="is the current folder or holds it")
+    assert list(here.iterdir()) == []
+
+
+def test_a_run_folder_from_before_manifests_is_featvis_s(capsys, run, model_path):
+    """A featvis.run/1 folder (no manifest) is replaced without --force; report asks to
+    re-run; a user's file in it is still foreign."""
+    (run / MANIFEST).unlink()
+    summary = json.loads((run / "summary.json").read_text())
+    legacy = {"format": "featvis.run/1", "layers": [
+        {"layer": 1, "files": {"combination": "layer1/combination.png"},
+         "unit_details": [{"unit": 0, "files": {"combination": "layer1/units/0/c.png"}}]}]}
+    (run / "summary.json").write_text(json.dumps(legacy))
+    for rel in ("layer1/combination.png", "layer1/units/0/c.png", "layer1/index.html"):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_bytes(b"old")
+    for rel in list(summary["layers"][0]["files"].values()):
+        (run / rel).unlink()
+    import shutil
+    for layer in summary["layers"]:
+        shutil.rmtree(run / layer["folder"])
+    refused(capsys, "report", run, naming="written by an older featvis (featvis.run/1)")
+    (run / "notes.txt").write_text("mine")
+    refused(capsys, "visualize", model_path, "--out", run, *QUICK, naming="'notes.txt'")
+    (run / "notes.txt").unlink()
+    assert run_cli(capsys, "visualize", model_path, "--out", run, *QUICK)[0] == 0
+    assert load_summary(run)["format"] == "featvis.run/2"
+    assert not (run / "layer1").exists()

@@ -113,18 +113,20 @@ def _mnist(split: str, data: Path | None, width: int) -> tuple["torch.Tensor", "
     return images, labels
 
 
-def _check_train_out(out: Path, resume: bool, force: bool) -> None:
-    """Refuse, before any work, an ``--out`` that training may not write."""
-    if out.is_dir():
-        raise FeatvisError(f"--out {out}: is a folder; give the checkpoint's file name")
-    above = next((p for p in out.parents if os.path.lexists(p)), None)
+def _check_new_file(path: Path, option: str, force: bool, resume: bool = False) -> None:
+    """Refuse, before any work, a file ``path`` that the command may not write: a folder,
+    a path under a file, or an existing file without ``--force`` (``--resume`` for train)."""
+    if path.is_dir():
+        raise FeatvisError(f"{option} {path}: is a folder; give a file name")
+    above = next((p for p in path.parents if os.path.lexists(p)), None)
     if above is not None and not above.is_dir():
-        raise FeatvisError(f"--out {out}: {above} is not a folder")
-    if resume and not out.is_file():
-        raise FeatvisError(f"--resume: no checkpoint at {out}")
-    if os.path.lexists(out) and not resume and not force:
-        raise FeatvisError(f"--out {out}: exists; refusing to overwrite it (--resume continues "
-                           "its training, --force replaces it)")
+        raise FeatvisError(f"{option} {path}: {above} is not a folder")
+    if resume and not path.is_file():
+        raise FeatvisError(f"--resume: no checkpoint at {path}")
+    if os.path.lexists(path) and not resume and not force:
+        again = "--resume continues its training, " if option == "--out" else ""
+        raise FeatvisError(f"{option} {path}: exists; refusing to overwrite it ({again}--force "
+                           "replaces it)")
 
 
 def _check_same_data(saved: dict, current: dict) -> None:
@@ -149,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .models import DBN
 
     out: Path = args.out
-    _check_train_out(out, args.resume, args.force)
+    _check_new_file(out, "--out", args.force, args.resume)
     device = resolve_device(args.device)
     dbn = DBN.load(out, device=device) if args.resume else None
     if dbn is not None and dbn.sizes != args.sizes:
@@ -332,21 +334,13 @@ def _format_evaluation(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_run_of(run: Path, dbn, fingerprint: str) -> None:
+def _check_run_of(run: Path, fingerprint: str) -> None:
     """``evaluate --run`` must be given a run of the model being evaluated."""
     from .runfolder import load_summary
 
-    summary = load_summary(run)
-    if "model_sha256" in summary:
-        if summary["model_sha256"] != fingerprint:
-            raise FeatvisError(f"--run {run}: that run shows another model (its model_sha256 "
-                               "differs from this checkpoint's)")
-        return
-    if summary["model"].get("sizes") != dbn.sizes:
-        raise FeatvisError(f"--run {run}: that run shows a model of layers "
-                           f"{summary['model'].get('sizes')}, not {dbn.sizes}")
-    print("featvis evaluate: warning: the run predates model fingerprints; only the layer "
-          "sizes were compared", file=sys.stderr)
+    if load_summary(run)["model_sha256"] != fingerprint:
+        raise FeatvisError(f"--run {run}: that run shows another model (its model_sha256 "
+                           "differs from this checkpoint's)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -357,13 +351,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fingerprint import model_fingerprint
     from .models import DBN
     from .report import gallery_files
-    from .runfolder import EVALUATION, EVALUATION_FORMAT, check_run_targets, write_into_run
+    from .runfolder import (EVALUATION, EVALUATION_FORMAT, check_run_targets, path_inside,
+                            recover, write_into_run)
 
     device = resolve_device(args.device)
     dbn = DBN.load(args.model, device=device)
     fingerprint = model_fingerprint(dbn)
+    if args.json is not None:               # everything the arguments decide, before any work
+        _check_new_file(args.json, "--json", args.force)
+        if args.run is not None and path_inside(args.json, args.run) is not None:
+            raise FeatvisError(f"--json {args.json}: inside --run {args.run}, where featvis "
+                               f"writes {EVALUATION} itself")
     if args.run is not None:                # a run folder that cannot take the figures
-        _check_run_of(args.run, dbn, fingerprint)            # fails before any work
+        recover(args.run)
+        _check_run_of(args.run, fingerprint)
         check_run_targets(args.run, [EVALUATION, *gallery_files(args.run)], force=args.force)
     train, test = (_mnist(split, args.data, dbn.sizes[0]) for split in ("train", "test"))
     result = evaluate_model(dbn, train, test, ais_runs=args.ais_runs, seed=args.seed,
@@ -376,9 +377,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json is not None:
         atomic_write_bytes(args.json, payload)
     if args.run is not None:
+        _check_run_of(args.run, fingerprint)     # again: it may have been replaced
         write_into_run(args.run, {EVALUATION: payload, **gallery_files(args.run, result)},
                        force=args.force)
     return 0
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -467,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, default=None,
                    help="a 'featvis visualize' folder: store the figures there and show them "
                         "in its gallery")
-    _add_force(p, "write into --run even where a page was edited or replaced (kept as "
-                  "NAME.kept)")
+    _add_force(p, "overwrite an existing --json file; write into --run even where a page was "
+                  "edited or replaced (kept as NAME.kept)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="train the reference DBN, visualize it, write the gallery",

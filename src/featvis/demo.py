@@ -18,6 +18,7 @@ import torch
 from .data import load_mnist, mnist_info
 from .models.dbn import DBN
 from .report import INDEX
+from .probe import probe
 from .runfolder import plan_replacement
 from .visualize import VisualizeSettings, visualize
 
@@ -36,16 +37,18 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
     ``out/model.safetensors``); returns the path of ``index.html``. An ``out`` that
     :func:`featvis.visualize.visualize` would refuse is refused before training."""
     out = Path(out)
-    plan_replacement(out, force=force)
+    plan_replacement(out, force=force, rewriting=[MODEL])
     images, _ = load_mnist("train", data)
+    dbn = DBN(list(sizes), seed=seed).to(device)
     # Ranked filters and combinations use up to 10 units of the layer below.
-    settings = settings or VisualizeSettings(units=units, seed=seed, top=min([10, *sizes[1:-1]]))
+    settings = settings or VisualizeSettings(units=units, seed=seed,
+                                             top=min([10, *dbn.sizes[1:-1]]))
+    settings.check(probe(dbn, images.shape[1:]), n_inputs=len(images))   # before training
     print(f"featvis demo: DBN {'-'.join(map(str, sizes))}, {epochs} epochs per RBM on "
           f"{len(images)} MNIST images ({'embedded subset' if data is None else data}); "
           f"{settings.units or 'all'} units per layer, maximization {settings.steps} steps x "
           f"{settings.restarts} restarts, {settings.samples} samples per unit", file=sys.stderr)
     start = time.perf_counter()
-    dbn = DBN(list(sizes), seed=seed).to(device)
     dbn.data_info = mnist_info(data, images)
     dbn.fit(images, epochs=epochs, seed=seed, progress=progress)
     trained = time.perf_counter()

@@ -34,9 +34,12 @@ class BusyError(FeatvisError):
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (0 and impossible pids never do)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:       # someone else's live process
         return True

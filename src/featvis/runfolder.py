@@ -39,7 +39,7 @@ __all__ = ["RUN_FORMAT", "LEGACY_RUN_FORMATS", "SUMMARY", "EVALUATION", "EVALUAT
            "RunFolderError", "layer_folder", "load_summary", "load_evaluation",
            "MANIFEST", "MANIFEST_FORMAT", "OwnershipError", "FolderContents", "check_segments",
            "inspect_folder", "Replacement", "plan_replacement", "RunBuilder", "build_run",
-           "check_run_targets", "write_into_run"]
+           "check_run_targets", "write_into_run", "recover", "path_inside"]
 
 RUN_FORMAT = "featvis.run/2"
 LEGACY_RUN_FORMATS = ("featvis.run/1",)
@@ -48,8 +48,8 @@ EVALUATION = "evaluation.json"          # written by `featvis evaluate --run`, o
 EVALUATION_FORMAT = "featvis.evaluation/1"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "featvis.manifest/1"
-_MAX_JSON_BYTES = 256 * 2**20           # far above any real summary; bounds the memory
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+_MAX_JSON_BYTES = 64 * 2**20            # far above any real summary; bounds the memory
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_MANIFEST_BYTES = 64 * 2**20
 _FORCE_HINT = "--force replaces featvis's own files and keeps the others"
 
@@ -63,8 +63,9 @@ class RunFolderError(FeatvisError):
 
 
 def check_segments(rel: str) -> str:
-    """``rel`` if it is a relative path of segments made of letters, digits and ``._-``
-    (no ``.`` or ``..``, no ``:``): the only paths featvis writes or links to in a run."""
+    """``rel`` if it is a relative path of segments (at most 128 characters) made of
+    letters, digits and ``._-`` (no ``.`` or ``..``, no ``:``): the only paths featvis
+    writes or links to in a run."""
     parts = rel.split("/") if isinstance(rel, str) else []
     if not parts or any(not _SEGMENT.match(p) or p in (".", "..") for p in parts):
         raise ValueError(f"{rel!r} is not a plain relative path (letters, digits, '._-')")
@@ -95,7 +96,8 @@ def _read_json(path: Path) -> object:
 
 
 def _is_index(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A layer or unit number: a non-negative int (not a bool) of sane size."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9
 
 
 def _is_key(value: object) -> bool:
@@ -111,8 +113,13 @@ def _checked_layer(layer: object, path: Path) -> list[str]:
     ok = isinstance(layer, dict) and _is_key(layer.get("layer")) and _strings(
         layer, ("name", "folder")) and isinstance(layer.get("units"), list) and all(
         isinstance(layer.get(k), list) for k in ("methods", "sections", "unit_details")) \
-        and isinstance(layer.get("figures"), dict) and isinstance(layer.get("files"), dict)
+        and isinstance(layer.get("figures"), dict) and isinstance(layer.get("files"), dict) \
+        and all(isinstance(m, str) for m in layer["methods"])
     _require(ok, path, "malformed layer entry")
+    try:
+        check_segments(layer["folder"])
+    except ValueError as exc:
+        raise RunFolderError(f"{path}: layer folder {exc}") from None
     names = list(layer["files"].values())
     for section in layer["sections"]:
         _require(_strings(section, ("method", "title", "legend", "file", "caption")), path,
@@ -152,6 +159,7 @@ def load_summary(run_dir: str | os.PathLike) -> dict:
              and summary["layers"], path, "missing 'model' or 'layers'")
     _require(summary.get("trained_layers") is None or _is_index(summary["trained_layers"]),
              path, "malformed 'trained_layers'")
+    _require(isinstance(summary.get("model_sha256"), str), path, "missing 'model_sha256'")
     for layer in summary["layers"]:
         for name in _checked_layer(layer, path):
             try:
@@ -185,28 +193,69 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_manifest(root: Path) -> dict[str, dict] | None:
-    """The ``files`` of ``root/manifest.json``; None if there is none or it is not featvis's."""
-    path = root / MANIFEST
+def _read_small_json(path: Path, limit: int) -> object | None:
+    """``path`` parsed, or None if it is missing, a symlink, too large or not JSON."""
     try:
-        if path.is_symlink() or not path.is_file() or \
-                path.stat().st_size > _MAX_MANIFEST_BYTES:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > limit:
             return None
-        manifest = parse_json(path.read_bytes(), str(path))
+        return parse_json(path.read_bytes(), str(path))
     except (OSError, ValueError):
         return None
+
+
+def _is_record(record: object) -> bool:
+    return isinstance(record, dict) and isinstance(record.get("size"), int) \
+        and isinstance(record.get("sha256"), str)
+
+
+def _read_manifest(root: Path) -> dict[str, dict] | None:
+    """The ``files`` of ``root/manifest.json``; None if there is none or it is not featvis's."""
+    manifest = _read_small_json(root / MANIFEST, _MAX_MANIFEST_BYTES)
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT \
+            or not isinstance(files, dict):
         return None
     for rel, record in files.items():
         try:
             check_segments(rel)
         except ValueError:
             return None
-        if not (isinstance(record, dict) and isinstance(record.get("size"), int)
-                and isinstance(record.get("sha256"), str)):
+        if not _is_record(record) or not (record.get("previous") is None
+                                          or _is_record(record["previous"])):
             return None
     return files
+
+
+def _legacy_listing(root: Path) -> dict[str, dict] | None:
+    """The files of a ``featvis.run/1`` folder written before manifests existed, by name:
+    its summary, the pictures it names, the gallery and the evaluation. None otherwise."""
+    summary = _read_small_json(root / SUMMARY, _MAX_JSON_BYTES)
+    if not isinstance(summary, dict) or summary.get("format") not in LEGACY_RUN_FORMATS \
+            or not isinstance(summary.get("layers"), list):
+        return None
+    names = {SUMMARY, "index.html", "training.png", EVALUATION}
+    for layer in summary["layers"]:
+        if not isinstance(layer, dict) or not _is_index(layer.get("layer")):
+            return None
+        folder = f"layer{layer['layer']}"
+        names.add(f"{folder}/index.html")
+        names.update(v for v in (layer.get("files") or {}).values() if isinstance(v, str))
+        for unit in layer.get("unit_details") or []:
+            if isinstance(unit, dict) and _is_index(unit.get("unit")):
+                names.add(f"{folder}/units/{unit['unit']}/index.html")
+                names.update(v for v in (unit.get("files") or {}).values()
+                             if isinstance(v, str))
+    return dict.fromkeys(names, {})
+
+
+def _matches(path: Path, size: int, record: dict) -> bool:
+    """Whether the file is what ``record`` lists (or its ``previous`` version, which an
+    interrupted update may have left); a legacy record ``{}`` accepts any content."""
+    if not record:
+        return True
+    versions = [record] + ([record["previous"]] if record.get("previous") else [])
+    sizes = [v for v in versions if v["size"] == size]
+    return bool(sizes) and _sha256(path) in {v["sha256"] for v in sizes}
 
 
 @dataclass
@@ -215,7 +264,8 @@ class FolderContents:
 
     ``own`` maps each own file's relative path to its manifest record; ``foreign`` lists the
     foreign entries (relative paths, sorted; a foreign folder's files are listed one by one,
-    an empty foreign folder by itself); ``stale`` lists temporaries of dead featvis runs.
+    an empty foreign folder by itself); ``stale`` lists temporaries of dead featvis runs;
+    ``legacy`` marks a ``featvis.run/1`` folder from before manifests.
     """
 
     root: Path
@@ -224,10 +274,15 @@ class FolderContents:
     own: dict[str, dict] = field(default_factory=dict)
     foreign: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    legacy: bool = False
 
 
 def inspect_folder(root: str | os.PathLike) -> FolderContents:
-    """Sort the entries of ``root`` (never following a symlink) by the manifest's rule."""
+    """Sort the entries of ``root`` (never following a symlink) by the manifest's rule.
+
+    A ``featvis.run/1`` folder written before manifests existed is featvis's by name
+    (``legacy``): its summary, the files it names and the gallery pages.
+    """
     root = Path(root)
     if not os.path.lexists(root):
         return FolderContents(root, exists=False)
@@ -236,11 +291,14 @@ def inspect_folder(root: str | os.PathLike) -> FolderContents:
                              f"{'symlink' if root.is_symlink() else 'file'}); refusing to "
                              "replace it")
     manifest = _read_manifest(root)
-    contents = FolderContents(root, exists=True, is_run=manifest is not None)
-    listed = manifest or {}
+    legacy = _legacy_listing(root) if manifest is None else None
+    contents = FolderContents(root, exists=True, is_run=manifest is not None,
+                              legacy=legacy is not None)
+    listed = manifest or legacy or {}
     under = {"/".join(rel.split("/")[:n]) for rel in listed for n in range(1, rel.count("/") + 1)}
-
-    def walk(folder: Path, prefix: str) -> None:
+    folders = [(root, "")]                  # a stack, not recursion: any depth is fine
+    while folders:
+        folder, prefix = folders.pop()
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         if not entries and prefix and prefix.rstrip("/") not in under:
             contents.foreign.append(prefix.rstrip("/"))      # an empty folder of the user's
@@ -249,17 +307,14 @@ def inspect_folder(root: str | os.PathLike) -> FolderContents:
             if stale_temporary(entry.name):
                 contents.stale.append(rel)
             elif entry.is_dir(follow_symlinks=False):
-                walk(Path(entry.path), rel + "/")
+                folders.append((Path(entry.path), rel + "/"))
             elif rel == MANIFEST and manifest is not None:
                 continue
-            elif (entry.is_file(follow_symlinks=False) and rel in listed
-                  and entry.stat(follow_symlinks=False).st_size == listed[rel]["size"]
-                  and _sha256(Path(entry.path)) == listed[rel]["sha256"]):
+            elif entry.is_file(follow_symlinks=False) and rel in listed and _matches(
+                    Path(entry.path), entry.stat(follow_symlinks=False).st_size, listed[rel]):
                 contents.own[rel] = listed[rel]
             else:
                 contents.foreign.append(rel)
-
-    walk(root, "")
     contents.foreign.sort()
     return contents
 
@@ -273,7 +328,7 @@ def _refuse_foreign(contents: FolderContents, action: str) -> None:
             f"{_FORCE_HINT}")
 
 
-def _inside(path: Path, folder: Path) -> str | None:
+def path_inside(path: str | os.PathLike, folder: str | os.PathLike) -> str | None:
     """``path`` relative to ``folder`` (both resolved) if it lies inside it, else None."""
     try:
         return Path(os.path.realpath(path)).relative_to(os.path.realpath(folder)).as_posix()
@@ -291,20 +346,33 @@ class Replacement:
     carry: list[str] = field(default_factory=list)
 
 
+def recover(folder: str | os.PathLike) -> None:
+    """Clean up after featvis runs on ``folder`` that were killed (put a folder moved aside
+    back, remove their temporaries); :class:`~featvis.fileio.BusyError` if one is running."""
+    clear_stale(folder, _recover_aside)
+
+
 def plan_replacement(out: str | os.PathLike, *, force: bool = False,
-                     reading: Iterable[str | os.PathLike] = ()) -> Replacement:
+                     reading: Iterable[str | os.PathLike] = (),
+                     rewriting: Iterable[str] = ()) -> Replacement:
     """Check that ``out`` may be replaced; :class:`OwnershipError` naming the problem if not.
 
     ``reading`` lists the files the run reads (the model): one inside ``out`` is refused
     unless it is featvis's own there (the demo's model), and then carried over unchanged.
+    A model featvis saved in ``out`` that the run neither reads nor writes again
+    (``rewriting``) would be lost: refused unless ``force``.
     """
-    clear_stale(out, _recover_aside)
+    out = Path(os.path.abspath(out))       # '.', 'a/..': the folder they name
+    if path_inside(Path.cwd(), out) is not None:
+        raise OwnershipError(f"{out}: is the current folder or holds it; give --out a folder "
+                             "of its own")
+    recover(out)
     contents = inspect_folder(out)
     if not force:
         _refuse_foreign(contents, "replace it")
     plan = Replacement(contents, force)
     for path in reading:
-        rel = _inside(Path(path), Path(out)) if contents.exists else None
+        rel = path_inside(Path(path), Path(out)) if contents.exists else None
         if rel is None:
             continue
         if rel not in contents.own:
@@ -312,6 +380,12 @@ def plan_replacement(out: str | os.PathLike, *, force: bool = False,
                                  f"{out} and featvis did not write it there; choose another "
                                  "--out")
         plan.carry.append(rel)
+    models = [rel for rel in contents.own if rel.endswith(".safetensors")
+              and rel not in plan.carry and rel not in set(rewriting)]
+    if models and not force:
+        raise OwnershipError(f"{out}: refusing to replace it: it holds the model featvis saved "
+                             f"there ({models[0]}), which this run would delete; visualize "
+                             f"that model, choose another --out, or --force")
     return plan
 
 
@@ -354,8 +428,9 @@ class RunBuilder:
 
 
 def _manifest_bytes(records: Mapping[str, dict]) -> bytes:
-    return json.dumps({"format": MANIFEST_FORMAT, "files": dict(sorted(records.items()))},
-                      indent=1).encode()
+    files = {rel: {k: v for k, v in record.items() if v is not None}
+             for rel, record in sorted(records.items())}
+    return json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1).encode()
 
 
 def _kept_name(root: Path, rel: str) -> str:
@@ -365,6 +440,21 @@ def _kept_name(root: Path, rel: str) -> str:
         n += 1
         candidate = f"{rel}.kept{n}"
     return candidate
+
+
+def _free_path(root: Path, rel: str) -> str:
+    """Where a foreign entry ``rel`` can be carried into the new folder ``root``: ``rel``
+    itself, unless featvis writes that path (or a file where ``rel`` needs a folder, or the
+    manifest); then the first such component gets a free ``.kept`` name."""
+    parts = rel.split("/")
+    for n in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:n])
+        path = root / prefix
+        taken = prefix == MANIFEST or (os.path.lexists(path) and (
+            n == len(parts) or not path.is_dir() or path.is_symlink()))
+        if taken:
+            return "/".join([_kept_name(root, prefix), *parts[n:]])
+    return rel
 
 
 def _note_kept(folder: Path, kept: list[str]) -> None:
@@ -442,9 +532,9 @@ def _publish(builder: RunBuilder, plan: Replacement) -> None:
             builder.link(out / rel, rel, current.own[rel])
     kept = []
     for rel in current.foreign:
-        name = rel if not os.path.lexists(builder.root / rel) else _kept_name(builder.root, rel)
+        name = _free_path(builder.root, rel)
         builder.link(out / rel, name)
-        kept.append(rel if name == rel else f"{rel} (as {name})")
+        kept.append(repr(rel) if name == rel else f"{rel!r} (as {name!r})")
     write_new(builder.root / MANIFEST, _manifest_bytes(builder.records))
     if not current.exists:
         os.replace(builder.root, out)
@@ -467,8 +557,11 @@ def check_run_targets(run_dir: str | os.PathLike, rels: Iterable[str], *,
     :class:`OwnershipError` unless ``force``. Returns the folder's contents and the foreign
     entries in the way (which ``force`` renames ``NAME.kept``)."""
     run_dir = Path(run_dir)
-    clear_stale(run_dir, _recover_aside)
+    recover(run_dir)
     contents = inspect_folder(run_dir)
+    if contents.legacy:
+        raise OwnershipError(f"{run_dir}: written by an older featvis (featvis.run/1); run "
+                             "'featvis visualize' again to rebuild it")
     if not contents.is_run:
         raise OwnershipError(f"{run_dir}: not a featvis run folder (no valid {MANIFEST}); "
                              "write one with 'featvis visualize'")
@@ -505,12 +598,17 @@ def write_into_run(run_dir: str | os.PathLike, files: Mapping[str, bytes], *,
     for rel in in_the_way:
         name = _kept_name(run_dir, rel)
         os.replace(run_dir / rel, run_dir / name)
-        kept.append(f"{rel} (as {name})")
-    records = dict(contents.own)
+        kept.append(f"{rel!r} (as {name!r})")
+    old = {rel: {"size": r["size"], "sha256": r["sha256"]} for rel, r in contents.own.items()}
+    final = old | {rel: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                   for rel, data in files.items()}
+    # First a manifest that accepts each file's old or new version, so that a run killed
+    # half-way leaves only files featvis still knows as its own; the final one after.
+    pending = {rel: dict(record, previous=old.get(rel)) for rel, record in final.items()}
+    atomic_write_bytes(run_dir / MANIFEST, _manifest_bytes(pending))
     for rel, data in files.items():
         (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / rel, data, durable=False)
-        records[rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    atomic_write_bytes(run_dir / MANIFEST, _manifest_bytes(records))
+    atomic_write_bytes(run_dir / MANIFEST, _manifest_bytes(final))
     _note_kept(run_dir, kept)
     return kept

@@ -381,7 +381,8 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     s = settings or VisualizeSettings()
     seam = probe(model, images.shape[1:])
     keys = s.check(seam, n_inputs=len(images))
-    plan = plan_replacement(out, force=force, reading=[model_path] if model_path else ())
+    plan = plan_replacement(out, force=force, reading=[model_path] if model_path else (),
+                            rewriting=[save_model_as] if save_model_as else ())
     fingerprint = model_fingerprint(model)
     _keep_evaluation(plan, fingerprint)
     described = seam.describe()

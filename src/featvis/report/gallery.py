@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote
 
-from ..runfolder import (RunFolderError, load_evaluation, load_summary, write_into_run)
+from ..runfolder import RunFolderError, load_evaluation, load_summary, recover, write_into_run
 from .templates import e, figure, number, page, table
 
 __all__ = ["ReportError", "gallery_files", "build_gallery", "INDEX"]
@@ -136,7 +136,7 @@ def _index_page(summary: dict, has_curves: bool, evaluation: dict | None) -> str
             '<section class="card"><h2>Layers</h2><table><tr><th>Layer</th><th>Type</th>'
             f'<th>Units</th><th>Overview of each method</th></tr>{"".join(rows)}</table>'
             "</section>")
-    return page("featvis gallery", body, [(INDEX, "gallery")])
+    return page("featvis gallery", body, [(f"./{INDEX}", "gallery")])
 
 
 def _layer_page(layer: dict, evaluation: dict | None) -> str:
@@ -150,14 +150,14 @@ def _layer_page(layer: dict, evaluation: dict | None) -> str:
     skipped = "".join(f"<li>{e(name)}: {e(why)}</li>"
                       for name, why in (layer.get("unavailable") or {}).items())
     units = [u["unit"] for u in layer["unit_details"]]
-    links = "".join(f'<a href="units/{i}/{INDEX}">{i}</a>' for i in units)   # ints: checked
+    links = "".join(f'<a href="./units/{i}/{INDEX}">{i}</a>' for i in units)   # checked ints
     body = (f'<section class="card">{_figures_table(layer)}'
             f'{_evaluation_rows(model_rows) if model_rows else ""}'
             f'{f"<p>Not shown for this layer:</p><ul>{skipped}</ul>" if skipped else ""}'
             f'</section>{sections}'
             f'<section class="card"><h2>Units</h2><div class="units">{links}</div></section>')
     return page(f"{layer['name']}", body,
-                [(f"../{INDEX}", "gallery"), (INDEX, layer["name"])])
+                [(f"../{INDEX}", "gallery"), (f"./{INDEX}", layer["name"])])
 
 
 def _panel(panel: dict) -> str:
@@ -182,7 +182,7 @@ def _unit_page(layer: dict, position: int) -> str:
             + "".join(_panel(p) for p in details[position]["panels"]) + "</div>")
     return page(f"{layer['name']}, unit {i}", body,
                 [(f"../../../{INDEX}", "gallery"), (f"../../{INDEX}", layer["name"]),
-                 (INDEX, f"unit {i}")])
+                 (f"./{INDEX}", f"unit {i}")])
 
 
 def gallery_files(run_dir: str | os.PathLike, evaluation: Mapping | None = None
@@ -193,6 +193,8 @@ def gallery_files(run_dir: str | os.PathLike, evaluation: Mapping | None = None
     summary = load_summary(run_dir)
     if evaluation is None:
         evaluation = load_evaluation(run_dir)
+    if evaluation is not None and evaluation.get("model_sha256") != summary["model_sha256"]:
+        evaluation = None                 # another model's figures are never shown
     try:
         curves = _curves_png(summary)
         pages = {INDEX: _index_page(summary, curves is not None, evaluation)}
@@ -218,5 +220,6 @@ def build_gallery(run_dir: str | os.PathLike, *, force: bool = False) -> Path:
     makes it refuse (:class:`~featvis.runfolder.OwnershipError`) unless ``force``, which
     keeps such a file as ``NAME.kept``.
     """
+    recover(run_dir)
     write_into_run(run_dir, gallery_files(run_dir), force=force)
     return Path(run_dir) / INDEX
