@@ -60,3 +60,30 @@ def test_save_png_round_trip(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         save_png(array.astype(np.float32), tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_picture_shapes_come_from_the_inputs():
+    from featvis.render import picture_shape
+
+    assert picture_shape((784,)) == (1, 28, 28) and picture_shape((16,)) == (1, 4, 4)
+    assert picture_shape((10,)) == (1, 1, 10) and picture_shape((5, 7)) == (1, 5, 7)
+    assert picture_shape((3, 8, 6)) == (3, 8, 6)
+    with pytest.raises(ValueError, match="cannot draw inputs of shape"):
+        picture_shape((2, 3, 4, 5))
+
+
+def test_one_channel_is_grey_three_are_colour_others_side_by_side():
+    grey = tile(torch.rand(2, 1, 3, 4), spacing=0)
+    assert grey.shape == (3, 8)
+    rgb = torch.zeros(1, 3, 2, 2)
+    rgb[0, 0] = 1.0                                   # a red picture
+    colour = tile(rgb, scale="minmax")
+    assert colour.shape == (2, 2, 3) and colour[0, 0].tolist() == [255, 0, 0]
+    four = torch.zeros(1, 4, 2, 3)
+    four[0, 2] = 1.0                                  # only channel 2 lit
+    strip = tile(four, scale="minmax")
+    assert strip.shape == (2, 4 * 3 + 3)              # four grey tiles, one pixel apart
+    assert (strip[:, 8:11] == 255).all() and strip[:, :8].max() == 0 and strip[:, 11:].max() == 0
+    framed = signed_border_grid(rgb.expand(2, -1, -1, -1), torch.tensor([1.0, -1.0]), cols=2,
+                                spacing=0)
+    assert framed.shape == (4, 8, 3) and framed[1, 1].tolist() == [255, 128, 128]  # 0: grey

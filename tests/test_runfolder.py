@@ -333,11 +333,17 @@ def test_impossible_pids_are_stale(run, pid):
 
 def test_a_deep_foreign_folder_is_walked_without_recursion(capsys, run, model_path):
     deep = str(run)
-    for _ in range(1200):                 # os.makedirs would recurse itself
+    for _ in range(1200):                 # os.makedirs and shutil.rmtree would recurse
         deep += "/d"
         os.mkdir(deep)
     Path(deep, "x").write_text("deep")
-    refused(capsys, "visualize", model_path, "--out", run, *QUICK, naming="'d/d/d/d")
+    try:
+        refused(capsys, "visualize", model_path, "--out", run, *QUICK, naming="'d/d/d/d")
+    finally:
+        os.unlink(Path(deep, "x"))
+        while deep != str(run):
+            os.rmdir(deep)
+            deep = os.path.dirname(deep)
 
 
 def test_out_is_never_the_current_folder(capsys, tmp_path, model_path, monkeypatch):
