@@ -245,7 +245,7 @@ def test_load_images_colour_png_and_jpeg(tmp_path):
     rgb = _png(tmp_path / "a.png", _pixels(1, 4, 5, 3)[0])
     smooth = np.broadcast_to(np.linspace(0, 255, 5, dtype=np.uint8)[None, :, None], (4, 5, 3))
     _png(tmp_path / "b.JPEG", np.ascontiguousarray(smooth), quality=95)
-    grey = _png(tmp_path / "c.jpg", np.full((4, 5), 77, np.uint8), quality=95)
+    _png(tmp_path / "c.jpg", np.full((4, 5), 77, np.uint8), quality=95)
     images, _, _ = load_images(tmp_path)
     assert images.shape == (3, 3, 4, 5)      # one colour image: every image in RGB
     assert torch.equal(images[0], _as_float(rgb[None])[0])

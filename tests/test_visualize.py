@@ -7,7 +7,6 @@ from PIL import Image
 from featvis import (linear_combination, load_mnist, maximize, ranked_filters, sample_unit,
                      top_examples)
 from featvis.render import tile
-from featvis.runfolder import layer_folder
 from featvis.visualize import METHODS, VisualizeSettings, visualize
 
 from helpers import run_cli

@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import DataError, FeatvisError
 from .models.dbn import DBN
 
-__all__ = ["Key", "LayerInfo", "Scores", "LayerError", "UnsupportedError", "Probe", "probe", "layers",
-           "SPATIAL"]
+__all__ = ["Key", "LayerInfo", "Scores", "LayerError", "UnsupportedError", "Probe", "probe",
+           "layers", "SPATIAL"]
 
 Key = int | str
 SPATIAL = ("mean", "center")
