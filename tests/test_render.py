@@ -63,7 +63,7 @@ def test_save_png_round_trip(tmp_path):
 
 
 def test_picture_shapes_come_from_the_inputs():
-    from featvis.render import picture_shape
+    from featvis.data import picture_shape
 
     assert picture_shape((784,)) == (1, 28, 28) and picture_shape((16,)) == (1, 4, 4)
     assert picture_shape((10,)) == (1, 1, 10) and picture_shape((5, 7)) == (1, 5, 7)

@@ -38,8 +38,8 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
         pictures = {
             "examples": tile(top_examples(small_dbn, x, d, k=9, units=units).mean,
                              scale="minmax", upscale=2),
-            "maximize": tile(maximize(small_dbn, d, units=units, steps=20, restarts=2).images,
-                             upscale=2),
+            "maximize": tile(maximize(small_dbn, d, units=units, steps=20, restarts=2,
+                                      bounds=(0.0, 1.0)).images, scale="minmax", upscale=2),
             "sampling": tile(sample_unit(small_dbn, d, units=units, n_samples=10).mean,
                              scale="minmax", upscale=2),
             "combination": tile(linear_combination(small_dbn, d, top=4, units=units).images,
@@ -51,7 +51,8 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
         assert unit["examples"]["values"] == pytest.approx(
             small_dbn.transform(x, d)[:, 2].topk(9).values.tolist(), abs=1e-5)
         assert unit["maximize"]["activation"] == pytest.approx(
-            maximize(small_dbn, d, units=[2], steps=20, restarts=2).activation.item(), abs=1e-5)
+            maximize(small_dbn, d, units=[2], steps=20, restarts=2,
+                     bounds=(0.0, 1.0)).activation.item(), abs=1e-5)
         for rel in unit["files"].values():
             assert (out / rel).is_file()
         if d > 1:

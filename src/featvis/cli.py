@@ -58,6 +58,13 @@ def _shape(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _bounds(text: str) -> tuple[float, float] | str | None:
+    """``LO,HI``, ``data`` (the inputs' range) or ``none``."""
+    if text in ("data", "none"):
+        return None if text == "none" else text
+    return _pair(text)
+
+
 def _pair(text: str) -> tuple[float, float]:
     values = _number_list(text, float)
     if len(values) != 2:
@@ -236,8 +243,7 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object]:
     """The images a command shows, shaped for the model, and their normalization."""
     import math
 
-    from .data import Normalization, load_images, load_mnist, parse_normalize
-    from .render import picture_shape
+    from .data import Normalization, load_images, load_mnist, parse_normalize, picture_shape
 
     shape = args.input_shape or seam.input_shape
     if args.images is not None:
@@ -427,8 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rho", type=float, default=None,
                    help="maximization's norm (default: a DBN's input norm, else the mean "
                         "norm of the inputs)")
-    p.add_argument("--bounds", type=_pair, default=None, metavar="LO,HI",
-                   help="maximize in the box LO <= x <= HI instead of on a sphere")
+    p.add_argument("--bounds", type=_bounds, default="data", metavar="LO,HI|data|none",
+                   help="keep maximization's pixels in LO..HI (default data: the inputs' "
+                        "range; none: the sphere alone)")
     p.add_argument("--methods", type=_methods, default=None,
                    help="comma-separated subset of examples,maximize,sampling,filters,"
                         "combination (default: all)")

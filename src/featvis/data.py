@@ -27,8 +27,8 @@ from PIL import Image
 
 from .errors import DataError, check_int, is_int
 
-__all__ = ["read_idx", "load_mnist", "mnist_info", "check_images", "check_inputs", "iter_batches",
-           "load_images", "parse_normalize", "Normalization",
+__all__ = ["read_idx", "load_mnist", "mnist_info", "check_images", "check_inputs",
+           "picture_shape", "iter_batches", "load_images", "parse_normalize", "Normalization",
            "MAX_IDX_BYTES", "MAX_GZIP_RATIO", "IMAGE_SUFFIXES"]
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
@@ -201,6 +201,21 @@ def check_images(images: torch.Tensor, width: int | None = None, *,
     elif not torch.isfinite(images).all():
         raise DataError(f"{name}: contains NaN or infinite values")
     return images
+
+
+def picture_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """How one input is laid out as a picture, ``(C, H, W)``: a flat ``(D,)`` input as a
+    square when ``D`` is one (MNIST's 784 as 28x28), else as a one-row strip; ``(H, W)`` as
+    one channel. Rendering and the image priors of maximization both use it."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        return (1, side, side) if side * side == shape[0] else (1, 1, shape[0])
+    if len(shape) == 2:
+        return (1, *shape)
+    if len(shape) == 3:
+        return shape
+    raise ValueError(f"cannot draw inputs of shape {shape}: expected (D,), (H, W) or (C, H, W)")
 
 
 def check_inputs(inputs: torch.Tensor, input_shape: tuple[int, ...] | None = None, *,

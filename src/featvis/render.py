@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data import picture_shape
 from .fileio import atomic_write_bytes
 
-__all__ = ["SCALES", "scale_tiles", "picture_shape", "tile", "signed_border_grid", "encode_png",
-           "save_png"]
+__all__ = ["SCALES", "scale_tiles", "tile", "signed_border_grid", "encode_png", "save_png"]
 
 SCALES = ("symmetric", "minmax")
 POSITIVE = (255, 215, 0)    # yellow border: positive weight (pylearn2 top_filters)
@@ -60,20 +60,6 @@ def _assemble(cells: np.ndarray, rows: int, cols: int, spacing: int, background)
     canvas = padded.reshape((rows, cols, h + spacing, w + spacing) + extra).swapaxes(1, 2)
     canvas = canvas.reshape((rows * (h + spacing), cols * (w + spacing)) + extra)
     return np.ascontiguousarray(canvas[:canvas.shape[0] - spacing, :canvas.shape[1] - spacing])
-
-
-def picture_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
-    """How one input is drawn, ``(C, H, W)``: a flat ``(D,)`` input as a square when ``D`` is
-    one (MNIST's 784 as 28x28), else as a one-row strip; ``(H, W)`` as grey."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) == 1:
-        side = math.isqrt(shape[0])
-        return (1, side, side) if side * side == shape[0] else (1, 1, shape[0])
-    if len(shape) == 2:
-        return (1, *shape)
-    if len(shape) == 3:
-        return shape
-    raise ValueError(f"cannot draw inputs of shape {shape}: expected (D,), (H, W) or (C, H, W)")
 
 
 def _cells(images: torch.Tensor, shape: Sequence[int] | None, scale: str, spacing: int,

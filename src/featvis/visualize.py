@@ -42,13 +42,16 @@ from .runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder
 __all__ = ["Method", "REGISTRY", "METHODS", "VisualizeSettings", "visualize"]
 
 _STRIP = 10            # samples shown per unit
+_SATURATED = 0.9       # a maximization picture with more pixels at a bound is flagged
 _OVERVIEW_ROWS = 100   # units in the ranked-filters overview
 
 
 @dataclass
 class VisualizeSettings:
     """What to compute: layers (None = the model's default), methods, and each method's
-    main knobs. ``rho``/``bounds`` constrain maximization (a DBN's default: its input norm)."""
+    main knobs. ``rho`` and ``bounds`` constrain maximization: by default the sphere of the
+    inputs' mean norm (a DBN's recorded input norm) within the box of the inputs' range
+    (``bounds="data"``; ``None``: no box), so that its pictures stay images."""
 
     layers: Sequence[Key] | None = None
     methods: Sequence[str] = ("examples", "maximize", "sampling", "filters", "combination")
@@ -62,7 +65,7 @@ class VisualizeSettings:
     seed: int = 0
     upscale: int = 2
     rho: float | None = None
-    bounds: tuple[float, float] | None = None
+    bounds: tuple[float, float] | str | None = "data"     # "data": the inputs' range
 
     def check(self, seam: Probe, n_inputs: int | None = None) -> list[Key]:
         """The layers to show, after refusing unknown methods or layers and counts that
@@ -200,14 +203,22 @@ def _maximize(layer: LayerRun) -> None:
                   steps=s.steps, restarts=s.restarts, seed=s.seed, progress=layer.progress,
                   input_shape=layer.seam.input_shape)
     shown = layer.show(mx.images)
-    layer.section(method, tile(shown, upscale=up), "the input that maximizes each unit")
+    scale = "symmetric" if s.bounds is None else "minmax"     # a signed picture, or an image
+    layer.section(method, tile(shown, scale=scale, upscale=up),
+                  "the input that maximizes each unit")
     for j, info in enumerate(layer.details):
         info["maximize"] = {"activation": _json_float(mx.activation[j].item()),
-                            "invariance": _json_float(mx.invariance[j].item())}
-        layer.panel(method, j, [("maximize", tile(shown[j:j + 1], upscale=up),
-                                 "the best of the restarts", "single")],
+                            "invariance": _json_float(mx.invariance[j].item()),
+                            "saturation": _json_float(mx.saturation[j].item())}
+        saturated = (info["maximize"]["saturation"] or 0) > _SATURATED
+        layer.panel(method, j, [("maximize", tile(shown[j:j + 1], scale=scale, upscale=up),
+                                 "the best of the restarts" + (
+                                     f" — over {_SATURATED:.0%} of its pixels sit at a bound: "
+                                     "it shows the box more than the unit" if saturated
+                                     else ""), "single")],
                     [("activation reached", info["maximize"]["activation"]),
-                     ("invariance (cosine between restarts)", info["maximize"]["invariance"])])
+                     ("invariance (cosine between restarts)", info["maximize"]["invariance"]),
+                     ("pixels at a bound", info["maximize"]["saturation"])])
     layer.figures["mean activation reached by maximization"] = \
         _json_float(mx.activation.mean().item())
     layer.figures["mean invariance (cosine between restarts)"] = \
@@ -390,9 +401,12 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     images = images.to(seam.device)
     model_images = images if normalization is None else normalization.normalize(images)
     show = (lambda x: x) if normalization is None else normalization.denormalize
-    if s.rho is None and s.bounds is None and seam.default_rho() is None:
+    if s.rho is None and seam.default_rho() is None:
         # A module's maximization on the sphere of the inputs' mean norm, like a DBN's.
         s = replace(s, rho=round(model_images.flatten(1).norm(dim=1).mean().item(), 6))
+    if s.bounds == "data":            # the inputs' range, widened to hold 0 (see maximize)
+        s = replace(s, bounds=(min(0.0, model_images.min().item()),
+                               max(0.0, model_images.max().item())))
     with build_run(plan) as run:
         examples = {}
         if "examples" in s.methods:    # every layer's units in one pass over the data

@@ -30,6 +30,7 @@ img{max-width:100%;height:auto;image-rendering:pixelated;background:#000;display
 img.thumb{width:120px;height:120px;object-fit:cover;object-position:top}
 img.single{width:min(100%,196px)}
 img.overview{min-width:min(100%,360px)}
+.grid td:last-child{white-space:nowrap}
 img.strip{width:100%}
 section.card h2{margin-top:0}
 .grid{display:flex;flex-wrap:wrap;gap:12px}
