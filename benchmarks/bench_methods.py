@@ -1,6 +1,6 @@
 """Speed and memory of the batched methods against the way tools usually run them.
 
-Three measurements, each repeated for --rounds rounds, at 1 thread and at 2, with every
+Four measurements, each repeated for --rounds rounds, at 1 thread and at 2, with every
 ratio taken between runs of the same round (so a busy machine affects both sides alike):
 
 1. maximize: all 250 units of layer 3 of a 784-1000-500-250 DBN, 300 steps, 1 restart, in
@@ -13,8 +13,15 @@ ratio taken between runs of the same round (so a busy machine affects both sides
    per variant in a fresh process).
 3. sample_unit one-hot: 500 units of layer 2, 100 samples each, vs the time of its matrix
    products alone.
+4. A LeNet-like CNN: top_examples of every channel of its two conv layers vs the bare
+   forward up to the deeper one on the same batches; maximize of all channels of its second
+   conv layer in one batch vs one channel at a time, with 1 and 4 restarts.
+
+Without the full MNIST in --data, the embedded 10,000 images are tiled to --rows (and the
+header says so). --only runs the DBN cases (1-3) or the CNN case (4) alone.
 
     python benchmarks/bench_methods.py [--rounds 3] [--rows 60000] [--steps 300]
+                                       [--only {dbn,cnn}]
 """
 
 from __future__ import annotations
@@ -29,17 +36,31 @@ from _timing import extra_peak, seconds, set_threads, spread  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from featvis import DBN, load_mnist, maximize, sample_unit, top_examples  # noqa: E402
 
 SIZES = [784, 1000, 500, 250]
+MNIST_NORM = 9.215               # mean L2 norm of an MNIST image: maximization's radius
+CNN_LAYERS = ["0", "3"]          # lenet()'s Conv2d layers (16, 32 channels), by index
+CNN_STEPS = 50
+CNN_RESTARTS = (1, 4)
 
 
 def reference_dbn() -> DBN:
     """A DBN of the reference shape; random weights cost the same as trained ones."""
     dbn = DBN(SIZES, seed=0)
-    dbn.input_norm = 9.215
+    dbn.input_norm = MNIST_NORM
     return dbn
+
+
+def lenet() -> nn.Sequential:
+    """A LeNet-like CNN for 28x28 inputs, seeded, untrained (it costs the same), in eval mode."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(512, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
 
 
 def gemm_rates(m: int, k: int, n: int, repeat: int = 20) -> dict[str, float]:
@@ -118,11 +139,97 @@ def bench_sampling(dbn: DBN, samples: int) -> dict[str, float]:
     return {"total_s": total, "products_s": products, "ratio": total / products}
 
 
-def load_images(data: str, rows: int) -> torch.Tensor:
-    """``rows`` MNIST training images (the full set if ``data`` exists, repeated if needed)."""
-    images = load_mnist("train", data if os.path.isdir(data) else None)[0]
-    return images[:rows] if len(images) >= rows else \
-        images.repeat(-(-rows // len(images)), 1)[:rows]
+def bench_cnn(cnn: nn.Sequential, images: torch.Tensor) -> dict[str, float]:
+    """Time ratios of the CNN case: mining (featvis / bare forward) and maximization (loop
+    over channels / one batch) per number of restarts."""
+    deeper = CNN_LAYERS[-1]
+    prefix = cnn[:int(deeper) + 1]
+
+    def forward() -> None:
+        with torch.no_grad():
+            for batch in images.split(1000):
+                prefix(batch)
+
+    mined = seconds(lambda: top_examples(cnn, images, CNN_LAYERS, k=9, batch_size=1000))
+    out = {"mining": mined / seconds(forward)}
+    for restarts in CNN_RESTARTS:
+        options = dict(rho=MNIST_NORM, steps=CNN_STEPS, restarts=restarts,
+                       input_shape=images.shape[1:])
+        batched = seconds(lambda: maximize(cnn, deeper, **options))
+        looped = seconds(lambda: [maximize(cnn, deeper, units=[c], **options)
+                                  for c in range(cnn[int(deeper)].out_channels)])
+        out[f"max{restarts}"] = looped / batched
+    return out
+
+
+def goal(values: list[float], target: float, at_least: bool) -> str:
+    """The goal on the median of ``values``, and PASS or MISS."""
+    median = float(np.median(values))
+    met = median >= target if at_least else median <= target
+    return f"goal {'>=' if at_least else '<='} {target:g}  {'PASS' if met else 'MISS'}"
+
+
+def load_images(data: str, rows: int) -> tuple[torch.Tensor, str]:
+    """``rows`` MNIST training images, and where they come from: the full set in ``data`` or,
+    if that folder is missing, the embedded subset; tiled if there are fewer than ``rows``."""
+    found = os.path.isdir(data)
+    images = load_mnist("train", data if found else None)[0]
+    source = f"MNIST from {data}" if found else \
+        f"{data} missing: the embedded {len(images):,} images"
+    tiles = -(-rows // len(images))
+    if tiles > 1:
+        images, source = images.repeat(tiles, 1), f"{source}, tiled {tiles} times"
+    return images[:rows], source
+
+
+def report_dbn(args: argparse.Namespace, dbn: DBN, images: torch.Tensor,
+               memory: dict[str, float]) -> None:
+    """Cases 1-3 at the current thread count."""
+    rate = gemm_rates(250, 784, 1000)
+    print("GEMM 250x784x1000 GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rate.items()))
+    results = {"max1": [], "max9": [], "ex": [], "smp": []}
+    for _ in range(args.rounds):
+        results["max1"].append(bench_maximize(dbn, args.steps, 1, args.loop_units))
+        results["max9"].append(bench_maximize(dbn, args.steps, args.restarts,
+                                              args.loop_units))
+        results["ex"].append(bench_examples(dbn, images))
+        results["smp"].append(bench_sampling(dbn, 100))
+    best_gemm = max(rate.values())
+    col = lambda name, key: [r[key] for r in results[name]]   # noqa: E731
+    print("maximize, 250 units, 1 restart (min / median / max over rounds)")
+    print(f"  batched vs one unit at a time     {spread(col('max1', 'ratio_units'))}x"
+          "   goal >= 7x")
+    print(f"  of torch matmul, same products    {spread(col('max1', 'of_torch_matmul'))}"
+          "    goal >= 0.80")
+    print(f"  GFLOP/s, of fastest GEMM ({best_gemm:.0f})  "
+          f"{spread(col('max1', 'gflops'))}  = "
+          f"{np.median(col('max1', 'gflops')) / best_gemm:.2f} of the limit")
+    print(f"maximize, {args.restarts} restarts")
+    print(f"  batched vs loop over units        {spread(col('max9', 'ratio_units'))}x")
+    print(f"  batched vs loop units x restarts  "
+          f"{spread(col('max9', 'ratio_units_x_restarts'))}x")
+    print("top_examples, 1750 units, streaming vs full matrix + topk")
+    print(f"  time ratio                        {spread(col('ex', 'time_ratio'))}"
+          "    goal <= 1.0")
+    print(f"  extra peak memory ratio            {memory['stream'] / memory['full']:6.3f}"
+          f"             goal <= 0.10  (stream {memory['stream']:.0f} MB, "
+          f"full {memory['full']:.0f} MB; fresh processes)")
+    print("sample_unit one-hot, 500 units x 100 samples")
+    print(f"  time / its matrix products        {spread(col('smp', 'ratio'))}"
+          "    goal <= 2.0")
+
+
+def report_cnn(args: argparse.Namespace, cnn: nn.Sequential, images: torch.Tensor) -> None:
+    """Case 4 at the current thread count."""
+    results = [bench_cnn(cnn, images) for _ in range(args.rounds)]
+    col = lambda key: [r[key] for r in results]   # noqa: E731
+    print("LeNet-like CNN (min / median / max over rounds)")
+    print(f"  top_examples 16+32 channels / forward to layer 3  {spread(col('mining'))}"
+          f"    {goal(col('mining'), 1.3, False)}")
+    for restarts in CNN_RESTARTS:
+        print(f"  maximize 32 channels x {restarts} restart(s), {CNN_STEPS} steps, "
+              f"loop / batched {spread(col(f'max{restarts}'))}x   "
+              f"{goal(col(f'max{restarts}'), 5, True)}")
 
 
 def main() -> None:
@@ -134,53 +241,28 @@ def main() -> None:
     parser.add_argument("--loop-units", type=int, default=25,
                         help="units timed one at a time (scaled to 250)")
     parser.add_argument("--data", default="../shared/data/mnist")
+    parser.add_argument("--only", choices=["dbn", "cnn"], help="run these cases alone")
     parser.add_argument("--memory-probe", choices=["stream", "full"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     dbn = reference_dbn()
-    images = load_images(args.data, args.rows)
+    images, source = load_images(args.data, args.rows)
     if args.memory_probe:
         set_threads(1)
         mine(args.memory_probe, dbn, images[:2000])      # warm-up: lazy buffers of MKL, torch
         print(extra_peak(lambda: mine(args.memory_probe, dbn, images))[1] / 2**20)
         return
-    memory = {v: extra_memory(v, args.rows, args.data) for v in ("stream", "full")}
+    memory = {} if args.only == "cnn" else \
+        {v: extra_memory(v, args.rows, args.data) for v in ("stream", "full")}
+    cnn = lenet()
     print(f"featvis methods benchmark: {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{args.rounds} rounds, {len(images)} inputs")
+          f"{args.rounds} rounds, {len(images)} inputs ({source})")
     for threads in (1, 2):
         set_threads(threads)
-        rate = gemm_rates(250, 784, 1000)
-        print(f"\n== {threads} thread(s); GEMM 250x784x1000 GFLOP/s: "
-              + ", ".join(f"{k} {v:.0f}" for k, v in rate.items()))
-        results = {"max1": [], "max9": [], "ex": [], "smp": []}
-        for _ in range(args.rounds):
-            results["max1"].append(bench_maximize(dbn, args.steps, 1, args.loop_units))
-            results["max9"].append(bench_maximize(dbn, args.steps, args.restarts,
-                                                  args.loop_units))
-            results["ex"].append(bench_examples(dbn, images))
-            results["smp"].append(bench_sampling(dbn, 100))
-        best_gemm = max(rate.values())
-        col = lambda name, key: [r[key] for r in results[name]]   # noqa: E731
-        print("maximize, 250 units, 1 restart (min / median / max over rounds)")
-        print(f"  batched vs one unit at a time     {spread(col('max1', 'ratio_units'))}x"
-              "   goal >= 7x")
-        print(f"  of torch matmul, same products    {spread(col('max1', 'of_torch_matmul'))}"
-              "    goal >= 0.80")
-        print(f"  GFLOP/s, of fastest GEMM ({best_gemm:.0f})  "
-              f"{spread(col('max1', 'gflops'))}  = "
-              f"{np.median(col('max1', 'gflops')) / best_gemm:.2f} of the limit")
-        print(f"maximize, {args.restarts} restarts")
-        print(f"  batched vs loop over units        {spread(col('max9', 'ratio_units'))}x")
-        print(f"  batched vs loop units x restarts  "
-              f"{spread(col('max9', 'ratio_units_x_restarts'))}x")
-        print("top_examples, 1750 units, streaming vs full matrix + topk")
-        print(f"  time ratio                        {spread(col('ex', 'time_ratio'))}"
-              "    goal <= 1.0")
-        print(f"  extra peak memory ratio            {memory['stream'] / memory['full']:6.3f}"
-              f"             goal <= 0.10  (stream {memory['stream']:.0f} MB, "
-              f"full {memory['full']:.0f} MB; fresh processes)")
-        print("sample_unit one-hot, 500 units x 100 samples")
-        print(f"  time / its matrix products        {spread(col('smp', 'ratio'))}"
-              "    goal <= 2.0")
+        print(f"\n== {threads} thread(s)")
+        if args.only != "cnn":
+            report_dbn(args, dbn, images, memory)
+        if args.only != "dbn":
+            report_cnn(args, cnn, images.view(-1, 1, 28, 28))
 
 
 if __name__ == "__main__":

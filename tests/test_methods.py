@@ -1,7 +1,6 @@
 """Each method against an independent computation: brute force, enumeration, analytic optima."""
 
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from featvis import (DBN, linear_combination, maximize, ranked_filters, sample_unit,
                      top_examples)
 
-from helpers import binary_states, random_dbn
+from helpers import random_dbn
 
 
 # -- dataset examples -------------------------------------------------------------------
@@ -132,81 +131,6 @@ def test_maximize_needs_rho():
         maximize(dbn, 1)
     assert maximize(dbn, 1, rho=1.5, steps=3, restarts=1).images.norm(dim=1).allclose(
         torch.tensor(1.5))
-
-
-# -- unit sampling ----------------------------------------------------------------------
-
-def test_one_hot_sampling_on_a_single_rbm_is_the_visible_conditional():
-    dbn = random_dbn([6, 4], seed=5)
-    got = sample_unit(dbn, 1, n_samples=50)
-    rbm = dbn.rbms[0]
-    expected = torch.sigmoid(rbm.weight + rbm.visible_bias)
-    torch.testing.assert_close(got.mean, expected)
-    assert got.samples.shape == (4, 50, 6)
-
-
-def test_one_hot_sampling_two_layers_matches_enumeration():
-    """p(x | h2 = e_i) = sum over all h1 of p(h1 | h2 = e_i) * sigmoid(h1 W1 + b0)."""
-    dbn = random_dbn([5, 4, 3], seed=6)
-    r1, r2 = dbn.rbms
-    n = 40_000
-    got = sample_unit(dbn, 2, n_samples=n, seed=1)
-    for i in range(3):
-        p_h1 = torch.sigmoid(r2.weight[i] + r2.visible_bias).double()
-        exact = torch.zeros(5, dtype=torch.float64)
-        for h1 in binary_states(4):
-            prob = torch.prod(torch.where(h1 > 0, p_h1, 1 - p_h1))
-            exact += prob * torch.sigmoid(h1 @ r1.weight.double() + r1.visible_bias.double())
-        # Each sample's pixel is a probability in [0, 1]: std <= 0.5, so 5 SE <= 2.5 / sqrt(n).
-        assert (got.mean[i].double() - exact).abs().max() < 2.5 / math.sqrt(n)
-
-
-def test_gibbs_sampling_matches_the_clamped_marginal():
-    """With h_i clamped, Gibbs in the RBM samples p(h | h_i = 1) ∝ exp(-F(h)) on h_i = 1."""
-    dbn = random_dbn([4, 3], seed=7, scale=0.7)
-    rbm = dbn.rbms[0]
-    W, b, c = rbm.weight.double(), rbm.visible_bias.double(), rbm.hidden_bias.double()
-    got = sample_unit(dbn, 1, n_samples=4000, variant="gibbs", n_chains=200, burn_in=50,
-                      interval=2, seed=3)
-    for i in range(3):
-        weights, values = [], []
-        for h in binary_states(3):
-            if h[i] != 1.0:
-                continue
-            weights.append(torch.exp(h @ c + F.softplus(h @ W + b).sum()))
-            values.append(torch.sigmoid(h @ W + b))
-        weights = torch.stack(weights) / sum(weights)
-        exact = (weights[:, None] * torch.stack(values)).sum(0)
-        assert (got.mean[i].double() - exact).abs().max() < 0.02
-
-
-def test_gibbs_sampling_through_two_layers_matches_enumeration():
-    """Layer 2 of a 5-4-3 DBN: the clamped chain samples p(h1, h2 | h2_i = 1) of RBM 2, then
-    the pixels are E[sigmoid(h1 W1 + b0)] under it; enumerate every (h1, h2)."""
-    dbn = random_dbn([5, 4, 3], seed=12, scale=0.6)
-    r1, r2 = dbn.rbms
-    W2, b1, c2 = r2.weight.double(), r2.visible_bias.double(), r2.hidden_bias.double()
-    got = sample_unit(dbn, 2, n_samples=3001, variant="gibbs", n_chains=400, burn_in=40,
-                      interval=2, seed=5)                  # 3001: not a multiple of the chains
-    assert got.samples.shape == (3, 3001, 5)
-    for i in range(3):
-        weights, pixels = [], []
-        for h1 in binary_states(4):
-            for h2 in binary_states(3):
-                if h2[i] != 1.0:
-                    continue
-                weights.append(torch.exp(h1 @ b1 + h2 @ c2 + h2 @ W2 @ h1))
-                pixels.append(torch.sigmoid(h1 @ r1.weight.double() + r1.visible_bias.double()))
-        weights = torch.stack(weights) / sum(weights)
-        exact = (weights[:, None] * torch.stack(pixels)).sum(0)
-        assert (got.mean[i].double() - exact).abs().max() < 0.02
-
-
-def test_sampling_is_reproducible():
-    dbn = random_dbn([5, 4, 3], seed=8)
-    a = sample_unit(dbn, 2, n_samples=5, seed=2).samples
-    assert torch.equal(a, sample_unit(dbn, 2, n_samples=5, seed=2).samples)
-    assert not torch.equal(a, sample_unit(dbn, 2, n_samples=5, seed=3).samples)
 
 
 # -- ranked filters and linear combination ----------------------------------------------

@@ -39,9 +39,10 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
             "examples": tile(top_examples(small_dbn, x, d, k=9, units=units).mean,
                              scale="minmax", upscale=2),
             "maximize": tile(maximize(small_dbn, d, units=units, steps=20, restarts=2,
-                                      bounds=(0.0, 1.0)).images, scale="minmax", upscale=2),
-            "sampling": tile(sample_unit(small_dbn, d, units=units, n_samples=10).mean,
+                                      bounds=(0.0, 1.0), rho=small_dbn.input_norm).images,
                              scale="minmax", upscale=2),
+            "sampling": tile(sample_unit(small_dbn, d, units=units, n_samples=10).contrast,
+                             upscale=2),
             "combination": tile(linear_combination(small_dbn, d, top=4, units=units).images,
                                 upscale=2)}
         for name, picture in pictures.items():
@@ -51,8 +52,8 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
         assert unit["examples"]["values"] == pytest.approx(
             small_dbn.transform(x, d)[:, 2].topk(9).values.tolist(), abs=1e-5)
         assert unit["maximize"]["activation"] == pytest.approx(
-            maximize(small_dbn, d, units=[2], steps=20, restarts=2,
-                     bounds=(0.0, 1.0)).activation.item(), abs=1e-5)
+            maximize(small_dbn, d, units=[2], steps=20, restarts=2, bounds=(0.0, 1.0),
+                     rho=small_dbn.input_norm).activation.item(), abs=1e-5)
         for rel in unit["files"].values():
             assert (out / rel).is_file()
         if d > 1:
@@ -161,3 +162,28 @@ def test_demo_refuses_a_foreign_out_before_training(tmp_path, capsys):
     assert code == 2 and "'thesis.tex' is not featvis's" in err and "featvis demo:" in err
     assert "trained in" not in err and len(err.strip().splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_each_method_s_figures_and_flags_are_in_the_summary(tmp_path, small_dbn,
+                                                             mnist_small):
+    from featvis.figures import distinctness
+
+    out = tmp_path / "run"
+    summary = visualize(small_dbn, mnist_small[0], out,
+                        VisualizeSettings(layers=[2], methods=["combination", "filters"],
+                                          units=4, top=4), progress=False)
+    layer = summary["layers"][0]
+    combination = layer["figures"]["combination"]
+    assert combination["distinctness"] == pytest.approx(distinctness(
+        linear_combination(small_dbn, 2, top=4, units=range(4)).images), abs=1e-6)
+    assert set(combination) == {"distinctness", "randomized similarity (layer)",
+                                "randomized similarity (cascade)"}
+    assert set(layer["figures"]["filters"]) == {"randomized index overlap (layer)",
+                                                "randomized index overlap (cascade)"}
+    flagged = {(f["method"], f["figure"]) for f in layer["flags"]}
+    expected = {(method, label) for method, figures in layer["figures"].items()
+                for label, value in figures.items()
+                if label.startswith(("distinctness", "randomized")) and value > 0.5}
+    assert flagged == expected
+    page = (out / layer["folder"] / "index.html").read_text()
+    assert all(f["explanation"] in page for f in layer["flags"])

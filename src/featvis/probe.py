@@ -18,15 +18,16 @@ pass once the deepest target has run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .errors import DataError, FeatvisError
+from .errors import DataError, FeatvisError, check_int
 from .models.dbn import DBN
 
 __all__ = ["Key", "LayerInfo", "Scores", "LayerError", "UnsupportedError", "Probe", "probe",
@@ -134,6 +135,13 @@ class Probe:
         raise UnsupportedError(f"unit sampling needs a generative model (a featvis DBN); "
                                f"{self.kind} has no p(x | h)")
 
+    def randomized(self, key: Key, mode: str, seed: int) -> nn.Module:
+        """A deep copy of the model whose incoming weights of ``key`` (``mode="layer"``), or
+        of ``key`` and every weighted layer below it (``"cascade"``), are re-drawn from
+        ``N(0, s^2)``, ``s`` the std of each trained tensor; biases kept. For the sanity
+        checks of Adebayo et al. (2018); the model itself is never changed."""
+        raise NotImplementedError
+
     @property
     def device(self) -> torch.device:
         return next((p.device for p in self.model.parameters()), torch.device("cpu"))
@@ -142,6 +150,28 @@ class Probe:
     def dtype(self) -> torch.dtype:
         return next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
                     torch.float32)
+
+
+RANDOMIZATIONS = ("layer", "cascade")
+
+
+def _redraw(model: nn.Module, weights: Mapping[int, str], mode: str, seed: int) -> nn.Module:
+    """A deep copy of ``model`` with its parameters ``weights`` (forward position -> dotted
+    name; the last is the chosen layer's, the one ``"layer"`` re-draws) replaced by draws of
+    ``N(0, s^2)``, ``s`` each tensor's (population) std. Each tensor's generator is seeded
+    by ``(seed, position)``, so a layer gets the same draw in both modes."""
+    if mode not in RANDOMIZATIONS:
+        raise ValueError(f"mode must be one of {RANDOMIZATIONS}, got {mode!r}")
+    seed = check_int("seed", seed, minimum=None)
+    chosen = dict(list(weights.items())[-1:]) if mode == "layer" else weights
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        for position, name in chosen.items():
+            weight = copied.get_parameter(name)
+            generator = torch.Generator(device=weight.device)
+            generator.manual_seed((seed * 1_000_003 + position) % 2**63)
+            weight.normal_(0.0, float(weight.std(correction=0)), generator=generator)
+    return copied
 
 
 def _unknown(key: object, known: Sequence[Key], what: str) -> LayerError:
@@ -220,6 +250,11 @@ class DBNProbe(Probe):
     def generative(self):
         return self.dbn
 
+    def randomized(self, key, mode, seed):
+        d = self.layer(key).name
+        return _redraw(self.dbn, {j - 1: f"rbms.{j - 1}.weight" for j in range(1, d + 1)},
+                       mode, seed)
+
 
 # -- any nn.Module ---------------------------------------------------------------------------
 @contextlib.contextmanager
@@ -240,12 +275,15 @@ class _Stop(Exception):
 
 
 @contextlib.contextmanager
-def capture(targets: Mapping[str, nn.Module], *, stop: bool = True
-            ) -> Iterator[dict[str, torch.Tensor]]:
+def capture(targets: Mapping[str, nn.Module], *, stop: bool = True,
+            reduce: Callable[[str, torch.Tensor], object] | None = None
+            ) -> Iterator[dict[str, object]]:
     """Forward hooks on ``targets`` (name -> module) only, always removed on exit; yields the
-    dict that each forward fills with copies of their outputs. With ``stop``, the forward
-    pass ends (by :class:`_Stop`, which :func:`run_forward` catches) once all have run."""
-    captured: dict[str, torch.Tensor] = {}
+    dict that each forward fills with copies of their outputs, or with ``reduce(name,
+    output)`` computed inside the hook (new tensors, so no copy is needed either way: a later
+    in-place op cannot change them). With ``stop``, the forward pass ends (by
+    :class:`_Stop`, which :func:`run_forward` catches) once all have run."""
+    captured: dict[str, object] = {}
 
     def hook_for(name: str):
         def hook(module: nn.Module, args: object, output: object) -> None:
@@ -255,7 +293,7 @@ def capture(targets: Mapping[str, nn.Module], *, stop: bool = True
             if not isinstance(output, torch.Tensor):
                 raise FeatvisError(f"layer {name!r} returns {type(output).__name__}, not one "
                                    "tensor")
-            captured[name] = output.clone()
+            captured[name] = output.clone() if reduce is None else reduce(name, output)
             if stop and len(captured) == len(targets):
                 raise _Stop
         return hook
@@ -270,10 +308,11 @@ def capture(targets: Mapping[str, nn.Module], *, stop: bool = True
             handle.remove()
 
 
-def run_forward(model: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module]
-                ) -> dict[str, torch.Tensor]:
-    """The outputs of ``targets`` for input ``x``, from one (truncated) forward pass."""
-    with capture(targets) as captured:
+def run_forward(model: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module],
+                reduce: Callable[[str, torch.Tensor], object] | None = None) -> dict:
+    """The outputs of ``targets`` for input ``x`` (or their ``reduce``, see :func:`capture`),
+    from one (truncated) forward pass."""
+    with capture(targets, reduce=reduce) as captured:
         try:
             model(x)
         except _Stop:
@@ -337,18 +376,18 @@ class ModuleProbe(Probe):
         return self.infos[key]
 
     def scores(self, x, units):
+        def reduce(key: str, output: torch.Tensor) -> Scores:
+            """In the hook: only the units asked for, a channel by its maximum."""
+            if units[key] is not None:
+                output = output[:, units[key]]
+            if output.dim() == 2:
+                return Scores(output.clone())
+            values, positions = output.flatten(2).max(2)        # first maximum, row-major
+            return Scores(values, positions)
+
         targets = {key: self.modules[key] for key in units}
         with eval_mode(self.model), torch.no_grad():
-            outputs = run_forward(self.model, x, targets)
-        out = {}
-        for key, chosen in units.items():
-            output = outputs[key] if chosen is None else outputs[key][:, chosen]
-            if output.dim() == 2:
-                out[key] = Scores(output)
-            else:
-                values, positions = output.flatten(2).max(2)    # first maximum, row-major
-                out[key] = Scores(values, positions)
-        return out
+            return run_forward(self.model, x, targets, reduce)
 
     def objective(self, x, key, units, spatial="mean"):
         info = self.layer(key)
@@ -405,6 +444,23 @@ class ModuleProbe(Probe):
             raise UnsupportedError(f"layer {key!r} takes {module.in_features} features, not the "
                                    f"{math.prod(self.input_shape)} values of one input")
         return weight.reshape(weight.shape[0], *self.input_shape)
+
+    def randomized(self, key, mode, seed):
+        module = self._module(key)
+        if not _has_weights(module):
+            raise UnsupportedError(f"layer {key!r} is a {type(module).__name__}: it has no "
+                                   "weight parameter of 2 or more dims (Linear, Conv) to "
+                                   "re-draw")
+        weighted = [name for name in self.infos if _has_weights(self.modules[name])]
+        below = weighted[:weighted.index(key) + 1]
+        return _redraw(self.model, {position: f"{name}.weight"
+                                    for position, name in enumerate(below)}, mode, seed)
+
+
+def _has_weights(module: nn.Module) -> bool:
+    """Whether ``module`` has a ``weight`` parameter of a Linear or Conv (2 or more dims)."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, nn.Parameter) and weight.dim() >= 2
 
 
 def _discover(model: nn.Module, example_batch: torch.Tensor

@@ -114,7 +114,10 @@ def _checked_layer(layer: object, path: Path) -> list[str]:
         layer, ("name", "folder")) and isinstance(layer.get("units"), list) and all(
         isinstance(layer.get(k), list) for k in ("methods", "sections", "unit_details")) \
         and isinstance(layer.get("figures"), dict) and isinstance(layer.get("files"), dict) \
-        and all(isinstance(m, str) for m in layer["methods"])
+        and all(isinstance(m, str) for m in layer["methods"]) \
+        and all(isinstance(f, dict) for f in layer["figures"].values()) \
+        and all(_strings(f, ("method", "figure", "explanation"))
+                for f in layer.get("flags") or [])
     _require(ok, path, "malformed layer entry")
     try:
         check_segments(layer["folder"])

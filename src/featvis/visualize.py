@@ -29,10 +29,11 @@ from ._version import __version__
 from .checkpoint import encode_dbn
 from .errors import check_int
 from .evaluate import method_agreement
+from .figures import distinctness, example_distinctness, randomized_similarity
 from .fingerprint import model_fingerprint
 from .methods import (TopExamples, linear_combination, maximize, ranked_filters, sample_unit,
                       top_examples)
-from .probe import Key, LayerInfo, Probe, UnsupportedError, probe
+from .probe import RANDOMIZATIONS, Key, LayerInfo, Probe, UnsupportedError, probe
 from .render import encode_png, signed_border_grid, tile
 from .report import gallery_files
 from .runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder,
@@ -42,6 +43,10 @@ from .runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder
 __all__ = ["Method", "REGISTRY", "METHODS", "VisualizeSettings", "visualize"]
 
 _STRIP = 10            # samples shown per unit
+_SUSPECT = 0.5         # distinctness or randomized similarity above this is flagged
+# The sanity checks' re-runs (Adebayo et al. 2018) on the first units shown: small settings
+# that keep them within about half of visualize's own time.
+SANITY = {"units": 20, "images": 2000, "steps": 50, "restarts": 2, "samples": 20}
 _SATURATED = 0.9       # a maximization picture with more pixels at a bound is flagged
 _OVERVIEW_ROWS = 100   # units in the ranked-filters overview
 
@@ -66,6 +71,7 @@ class VisualizeSettings:
     upscale: int = 2
     rho: float | None = None
     bounds: tuple[float, float] | str | None = "data"     # "data": the inputs' range
+    figures: bool = True              # distinctness and randomization checks per method
 
     def check(self, seam: Probe, n_inputs: int | None = None) -> list[Key]:
         """The layers to show, after refusing unknown methods or layers and counts that
@@ -120,12 +126,17 @@ class LayerRun:
     folder: str = ""
     sections: list[dict] = field(default_factory=list)
     details: list[dict] = field(default_factory=list)
-    figures: dict[str, float | None] = field(default_factory=dict)
-    pictures: dict[str, torch.Tensor] = field(default_factory=dict)   # for the agreement
+    figures: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    pictures: dict[str, torch.Tensor] = field(default_factory=dict)   # for the figures
+    flags: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.folder = layer_folder(self.key)
         self.details = [{"unit": i, "files": {}, "panels": []} for i in self.units]
+
+    def figure(self, method: str, label: str, value: float) -> None:
+        """A figure of the layer, filed under ``method`` (``layers[i].figures[method]``)."""
+        self.figures.setdefault(method, {})[label] = _json_float(value)
 
     def png(self, name: str, array, unit: int | None = None) -> str:
         """Write a picture of the layer (or of its ``unit``-th shown unit); its path."""
@@ -193,7 +204,7 @@ def _examples(layer: LayerRun) -> None:
                                     upscale=up), f"activations: {values}", "strip"),
             ("examples_mean", tile(mean[j:j + 1], scale="minmax", upscale=up), "their mean",
              "single")])
-    layer.figures["mean top-1 example activation"] = _json_float(ex.values[:, 0].mean().item())
+    layer.figure("examples", "mean top-1 example activation", ex.values[:, 0].mean().item())
     layer.pictures["examples"] = mean
 
 
@@ -219,10 +230,10 @@ def _maximize(layer: LayerRun) -> None:
                     [("activation reached", info["maximize"]["activation"]),
                      ("invariance (cosine between restarts)", info["maximize"]["invariance"]),
                      ("pixels at a bound", info["maximize"]["saturation"])])
-    layer.figures["mean activation reached by maximization"] = \
-        _json_float(mx.activation.mean().item())
-    layer.figures["mean invariance (cosine between restarts)"] = \
-        _json_float(mx.invariance.nanmean().item())
+    layer.figure("maximize", "mean activation reached", mx.activation.mean().item())
+    layer.figure("maximize", "mean invariance (cosine between restarts)",
+                 mx.invariance.nanmean().item())
+    layer.figure("maximize", "mean share of pixels at a bound", mx.saturation.nanmean().item())
     layer.pictures["maximize"] = shown
 
 
@@ -230,15 +241,18 @@ def _sampling(layer: LayerRun) -> None:
     s, up, method = layer.settings, layer.settings.upscale, _METHOD["sampling"]
     sm = sample_unit(layer.seam.model, layer.key, units=layer.units, n_samples=s.samples,
                      variant=s.variant, seed=s.seed, progress=layer.progress)
-    layer.section(method, tile(sm.mean, scale="minmax", upscale=up),
-                  "the mean of each unit's samples")
+    layer.section(method, tile(sm.contrast, upscale=up),
+                  "what switching each unit on adds (light) and removes (dark): "
+                  "E[x | unit on] - E[x | unit off]")
     for j in range(len(layer.units)):
         layer.panel(method, j, [
             ("samples_strip", tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP,
                                    upscale=up), "samples", "strip"),
-            ("samples_mean", tile(sm.mean[j:j + 1], scale="minmax", upscale=up), "their mean",
-             "single")])
-    layer.pictures["sampling"] = sm.mean
+            ("samples_contrast", tile(sm.contrast[j:j + 1], upscale=up),
+             "contrast: their mean minus the mean with the unit off", "single"),
+            ("samples_mean", tile(sm.mean[j:j + 1], scale="minmax", upscale=up),
+             "their mean, p(x | unit on)", "single")])
+    layer.pictures["sampling"] = sm.contrast
 
 
 def _filters(layer: LayerRun) -> None:
@@ -283,8 +297,10 @@ REGISTRY: tuple[Method, ...] = (
            "The input under a norm (or box) constraint that maximizes the unit's activation, "
            "found by projected gradient ascent (Erhan et al. 2009).", _always, _maximize),
     Method("sampling", "Unit sampling",
-           "Inputs sampled from the deep belief net with the unit clamped on, p(x | h = 1), "
-           "and their mean (Erhan et al. 2009; Hinton et al. 2006).",
+           "Inputs sampled from the deep belief net with the unit clamped on, p(x | h = 1) "
+           "(Erhan et al. 2009; Hinton et al. 2006), shown as the contrast with the same "
+           "draws with the unit off, which removes what the generative biases draw for "
+           "every unit; the raw mean is on each unit's page.",
            lambda seam, key: _why_not(seam.generative), _sampling),
     Method("filters", "Ranked filters",
            "The units of the layer below with the strongest connections to the unit, framed "
@@ -310,8 +326,52 @@ def _shown_units(info: LayerInfo, s: VisualizeSettings) -> list[int]:
     return list(range(info.units if s.units is None else min(s.units, info.units)))
 
 
+def _sanity_figures(layer: LayerRun, ran: list[str], model_images: torch.Tensor,
+                    s: VisualizeSettings) -> None:
+    """Per method: how distinct its pictures are, and how much of them survives re-drawing
+    the layer's (and the lower layers') weights; flags what looks like it ignores the model."""
+    seam, key = layer.seam, layer.key
+    units = layer.units[:SANITY["units"]]
+    reruns = {"examples": dict(images=model_images[:SANITY["images"]], k=s.k),
+              "maximize": dict(rho=s.rho, bounds=s.bounds, steps=SANITY["steps"],
+                               restarts=SANITY["restarts"]),
+              "sampling": dict(n_samples=SANITY["samples"], variant=s.variant),
+              "filters": dict(top=s.top), "combination": dict(top=s.top)}
+    for name in ran:
+        pictures = layer.pictures.get(name)
+        compared = len(layer.units) >= 2 and pictures is not None    # units against units
+        if compared and name == "examples":
+            layer.figure(name, "distinctness (mean - data mean)", example_distinctness(
+                pictures, layer.images.flatten(1).mean(0)))
+        elif compared:
+            layer.figure(name, "distinctness", distinctness(pictures))
+        for mode in RANDOMIZATIONS:
+            label = f"randomized similarity ({mode})"
+            if name in ("examples", "filters"):
+                label = f"randomized index overlap ({mode})"
+            layer.figure(name, label, randomized_similarity(
+                seam.model, key, name, mode=mode, units=units, seed=s.seed,
+                input_shape=seam.input_shape, **reruns[name]))
+    for name, figures in layer.figures.items():
+        for label, value in figures.items():
+            if (label.startswith("distinctness") or label.startswith("randomized")) and \
+                    value is not None and value > _SUSPECT:
+                layer.flags.append({"method": name, "figure": label, "value": value,
+                                    "explanation": _EXPLANATION[label.split(" (")[0]]})
+
+
+_EXPLANATION = {
+    "distinctness": "the units' pictures look alike: they show what the method or the data "
+                    "puts into every picture more than what each unit learned",
+    "randomized similarity": "the pictures barely change when the weights are re-drawn at "
+                             "random: they do not show what the model learned",
+    "randomized index overlap": "the same inputs are chosen when the weights are re-drawn at "
+                                "random: the choice does not show what the model learned"}
+
+
 def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
-           images: torch.Tensor, show, examples: TopExamples | None, progress: bool) -> dict:
+           images: torch.Tensor, show, examples: TopExamples | None, progress: bool,
+           model_images: torch.Tensor) -> dict:
     info = seam.layer(key)
     units = _shown_units(info, s)
     layer = LayerRun(seam, key, info, units, s, images, show, examples, run, progress)
@@ -325,10 +385,11 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
             continue
         method.run(layer)
         ran.append(method.name)
+    if s.figures:
+        _sanity_figures(layer, ran, model_images, s)
     agreement = method_agreement({name: p.flatten(1) for name, p in layer.pictures.items()})
     for pair, cosine in agreement.items():
-        layer.figures[f"mean agreement (centred cosine) {pair}"] = \
-            _json_float(cosine.mean().item())
+        layer.figure("agreement", f"mean centred cosine {pair}", cosine.mean().item())
         for j, detail in enumerate(layer.details):
             detail.setdefault("agreement", {})[pair] = _json_float(cosine[j].item())
     if agreement:
@@ -341,7 +402,7 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
             "n_units": info.units, "unit_shape": list(info.unit_shape), "units": units,
             "methods": ran, "unavailable": unavailable, "sections": layer.sections,
             "files": {sec["method"]: sec["file"] for sec in layer.sections},
-            "figures": layer.figures, "unit_details": layer.details}
+            "figures": layer.figures, "flags": layer.flags, "unit_details": layer.details}
 
 
 def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
@@ -401,9 +462,9 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     images = images.to(seam.device)
     model_images = images if normalization is None else normalization.normalize(images)
     show = (lambda x: x) if normalization is None else normalization.denormalize
-    if s.rho is None and seam.default_rho() is None:
-        # A module's maximization on the sphere of the inputs' mean norm, like a DBN's.
-        s = replace(s, rho=round(model_images.flatten(1).norm(dim=1).mean().item(), 6))
+    if s.rho is None:                  # a DBN's recorded input norm, else the inputs' own
+        s = replace(s, rho=seam.default_rho() or
+                    round(model_images.flatten(1).norm(dim=1).mean().item(), 6))
     if s.bounds == "data":            # the inputs' range, widened to hold 0 (see maximize)
         s = replace(s, bounds=(min(0.0, model_images.min().item()),
                                max(0.0, model_images.max().item())))
@@ -423,8 +484,9 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
                 "normalize": None if normalization is None else {
                     "mean": normalization.mean.tolist(), "std": normalization.std.tolist()}},
             "settings": asdict(s),
-            "layers": [_layer(seam, key, s, run, images, show, examples.get(key), progress)
-                       for key in keys],
+            "sanity_settings": SANITY if s.figures else None,
+            "layers": [_layer(seam, key, s, run, images, show, examples.get(key), progress,
+                              model_images) for key in keys],
         }
         run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
         if save_model_as is not None:

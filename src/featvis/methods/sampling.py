@@ -2,10 +2,17 @@
 
 ``"one-hot"``: fix ``h_d = e_i`` (other units of the layer off); the layer below is then
 ``sigmoid(W_d[i] + b_{d-1})``, a row gather rather than a product with a one-hot vector.
-``"gibbs"``: run block Gibbs chains in the top RBM (RBM_d) with ``h_d[i]`` clamped to 1 and
-the layer's other units free, keeping a state every ``interval`` steps after ``burn_in``.
-Either way, binary samples are then drawn down through the generative biases to the pixels,
-which are returned as probabilities. All units, chains and samples form one batch.
+``"gibbs"`` (Erhan et al. 2009): run block Gibbs chains in the top RBM (RBM_d) with
+``h_d[i]`` clamped to 1 and the layer's other units free, keeping a state every ``interval``
+steps after ``burn_in``. Either way, binary samples are then drawn down through the
+generative biases to the pixels, which are returned as probabilities.
+
+Every picture has a baseline with the unit off, drawn with the same random numbers: the
+all-off state ``h_d = 0`` for one-hot, the same chains clamped to ``h_d[i] = 0`` for Gibbs.
+``contrast`` is the mean minus the baseline's mean: what switching the unit on changes,
+without the picture that every unit shares. Unit ``u`` draws all its uniforms from its own
+generator seeded by ``(seed, u)``, so its samples do not depend on the other units asked
+for. All units, clamps, chains and samples form one batch.
 """
 
 from __future__ import annotations
@@ -17,67 +24,105 @@ from tqdm.auto import tqdm
 
 from ..errors import check_int
 from ..models.dbn import DBN
-from ..models.rbm import bernoulli
+from ..models.rbm import RBM
 from ..probe import probe
 from ..units import Units, resolve_units
 
 __all__ = ["UnitSamples", "sample_unit"]
 
 VARIANTS = ("one-hot", "gibbs")
+# Uniforms a unit draws at once for its Gibbs steps (256 KiB in float32): a size of one unit's
+# chains, never of the batch, so that a unit's draws do not depend on the others (on CUDA the
+# numbers depend on how a stream is split into draws).
+_BLOCK = 1 << 16
 
 
 @dataclass
 class UnitSamples:
-    """``samples (U, S, D)`` pixel probabilities, ``mean (U, D)``, ``units (U,)``."""
+    """``samples (U, S, D)`` pixel probabilities given ``h_{d,i} = 1``, ``mean (U, D)`` their
+    mean, ``units (U,)``, and ``contrast (U, D)``: the mean minus the mean of the same draws
+    with the unit off."""
 
     samples: torch.Tensor
     mean: torch.Tensor
     units: torch.Tensor
+    contrast: torch.Tensor
 
 
-def _down_pass(dbn: DBN, below: torch.Tensor, shape: tuple[int, ...], layer: int,
-               generator: torch.Generator) -> torch.Tensor:
-    """From probabilities of layer ``layer - 1`` (broadcastable to ``shape``), sample binary
-    states down to layer 1 and return pixel probabilities, flattened to ``(rows, D)``."""
-    probs = below.expand(shape)
+def _generators(units: torch.Tensor, seed: int) -> list[torch.Generator]:
+    """One generator per unit, seeded by ``(seed, unit)`` as maximize's starting points."""
+    return [torch.Generator(device=units.device).manual_seed((seed * 1_000_003 + unit) % 2**63)
+            for unit in units.tolist()]
+
+
+def _uniforms(generators: list[torch.Generator], shape: tuple[int, ...], like: torch.Tensor
+              ) -> torch.Tensor:
+    """``(U, *shape)`` uniforms; row ``u`` is the next block of unit ``u``'s own generator."""
+    out = like.new_empty((len(generators), *shape))
+    for row, generator in zip(out, generators):     # draws only; the math is batched
+        torch.rand(shape, generator=generator, out=row)
+    return out
+
+
+def _states(noise: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Binary states ``noise < probs`` as floats, broadcast (the clamps share ``noise``);
+    comparing straight into a float tensor is several times faster than converting bools."""
+    shape = torch.broadcast_shapes(noise.shape, probs.shape)
+    return torch.lt(noise, probs, out=probs.new_empty(shape))
+
+
+def _down_pass(dbn: DBN, below: torch.Tensor, layer: int, noise: torch.Tensor) -> torch.Tensor:
+    """Pixel probabilities ``(2, U, S, D)`` from probabilities ``below (2, U, S or 1, n)`` of
+    layer ``layer - 1``: binary states down to layer 1, both clamps drawn with the same
+    uniforms ``noise (U, S, n_{d-1} + ... + n_1)``."""
+    probs, start = below, 0
     for rbm in reversed(dbn.rbms[:layer - 1]):
-        states = bernoulli(probs, generator)
-        probs = rbm.visible_probs(states.view(-1, states.shape[-1]))
-    return probs.reshape(-1, probs.shape[-1])
+        n = rbm.n_hidden
+        states = _states(noise[..., start:start + n], probs)
+        probs = rbm.visible_probs(states.view(-1, n)).view(*states.shape[:-1], -1)
+        start += n
+    return probs.expand(*probs.shape[:2], noise.shape[1], probs.shape[-1])
 
 
-def _gibbs_below(dbn: DBN, layer: int, units: torch.Tensor, n_samples: int, n_chains: int,
-                 burn_in: int, interval: int, generator: torch.Generator, progress: bool
-                 ) -> torch.Tensor:
-    """Probabilities of layer ``layer - 1`` at the kept states of clamped Gibbs chains,
-    ``(U, n_samples, n_{d-1})``."""
-    rbm = dbn.rbms[layer - 1]
-    n_units = units.numel()
+def _gibbs_below(rbm: RBM, units: torch.Tensor, n_samples: int, n_chains: int, burn_in: int,
+                 interval: int, generators: list[torch.Generator], progress: bool,
+                 desc: str) -> torch.Tensor:
+    """Probabilities of RBM_d's visible layer at the kept states of block Gibbs chains with
+    ``h_d[i]`` clamped to 1 (``[0]``) and to 0 (``[1]``), ``(2, U, n_samples, n_{d-1})``; both
+    clamps start from the same states and share every uniform. A unit's generator gives its
+    chains' initial states, then each step's uniforms for ``h_{d-1}`` and ``h_d``."""
+    n_units, n_v, n_h, w = units.numel(), rbm.n_visible, rbm.n_hidden, rbm.weight
     per_chain = -(-n_samples // n_chains)
-    rows = torch.arange(n_units * n_chains, device=units.device)
-    clamp = units.repeat_interleave(n_chains)
-    h = bernoulli(torch.full((n_units * n_chains, rbm.n_hidden), 0.5, device=units.device),
-                  generator)
-    h[rows, clamp] = 1.0
-    kept = []
     total = burn_in + interval * per_chain
-    for step in tqdm(range(1, total + 1), desc=f"gibbs layer {layer}", unit="step",
-                     disable=not progress, leave=False):
-        below = rbm.visible_probs(h)
-        h = rbm.sample_hidden(bernoulli(below, generator), generator)
-        h[rows, clamp] = 1.0
-        if step > burn_in and (step - burn_in) % interval == 0:
-            kept.append(rbm.visible_probs(h))
+    block = max(1, _BLOCK // (n_chains * (n_v + n_h)))
+    rows = torch.arange(n_units, device=w.device)
+    clamp = w.new_tensor([[1.0], [0.0]])                          # broadcast to (U, 2, chains)
+    h = _states(_uniforms(generators, (n_chains, n_h), w), w.new_full((2, 1, 1, n_h), 0.5))
+    h[:, rows, :, units] = clamp
+    below = rbm.visible_probs(h.view(-1, n_h)).view(2, n_units, n_chains, n_v)
+    kept = below.new_empty(2, n_units, per_chain, n_chains, n_v)
+    for step in tqdm(range(total), desc=desc, unit="step", disable=not progress, leave=False):
+        if step % block == 0:
+            noise = _uniforms(generators, (min(block, total - step), n_chains, n_v + n_h), w)
+        v_noise, h_noise = noise[:, step % block].split([n_v, n_h], -1)
+        v = _states(v_noise, below).view(-1, n_v)
+        h = _states(h_noise, rbm.hidden_probs(v).view(2, n_units, n_chains, n_h))
+        h[:, rows, :, units] = clamp
+        below = rbm.visible_probs(h.view(-1, n_h)).view(2, n_units, n_chains, n_v)
+        done = step + 1 - burn_in
+        if done > 0 and done % interval == 0:
+            kept[:, :, done // interval - 1] = below
     # Time-major: every chain's first kept state, then every chain's second, ...
-    states = torch.stack(kept, 1).view(n_units, n_chains, per_chain, rbm.n_visible)
-    return states.transpose(1, 2).reshape(n_units, n_chains * per_chain, -1)[:, :n_samples]
+    return kept.view(2, n_units, per_chain * n_chains, n_v)[:, :, :n_samples]
 
 
 def sample_unit(model: torch.nn.Module, layer: int, units: Units = None, n_samples: int = 100,
                 variant: str = "one-hot", n_chains: int = 10, burn_in: int = 1000,
                 interval: int = 10, seed: int = 0, progress: bool = False) -> UnitSamples:
-    """Samples of the input given that unit ``i`` of hidden layer ``layer`` is on (a model
-    with a generative side only: :class:`~featvis.probe.UnsupportedError` otherwise)."""
+    """Samples of the input given that unit ``i`` of hidden layer ``layer`` is on, and their
+    contrast with the unit off (a model with a generative side only:
+    :class:`~featvis.probe.UnsupportedError` otherwise). A unit's random numbers depend on
+    ``(seed, unit)`` only: its results are the same alone or with other units."""
     seam = probe(model)
     dbn = seam.generative()
     layer = seam.layer(layer).name
@@ -89,16 +134,18 @@ def sample_unit(model: torch.nn.Module, layer: int, units: Units = None, n_sampl
     check_int("burn_in", burn_in, minimum=0)
     seed = check_int("seed", seed, minimum=None)
     rbm = dbn.rbms[layer - 1]
-    device = rbm.weight.device
-    units = resolve_units(units, rbm.n_hidden, device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    units = resolve_units(units, rbm.n_hidden, rbm.weight.device)
+    generators = _generators(units, seed)
     with torch.no_grad():
         if variant == "one-hot":
-            below = torch.sigmoid(rbm.weight[units] + rbm.visible_bias)[:, None]  # (U, 1, n)
-            shape = (units.numel(), n_samples, below.shape[-1])
+            on = torch.sigmoid(rbm.weight[units] + rbm.visible_bias)
+            below = torch.stack([on, torch.sigmoid(rbm.visible_bias).expand_as(on)])[:, :, None]
         else:
-            below = _gibbs_below(dbn, layer, units, n_samples, n_chains, burn_in, interval,
-                                 generator, progress)
-            shape = below.shape
-        pixels = _down_pass(dbn, below, shape, layer, generator).view(shape[0], n_samples, -1)
-    return UnitSamples(samples=pixels, mean=pixels.mean(1), units=units)
+            below = _gibbs_below(rbm, units, n_samples, n_chains, burn_in, interval,
+                                 generators, progress, f"gibbs layer {layer}")
+        depth = sum(dbn.sizes[1:layer])            # units of layers 1..d-1, drawn per sample
+        noise = _uniforms(generators, (n_samples, depth), rbm.weight)
+        pixels = _down_pass(dbn, below, layer, noise)
+        means = pixels.mean(2)
+    return UnitSamples(samples=pixels[0].contiguous(), mean=means[0], units=units,
+                       contrast=means[0] - means[1])

@@ -107,8 +107,15 @@ def _model_table(model: dict) -> str:
 
 
 def _figures_table(layer: dict) -> str:
-    rows = [(e(label), _text(value)) for label, value in layer["figures"].items()]
-    return table(rows) if rows else ""
+    """The layer's figures, grouped by method, and the flags raised on them."""
+    titles = {s["method"]: s["title"] for s in layer["sections"]}
+    rows = [(f"{e(titles.get(method, method.capitalize()))}: {e(label)}", _text(value))
+            for method, figures in layer["figures"].items() for label, value in figures.items()]
+    flags = "".join(
+        f'<p class="warning">{e(titles.get(f["method"], f["method"]))}: {e(f["figure"])} '
+        f'{_text(f["value"])} &mdash; {e(f["explanation"])}.</p>'
+        for f in layer.get("flags") or [])
+    return flags + (table(rows) if rows else "")
 
 
 def _index_page(summary: dict, has_curves: bool, evaluation: dict | None) -> str:
