@@ -49,6 +49,11 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
             np.testing.assert_array_equal(np.asarray(Image.open(out / layer["files"][name])),
                                           picture, err_msg=f"layer {d} {name}")
         unit = layer["unit_details"][2]
+        top_labels = load_mnist()[1][unit["examples"]["indices"]].tolist()
+        counts = {c: top_labels.count(c) for c in set(top_labels)}
+        top_class = min(c for c in counts if counts[c] == max(counts.values()))
+        assert unit["examples"]["purity"] == {"top_class": top_class,
+                                              "share": round(counts[top_class] / 9, 6)}
         assert unit["examples"]["values"] == pytest.approx(
             small_dbn.transform(x, d)[:, 2].topk(9).values.tolist(), abs=1e-5)
         assert unit["maximize"]["activation"] == pytest.approx(

@@ -239,8 +239,9 @@ def _load_model(args: argparse.Namespace, device: "torch.device"):
     return DBN.load(args.model, device=device), args.model
 
 
-def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object]:
-    """The images a command shows, shaped for the model, and their normalization."""
+def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, object]:
+    """The images a command shows, shaped for the model, their labels (or None) and their
+    normalization."""
     import math
 
     from .data import Normalization, load_images, load_mnist, parse_normalize, picture_shape
@@ -248,9 +249,9 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object]:
     shape = args.input_shape or seam.input_shape
     if args.images is not None:
         channels = shape[0] if shape is not None and len(shape) == 3 else None
-        images = load_images(args.images, channels=channels, resize=args.resize)[0]
+        images, labels, _ = load_images(args.images, channels=channels, resize=args.resize)
     else:
-        images = load_mnist(args.split, args.data)[0]
+        images, labels = load_mnist(args.split, args.data)
         shape = shape or picture_shape(images.shape[1:])     # MNIST as (1, 28, 28)
     if shape is not None:
         if images[0].numel() != math.prod(shape):
@@ -261,7 +262,7 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object]:
     if args.normalize is not None:
         channels = images.shape[1] if images.dim() == 4 else 1
         normalization = Normalization(*parse_normalize(args.normalize, channels))
-    return images, normalization
+    return images, labels, normalization
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
@@ -274,14 +275,14 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     seam = probe(model, args.input_shape)
     plan_replacement(args.out, force=args.force,                       # before reading data
                      reading=[model_path] if model_path else ())
-    images, normalization = _inputs(args, seam)
+    images, labels, normalization = _inputs(args, seam)
     seam = probe(model, images.shape[1:])
     settings = VisualizeSettings(
         layers=None if args.layers is None else [seam.key_from_text(t) for t in args.layers],
         methods=args.methods or METHODS, units=args.units, k=args.k, top=args.top,
         steps=args.steps, restarts=args.restarts, samples=args.samples, variant=args.variant,
         seed=args.seed, rho=args.rho, bounds=args.bounds)
-    visualize(model, images, args.out, settings, normalization=normalization,
+    visualize(model, images, args.out, settings, labels=labels, normalization=normalization,
               model_path=model_path, force=args.force, progress=not args.quiet)
     print(args.out)
     return 0

@@ -38,7 +38,7 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
     :func:`featvis.visualize.visualize` would refuse is refused before training."""
     out = Path(out)
     plan_replacement(out, force=force, rewriting=[MODEL])
-    images, _ = load_mnist("train", data)
+    images, labels = load_mnist("train", data)
     dbn = DBN(list(sizes), seed=seed).to(device)
     # Ranked filters and combinations use up to 10 units of the layer below.
     settings = settings or VisualizeSettings(units=units, seed=seed,
@@ -52,7 +52,8 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
     dbn.data_info = mnist_info(data, images)
     dbn.fit(images, epochs=epochs, seed=seed, progress=progress)
     trained = time.perf_counter()
-    visualize(dbn, images, out, settings, save_model_as=MODEL, force=force, progress=progress)
+    visualize(dbn, images, out, settings, labels=labels, save_model_as=MODEL, force=force,
+              progress=progress)
     done = time.perf_counter()
     print(f"featvis demo: trained in {trained - start:.0f} s, visualized in {done - trained:.0f} s",
           file=sys.stderr)

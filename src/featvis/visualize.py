@@ -29,7 +29,7 @@ from ._version import __version__
 from .checkpoint import encode_dbn
 from .errors import check_int
 from .evaluate import method_agreement
-from .figures import distinctness, example_distinctness, randomized_similarity
+from .figures import class_purity, distinctness, example_distinctness, randomized_similarity
 from .fingerprint import model_fingerprint
 from .methods import (TopExamples, linear_combination, maximize, ranked_filters, sample_unit,
                       top_examples)
@@ -123,6 +123,7 @@ class LayerRun:
     examples: TopExamples | None
     builder: RunBuilder
     progress: bool
+    labels: torch.Tensor | None = None            # class labels of the inputs, if known
     folder: str = ""
     sections: list[dict] = field(default_factory=list)
     details: list[dict] = field(default_factory=list)
@@ -191,6 +192,7 @@ def _examples(layer: LayerRun) -> None:
     ex, s, up = layer.examples, layer.settings, layer.settings.upscale
     method = _METHOD["examples"]
     mean = layer.show(ex.mean)
+    purity = None if layer.labels is None else class_purity(ex.indices, layer.labels)
     layer.section(method, tile(mean, scale="minmax", upscale=up),
                   "the mean of each unit's top examples, one tile per unit")
     for j, info in enumerate(layer.details):
@@ -198,13 +200,23 @@ def _examples(layer: LayerRun) -> None:
                             "indices": ex.indices[j].tolist()}
         if ex.positions is not None:
             info["examples"]["positions"] = ex.positions[j].tolist()
+        facts = []
+        if purity is not None:
+            info["examples"]["purity"] = {"share": _json_float(purity.share[j].item()),
+                                          "top_class": int(purity.top_class[j])}
+            facts = [("most common class among them", int(purity.top_class[j])),
+                     ("its share", info["examples"]["purity"]["share"])]
         values = ", ".join(f"{v:.3f}" for v in ex.values[j].tolist())
         layer.panel(method, j, [
             ("examples_strip", tile(layer.images[ex.indices[j]], scale="minmax", cols=s.k,
                                     upscale=up), f"activations: {values}", "strip"),
             ("examples_mean", tile(mean[j:j + 1], scale="minmax", upscale=up), "their mean",
-             "single")])
+             "single")], facts)
     layer.figure("examples", "mean top-1 example activation", ex.values[:, 0].mean().item())
+    if purity is not None:
+        layer.figure("examples", "mean class purity (share of the top class)",
+                     purity.share.mean().item())
+        layer.figure("examples", "mean label entropy (bits)", purity.entropy_bits.mean().item())
     layer.pictures["examples"] = mean
 
 
@@ -371,10 +383,10 @@ _EXPLANATION = {
 
 def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
            images: torch.Tensor, show, examples: TopExamples | None, progress: bool,
-           model_images: torch.Tensor) -> dict:
+           model_images: torch.Tensor, labels: torch.Tensor | None) -> dict:
     info = seam.layer(key)
     units = _shown_units(info, s)
-    layer = LayerRun(seam, key, info, units, s, images, show, examples, run, progress)
+    layer = LayerRun(seam, key, info, units, s, images, show, examples, run, progress, labels)
     ran, unavailable = [], {}
     for method in REGISTRY:
         if method.name not in s.methods:
@@ -430,13 +442,15 @@ def _untrained_note(model: dict) -> None:
 
 def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLike,
               settings: VisualizeSettings | None = None, *,
-              normalization=None, model_path: str | os.PathLike | None = None,
+              labels: torch.Tensor | None = None, normalization=None,
+              model_path: str | os.PathLike | None = None,
               save_model_as: str | None = None, force: bool = False, gallery: bool = True,
               progress: bool = True) -> dict:
     """Compute every chosen method for every chosen layer of ``model`` and write the run
     folder ``out``, with its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
-    ``images (N, *input_shape)`` are the inputs as they should be shown; with
+    ``images (N, *input_shape)`` are the inputs as they should be shown, ``labels (N,)``
+    their classes if known (the examples' class purity); with
     ``normalization`` (:class:`featvis.data.Normalization`) the model is fed
     ``normalization.normalize(images)`` and input-space pictures are shown de-normalized.
     ``out`` is replaced only when everything succeeded and only by featvis's rule (see
@@ -486,7 +500,7 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
             "settings": asdict(s),
             "sanity_settings": SANITY if s.figures else None,
             "layers": [_layer(seam, key, s, run, images, show, examples.get(key), progress,
-                              model_images) for key in keys],
+                              model_images, labels) for key in keys],
         }
         run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
         if save_model_as is not None:
