@@ -381,3 +381,21 @@ def test_a_run_folder_from_before_manifests_is_featvis_s(capsys, run, model_path
     assert run_cli(capsys, "visualize", model_path, "--out", run, *QUICK)[0] == 0
     assert load_summary(run)["format"] == "featvis.run/2"
     assert not (run / "layer1").exists()
+
+
+def test_sigterm_during_visualize_leaves_no_temporary(tmp_path, model_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "featvis", "visualize", model_path, "--out", out, "--quiet",
+            "--steps", "100000", "--methods", "maximize", "--units", "2"]
+    proc = subprocess.Popen([str(a) for a in args], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -528,6 +530,10 @@ def _sizes(args: argparse.Namespace) -> None:
         args.sizes = [784, 1000, 500, 250]
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Spinning OpenMP threads make torch an order of magnitude slower whenever another
     # process shares the cores; passive waiting costs little when they are idle. Set before
@@ -536,6 +542,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # SIGTERM unwinds like Ctrl-C, so that temporaries are removed on the way out.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
+    try:
+        return _run(func, args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``func(args)``, with every user error as one line on stderr and exit status 2."""
     try:
         if hasattr(args, "old_sizes"):
             _sizes(args)
