@@ -85,6 +85,8 @@ class VisualizeSettings:
             check_int(name, getattr(self, name))
         if self.units is not None:
             check_int("units", self.units)
+        if isinstance(self.bounds, str) and self.bounds != "data":
+            raise ValueError(f"bounds must be (lo, hi), 'data' or None, got {self.bounds!r}")
         if "examples" in self.methods and n_inputs is not None and self.k > n_inputs:
             raise ValueError(f"k={self.k} is larger than the number of inputs ({n_inputs})")
         keys = list(dict.fromkeys(self.layers)) if self.layers else seam.default_layers()
