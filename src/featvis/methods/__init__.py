@@ -1,6 +1,7 @@
 """The five visualization methods; each works on all (or some) units of a layer at once."""
 
 from .combination import Combination, linear_combination
+from .deconvnet import Projections, deconvnet
 from .examples import TopExamples, top_examples
 from .filters import RankedFilters, ranked_filters
 from .maximize import Maximization, maximize

@@ -1,0 +1,246 @@
+"""Deconvnet and guided backpropagation: each channel's top examples projected to pixels.
+
+Zeiler & Fergus (2014) send one unit's maximum back down a CNN: every other activation of
+the layer is zeroed, the value at the maximum's position is kept, linear ops pass it down
+through their transposes, max pools through the switches of the forward pass, and each ReLU
+through a rectification: of the backward signal (``"deconvnet"``), or of the backward signal
+where the ReLU's forward input was positive (``"guided"``, Springenberg et al. 2015). Autograd
+already does all of this but the ReLUs; those are swapped for the rule by a
+:class:`~torch.overrides.TorchFunctionMode` active only during featvis's own forward passes,
+so ``nn.ReLU`` modules, ``F.relu``/``torch.relu`` calls, in-place ReLUs and one module used
+twice all work, and the model is never touched (no hooks left, no modules replaced, no
+``.grad``). Any other common non-linearity before the layer is refused by name.
+
+A position's receptive field is the bounding box of the input it depends on in the
+linearized network (ReLUs as identities, max pools as average pools of the same geometry,
+every parameter 1 so no weights cancel), found by autograd on a copy of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..data import check_inputs
+from ..errors import DataError, check_int
+from ..probe import Key, UnsupportedError, eval_mode, probe, run_forward
+from ..units import Units
+from .examples import top_examples
+
+__all__ = ["Projections", "deconvnet", "RULES"]
+
+RULES = ("deconvnet", "guided")
+
+# Names (without leading/trailing underscores) of the non-linearities refused before the layer.
+_NONLINEAR = frozenset({
+    "sigmoid", "special_expit", "tanh", "gelu", "silu", "mish", "elu", "selu", "celu",
+    "leaky_relu", "prelu", "rrelu", "softplus", "hardtanh", "relu6", "hardswish",
+    "hardsigmoid", "log_sigmoid", "softsign", "tanhshrink", "softshrink", "hardshrink",
+    "threshold", "softmax", "log_softmax", "softmin", "glu"})
+_MAX_POOLS = frozenset({f"{kind}max_pool{n}d" for kind in ("", "adaptive_") for n in (1, 2, 3)})
+
+
+@dataclass
+class Projections:
+    """Per unit of ``units (U,)``: its top-k inputs ``indices (U, k)``, the ``positions
+    (U, k, 2)`` (row, column in the layer's map) of their maxima, ``projections (U, k, C, H,
+    W)`` each maximum sent back to pixel space, ``boxes (U, k, 4)`` the top, left, bottom and
+    right (exclusive) of its receptive field clipped to the image, and ``crops (U, k, C, h,
+    w)`` the input under the whole field, zero where the field leaves the image."""
+
+    indices: torch.Tensor
+    positions: torch.Tensor
+    projections: torch.Tensor
+    boxes: torch.Tensor
+    crops: torch.Tensor
+    units: torch.Tensor
+
+
+class _ReLURule(torch.autograd.Function):
+    """A ReLU (an identity for ``"linear"``) whose backward pass follows ``rule``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rule: str) -> torch.Tensor:
+        ctx.rule = rule
+        if rule == "guided":
+            ctx.save_for_backward(x > 0)
+        return x.clone() if rule == "linear" else torch.relu(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if ctx.rule == "linear":              # the support only: keeps values in range
+            return (grad != 0).to(grad.dtype), None
+        grad = grad.clamp(min=0)
+        if ctx.rule == "guided":
+            grad = grad * ctx.saved_tensors[0]
+        return grad, None
+
+
+def _max_pool_args(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                   return_indices=False):
+    """A max pool's arguments by name (``F.max_poolNd`` and ``torch.max_poolNd`` order)."""
+    return input, kernel_size, stride, padding, dilation, ceil_mode
+
+
+def _adaptive_args(input, output_size, return_indices=False):
+    """An adaptive max pool's arguments by name."""
+    return input, output_size
+
+
+def _averaged(name: str, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The average pool with the windows of the max pool ``name`` called with ``args``."""
+    average = getattr(F, name.replace("max", "avg"))
+    if name.startswith("adaptive"):
+        return average(*_adaptive_args(*args, **kwargs))
+    x, kernel_size, stride, padding, dilation, ceil_mode = _max_pool_args(*args, **kwargs)
+    if set(dilation if isinstance(dilation, Sequence) else [dilation]) != {1}:
+        raise UnsupportedError(f"{name} with dilation {dilation}: its receptive field has no "
+                               "average-pool equivalent")
+    return average(x, kernel_size, stride, padding, ceil_mode)
+
+
+class _Rules(TorchFunctionMode):
+    """While active: relu/relu_ calls follow ``rule`` (out of place, the result copied back
+    for an in-place call), other known non-linearities raise; for ``"linear"`` max pools also
+    become average pools. Everything else runs as usual."""
+
+    def __init__(self, rule: str, layer: Key) -> None:
+        super().__init__()
+        self.rule, self.layer = rule, layer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        base = name.strip("_")
+        if base == "relu":
+            x = args[0] if args else kwargs["input"]
+            out = _ReLURule.apply(x, self.rule)
+            return x.copy_(out) if name.endswith("_") or kwargs.get("inplace") else out
+        if base in _NONLINEAR:
+            raise UnsupportedError(f"layer {self.layer!r} is reached through {base}, a "
+                                   "non-linearity deconvnet cannot project (ReLUs only)")
+        pool = name.removesuffix("_with_indices")
+        if self.rule == "linear" and pool in _MAX_POOLS:
+            out = _averaged(pool, args, kwargs)
+            return (out, func(*args, **kwargs)[1]) if pool != name else out
+        return func(*args, **kwargs)
+
+
+def _extent(seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and one-past-last ``True`` of each row of ``seen (N, L)``."""
+    return seen.int().argmax(1), seen.shape[1] - seen.flip(1).int().argmax(1)
+
+
+def _fields(model: nn.Module, layer: str, map_shape: tuple[int, ...],
+            input_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
+            batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """``(top, bottom)`` per row of the layer's map and ``(left, right)`` per column: the input
+    rows (columns) that row (column) depends on in the linearized copy, clipped to the image.
+    A field's rows depend on its row only, its columns on its column, as in any stack of
+    convolutions and pools."""
+    linear = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for parameter in linear.parameters():
+            parameter.requires_grad_(False).fill_(1)
+    target = {layer: linear.get_submodule(layer)}
+    _, height, width = map_shape
+    rows_seen, cols_seen = [], []
+    for lines in torch.arange(height + width, device=device).split(batch_size):
+        x = torch.zeros(len(lines), *input_shape, device=device, dtype=dtype,
+                        requires_grad=True)
+        with torch.enable_grad(), _Rules("linear", layer):
+            out = run_forward(linear, x, target)[layer]
+        row = lines[:, None] == torch.arange(height, device=device)
+        col = lines[:, None] - height == torch.arange(width, device=device)
+        signal = (row[:, None, :, None] | col[:, None, None, :]).to(dtype).expand_as(out)
+        seen = torch.autograd.grad(out, x, signal)[0] != 0
+        rows_seen.append(seen.any(3).any(1))
+        cols_seen.append(seen.any(2).any(1))
+    return _extent(torch.cat(rows_seen)[:height]), _extent(torch.cat(cols_seen)[height:])
+
+
+def _project(model: nn.Module, layer: str, x: torch.Tensor, units: torch.Tensor,
+             positions: torch.Tensor, rule: str) -> torch.Tensor:
+    """``(B, *input)``: row ``b``'s value of unit ``units[b]`` at ``positions[b]``, all else
+    zeroed, sent back to the input of ``x[b]`` by ``rule``."""
+    x = x.detach().requires_grad_()
+    with torch.enable_grad(), eval_mode(model), _Rules(rule, layer):
+        out = run_forward(model, x, {layer: model.get_submodule(layer)})[layer]
+    at = (torch.arange(len(x), device=x.device), units, positions[:, 0], positions[:, 1])
+    signal = torch.zeros_like(out)
+    signal[at] = out.detach()[at]
+    return torch.autograd.grad(out, x, signal)[0]
+
+
+def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
+          width: int) -> torch.Tensor:
+    """``(B, C, height, width)``: the windows of ``x (B, C, H, W)`` from ``(top, left)``, zero
+    where they leave the image."""
+    rows = top[:, None] + torch.arange(height, device=x.device)
+    cols = left[:, None] + torch.arange(width, device=x.device)
+    inside = (((rows >= 0) & (rows < x.shape[2]))[:, :, None]
+              & ((cols >= 0) & (cols < x.shape[3]))[:, None, :])
+    batch = torch.arange(len(x), device=x.device)[:, None, None]
+    picked = x[batch, :, rows.clamp(0, x.shape[2] - 1)[:, :, None],
+               cols.clamp(0, x.shape[3] - 1)[:, None, :]]            # (B, height, width, C)
+    return torch.where(inside[:, None], picked.permute(0, 3, 1, 2), 0)
+
+
+def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units = None,
+              k: int = 9, rule: str = "deconvnet", batch_size: int = 64) -> Projections:
+    """Each unit's ``k`` top examples (see :func:`top_examples`) projected to pixel space.
+
+    ``layer`` must output ``(N, C, H, W)``; its units are channels. ``rule`` is
+    ``"deconvnet"`` (Zeiler & Fergus 2014) or ``"guided"`` (guided backpropagation). Only
+    ReLUs and ops with a linear backward pass (conv, linear, pools, BatchNorm and dropout in
+    eval mode, reshapes, adds, concatenation, padding) may come before the layer.
+    ``batch_size`` inputs go through the model at once, for mining and for projection.
+
+    Example:
+        >>> p = deconvnet(cnn, images, "features.3", k=9)       # doctest: +SKIP
+        >>> p.projections.shape, p.crops.shape                  # (C, 9, 1, 28, 28), ...
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    check_int("batch_size", batch_size)
+    images = check_inputs(images)
+    if images.dim() != 4:
+        raise DataError(f"images: expected pictures (N, C, H, W), got shape "
+                        f"{tuple(images.shape)}")
+    seam = probe(model, images.shape[1:])
+    info = seam.layer(layer)
+    if len(info.output_shape) != 3:
+        raise UnsupportedError(f"layer {layer!r} outputs shape {info.output_shape} per input; "
+                               "deconvnet projects channels of a 4-D (N, C, H, W) output")
+    device, dtype = seam.device, seam.dtype
+    (top, bottom), (left, right) = _fields(model, layer, info.output_shape, images.shape[1:],
+                                           device, dtype, batch_size)
+    height, width = int((bottom - top).max()), int((right - left).max())
+    # The whole field: a box the image cuts keeps its other side (a field larger than the
+    # image is cut to it).
+    field_top = torch.where(top == 0, bottom - height, top)
+    field_left = torch.where(left == 0, right - width, left)
+
+    found = top_examples(model, images, layer, k=k, units=units, batch_size=batch_size)
+    indices = found.indices.flatten()
+    units_of = found.units.repeat_interleave(k)
+    positions = found.positions.flatten(0, 1)
+    projections, crops = [], []
+    for chunk in torch.arange(len(indices), device=device).split(batch_size):
+        x = images[indices[chunk].to(images.device)].to(device, dtype)
+        spots = positions[chunk]
+        projections.append(_project(model, layer, x, units_of[chunk], spots, rule))
+        crops.append(_crop(x, field_top[spots[:, 0]], field_left[spots[:, 1]], height, width))
+    rows, cols = found.positions[..., 0], found.positions[..., 1]
+    lead = found.indices.shape
+    return Projections(
+        indices=found.indices, positions=found.positions,
+        projections=torch.cat(projections).view(*lead, *images.shape[1:]),
+        boxes=torch.stack([top[rows], left[cols], bottom[rows], right[cols]], -1),
+        crops=torch.cat(crops).view(*lead, images.shape[1], height, width), units=found.units)
