@@ -1,4 +1,4 @@
-"""The five visualization methods; each works on all (or some) units of a layer at once."""
+"""The visualization methods; each works on all (or some) units of a layer at once."""
 
 from .combination import Combination, linear_combination
 from .deconvnet import Projections, deconvnet
@@ -8,4 +8,5 @@ from .maximize import Maximization, maximize
 from .sampling import UnitSamples, sample_unit
 
 __all__ = ["top_examples", "TopExamples", "maximize", "Maximization", "sample_unit",
-           "UnitSamples", "ranked_filters", "RankedFilters", "linear_combination", "Combination"]
+           "UnitSamples", "ranked_filters", "RankedFilters", "linear_combination", "Combination",
+           "deconvnet", "Projections"]
