@@ -71,3 +71,14 @@ def test_penalties_pull_the_pictures_their_way():
     sphere = dict(steps=80, restarts=4, seed=1)
     diverse = maximize(dbn, 2, diversity=50.0, **sphere)
     assert diverse.invariance.mean() < maximize(dbn, 2, **sphere).invariance.mean()
+
+
+def test_a_unit_that_never_fires_is_reported_dead():
+    linear = nn.Linear(9, 2)
+    with torch.no_grad():
+        linear.weight.fill_(0.1)
+        linear.bias.copy_(torch.tensor([0.0, -100.0]))     # unit 1: dead behind the ReLU
+    for penalty in ({}, {"tv": 1.0, "l2": 0.1}):          # penalties have gradients too
+        mx = maximize(nn.Sequential(linear, nn.ReLU()), "1", bounds=(0.0, 1.0), steps=5,
+                      restarts=3, input_shape=(9,), **penalty)
+        assert mx.dead.tolist() == [False, True]

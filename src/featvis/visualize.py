@@ -236,11 +236,16 @@ def _maximize(layer: LayerRun) -> None:
                             "invariance": _json_float(mx.invariance[j].item()),
                             "saturation": _json_float(mx.saturation[j].item())}
         saturated = (info["maximize"]["saturation"] or 0) > _SATURATED
+        info["maximize"]["dead"] = bool(mx.dead[j])
+        caption = "the best of the restarts"
+        if mx.dead[j]:
+            caption = ("DEAD UNIT: its gradient is zero wherever the search started, so this "
+                       "is only a starting point, not what the unit responds to")
+        elif saturated:
+            caption += (f" — over {_SATURATED:.0%} of its pixels sit at a bound: it shows the "
+                        "box more than the unit")
         layer.panel(method, j, [("maximize", tile(shown[j:j + 1], scale=scale, upscale=up),
-                                 "the best of the restarts" + (
-                                     f" — over {_SATURATED:.0%} of its pixels sit at a bound: "
-                                     "it shows the box more than the unit" if saturated
-                                     else ""), "single")],
+                                 caption, "single")],
                     [("activation reached", info["maximize"]["activation"]),
                      ("invariance (cosine between restarts)", info["maximize"]["invariance"]),
                      ("pixels at a bound", info["maximize"]["saturation"])])
@@ -248,6 +253,7 @@ def _maximize(layer: LayerRun) -> None:
     layer.figure("maximize", "mean invariance (cosine between restarts)",
                  mx.invariance.nanmean().item())
     layer.figure("maximize", "mean share of pixels at a bound", mx.saturation.nanmean().item())
+    layer.figure("maximize", "dead units (zero gradient at every start)", mx.dead.sum().item())
     layer.pictures["maximize"] = shown
 
 

@@ -32,7 +32,9 @@ class Maximization:
     restart's optimum, ``activation (U,)`` the objective reached by the best restart (a DBN
     reports its unit's probability), ``invariance (U,)`` mean pairwise cosine between the
     restarts' optima (NaN for a single restart), ``saturation (U,)`` the fraction of the best
-    picture's pixels at a bound of the box (NaN without one)."""
+    picture's pixels at a bound of the box (NaN without one), ``dead (U,)`` True for a unit
+    whose gradient was exactly zero for every restart at the first step (its picture is only
+    the starting point: report it, never show it as a feature)."""
 
     images: torch.Tensor
     all: torch.Tensor
@@ -40,6 +42,7 @@ class Maximization:
     invariance: torch.Tensor
     units: torch.Tensor
     saturation: torch.Tensor | None = None
+    dead: torch.Tensor | None = None
 
 
 def _mean_pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
@@ -195,6 +198,9 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
 
     x.requires_grad_(True)
     adam = torch.optim.Adam([x], lr=lr, maximize=True) if optimizer == "adam" else None
+    with torch.enable_grad():           # the objective alone: a penalty is never zero
+        (grad,) = torch.autograd.grad(objective(x).sum(), x)
+    dead = (grad == 0).all(1).view(n_units, restarts).all(1)
     for _ in tqdm(range(steps), desc=f"maximize {info.name}", unit="step",
                   disable=not progress, leave=False):
         with torch.enable_grad():       # grad of x only: the model's .grad stay untouched
@@ -221,4 +227,5 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
             invariance=_mean_pairwise_cosine(optima),
             units=units,
             saturation=saturation,
+            dead=dead,
         )
