@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import check_int
-from .methods import linear_combination, maximize, ranked_filters, sample_unit, top_examples
+from .methods import (deconvnet, linear_combination, maximize, ranked_filters, sample_unit,
+                      top_examples)
 from .probe import Key, probe
 from .units import Units, resolve_units
 
@@ -106,11 +107,15 @@ def _combination(model, layer, units, input_shape, **kwargs):
                               **kwargs).images
 
 
+def _deconvnet(model, layer, units, input_shape, images, k=9, **kwargs):
+    return deconvnet(model, images, layer, units=units, k=k, **kwargs).projections[:, 0]
+
+
 # Registry name -> (a run giving pictures or top-k indices, how two runs compare). The runs'
 # small defaults keep a sanity check cheap; method_kwargs override them.
 _RUNS = {"examples": (_examples, _jaccard), "maximize": (_maximize, _cosine),
          "sampling": (_sampling, _cosine), "filters": (_filters, _jaccard),
-         "combination": (_combination, _cosine)}
+         "deconvnet": (_deconvnet, _cosine), "combination": (_combination, _cosine)}
 
 
 def randomized_similarity(model: torch.nn.Module, layer: Key,
@@ -139,8 +144,9 @@ def randomized_similarity(model: torch.nn.Module, layer: Key,
         raise ValueError(f"unknown method {method!r}: choose from {', '.join(_RUNS)} or pass "
                          "a callable")
     images = method_kwargs.get("images")
-    if method == "examples" and images is None:
-        raise ValueError("method 'examples' ranks data: pass images= to randomized_similarity")
+    if method in ("examples", "deconvnet") and images is None:
+        raise ValueError(f"method {method!r} ranks data: pass images= to "
+                         "randomized_similarity")
     if input_shape is None and isinstance(images, torch.Tensor):
         input_shape = tuple(images.shape[1:])
     seam = probe(model, input_shape)

@@ -31,8 +31,8 @@ from .errors import check_int
 from .evaluate import method_agreement
 from .figures import class_purity, distinctness, example_distinctness, randomized_similarity
 from .fingerprint import model_fingerprint
-from .methods import (TopExamples, linear_combination, maximize, ranked_filters, sample_unit,
-                      top_examples)
+from .methods import (TopExamples, deconvnet, linear_combination, maximize, ranked_filters,
+                      sample_unit, top_examples)
 from .probe import RANDOMIZATIONS, Key, LayerInfo, Probe, UnsupportedError, probe
 from .render import encode_png, signed_border_grid, tile
 from .report import gallery_files
@@ -59,7 +59,8 @@ class VisualizeSettings:
     (``bounds="data"``; ``None``: no box), so that its pictures stay images."""
 
     layers: Sequence[Key] | None = None
-    methods: Sequence[str] = ("examples", "maximize", "sampling", "filters", "combination")
+    methods: Sequence[str] = ("examples", "maximize", "sampling", "filters", "deconvnet",
+                              "combination")
     units: int | None = None          # the first N units of each layer; None = all
     k: int = 9                        # dataset examples per unit
     top: int = 10                     # ranked filters / linear-combination terms
@@ -126,6 +127,7 @@ class LayerRun:
     builder: RunBuilder
     progress: bool
     labels: torch.Tensor | None = None            # class labels of the inputs, if known
+    model_images: torch.Tensor | None = None      # the inputs as the model sees them
     folder: str = ""
     sections: list[dict] = field(default_factory=list)
     details: list[dict] = field(default_factory=list)
@@ -297,6 +299,22 @@ def _filters(layer: LayerRun) -> None:
             f"unit of layer {rf.below}: weight — {weights}", "strip")])
 
 
+def _deconvnet(layer: LayerRun) -> None:
+    s, up, method = layer.settings, layer.settings.upscale, _METHOD["deconvnet"]
+    pj = deconvnet(layer.seam.model, layer.model_images, layer.key, units=layer.units, k=s.k)
+    layer.section(method, tile(pj.projections[:, 0], upscale=up),
+                  "each unit's strongest activation in the data, projected back to pixels")
+    for j, info in enumerate(layer.details):
+        info["deconvnet"] = {"indices": pj.indices[j].tolist(),
+                             "boxes": pj.boxes[j].tolist()}
+        layer.panel(method, j, [
+            ("deconvnet_crops", tile(layer.show(pj.crops[j]), scale="minmax", cols=s.k,
+                                     upscale=up), "the image patches under the receptive "
+                                                  "field of each maximum", "strip"),
+            ("deconvnet_projections", tile(pj.projections[j], cols=s.k, upscale=up),
+             "their projections to pixel space (deconvnet)", "strip")])
+
+
 def _combination(layer: LayerRun) -> None:
     s, up, method = layer.settings, layer.settings.upscale, _METHOD["combination"]
     combo = linear_combination(layer.seam.model, layer.key, top=s.top, units=layer.units,
@@ -329,6 +347,12 @@ REGISTRY: tuple[Method, ...] = (
                seam.model, ranked_filters(seam.model, key, top=1, input_shape=seam.input_shape)
                .below, top=None, units=[0], input_shape=seam.input_shape)),
            _filters),
+    Method("deconvnet", "Deconvnet projections",
+           "The top examples of each channel beside their projections back to pixel space "
+           "(Zeiler & Fergus 2014): the channel's maximum alone, sent down through the "
+           "network with the forward pass's max-pool switches and rectified gradients.",
+           lambda seam, key: None if len(seam.layer(key).unit_shape) == 2 else
+           f"layer {key!r} has no channel maps (a 4-D output) to project", _deconvnet),
     Method("combination", "Linear combination",
            "The weighted sum of the layer below's pictures over the unit's strongest "
            "connections, applied recursively from the first-layer filters (Lee, Ekanadham & "
@@ -356,7 +380,8 @@ def _sanity_figures(layer: LayerRun, ran: list[str], model_images: torch.Tensor,
               "maximize": dict(rho=s.rho, bounds=s.bounds, steps=SANITY["steps"],
                                restarts=SANITY["restarts"]),
               "sampling": dict(n_samples=SANITY["samples"], variant=s.variant),
-              "filters": dict(top=s.top), "combination": dict(top=s.top)}
+              "filters": dict(top=s.top), "combination": dict(top=s.top),
+              "deconvnet": dict(images=model_images[:SANITY["images"]], k=s.k)}
     for name in ran:
         pictures = layer.pictures.get(name)
         compared = len(layer.units) >= 2 and pictures is not None    # units against units
@@ -394,16 +419,21 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
            model_images: torch.Tensor, labels: torch.Tensor | None) -> dict:
     info = seam.layer(key)
     units = _shown_units(info, s)
-    layer = LayerRun(seam, key, info, units, s, images, show, examples, run, progress, labels)
+    layer = LayerRun(seam, key, info, units, s, images, show, examples, run, progress, labels,
+                     model_images)
     ran, unavailable = [], {}
     for method in REGISTRY:
         if method.name not in s.methods:
             continue
         why = method.unavailable(seam, key)
+        if why is None:
+            try:
+                method.run(layer)
+            except UnsupportedError as exc:       # found out only while running
+                why = str(exc)
         if why is not None:
             unavailable[method.title] = why
             continue
-        method.run(layer)
         ran.append(method.name)
     if s.figures:
         _sanity_figures(layer, ran, model_images, s)
