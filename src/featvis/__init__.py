@@ -13,13 +13,15 @@ _PUBLIC = {
     "read_idx": "data", "load_mnist": "data", "load_images": "data",
     "Normalization": "data",
     "FeatvisError": "errors", "DataError": "errors", "CheckpointError": "errors",
-    "RBM": "models", "DBN": "models", "TrainingRecipe": "train",
+    "RBM": "models", "DBN": "models", "reference_cnn": "models", "TrainingRecipe": "train",
+    "load": "checkpoint",
     "probe": "probe", "layers": "probe", "LayerInfo": "probe",
     "UnsupportedError": "probe", "LayerError": "probe",
     "top_examples": "methods", "TopExamples": "methods", "maximize": "methods",
     "Maximization": "methods", "sample_unit": "methods", "UnitSamples": "methods",
     "ranked_filters": "methods", "RankedFilters": "methods",
     "linear_combination": "methods", "Combination": "methods",
+    "deconvnet": "methods", "Projections": "methods",
     "visualize": "visualize", "VisualizeSettings": "visualize",
 }
 

@@ -1,8 +1,8 @@
-"""The checkpoint file format (described in :mod:`featvis.checkpoint`, its public face).
+"""The checkpoint file formats (described in :mod:`featvis.checkpoint`, their public face).
 
-It lives below :class:`~featvis.models.DBN` so that ``DBN.save`` and ``DBN.load`` can use it
-without an import circle: it never imports the DBN, :func:`read_dbn` is handed the class to
-build.
+They live below the models so that ``DBN.save``, ``ReferenceCNN.load`` and the like can use
+them without an import circle: this module imports no model, :func:`read_dbn` and
+:func:`read_model` are handed the class to build.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import os
 import reprlib
 from pathlib import Path
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -26,15 +26,20 @@ from ..errors import CheckpointError
 from ..fileio import atomic_write_bytes
 from ..train import TrainingRecipe, check_snapshot
 
-__all__ = ["encode_dbn", "save_dbn", "read_dbn", "FORMAT", "MAX_SIZES"]
+__all__ = ["encode_dbn", "save_dbn", "read_dbn", "encode_model", "save_model", "read_model",
+           "read_format", "FORMAT", "MODEL_FORMAT", "MAX_SIZES"]
 
 FORMAT = "featvis.dbn/2"
 FORMAT_1 = "featvis.dbn/1"   # still read: recipes then said k for cd_steps, and could be partial
+DBN_FORMATS = (FORMAT_1, FORMAT)
+MODEL_FORMAT = "featvis.model/1"   # every built-in kind but the DBN; "kind" says which
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")   # what a featvis.model/1 tensor may be stored as
 LAST_EPOCH = "last_epoch"
 MAX_SIZES = 64   # layer sizes a checkpoint may list (input + 63 hidden layers)
 MAX_META_CHARS = 16 * 2**20   # the metadata of a real checkpoint is a few kB
 
 Model = TypeVar("Model", bound=nn.Module)
+T = TypeVar("T")
 
 
 def encode_dbn(dbn: nn.Module) -> bytes:
@@ -68,18 +73,16 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
     tensor is read or any layer allocated, so a small file cannot claim a huge model.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = _read_meta(path, f.metadata() or {})
-            _check_layout(path, meta, f)
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except CheckpointError:
-        raise
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file "
-                              f"(truncated or corrupt: {exc})") from None
+
+    def read(f: safe_open) -> tuple[dict, dict[str, torch.Tensor]]:
+        meta = _read_meta(path, f.metadata() or {})
+        if meta["format"] not in DBN_FORMATS:
+            raise CheckpointError(f"{path}: {_describe(meta)}, not a DBN (featvis.load reads "
+                                  "any featvis checkpoint)")
+        _check_layout(path, meta, f)
+        return meta, {name: f.get_tensor(name) for name in f.keys()}
+
+    meta, tensors = _open(path, read)
     norm = tensors["_input_norm"].item()   # NaN means unknown: the model is untrained
     if not (math.isnan(norm) or 0 < norm < math.inf):
         raise CheckpointError(f"{path}: _input_norm is {norm}, not a positive norm "
@@ -144,10 +147,123 @@ def _read_meta(path: Path, header: dict[str, str]) -> dict:
         meta = safejson.loads(header["featvis"], f"{path}: featvis metadata")
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
-    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT_1, FORMAT):
+    if not isinstance(meta, dict) or meta.get("format") not in (*DBN_FORMATS, MODEL_FORMAT):
         found = meta.get("format") if isinstance(meta, dict) else meta
         raise CheckpointError(f"{path}: unsupported checkpoint format {reprlib.repr(found)}")
+    if meta["format"] == MODEL_FORMAT and not isinstance(meta.get("kind"), str):
+        raise CheckpointError(f"{path}: inconsistent checkpoint (kind must be a string, got "
+                              f"{reprlib.repr(meta.get('kind'))})")
     return meta
+
+
+def _describe(meta: dict) -> str:
+    """What a checkpoint holds, for messages: "a DBN checkpoint (featvis.dbn/2)"."""
+    what = "DBN" if meta["format"] in DBN_FORMATS else reprlib.repr(meta["kind"])
+    return f"a {what} checkpoint ({meta['format']})"
+
+
+def _open(path: Path, read: Callable[[safe_open], T]) -> T:
+    """``read(f)`` of the safetensors file at ``path``, any failure to read it as a one-line
+    :class:`CheckpointError`."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return read(f)
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file "
+                              f"(truncated or corrupt: {exc})") from None
+
+
+def read_format(path: str | os.PathLike) -> tuple[str, str | None]:
+    """The format of the featvis checkpoint at ``path`` and its kind (``None`` for a DBN),
+    from the header alone; :class:`CheckpointError` if it is no featvis checkpoint."""
+    path = Path(path)
+    meta = _open(path, lambda f: _read_meta(path, f.metadata() or {}))
+    return meta["format"], meta.get("kind") if meta["format"] == MODEL_FORMAT else None
+
+
+def encode_model(model: nn.Module) -> bytes:
+    """The bytes of a ``featvis.model/1`` checkpoint of ``model``, a built-in kind with
+    ``kind``, ``config``, ``data_info``, ``recipe`` and ``test_accuracy`` attributes."""
+    meta = {
+        "format": MODEL_FORMAT,
+        "kind": model.kind,
+        "featvis_version": __version__,
+        "config": model.config,
+        "data": model.data_info,
+        "recipe": model.recipe,
+        "test_accuracy": model.test_accuracy,
+    }
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    return safetensors_bytes(tensors, metadata={"featvis": json.dumps(meta, allow_nan=False)})
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model``'s ``featvis.model/1`` checkpoint to ``path`` (temporary file, fsync,
+    rename)."""
+    atomic_write_bytes(path, encode_model(model))
+
+
+def read_model(cls: type[Model], path: str | os.PathLike,
+               device: str | torch.device = "cpu") -> Model:
+    """A new ``cls`` (a built-in kind with ``kind`` and ``from_config``), in eval mode, from a
+    checkpoint written by :func:`save_model`; :class:`CheckpointError` if the file is not one.
+
+    The config is checked against the tensor names, shapes and dtypes of the safetensors
+    header (the model is first built on the meta device, which allocates nothing) before any
+    tensor is read; NaN and infinite weights are refused.
+    """
+    path = Path(path)
+
+    def refuse(problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: inconsistent checkpoint ({problem})")
+
+    def read(f: safe_open) -> tuple[dict, dict[str, torch.Tensor]]:
+        meta = _read_meta(path, f.metadata() or {})
+        if meta["format"] != MODEL_FORMAT or meta["kind"] != cls.kind:
+            raise CheckpointError(f"{path}: {_describe(meta)}, not a {cls.kind!r} one "
+                                  "(featvis.load reads any featvis checkpoint)")
+        try:
+            with torch.device("meta"):
+                shell = cls.from_config(meta.get("config"), seed=None)
+        except (TypeError, ValueError) as exc:
+            raise refuse(_first_line(exc)) from None
+        for key in ("data", "recipe", "test_accuracy"):
+            if not isinstance(meta.get(key, {}), dict):
+                raise refuse(f"{key} must be an object, got {reprlib.repr(meta[key])}")
+        expected = {name: tuple(t.shape) for name, t in shell.state_dict().items()}
+        odd = next((name for name in f.keys() if name not in expected), None)
+        if odd is not None:
+            raise refuse(f"unexpected tensor {reprlib.repr(odd)}")
+        present = set(f.keys())
+        for name, shape in expected.items():
+            if name not in present:
+                raise refuse(f"the config needs {name}, which is missing")
+            info = f.get_slice(name)
+            if tuple(info.get_shape()) != shape or info.get_dtype() not in FLOAT_DTYPES:
+                raise refuse(f"the config needs {name} as a float tensor of shape {shape}, "
+                             f"found {info.get_dtype()} {tuple(info.get_shape())}")
+        return meta, {name: f.get_tensor(name) for name in expected}
+
+    meta, tensors = _open(path, read)
+    model = cls.from_config(meta["config"], seed=None)
+    model.load_state_dict(tensors, strict=True)
+    for name, t in model.state_dict().items():   # after the cast: a float64 may overflow
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: {name} contains NaN or infinite values")
+    model.data_info = dict(meta.get("data") or {})
+    model.recipe = dict(meta.get("recipe") or {})
+    model.test_accuracy = dict(meta.get("test_accuracy") or {})
+    return model.eval().to(device)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_layout(path: Path, meta: dict, f: safe_open) -> None:
