@@ -285,3 +285,18 @@ def test_demo_checks_its_settings_before_training(tmp_path, capsys, tiny_mnist_d
     code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "d2", "--sizes", "784",
                            "--quiet", "--device", "cpu")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "sizes" in err
+
+
+def test_the_reference_cnn_on_the_command_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "layers", "--model", "cnn")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[1:] for line in out.strip().splitlines()[1:]}
+    assert rows["features.3"] == ["Conv2d", "32", "14x14", "32x14x14"]
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "visualize", "--model", "cnn", "--layers", "features.3",
+                           "--units", 2, "--k", 3, "--steps", 5, "--restarts", 1, "--quiet",
+                           "--out", run)
+    assert code == 0, err
+    from featvis.runfolder import load_summary
+    layer = load_summary(run)["layers"][0]
+    assert layer["layer"] == "features.3" and "deconvnet" in layer["methods"]

@@ -216,9 +216,11 @@ def _methods(text: str) -> list[str]:
 
 
 def _load_model(args: argparse.Namespace, device: "torch.device"):
-    """The model of ``--model`` (a built-in kind, ``dbn`` by default, read from the
-    positional checkpoint; or a user's ``module:factory`` with ``--weights``)."""
-    from .models import DBN
+    """The model of ``--model``: a user's ``module:factory`` (with ``--weights``), or a
+    built-in kind read from the positional checkpoint (any featvis checkpoint); ``--model
+    cnn`` without one is the reference CNN with the weights shipped in the package."""
+    from .checkpoint import KINDS, load
+    from .models import reference_cnn
     from .usermodel import load_factory, load_weights
 
     spec = args.model_spec
@@ -229,16 +231,18 @@ def _load_model(args: argparse.Namespace, device: "torch.device"):
         if args.weights is not None:
             load_weights(model, args.weights)
         return model.to(device), args.weights
-    if spec != "dbn":
-        raise FeatvisError(f"--model {spec!r}: unknown built-in kind (dbn), and no "
-                           "package.module:factory")
-    if args.model is None:
-        raise FeatvisError("give a checkpoint written by 'featvis train', or --model "
-                           "package.module:factory")
+    if spec not in ("dbn", *KINDS):
+        raise FeatvisError(f"--model {spec!r}: unknown built-in kind (dbn, "
+                           f"{', '.join(KINDS)}), and no package.module:factory")
     if args.weights is not None:
         raise FeatvisError("--weights is for --model package.module:factory; a checkpoint "
                            "holds its own weights")
-    return DBN.load(args.model, device=device), args.model
+    if args.model is None and spec == "cnn":
+        return reference_cnn(pretrained=True, device=device), None
+    if args.model is None:
+        raise FeatvisError("give a checkpoint written by 'featvis train', or --model cnn, or "
+                           "--model package.module:factory")
+    return load(args.model, device=device), args.model
 
 
 def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, object]:
@@ -510,7 +514,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, nargs="?", default=None,
                    help="checkpoint written by 'featvis train'")
     p.add_argument("--model", dest="model_spec", default="dbn", metavar="KIND|MODULE:FACTORY",
-                   help="a built-in kind (dbn, read from the checkpoint) or a user's "
+                   help="a built-in kind read from the checkpoint (dbn; cnn, which without a "
+                        "checkpoint is the reference CNN shipped with featvis) or a user's "
                         "package.module:factory, called with no arguments")
     p.add_argument("--weights", type=Path, default=None,
                    help="safetensors state_dict for --model MODULE:FACTORY (no pickles)")

@@ -517,8 +517,8 @@ def probe(model: nn.Module, input_shape: Sequence[int] | None = None) -> Probe:
     """The :class:`Probe` of ``model``: the one place that dispatches on the model's kind.
 
     ``input_shape`` is one input's shape, ``(D,)`` or ``(C, H, W)``; a DBN knows its own, any
-    other module needs it to find its layers (methods that receive data take it from the
-    data).
+    other module needs it to find its layers unless it has an ``input_shape`` attribute
+    (methods that receive data take it from the data).
     """
     if isinstance(model, DBN):
         shape = None if input_shape is None else tuple(input_shape)
@@ -530,4 +530,5 @@ def probe(model: nn.Module, input_shape: Sequence[int] | None = None) -> Probe:
         return DBNProbe(model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    return ModuleProbe(model, input_shape)
+    # A module may declare the shape it takes (featvis's reference CNN does).
+    return ModuleProbe(model, input_shape or getattr(model, "input_shape", None))
