@@ -119,3 +119,14 @@ def imported_modules(module):
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
+
+
+def refuse_unpickling(monkeypatch):
+    """Make every unpickling entry point fail the test: loading must never unpickle."""
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a checkpoint must never unpickle")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (torch, "load")):
+        monkeypatch.setattr(module, name, refuse)

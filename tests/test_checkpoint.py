@@ -18,7 +18,7 @@ from featvis import DBN, CheckpointError
 from featvis._version import __version__
 from featvis.checkpoint import FORMAT, encode_dbn, load_dbn, save_dbn
 
-from helpers import imported_modules, read_checkpoint, stopped_checkpoint
+from helpers import imported_modules, read_checkpoint, refuse_unpickling, stopped_checkpoint
 
 
 def as_format_1(meta):
@@ -32,13 +32,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, small_dbn, monkeypatch):
     path = tmp_path / "model.safetensors"
     small_dbn.data_info = {"name": "MNIST"}
     small_dbn.save(path)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("loading a checkpoint must never unpickle")
-
-    monkeypatch.setattr(pickle, "load", refuse)
-    monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setattr(torch, "load", refuse)
+    refuse_unpickling(monkeypatch)
     loaded = DBN.load(path)
     assert loaded.sizes == small_dbn.sizes
     for (name, a), (_, b) in zip(small_dbn.state_dict().items(), loaded.state_dict().items()):

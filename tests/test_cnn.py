@@ -14,7 +14,7 @@ from featvis import DBN, CheckpointError
 from featvis.checkpoint import MODEL_FORMAT, encode_model, save_model
 from featvis.models import ReferenceCNN
 
-from helpers import random_dbn, read_checkpoint
+from helpers import random_dbn, read_checkpoint, refuse_unpickling
 
 LAYERS = [  # (key, type, output shape), as the module docstring documents them
     ("features.0", "Conv2d", (16, 28, 28)), ("features.1", "ReLU", (16, 28, 28)),
@@ -79,13 +79,7 @@ def test_cnn_round_trip_through_featvis_load(tmp_path, trained_cnn, monkeypatch)
     path = tmp_path / "cnn.safetensors"
     save_model(trained_cnn, path)
     assert path.read_bytes() == encode_model(trained_cnn)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("loading a checkpoint must never unpickle")
-
-    monkeypatch.setattr(pickle, "load", refuse)
-    monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setattr(torch, "load", refuse)
+    refuse_unpickling(monkeypatch)
     loaded = featvis.load(path)
     assert type(loaded) is ReferenceCNN and not loaded.training
     for name, t in trained_cnn.state_dict().items():

@@ -245,21 +245,28 @@ def test_a_folder_moved_aside_by_a_killed_run_is_put_back(tmp_path, run):
     assert snapshot(run) == before and not aside.exists()
 
 
-def test_sigkill_during_visualize_leaves_nothing_that_blocks_the_next_run(tmp_path,
-                                                                          model_path):
-    import signal
+def signalled_visualize(folder, model_path, signal_number):
+    """The exit status of a long ``featvis visualize`` into ``folder/run``, sent
+    ``signal_number`` once its temporary folder exists."""
     import time
 
-    out = tmp_path / "run"
-    args = [sys.executable, "-m", "featvis.cli", "visualize", model_path, "--out", out,
+    args = [sys.executable, "-m", "featvis", "visualize", model_path, "--out", folder / "run",
             "--quiet", "--steps", "100000", "--methods", "maximize", "--units", "2"]
     proc = subprocess.Popen([str(a) for a in args], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and \
+    while not any(p.name.endswith(".tmp") for p in folder.iterdir()) and \
             time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signal_number)
+    return proc.wait(timeout=60)
+
+
+def test_sigkill_during_visualize_leaves_nothing_that_blocks_the_next_run(tmp_path,
+                                                                          model_path):
+    import signal
+
+    out = tmp_path / "run"
+    signalled_visualize(tmp_path, model_path, signal.SIGKILL)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no temporary"
     result = subprocess.run([str(a) for a in [sys.executable, "-m", "featvis.cli", "visualize",
                                               model_path, "--out", out, *QUICK]],
@@ -385,17 +392,6 @@ def test_a_run_folder_from_before_manifests_is_featvis_s(capsys, run, model_path
 
 def test_sigterm_during_visualize_leaves_no_temporary(tmp_path, model_path):
     import signal
-    import time
 
-    out = tmp_path / "run"
-    args = [sys.executable, "-m", "featvis", "visualize", model_path, "--out", out, "--quiet",
-            "--steps", "100000", "--methods", "maximize", "--units", "2"]
-    proc = subprocess.Popen([str(a) for a in args], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and \
-            time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert signalled_visualize(tmp_path, model_path, signal.SIGTERM) == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
