@@ -317,11 +317,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_cnn_demo, run_demo
 
-    index = run_demo(args.out, data=args.data, epochs=args.epochs, seed=args.seed,
-                     sizes=args.sizes, units=args.units, device=resolve_device(args.device),
-                     progress=not args.quiet, force=args.force)
+    if args.model_kind == "cnn":
+        index = run_cnn_demo(args.out, data=args.data, seed=args.seed, units=args.units or 16,
+                             device=resolve_device(args.device), progress=not args.quiet,
+                             force=args.force)
+    else:
+        index = run_demo(args.out, data=args.data, epochs=args.epochs, seed=args.seed,
+                         sizes=args.sizes, units=args.units or 100,
+                         device=resolve_device(args.device), progress=not args.quiet,
+                         force=args.force)
     print(index)
     return 0
 
@@ -487,17 +493,23 @@ def build_parser() -> argparse.ArgumentParser:
                   "edited or replaced (kept as NAME.kept)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="train the reference DBN, visualize it, write the gallery",
+    p = sub.add_parser("demo", help="train the reference DBN (or take the reference CNN), "
+                                    "visualize it, write the gallery",
                        description="End to end on the embedded MNIST subset (or --data): "
-                                   "train a 784-1000-500-250 DBN, run all five methods on "
-                                   "every layer and print the path of the gallery.")
+                                   "train a 784-1000-500-250 DBN (or, with --model cnn, take "
+                                   "the reference CNN shipped with featvis), run every method "
+                                   "on its layers and print the path of the gallery.")
     _add_common_options(p)
     p.add_argument("--out", type=Path, default=Path("featvis-demo"),
                    help="output folder (default ./featvis-demo)")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
     _add_sizes(p)
-    p.add_argument("--units", type=_positive_int, default=100,
-                   help="units shown per layer (default 100)")
+    p.add_argument("--units", type=_positive_int, default=None,
+                   help="units (channels) shown per layer (default 100 for the DBN, 16 for "
+                        "the CNN)")
+    p.add_argument("--model", dest="model_kind", choices=["dbn", "cnn"], default="dbn",
+                   help="dbn: train the reference DBN (default); cnn: the reference CNN with "
+                        "the weights shipped in featvis, no training")
     _add_force(p, _FORCE_RUN)
     p.set_defaults(func=cmd_demo)
     return parser

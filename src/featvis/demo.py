@@ -1,8 +1,9 @@
-"""The end-to-end demo: train the reference DBN on MNIST, visualize every layer, build the gallery.
+"""The end-to-end demos: train the reference DBN on MNIST (or take the reference CNN with the
+weights shipped in the package), visualize its layers, build the gallery.
 
 The defaults are sized to finish in a few minutes on a 2-core laptop with the embedded
-10,000-image subset: the full 784-1000-500-250 architecture and rbm.m recipe, and the
-first 100 units of each layer shown with all five methods.
+10,000-image subset: the full 784-1000-500-250 architecture and rbm.m recipe with the first
+100 units of each layer, or the CNN's two conv layers and penultimate linear layer.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from typing import Sequence
 import torch
 
 from .data import load_mnist, mnist_info
-from .models.dbn import DBN
+from .models import DBN, reference_cnn
 from .report import INDEX
 from .probe import probe
 from .runfolder import plan_replacement
 from .visualize import VisualizeSettings, visualize
 
-__all__ = ["run_demo", "DEMO_SIZES"]
+__all__ = ["run_demo", "run_cnn_demo", "DEMO_SIZES", "CNN_LAYERS"]
 
 DEMO_SIZES = (784, 1000, 500, 250)
+CNN_LAYERS = ("features.0", "features.3", "classifier.1")   # conv, conv, penultimate
 MODEL = "model.safetensors"        # the trained DBN, saved inside the output folder
 
 
@@ -57,4 +59,27 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
     done = time.perf_counter()
     print(f"featvis demo: trained in {trained - start:.0f} s, visualized in {done - trained:.0f} s",
           file=sys.stderr)
+    return out / INDEX
+
+
+def run_cnn_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | None = None,
+                 seed: int = 0, units: int = 16, device: torch.device | str = "cpu",
+                 progress: bool = True, settings: VisualizeSettings | None = None,
+                 force: bool = False) -> Path:
+    """Visualize the reference CNN (shipped weights, no training) on MNIST: its two conv
+    layers and its penultimate linear layer, the first ``units`` channels or units of each;
+    returns the path of ``index.html``."""
+    out = Path(out)
+    plan_replacement(out, force=force)
+    images, labels = load_mnist("train", data)
+    cnn = reference_cnn(pretrained=True, device=device)
+    images = images.view(len(images), *cnn.input_shape)
+    settings = settings or VisualizeSettings(layers=list(CNN_LAYERS), units=units, seed=seed,
+                                             steps=200, restarts=4)
+    settings.check(probe(cnn, images.shape[1:]), n_inputs=len(images))
+    print(f"featvis demo: the reference CNN (shipped weights) on {len(images)} MNIST images; "
+          f"layers {', '.join(settings.layers)}, {settings.units} units each", file=sys.stderr)
+    start = time.perf_counter()
+    visualize(cnn, images, out, settings, labels=labels, force=force, progress=progress)
+    print(f"featvis demo: visualized in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return out / INDEX

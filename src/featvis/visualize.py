@@ -313,6 +313,7 @@ def _deconvnet(layer: LayerRun) -> None:
                                                   "field of each maximum", "strip"),
             ("deconvnet_projections", tile(pj.projections[j], cols=s.k, upscale=up),
              "their projections to pixel space (deconvnet)", "strip")])
+    layer.pictures["deconvnet"] = pj.projections[:, 0]
 
 
 def _combination(layer: LayerRun) -> None:
@@ -323,8 +324,7 @@ def _combination(layer: LayerRun) -> None:
     for j in range(len(layer.units)):
         layer.panel(method, j, [("combination", tile(combo[j:j + 1], upscale=up),
                                  "linear combination", "single")])
-    if combo[0].numel() == math.prod(layer.seam.input_shape):
-        layer.pictures["combination"] = combo
+    layer.pictures["combination"] = combo
 
 
 REGISTRY: tuple[Method, ...] = (
@@ -437,7 +437,8 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
         ran.append(method.name)
     if s.figures:
         _sanity_figures(layer, ran, model_images, s)
-    agreement = method_agreement({name: p.flatten(1) for name, p in layer.pictures.items()})
+    agreement = method_agreement({name: p.flatten(1) for name, p in layer.pictures.items()
+                                  if p[0].numel() == math.prod(seam.input_shape)})
     for pair, cosine in agreement.items():
         layer.figure("agreement", f"mean centred cosine {pair}", cosine.mean().item())
         for j, detail in enumerate(layer.details):
