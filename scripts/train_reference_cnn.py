@@ -17,51 +17,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from featvis import load_mnist
 from featvis.checkpoint import save_model
 from featvis.data import mnist_info
 from featvis.models import ReferenceCNN
-from featvis.train import batch_order
 
 SHIPPED = Path(__file__).resolve().parent.parent / "src/featvis/_weights/reference_cnn.safetensors"
-
-
-def images_of(x: torch.Tensor) -> torch.Tensor:
-    """``load_mnist`` rows ``(N, 784)`` as the CNN's inputs ``(N, 1, 28, 28)``."""
-    return x.reshape(-1, 1, 28, 28)
-
-
-@torch.no_grad()
-def score(model: ReferenceCNN, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> dict:
-    """``{"correct", "total", "accuracy"}`` of ``model`` (in eval mode) on ``(x, y)``."""
-    model.eval()
-    correct = sum(int((model(images_of(x[i:i + batch])).argmax(1) == y[i:i + batch]).sum())
-                  for i in range(0, len(x), batch))
-    return {"correct": correct, "total": len(x), "accuracy": round(correct / len(x), 4)}
-
-
-def train(model: ReferenceCNN, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
-          batch_size: int, lr: float, decay: float, seed: int) -> None:
-    """Adam on cross-entropy, the learning rate times ``decay`` after every epoch; epoch
-    ``e`` visits the rows in ``batch_order(n, seed + e)``."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for epoch in range(epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * decay ** epoch
-        order = batch_order(len(x), seed + epoch)
-        batches = range(0, len(x), batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
-        for start in bar:
-            rows = order[start:start + batch_size]
-            loss = F.cross_entropy(model(images_of(x[rows])), y[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,17 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     x, y = load_mnist("train", args.root)
     model = ReferenceCNN(seed=args.seed)
     began = time.perf_counter()
-    train(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-          decay=args.decay, seed=args.seed)
+    model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+              decay=args.decay, seed=args.seed)
     seconds = time.perf_counter() - began
 
     model.data_info = {**mnist_info(args.root, x), "source": "MNIST training files"}
-    model.recipe = {"optimizer": "Adam", "lr": args.lr, "lr_decay": args.decay,
-                    "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                    "batch_order": "featvis.train.batch_order(n, seed + epoch)",
-                    "threads": args.threads, "torch": torch.__version__}
-    model.test_accuracy = {"mnist_test": score(model, *load_mnist("test", args.root)),
-                           "embedded_test": score(model, *load_mnist("test"))}
+    model.test_accuracy = {"mnist_test": model.score(*load_mnist("test", args.root)),
+                           "embedded_test": model.score(*load_mnist("test"))}
     for name, result in model.test_accuracy.items():
         print(f"{name}: {result['correct']}/{result['total']} correct "
               f"({100 * result['accuracy']:.2f}%)")

@@ -300,3 +300,20 @@ def test_the_reference_cnn_on_the_command_line(tmp_path, capsys):
     from featvis.runfolder import load_summary
     layer = load_summary(run)["layers"][0]
     assert layer["layer"] == "features.3" and "deconvnet" in layer["methods"]
+
+
+def test_train_the_reference_cnn(tmp_path, capsys, tiny_mnist_dir):
+    import featvis
+
+    out = tmp_path / "cnn.safetensors"
+    code, stdout, err = run_cli(capsys, "train", "--model", "cnn", "--data", tiny_mnist_dir,
+                                "--epochs", 1, "--quiet", "--out", out)
+    assert code == 0 and stdout.strip() == str(out), err
+    assert "cnn, epochs=1, batch_size=128, lr=0.003, seed=0" in err and "test accuracy" in err
+    model = featvis.load(out)
+    assert model.test_accuracy["test"]["total"] == 100 and model.recipe["epochs"] == 1
+    for args, message in ((["--sizes", "784,10"], "--sizes is for --model dbn"),
+                          (["--resume"], "--resume is for --model dbn")):
+        code, _, err = run_cli(capsys, "train", "--model", "cnn", "--out", tmp_path / "x",
+                               "--quiet", *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -21,7 +21,7 @@ _PUBLIC = {
     "Maximization": "methods", "sample_unit": "methods", "UnitSamples": "methods",
     "ranked_filters": "methods", "RankedFilters": "methods",
     "linear_combination": "methods", "Combination": "methods",
-    "deconvnet": "methods", "Projections": "methods",
+    "deconvnet": "methods", "Projections": "methods", "fit_color_decorrelation": "methods",
     "visualize": "visualize", "VisualizeSettings": "visualize",
 }
 

@@ -153,13 +153,62 @@ def _check_same_data(saved: dict, current: dict) -> None:
           "source and size were compared", file=sys.stderr)
 
 
+TRAIN_DEFAULTS = {"dbn": {"epochs": 10, "batch_size": 100, "lr": 0.1},   # rbm.m
+                  "cnn": {"epochs": 4, "batch_size": 128, "lr": 3e-3}}   # the reference CNN
+DBN_SIZES = [784, 1000, 500, 250]
+
+
+def _train_defaults(args: argparse.Namespace) -> None:
+    """Fill the options the user left out with the defaults of ``--model``'s kind, and
+    refuse the options that kind does not have."""
+    if args.model_kind != "dbn":
+        for option, given in (("--sizes", args.sizes is not None), ("--resume", args.resume)):
+            if given:
+                raise FeatvisError(f"{option} is for --model dbn; CNN training does not resume "
+                                   "(it takes about a minute) and its layers are fixed")
+    for name, value in TRAIN_DEFAULTS[args.model_kind].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def _announce(args: argparse.Namespace) -> None:
+    """The settings a training run uses, defaults included, once every check has passed."""
+    print(f"featvis train: {args.model_kind}, epochs={args.epochs}, "
+          f"batch_size={args.batch_size}, lr={args.lr:g}, seed={args.seed}", file=sys.stderr)
+
+
+def _train_cnn(args: argparse.Namespace, out: Path) -> int:
+    from .data import load_mnist, mnist_info
+    from .fileio import holding
+    from .models import ReferenceCNN
+
+    images, labels = load_mnist("train", args.data)
+    model = ReferenceCNN(seed=args.seed).to(resolve_device(args.device))
+    model.data_info = mnist_info(args.data, images)
+    _announce(args)
+    with holding(out):
+        model.fit(images, labels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  seed=args.seed, progress=not args.quiet)
+        model.test_accuracy = {"test": model.score(*load_mnist("test", args.data))}
+        model.save(out)
+    result = model.test_accuracy["test"]
+    print(f"test accuracy {100 * result['accuracy']:.2f}% ({result['correct']}/"
+          f"{result['total']})", file=sys.stderr)
+    print(out)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import mnist_info
     from .fileio import holding
     from .models import DBN
 
     out: Path = args.out
+    _train_defaults(args)
     _check_new_file(out, "--out", args.force, args.resume)
+    if args.model_kind == "cnn":
+        return _train_cnn(args, out)
+    args.sizes = args.sizes or DBN_SIZES
     device = resolve_device(args.device)
     dbn = DBN.load(out, device=device) if args.resume else None
     if dbn is not None and dbn.sizes != args.sizes:
@@ -182,6 +231,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.save(out)
         print(f"layer {layer} done; checkpoint saved to {out}", file=sys.stderr)
 
+    _announce(args)
     with holding(out):           # a second run to the same --out refuses while this one runs
         dbn.fit(images, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, resume=args.resume, progress=not args.quiet,
@@ -325,7 +375,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                              force=args.force)
     else:
         index = run_demo(args.out, data=args.data, epochs=args.epochs, seed=args.seed,
-                         sizes=args.sizes, units=args.units or 100,
+                         sizes=args.sizes or DBN_SIZES, units=args.units or 100,
                          device=resolve_device(args.device), progress=not args.quiet,
                          force=args.force)
     print(index)
@@ -408,14 +458,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"featvis {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a DBN greedily on MNIST",
-                       description="Train a deep belief net one RBM at a time (rbm.m recipe); "
-                                   "a checkpoint is saved after every layer.")
+    p = sub.add_parser("train", help="train a DBN greedily (or the reference CNN) on MNIST",
+                       description="Train a deep belief net one RBM at a time (rbm.m recipe; "
+                                   "a checkpoint is saved after every layer), or with --model "
+                                   "cnn the reference CNN (Adam, seeded; test accuracy "
+                                   "printed; no --resume).")
+    p.add_argument("--model", dest="model_kind", choices=list(TRAIN_DEFAULTS), default="dbn",
+                   help="what to train (default dbn)")
     _add_common_options(p)
     _add_sizes(p)
-    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
-    p.add_argument("--batch-size", type=_positive_int, default=100, help="default 100")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="epochs (per RBM for a DBN; default 10 for dbn, 4 for cnn)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="default 100 for dbn, 128 for cnn")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 0.1 for dbn, 0.003 for cnn)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint at --out (skips finished layers)")
@@ -543,8 +600,6 @@ def _sizes(args: argparse.Namespace) -> None:
         print(f"featvis {args.command}: warning: --layers is now --sizes (layer sizes); "
               "--layers will mean layer keys, as in 'featvis visualize'", file=sys.stderr)
         args.sizes = args.old_sizes
-    if args.sizes is None:
-        args.sizes = [784, 1000, 500, 250]
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -5,8 +5,9 @@ from .deconvnet import Projections, deconvnet
 from .examples import TopExamples, top_examples
 from .filters import RankedFilters, ranked_filters
 from .maximize import Maximization, maximize
+from .parameterization import fit_color_decorrelation
 from .sampling import UnitSamples, sample_unit
 
 __all__ = ["top_examples", "TopExamples", "maximize", "Maximization", "sample_unit",
            "UnitSamples", "ranked_filters", "RankedFilters", "linear_combination", "Combination",
-           "deconvnet", "Projections"]
+           "deconvnet", "Projections", "fit_color_decorrelation"]

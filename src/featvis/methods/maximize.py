@@ -4,13 +4,16 @@
 projected gradient ascent on the probe's objective: a DBN unit's pre-activation (same argmax
 as the activation, better gradients), a module's output, a channel's mean (or centre).
 Every unit x restart is one row of a single batch, so the whole layer is optimized by one
-forward and backward pass per step instead of a Python loop over units.
+forward and backward pass per step instead of a Python loop over units. Image priors for
+pictures (random transforms, a 1/f Fourier and a decorrelated-colour parameterization) live
+in :mod:`.parameterization`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +23,13 @@ from ..data import picture_shape
 from ..errors import check_float, check_int
 from ..probe import SPATIAL, Key, probe
 from ..units import Units, resolve_units
+from .parameterization import (Transform, color_filter, fourier_filter, hashed_uniforms,
+                               standard_transforms, transform)
 
-__all__ = ["Maximization", "maximize", "OPTIMIZERS"]
+__all__ = ["Maximization", "maximize", "OPTIMIZERS", "PARAMS"]
 
 OPTIMIZERS = ("normalized", "adam")
+PARAMS = ("pixel", "fourier")
 
 
 @dataclass
@@ -34,7 +40,8 @@ class Maximization:
     restarts' optima (NaN for a single restart), ``saturation (U,)`` the fraction of the best
     picture's pixels at a bound of the box (NaN without one), ``dead (U,)`` True for a unit
     whose gradient was exactly zero for every restart at the first step (its picture is only
-    the starting point: report it, never show it as a feature)."""
+    the starting point: report it, never show it as a feature), ``snapshots`` step ->
+    ``(U, *input_shape)`` the best restart's picture after that many steps (0: the start)."""
 
     images: torch.Tensor
     all: torch.Tensor
@@ -43,6 +50,7 @@ class Maximization:
     units: torch.Tensor
     saturation: torch.Tensor | None = None
     dead: torch.Tensor | None = None
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def _mean_pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
@@ -111,12 +119,58 @@ def _similarity_to_other_restarts(x: torch.Tensor, restarts: int) -> torch.Tenso
     return ((gram.sum(2) - gram.diagonal(dim1=1, dim2=2)) / (restarts - 1)).reshape(-1)
 
 
+def _transforms(transforms: object) -> list[Transform]:
+    if transforms is None:
+        return []
+    if transforms == "standard":
+        return standard_transforms()
+    if (isinstance(transforms, str) or not isinstance(transforms, Sequence)
+            or not all(isinstance(t, Transform) for t in transforms)):
+        raise ValueError(f"transforms must be None, 'standard' or a list of Transform, got "
+                         f"{transforms!r}")
+    return list(transforms)
+
+
+def _snapshot_steps(snapshots: object, steps: int) -> set[int]:
+    if not isinstance(snapshots, (tuple, list, range, set, frozenset)):
+        raise ValueError(f"snapshots must be a sequence of steps, got {snapshots!r}")
+    chosen = {check_int("a snapshot step", s, minimum=0) for s in snapshots}
+    if chosen and max(chosen) > steps:
+        raise ValueError(f"snapshot steps must be <= steps = {steps}, got {max(chosen)}")
+    return chosen
+
+
+def _tangent(v: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+    """Rows of ``v`` without their component along ``normal``."""
+    along = (v * normal).sum(1, keepdim=True)
+    return v - along / normal.pow(2).sum(1, keepdim=True).clamp_min(1e-30) * normal
+
+
+def _two_metric(grad: torch.Tensor, x: torch.Tensor,
+                precondition: Callable[[torch.Tensor], torch.Tensor], rho: float | None,
+                box: tuple[float, float] | None) -> torch.Tensor:
+    """The preconditioned ascent direction under the constraints (two-metric projection):
+    pixels held at a bound by their gradient are frozen and the sphere's normal is removed
+    before and after ``precondition``, so the direction ascends, and vanishes exactly where
+    the constrained problem is stationary (a plain preconditioned step before a Euclidean
+    projection would stop elsewhere)."""
+    free = torch.ones_like(x, dtype=torch.bool) if box is None else \
+        ~(((x <= box[0]) & (grad < 0)) | ((x >= box[1]) & (grad > 0)))
+    g, normal = grad * free, x * free
+    if rho is not None:
+        g = _tangent(g, normal)
+    d = precondition(g) * free
+    return _tangent(d, normal) if rho is not None else d
+
+
 def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float | None = None,
              steps: int = 300, lr: float = 0.05, restarts: int = 9, seed: int = 0,
              progress: bool = False, *, bounds: tuple[float, float] | None = None,
              input_shape: tuple[int, ...] | None = None, spatial: str = "mean",
              optimizer: str = "normalized", l2: float = 0.0, tv: float = 0.0,
-             diversity: float = 0.0) -> Maximization:
+             diversity: float = 0.0, transforms: str | Sequence[Transform] | None = None,
+             snapshots: Sequence[int] = (), param: str = "pixel",
+             decorrelate: torch.Tensor | None = None) -> Maximization:
     """Maximize each unit's objective on the sphere ``||x|| = rho``, in the box ``bounds``,
     or on both (their intersection).
 
@@ -132,6 +186,27 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
     shape). A channel's objective is the mean of its map (``spatial="center"``: its centre
     position). The starting points depend on ``(seed, unit, restart)`` only, so a unit's
     result is the same alone or in a batch.
+
+    Image priors, off by default (then the result is the plain ascent's, bit for bit); the
+    input is seen as a picture ``(C, H, W)`` (``featvis.data.picture_shape``):
+
+    - ``transforms``: ``"standard"`` (pad 4, jitter 4, scale 0.95-1.05, rotate 5 degrees,
+      jitter 2: see :mod:`.parameterization`) or a list of ``Transform``: every step the
+      objective is taken on randomly transformed pictures (cropped back to the input's
+      size), penalties on the pictures themselves. Row i's draws at step t depend only on
+      ``(seed, unit, restart, t)``, so they are reproducible and batch-independent. The
+      reported ``activation`` and the choice of the best restart use untransformed pictures.
+    - ``param="fourier"``: ascend on the picture's Fourier coefficients ``z``, ``x =
+      irfft2(s * z)`` with the 1/f spectrum ``s``, so low frequencies move first;
+      ``decorrelate=M`` (3 channels; ``fit_color_decorrelation``): ascend on decorrelated
+      colours ``y``, ``rgb = M y`` per pixel. Both are computed as the pixel motion of that
+      step (the gradient filtered by ``s**2`` and ``M M^T``), and the state stays in pixels,
+      projected exactly onto the box and the sphere after every step as above. To keep the
+      optimum of the constrained problem, the filtered step is a two-metric projection:
+      pixels held at a bound by their gradient are frozen and the sphere's normal is removed
+      (the box optimum of a linear unit is still its weights' sign pattern).
+    - ``snapshots``: steps (``0 <= step <= steps``) after which the best restart's pictures
+      are kept in ``.snapshots``; ``snapshots[steps]`` equals ``images``.
 
     Example:
         >>> mx = maximize(cnn, "features.0", rho=10.0, input_shape=(1, 28, 28))  # doctest: +SKIP
@@ -159,8 +234,20 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
         raise ValueError(f"spatial must be one of {SPATIAL}, got {spatial!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if param not in PARAMS:
+        raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
+    chain = _transforms(transforms)
+    keep = _snapshot_steps(snapshots, steps)
 
     shape = seam.input_shape
+    preconditioned = param == "fourier" or decorrelate is not None
+    pictures = picture_shape(shape) if chain or preconditioned else None
+    if decorrelate is not None:
+        decorrelate = torch.as_tensor(decorrelate)
+        if tuple(decorrelate.shape) != (3, 3) or pictures[0] != 3:
+            raise ValueError(f"decorrelate needs a (3, 3) matrix and 3-channel pictures, got "
+                             f"{tuple(decorrelate.shape)} for pictures {pictures}")
+        decorrelate = decorrelate.to(device, dtype)
     n_units, dim = units.numel(), math.prod(shape)
     if rho is not None and box is not None:
         if not box[0] <= 0 <= box[1]:
@@ -182,12 +269,36 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
                 else starts)
     radius = rho if rho is not None else 0.5 * (box[1] - box[0]) * math.sqrt(dim)
     row_units = units.repeat_interleave(restarts)
+    row_restarts = torch.arange(restarts, device=device).repeat(n_units)
+    draws = sum(t.draws for t in chain)
 
     def objective(x: torch.Tensor) -> torch.Tensor:
         return seam.objective(x.view(-1, *shape), layer, row_units, spatial)
 
-    def penalized(x: torch.Tensor) -> torch.Tensor:
-        total = objective(x)
+    def seen(x: torch.Tensor, step: int) -> torch.Tensor:
+        """The pictures the model sees at ``step``: ``x`` randomly transformed."""
+        if not chain:
+            return x
+        u = hashed_uniforms(seed, row_units, row_restarts, step, draws)
+        return transform(x.view(-1, *pictures), chain, u).reshape(x.shape)
+
+    def precondition(g: torch.Tensor) -> torch.Tensor:
+        g = g.view(-1, *pictures)
+        if param == "fourier":
+            g = fourier_filter(g)
+        if decorrelate is not None:
+            g = color_filter(g, decorrelate)
+        return g.reshape(len(g), -1)
+
+    def best(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every restart's objective ``(U, R)``, the best restart and its pictures ``(U, D)``."""
+        reached = objective(x).view(n_units, restarts)
+        chosen = reached.argmax(1)
+        return reached, chosen, x.view(n_units, restarts, dim)[
+            torch.arange(n_units, device=device), chosen]
+
+    def penalized(x: torch.Tensor, step: int) -> torch.Tensor:
+        total = objective(seen(x, step))
         if l2:
             total = total - l2 * x.pow(2).sum(1)
         if tv:
@@ -201,31 +312,41 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
     with torch.enable_grad():           # the objective alone: a penalty is never zero
         (grad,) = torch.autograd.grad(objective(x).sum(), x)
     dead = (grad == 0).all(1).view(n_units, restarts).all(1)
-    for _ in tqdm(range(steps), desc=f"maximize {info.name}", unit="step",
-                  disable=not progress, leave=False):
+    kept = {}
+
+    def snapshot(step: int) -> None:
+        if step in keep:
+            with torch.no_grad():
+                kept[step] = best(x.detach())[2].view(n_units, *shape)
+
+    snapshot(0)
+    for step in tqdm(range(steps), desc=f"maximize {info.name}", unit="step",
+                     disable=not progress, leave=False):
         with torch.enable_grad():       # grad of x only: the model's .grad stay untouched
-            (grad,) = torch.autograd.grad(penalized(x).sum(), x)
+            (grad,) = torch.autograd.grad(penalized(x, step).sum(), x)
         with torch.no_grad():
+            if preconditioned:
+                grad = _two_metric(grad, x, precondition, rho, box)
             if adam is not None:
                 x.grad = grad
                 adam.step()
             else:
                 x.add_(F.normalize(grad, dim=1), alpha=lr * radius)
             x.copy_(project(x.clone()))
+        snapshot(step + 1)
     x = x.detach()
     with torch.no_grad():
-        reached = objective(x).view(n_units, restarts)
-        best = reached.argmax(1)
+        reached, chosen, images = best(x)
         optima = x.view(n_units, restarts, dim)
-        images = optima[torch.arange(n_units, device=device), best]
         saturation = images.new_full((n_units,), math.nan) if box is None else \
             ((images <= box[0]) | (images >= box[1])).float().mean(1)
         return Maximization(
             images=images.view(n_units, *shape),
             all=optima.view(n_units, restarts, *shape),
-            activation=seam.activation(layer, reached.gather(1, best[:, None])[:, 0]),
+            activation=seam.activation(layer, reached.gather(1, chosen[:, None])[:, 0]),
             invariance=_mean_pairwise_cosine(optima),
             units=units,
             saturation=saturation,
             dead=dead,
+            snapshots=kept,
         )

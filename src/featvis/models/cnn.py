@@ -28,9 +28,13 @@ from importlib import resources
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
-from ..errors import CheckpointError, check_int, is_int
+from ..data import check_inputs
+from ..errors import CheckpointError, DataError, check_float, check_int, is_int
+from ..train import batch_order
 from ._checkpoint import read_model, save_model
 
 __all__ = ["ReferenceCNN", "reference_cnn", "WEIGHTS"]
@@ -112,6 +116,67 @@ class ReferenceCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(N, classes)`` of images ``(N, 1, 28, 28)``."""
         return self.classifier(self.features(x))
+
+    def fit(self, images: torch.Tensor, labels: torch.Tensor, epochs: int = 4,
+            batch_size: int = 128, lr: float = 3e-3, *, decay: float = 0.5, seed: int = 0,
+            progress: bool = True) -> "ReferenceCNN":
+        """Supervised training with Adam on cross-entropy, the learning rate times ``decay``
+        after every epoch; epoch ``e`` visits the rows in ``batch_order(n, seed + e)``, so
+        the result depends on the seed alone (and the thread count). Records the recipe;
+        returns ``self``. ``images`` are ``(N, 1, 28, 28)`` or flat ``(N, 784)`` in [0, 1].
+        """
+        epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
+        lr = check_float("lr", lr)
+        decay = check_float("decay", decay, 0.0, 1.0 + 1e-12)
+        seed = check_int("seed", seed, minimum=None)
+        x, y = self._checked(images, labels)
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+        self.train()
+        for epoch in range(epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * decay ** epoch
+            order = batch_order(len(x), seed + epoch, x.device)
+            bar = tqdm(range(0, len(x), batch_size), desc=f"epoch {epoch + 1}/{epochs}",
+                       unit="batch", disable=not progress, leave=False)
+            for start in bar:
+                rows = order[start:start + batch_size]
+                loss = F.cross_entropy(self(x[rows]), y[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        self.eval()
+        self.recipe = {"optimizer": "Adam", "lr": lr, "lr_decay": decay, "epochs": epochs,
+                       "batch_size": batch_size, "seed": seed,
+                       "batch_order": "featvis.train.batch_order(n, seed + epoch)",
+                       "threads": torch.get_num_threads(), "torch": torch.__version__}
+        return self
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+              ) -> dict:
+        """``{"correct", "total", "accuracy"}`` of the model in eval mode (restored after)."""
+        x, y = self._checked(images, labels)
+        training = self.training
+        self.eval()
+        correct = sum(int((self(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+                      for i in range(0, len(x), batch_size))
+        self.train(training)
+        return {"correct": correct, "total": len(x), "accuracy": round(correct / len(x), 4)}
+
+    def _checked(self, images: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images as ``(N, 1, 28, 28)`` on the model's device, labels ``(N,)`` int64."""
+        images = check_inputs(images)
+        if images[0].numel() != math.prod(self.input_shape):
+            raise DataError(f"images: one input has shape {tuple(images.shape[1:])}, the "
+                            f"CNN takes {self.input_shape}")
+        if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),) or \
+                labels.is_floating_point():
+            raise DataError(f"labels: expected {len(images)} integer labels")
+        device = next(self.parameters()).device
+        return (images.reshape(-1, *self.input_shape).to(device),
+                labels.to(device, torch.long))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a ``featvis.model/1`` checkpoint atomically (see :mod:`featvis.checkpoint`)."""
