@@ -135,6 +135,7 @@ def cnn_run(tmp_path_factory, user_cnn):
     code = main(["visualize", "--model", user_cnn["spec"], "--weights",
                  str(user_cnn["weights"]), "--images", str(user_cnn["images"]), "--out",
                  str(out), "--units", "3", "--k", "4", "--top", "4", "--steps", "20",
-                 "--restarts", "2", "--quiet", "--device", "cpu"])
+                 "--restarts", "2", "--transforms", "standard", "--snapshots", "0,10,20",
+                 "--quiet", "--device", "cpu"])
     assert code == 0
     return out

@@ -214,6 +214,8 @@ def test_visualize_a_users_cnn(cnn_run):
     conv = summary["layers"][0]
     assert conv["methods"] == ["examples", "maximize", "deconvnet", "combination"]
     assert len(conv["unit_details"][0]["deconvnet"]["boxes"]) == 4           # k boxes
+    assert "maximize_progress" in conv["unit_details"][0]["files"]
+    assert summary["settings"]["transforms"] == "standard"
     assert "Unit sampling" in conv["unavailable"] and "Ranked filters" in conv["unavailable"]
     for linear in summary["layers"][2:]:          # the chain of Linears starts on a conv map
         assert linear["methods"] == ["examples", "maximize"]

@@ -337,7 +337,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         layers=None if args.layers is None else [seam.key_from_text(t) for t in args.layers],
         methods=args.methods or METHODS, units=args.units, k=args.k, top=args.top,
         steps=args.steps, restarts=args.restarts, samples=args.samples, variant=args.variant,
-        seed=args.seed, rho=args.rho, bounds=args.bounds)
+        seed=args.seed, rho=args.rho, bounds=args.bounds, transforms=args.transforms,
+        snapshots=tuple(args.snapshots))
     visualize(model, images, args.out, settings, labels=labels, normalization=normalization,
               model_path=model_path, force=args.force, progress=not args.quiet)
     print(args.out)
@@ -503,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rho", type=float, default=None,
                    help="maximization's norm (default: a DBN's input norm, else the mean "
                         "norm of the inputs)")
+    p.add_argument("--transforms", choices=["standard"], default=None,
+                   help="maximize through random pad, jitter, scale and rotate (lucent's "
+                        "standard transforms)")
+    p.add_argument("--snapshots", type=_number_list, default=(), metavar="STEP,...",
+                   help="also show maximization's pictures after these steps")
     p.add_argument("--bounds", type=_bounds, default="data", metavar="LO,HI|data|none",
                    help="keep maximization's pixels in LO..HI (default data: the inputs' "
                         "range; none: the sphere alone)")

@@ -73,6 +73,8 @@ class VisualizeSettings:
     rho: float | None = None
     bounds: tuple[float, float] | str | None = "data"     # "data": the inputs' range
     figures: bool = True              # distinctness and randomization checks per method
+    transforms: str | None = None     # maximization's random transforms ("standard")
+    snapshots: tuple[int, ...] = ()   # maximization steps shown along the way
 
     def check(self, seam: Probe, n_inputs: int | None = None) -> list[Key]:
         """The layers to show, after refusing unknown methods or layers and counts that
@@ -228,7 +230,9 @@ def _maximize(layer: LayerRun) -> None:
     s, up, method = layer.settings, layer.settings.upscale, _METHOD["maximize"]
     mx = maximize(layer.seam.model, layer.key, units=layer.units, rho=s.rho, bounds=s.bounds,
                   steps=s.steps, restarts=s.restarts, seed=s.seed, progress=layer.progress,
-                  input_shape=layer.seam.input_shape)
+                  input_shape=layer.seam.input_shape, transforms=s.transforms,
+                  snapshots=s.snapshots)
+    progress = [layer.show(mx.snapshots[step]) for step in sorted(mx.snapshots)]
     shown = layer.show(mx.images)
     scale = "symmetric" if s.bounds is None else "minmax"     # a signed picture, or an image
     layer.section(method, tile(shown, scale=scale, upscale=up),
@@ -246,8 +250,12 @@ def _maximize(layer: LayerRun) -> None:
         elif saturated:
             caption += (f" — over {_SATURATED:.0%} of its pixels sit at a bound: it shows the "
                         "box more than the unit")
+        steps = ", ".join(str(step) for step in sorted(mx.snapshots))
+        along = [("maximize_progress", tile(torch.stack([p[j] for p in progress]),
+                                            scale=scale, cols=len(progress), upscale=up),
+                  f"the best restart after {steps} steps", "strip")] if progress else []
         layer.panel(method, j, [("maximize", tile(shown[j:j + 1], scale=scale, upscale=up),
-                                 caption, "single")],
+                                 caption, "single"), *along],
                     [("activation reached", info["maximize"]["activation"]),
                      ("invariance (cosine between restarts)", info["maximize"]["invariance"]),
                      ("pixels at a bound", info["maximize"]["saturation"])])
