@@ -1,6 +1,6 @@
 """Speed and memory of the batched methods against the way tools usually run them.
 
-Four measurements, each repeated for --rounds rounds, at 1 thread and at 2, with every
+Five measurements, each repeated for --rounds rounds, at 1 thread and at 2, with every
 ratio taken between runs of the same round (so a busy machine affects both sides alike):
 
 1. maximize: all 250 units of layer 3 of a 784-1000-500-250 DBN, 300 steps, 1 restart, in
@@ -16,12 +16,17 @@ ratio taken between runs of the same round (so a busy machine affects both sides
 4. A LeNet-like CNN: top_examples of every channel of its two conv layers vs the bare
    forward up to the deeper one on the same batches; maximize of all channels of its second
    conv layer in one batch vs one channel at a time, with 1 and 4 restarts.
+5. The same CNN with a 64-channel second conv layer: maximize of its 64 channels x 4
+   restarts with the standard transforms in one batch vs one channel at a time (lucent-style);
+   deconvnet projections of its 64 channels' top 9 of 2,000 inputs, batched vs one example at
+   a time. Mining runs at the same batch size, so it is timed alone and subtracted from both.
 
 Without the full MNIST in --data, the embedded 10,000 images are tiled to --rows (and the
-header says so). --only runs the DBN cases (1-3) or the CNN case (4) alone.
+header says so). --only runs the DBN cases (1-3), the CNN case (4) or the 64-channel case (5)
+alone.
 
     python benchmarks/bench_methods.py [--rounds 3] [--rows 60000] [--steps 300]
-                                       [--only {dbn,cnn}]
+                                       [--only {dbn,cnn,cnn64}]
 """
 
 from __future__ import annotations
@@ -38,13 +43,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from featvis import DBN, load_mnist, maximize, sample_unit, top_examples  # noqa: E402
+from featvis import DBN, deconvnet, load_mnist, maximize, sample_unit, top_examples  # noqa: E402
 
 SIZES = [784, 1000, 500, 250]
 MNIST_NORM = 9.215               # mean L2 norm of an MNIST image: maximization's radius
 CNN_LAYERS = ["0", "3"]          # lenet()'s Conv2d layers (16, 32 channels), by index
 CNN_STEPS = 50
 CNN_RESTARTS = (1, 4)
+WIDE_CHANNELS = (32, 64)         # the 64-channel case's conv layers
+WIDE_STEPS = 20
+WIDE_RESTARTS = 4
+DECONV_ROWS = 2000               # inputs mined for the deconvnet projections
 
 
 def reference_dbn() -> DBN:
@@ -54,13 +63,15 @@ def reference_dbn() -> DBN:
     return dbn
 
 
-def lenet() -> nn.Sequential:
-    """A LeNet-like CNN for 28x28 inputs, seeded, untrained (it costs the same), in eval mode."""
+def lenet(channels: tuple[int, int] = (16, 32)) -> nn.Sequential:
+    """A LeNet-like CNN for 28x28 inputs with ``channels`` in its conv layers "0" and "3",
+    seeded, untrained (it costs the same), in eval mode."""
     torch.manual_seed(0)
+    first, second = channels
     return nn.Sequential(
-        nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(512, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+        nn.Conv2d(1, first, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(first, second, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * second, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
 
 
 def gemm_rates(m: int, k: int, n: int, repeat: int = 20) -> dict[str, float]:
@@ -162,6 +173,22 @@ def bench_cnn(cnn: nn.Sequential, images: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def bench_wide(cnn: nn.Sequential, images: torch.Tensor) -> dict[str, float]:
+    """Time ratios of the 64-channel case, one example (channel) at a time / batched:
+    maximization with transforms, and deconvnet's projections (its time less mining's)."""
+    options = dict(rho=MNIST_NORM, bounds=(0.0, 1.0), steps=WIDE_STEPS, restarts=WIDE_RESTARTS,
+                   transforms="standard", input_shape=images.shape[1:])
+    batched = seconds(lambda: maximize(cnn, "3", **options))
+    looped = seconds(lambda: [maximize(cnn, "3", units=[c], **options)
+                              for c in range(WIDE_CHANNELS[1])])
+
+    def projection(batch_size: int) -> float:
+        return (seconds(lambda: deconvnet(cnn, images, "3", k=9, batch_size=batch_size))
+                - seconds(lambda: top_examples(cnn, images, "3", k=9, batch_size=batch_size)))
+
+    return {"max": looped / batched, "deconv": projection(1) / projection(64)}
+
+
 def goal(values: list[float], target: float, at_least: bool) -> str:
     """The goal on the median of ``values``, and PASS or MISS."""
     median = float(np.median(values))
@@ -232,6 +259,19 @@ def report_cnn(args: argparse.Namespace, cnn: nn.Sequential, images: torch.Tenso
               f"{goal(col(f'max{restarts}'), 5, True)}")
 
 
+def report_wide(args: argparse.Namespace, cnn: nn.Sequential, images: torch.Tensor) -> None:
+    """Case 5 at the current thread count."""
+    results = [bench_wide(cnn, images) for _ in range(args.rounds)]
+    col = lambda key: [r[key] for r in results]   # noqa: E731
+    print(f"LeNet-like CNN, {WIDE_CHANNELS[1]}-channel layer 3 (min / median / max over rounds)")
+    print(f"  maximize {WIDE_CHANNELS[1]} channels x {WIDE_RESTARTS} restarts, transforms, "
+          f"{WIDE_STEPS} steps, loop / batched  {spread(col('max'))}x   "
+          f"{goal(col('max'), 5, True)}")
+    print(f"  deconvnet projections {WIDE_CHANNELS[1]} channels x 9 of {len(images):,}, "
+          f"one at a time / batched 64  {spread(col('deconv'))}x   "
+          f"{goal(col('deconv'), 5, True)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -241,7 +281,8 @@ def main() -> None:
     parser.add_argument("--loop-units", type=int, default=25,
                         help="units timed one at a time (scaled to 250)")
     parser.add_argument("--data", default="../shared/data/mnist")
-    parser.add_argument("--only", choices=["dbn", "cnn"], help="run these cases alone")
+    parser.add_argument("--only", choices=["dbn", "cnn", "cnn64"],
+                        help="run these cases alone")
     parser.add_argument("--memory-probe", choices=["stream", "full"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     dbn = reference_dbn()
@@ -251,18 +292,22 @@ def main() -> None:
         mine(args.memory_probe, dbn, images[:2000])      # warm-up: lazy buffers of MKL, torch
         print(extra_peak(lambda: mine(args.memory_probe, dbn, images))[1] / 2**20)
         return
-    memory = {} if args.only == "cnn" else \
-        {v: extra_memory(v, args.rows, args.data) for v in ("stream", "full")}
-    cnn = lenet()
+    runs = lambda case: args.only in (None, case)   # noqa: E731
+    memory = {v: extra_memory(v, args.rows, args.data) for v in ("stream", "full")} \
+        if runs("dbn") else {}
+    cnn, wide = lenet(), lenet(WIDE_CHANNELS)
+    pictures = images.view(-1, 1, 28, 28)
     print(f"featvis methods benchmark: {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{args.rounds} rounds, {len(images)} inputs ({source})")
     for threads in (1, 2):
         set_threads(threads)
         print(f"\n== {threads} thread(s)")
-        if args.only != "cnn":
+        if runs("dbn"):
             report_dbn(args, dbn, images, memory)
-        if args.only != "dbn":
-            report_cnn(args, cnn, images.view(-1, 1, 28, 28))
+        if runs("cnn"):
+            report_cnn(args, cnn, pictures)
+        if runs("cnn64"):
+            report_wide(args, wide, pictures[:DECONV_ROWS])
 
 
 if __name__ == "__main__":

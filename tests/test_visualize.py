@@ -193,3 +193,23 @@ def test_each_method_s_figures_and_flags_are_in_the_summary(tmp_path, small_dbn,
     assert flagged == expected
     page = (out / layer["folder"] / "index.html").read_text()
     assert all(f["explanation"] in page for f in layer["flags"])
+
+
+def test_flat_and_dead_maximization_pictures_are_named(tmp_path):
+    import torch
+    from torch import nn
+
+    linear = nn.Linear(16, 3)
+    with torch.no_grad():
+        linear.weight.copy_(torch.stack([torch.ones(16), torch.linspace(-1, 1, 16),
+                                         torch.zeros(16)]))
+        linear.bias.zero_()
+    images = torch.rand(30, 16, generator=torch.Generator().manual_seed(0))
+    summary = visualize(nn.Sequential(linear), images, tmp_path / "run",
+                        VisualizeSettings(methods=["maximize"], steps=300, restarts=2,
+                                          figures=False), progress=False)
+    units = summary["layers"][0]["unit_details"]
+    assert [u["maximize"]["flat"] for u in units] == [True, False, False]  # all-ones optimum
+    assert [u["maximize"]["dead"] for u in units] == [False, False, True]  # no gradient
+    captions = [u["panels"][0]["images"][0]["caption"] for u in units]
+    assert captions[0].startswith("FLAT PICTURE") and captions[2].startswith("DEAD UNIT")

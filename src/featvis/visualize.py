@@ -48,6 +48,7 @@ _SUSPECT = 0.5         # distinctness or randomized similarity above this is fla
 # that keep them within about half of visualize's own time.
 SANITY = {"units": 20, "images": 2000, "steps": 50, "restarts": 2, "samples": 20}
 _SATURATED = 0.9       # a maximization picture with more pixels at a bound is flagged
+_FLAT = 0.01           # ... and one whose std is under this share of the pixel range
 _OVERVIEW_ROWS = 100   # units in the ranked-filters overview
 
 
@@ -233,6 +234,9 @@ def _maximize(layer: LayerRun) -> None:
                   input_shape=layer.seam.input_shape, transforms=s.transforms,
                   snapshots=s.snapshots)
     progress = [layer.show(mx.snapshots[step]) for step in sorted(mx.snapshots)]
+    pixels = mx.images.flatten(1)                    # as the model sees them
+    span = s.bounds[1] - s.bounds[0] if s.bounds else (pixels.max() - pixels.min()).item()
+    flat = pixels.std(1) < _FLAT * span
     shown = layer.show(mx.images)
     scale = "symmetric" if s.bounds is None else "minmax"     # a signed picture, or an image
     layer.section(method, tile(shown, scale=scale, upscale=up),
@@ -243,10 +247,14 @@ def _maximize(layer: LayerRun) -> None:
                             "saturation": _json_float(mx.saturation[j].item())}
         saturated = (info["maximize"]["saturation"] or 0) > _SATURATED
         info["maximize"]["dead"] = bool(mx.dead[j])
+        info["maximize"]["flat"] = bool(flat[j])
         caption = "the best of the restarts"
         if mx.dead[j]:
             caption = ("DEAD UNIT: its gradient is zero wherever the search started, so this "
                        "is only a starting point, not what the unit responds to")
+        elif flat[j]:
+            caption = (f"FLAT PICTURE: its pixels vary by under {_FLAT:.0%} of their range; "
+                       "the unit shows nothing here")
         elif saturated:
             caption += (f" — over {_SATURATED:.0%} of its pixels sit at a bound: it shows the "
                         "box more than the unit")
@@ -264,6 +272,7 @@ def _maximize(layer: LayerRun) -> None:
                  mx.invariance.nanmean().item())
     layer.figure("maximize", "mean share of pixels at a bound", mx.saturation.nanmean().item())
     layer.figure("maximize", "dead units (zero gradient at every start)", mx.dead.sum().item())
+    layer.figure("maximize", "flat pictures (std under 1% of the range)", flat.sum().item())
     layer.pictures["maximize"] = shown
 
 
