@@ -319,3 +319,12 @@ def test_train_the_reference_cnn(tmp_path, capsys, tiny_mnist_dir):
         code, _, err = run_cli(capsys, "train", "--model", "cnn", "--out", tmp_path / "x",
                                "--quiet", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_methods_option_lists_every_registered_method(capsys):
+    from featvis.visualize import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["visualize", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert ", ".join(METHODS) in help_text
