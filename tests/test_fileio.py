@@ -73,3 +73,71 @@ def test_holding_leaves_no_lock_behind(tmp_path):
         atomic_write_bytes(target, b"x")             # the holder itself may write
         assert len(list(tmp_path.iterdir())) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_a_stale_temporary_goes_without_following_any_symlink(tmp_path):
+    """A dead run's temporary folder is removed; a symlink inside it to the user's folder,
+    and a symlink named like a temporary, lose only themselves."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    target = tmp_path / "run"
+    folder = _temporary(target, dead.pid)
+    folder.mkdir()
+    (folder / "half.png").write_bytes(b"half")
+    os.symlink(user, folder / "link")
+    lock = _temporary(target, dead.pid, "lock")
+    os.symlink(user, lock)                         # a stale lock that is a symlink
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    claim(target, "tmp")
+    assert not os.path.lexists(folder) and not os.path.lexists(lock)
+    assert (user / "thesis.tex").read_text() == "years of work" and mine.read_text() == "mine"
+
+
+def test_remove_temporary_refuses_any_other_name(tmp_path):
+    from featvis.fileio import remove_temporary
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    with pytest.raises(ValueError, match="not a featvis temporary"):
+        remove_temporary(precious)
+    assert precious.is_dir()
+
+
+def test_a_failed_write_removes_only_its_own_temporary(tmp_path, monkeypatch):
+    import featvis.fileio as fileio
+
+    user = tmp_path / "user.txt"
+    user.write_text("mine")
+    out = tmp_path / "out.bin"
+    planted = _temporary(out, os.getpid())
+    real_claim = fileio.claim
+
+    def raced(target, kind, stale_aside=None):
+        path = real_claim(target, kind, stale_aside)
+        os.symlink(user, path)           # someone takes the temporary's name meanwhile
+        return path
+
+    monkeypatch.setattr(fileio, "claim", raced)
+    with pytest.raises(FileExistsError):
+        atomic_write_bytes(out, b"new")
+    assert planted.is_symlink() and user.read_text() == "mine" and not out.exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(fileio.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("full")))
+    planted.unlink()
+    with pytest.raises(OSError, match="full"):
+        atomic_write_bytes(out, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user.txt"]    # its own is gone
+
+
+def test_the_lock_goes_and_nothing_else(tmp_path):
+    target = tmp_path / "m.safetensors"
+    target.write_bytes(b"the user's model")
+    (tmp_path / "other.txt").write_text("mine")
+    with holding(target):
+        assert len(list(tmp_path.iterdir())) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "other.txt"]
+    assert target.read_bytes() == b"the user's model"

@@ -395,3 +395,32 @@ def test_sigterm_during_visualize_leaves_no_temporary(tmp_path, model_path):
 
     assert signalled_visualize(tmp_path, model_path, signal.SIGTERM) == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_builder_rewrites_only_its_own_files(tmp_path):
+    from featvis.runfolder import RunBuilder
+
+    builder = RunBuilder(tmp_path)
+    builder.write("a/page.html", b"first")
+    builder.write("a/page.html", b"second")          # its own: replaced
+    assert (tmp_path / "a" / "page.html").read_bytes() == b"second"
+    (tmp_path / "a" / "user.html").write_text("mine")
+    with pytest.raises(FileExistsError):
+        builder.write("a/user.html", b"featvis")     # not its own: never deleted
+    assert (tmp_path / "a" / "user.html").read_text() == "mine"
+
+
+def test_stale_temporaries_inside_a_run_go_and_foreign_files_stay(capsys, run, model_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    page = run / layer_folder(1) / f".index.html.featvis-{dead.pid}@{_host()}.tmp"
+    page.write_bytes(b"half a page")
+    folder = run / f".x.featvis-{dead.pid}@{_host()}.tmp"
+    folder.mkdir()
+    (folder / "half.png").write_bytes(b"half")
+    outside = run.parent / "outside.txt"
+    outside.write_text("mine")
+    os.symlink(outside, folder / "link")
+    assert run_cli(capsys, "report", run)[0] == 0
+    assert not os.path.lexists(page) and not os.path.lexists(folder)
+    assert outside.read_text() == "mine" and inspect_folder(run).foreign == []

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 from .errors import FeatvisError
 
 __all__ = ["BusyError", "clear_stale", "claim", "holding", "write_new", "atomic_write_bytes",
-           "stale_temporary"]
+           "stale_temporary", "remove_temporary"]
 
 KINDS = ("tmp", "old", "lock")
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
@@ -59,12 +59,30 @@ def stale_temporary(name: str) -> bool:
     return True
 
 
-def _remove(path: Path) -> None:
+def remove_temporary(path: Path) -> None:
+    """Delete a featvis temporary (a file, or a folder featvis built) left by a dead run.
+
+    Only the entry itself goes: a symlink is unlinked, never followed, and a folder is
+    removed without following the symlinks inside it (``shutil.rmtree``'s fd-based walk),
+    so nothing outside the temporary is touched. Callers pass only names that match
+    featvis's temporaries of a process that is gone."""
+    if not _TEMPORARY.match(path.name):
+        raise ValueError(f"{path}: not a featvis temporary; refusing to delete it")
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _clear(entry: Path, kind: str, target: Path,
+           stale_aside: Callable[[Path, Path], None] | None) -> None:
+    """Clean up the dead temporary ``entry``: a folder moved aside may hold the only copy
+    of some files, so only ``stale_aside`` may handle it; anything else is removed."""
+    if kind != "old":
+        remove_temporary(entry)
+    elif stale_aside is not None:
+        stale_aside(entry, target)
 
 
 def clear_stale(target: str | os.PathLike,
@@ -87,11 +105,7 @@ def clear_stale(target: str | os.PathLike,
             if _alive(int(match["pid"])):
                 raise BusyError(f"{target}: featvis process {match['pid']} is writing it "
                                 f"({entry.name}); wait for it to finish")
-            if match["kind"] == "old":
-                if stale_aside is not None:
-                    stale_aside(entry, target)
-            else:
-                _remove(entry)
+            _clear(entry, match["kind"], target, stale_aside)
 
 
 def claim(target: str | os.PathLike, kind: str,
@@ -104,7 +118,9 @@ def claim(target: str | os.PathLike, kind: str,
     target = Path(target)
     path = target.parent / f".{target.name}.featvis-{os.getpid()}@{_HOST}.{kind}"
     if os.path.lexists(path):                 # left by an earlier failure of this process
-        _remove(path)
+        _clear(path, kind, target, stale_aside)
+    if os.path.lexists(path):
+        raise BusyError(f"{path}: left by an earlier failure of this process; move it away")
     return path
 
 
@@ -141,8 +157,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
     tmp = claim(path, "tmp")
     try:
         write_new(tmp, data, durable=durable)
+    except FileExistsError:
+        raise        # something else took the temporary's name: not ours to delete
+    except BaseException:
+        remove_temporary(tmp)                      # created by write_new, then it failed
+        raise
+    try:
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        remove_temporary(tmp)
         raise

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from .errors import FeatvisError
-from .fileio import atomic_write_bytes, claim, clear_stale, stale_temporary, write_new
+from .fileio import (atomic_write_bytes, claim, clear_stale, remove_temporary, stale_temporary,
+                     write_new)
 from .safejson import loads as parse_json
 
 __all__ = ["RUN_FORMAT", "LEGACY_RUN_FORMATS", "SUMMARY", "EVALUATION", "EVALUATION_FORMAT",
@@ -404,9 +405,9 @@ class RunBuilder:
         """Write ``data`` at the relative path ``rel``; returns ``rel``."""
         path = self.root / check_segments(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if rel in self.records:
+        if rel in self.records:               # this builder's own file, written again
             path.unlink()
-        write_new(path, data)
+        write_new(path, data)                 # anything else in the way: FileExistsError
         self.records[rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         return rel
 
@@ -521,7 +522,7 @@ def build_run(plan: Replacement) -> Iterator[RunBuilder]:
         yield builder
         _publish(builder, plan)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_temporary(tmp)     # the private folder (foreign files in it are hard links)
         raise
 
 
@@ -595,8 +596,8 @@ def write_into_run(run_dir: str | os.PathLike, files: Mapping[str, bytes], *,
     fails); returns the foreign entries that ``force`` renamed ``NAME.kept``."""
     run_dir = Path(run_dir)
     contents, in_the_way = check_run_targets(run_dir, files, force=force)
-    for rel in contents.stale:
-        os.unlink(run_dir / rel)
+    for rel in contents.stale:            # dead featvis temporaries, found without following links
+        remove_temporary(run_dir / rel)
     kept = []
     for rel in in_the_way:
         name = _kept_name(run_dir, rel)
