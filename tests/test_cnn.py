@@ -194,3 +194,16 @@ def test_corrupt_and_foreign_files_are_refused_in_one_line(tmp_path, trained_cnn
         with pytest.raises(CheckpointError, match=problem) as refused:
             featvis.load(path)
         assert "\n" not in str(refused.value)
+
+
+def test_loading_leaves_the_global_random_state_alone(tmp_path):
+    import featvis
+
+    path = tmp_path / "cnn.safetensors"
+    save_model(ReferenceCNN(seed=3), path)
+    state = torch.random.get_rng_state()
+    loaded = featvis.load(path)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32
+               for p in loaded.parameters())
+    torch.testing.assert_close(loaded.state_dict(), ReferenceCNN(seed=3).state_dict())

@@ -201,3 +201,13 @@ def test_boxes_are_the_linearized_gradient_support_and_crops_the_input_under_the
         outside = crop.clone()
         outside[box] = 0
         assert not outside.any()
+
+
+def test_already_mined_examples_give_the_same_projections():
+    from featvis import top_examples
+
+    found = top_examples(sequential(), IMAGES, "5", k=3, units=[4, 0])
+    mined = deconvnet(sequential(), IMAGES, "5", k=3, units=[4, 0])
+    reused = deconvnet(sequential(), IMAGES, "5", examples=found)
+    assert torch.equal(mined.indices, reused.indices)
+    assert torch.equal(mined.projections, reused.projections)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ._version import __version__
-from .errors import FeatvisError
+from .errors import FeatvisError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -640,8 +640,7 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
         print("featvis: interrupted", file=sys.stderr)
         return 130
     except (FeatvisError, ValueError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"featvis {args.command}: error: {message}", file=sys.stderr)
+        print(f"featvis {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -180,13 +180,22 @@ def check_images(images: torch.Tensor, width: int | None = None, *,
                  name: str = "images", unit_range: bool = True) -> torch.Tensor:
     """Validate a batch of flat inputs: 2-D, floating, finite, optionally ``width`` wide and
     in [0, 1]."""
-    if not isinstance(images, torch.Tensor):
-        raise DataError(f"{name}: expected a torch.Tensor, got {type(images).__name__}")
+    _check_tensor(images, name)
     if images.dim() != 2:
         raise DataError(f"{name}: expected shape (N, D), got {tuple(images.shape)}")
     if width is not None and images.shape[1] != width:
         raise DataError(f"{name}: width {images.shape[1]} does not match the model's "
                         f"input size {width}")
+    return _check_values(images, name, unit_range)
+
+
+def _check_tensor(values: object, name: str) -> None:
+    if not isinstance(values, torch.Tensor):
+        raise DataError(f"{name}: expected a torch.Tensor, got {type(values).__name__}")
+
+
+def _check_values(images: torch.Tensor, name: str, unit_range: bool) -> torch.Tensor:
+    """Floating and finite (and in [0, 1] with ``unit_range``), in one pass over the data."""
     if not images.is_floating_point():
         raise DataError(f"{name}: expected floating-point values, got {images.dtype}")
     if images.numel() == 0:
@@ -222,19 +231,14 @@ def check_inputs(inputs: torch.Tensor, input_shape: tuple[int, ...] | None = Non
                  name: str = "images") -> torch.Tensor:
     """Validate a batch of inputs of any shape: a floating, finite tensor ``(N, *shape)``
     whose one input is ``input_shape`` when given."""
-    if not isinstance(inputs, torch.Tensor):
-        raise DataError(f"{name}: expected a torch.Tensor, got {type(inputs).__name__}")
+    _check_tensor(inputs, name)
     if inputs.dim() < 2:
         raise DataError(f"{name}: expected a batch (N, *input_shape), got shape "
                         f"{tuple(inputs.shape)}")
     if input_shape is not None and tuple(inputs.shape[1:]) != tuple(input_shape):
         raise DataError(f"{name}: one input has shape {tuple(inputs.shape[1:])}, the model "
                         f"takes {tuple(input_shape)}")
-    if not inputs.is_floating_point():
-        raise DataError(f"{name}: expected floating-point values, got {inputs.dtype}")
-    if not torch.isfinite(inputs).all():
-        raise DataError(f"{name}: contains NaN or infinite values")
-    return inputs
+    return _check_values(inputs, name, unit_range=False)
 
 
 def iter_batches(data: torch.Tensor | Iterable[torch.Tensor], batch_size: int

@@ -52,3 +52,10 @@ def check_float(name: str, value: object, low: float = 0.0, high: float = math.i
                     f"a number in {'[' if low_inclusive else '('}{low:g}, {high:g})")
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return float(value)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): what a
+    one-line error quotes of a library's longer one."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -107,8 +107,8 @@ def _combination(model, layer, units, input_shape, **kwargs):
                               **kwargs).images
 
 
-def _deconvnet(model, layer, units, input_shape, images, k=9, **kwargs):
-    return deconvnet(model, images, layer, units=units, k=k, **kwargs).projections[:, 0]
+def _deconvnet(model, layer, units, input_shape, images, **kwargs):
+    return deconvnet(model, images, layer, units=units, k=1, **kwargs).projections[:, 0]
 
 
 # Registry name -> (a run giving pictures or top-k indices, how two runs compare). The runs'

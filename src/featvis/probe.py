@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .errors import DataError, FeatvisError, check_int
+from .units import unit_generator
 from .models.dbn import DBN
 
 __all__ = ["Key", "LayerInfo", "Scores", "LayerError", "UnsupportedError", "Probe", "probe",
@@ -168,9 +169,8 @@ def _redraw(model: nn.Module, weights: Mapping[int, str], mode: str, seed: int) 
     with torch.no_grad():
         for position, name in chosen.items():
             weight = copied.get_parameter(name)
-            generator = torch.Generator(device=weight.device)
-            generator.manual_seed((seed * 1_000_003 + position) % 2**63)
-            weight.normal_(0.0, float(weight.std(correction=0)), generator=generator)
+            weight.normal_(0.0, float(weight.std(correction=0)),
+                           generator=unit_generator(seed, position, weight.device))
     return copied
 
 
@@ -275,14 +275,14 @@ class _Stop(Exception):
 
 
 @contextlib.contextmanager
-def capture(targets: Mapping[str, nn.Module], *, stop: bool = True,
+def capture(targets: Mapping[str, nn.Module], *,
             reduce: Callable[[str, torch.Tensor], object] | None = None
             ) -> Iterator[dict[str, object]]:
     """Forward hooks on ``targets`` (name -> module) only, always removed on exit; yields the
     dict that each forward fills with copies of their outputs, or with ``reduce(name,
     output)`` computed inside the hook (new tensors, so no copy is needed either way: a later
-    in-place op cannot change them). With ``stop``, the forward pass ends (by
-    :class:`_Stop`, which :func:`run_forward` catches) once all have run."""
+    in-place op cannot change them). The forward pass ends (by :class:`_Stop`, which
+    :func:`run_forward` catches) once all have run."""
     captured: dict[str, object] = {}
 
     def hook_for(name: str):
@@ -294,7 +294,7 @@ def capture(targets: Mapping[str, nn.Module], *, stop: bool = True,
                 raise FeatvisError(f"layer {name!r} returns {type(output).__name__}, not one "
                                    "tensor")
             captured[name] = output.clone() if reduce is None else reduce(name, output)
-            if stop and len(captured) == len(targets):
+            if len(captured) == len(targets):
                 raise _Stop
         return hook
 

@@ -14,7 +14,7 @@ import torch
 
 from .errors import is_int
 
-__all__ = ["Units", "resolve_units"]
+__all__ = ["Units", "resolve_units", "unit_generator"]
 
 Units = int | Sequence[int] | np.ndarray | torch.Tensor | None
 
@@ -64,3 +64,11 @@ def resolve_units(units: Units, n_units: int, device: torch.device | None = None
         raise ValueError(f"unit index {index[bad][0].item()} out of range: the layer has "
                          f"{n_units} units (0..{n_units - 1})")
     return index.to(device=device, dtype=torch.long)
+
+
+def unit_generator(seed: int, index: int, device: torch.device | str | None = None
+                   ) -> torch.Generator:
+    """A generator seeded by ``(seed, index)`` alone: what makes a unit's random draws (its
+    starting points, its samples, a layer's re-drawn weights) independent of the others
+    asked for."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + index) % 2**63)

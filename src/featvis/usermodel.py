@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from .errors import FeatvisError
+from .errors import FeatvisError, first_line
 
 __all__ = ["ModelSpecError", "load_factory", "load_weights"]
 
@@ -41,7 +41,7 @@ def load_factory(spec: str) -> nn.Module:
         module = importlib.import_module(module_name)
     except Exception as exc:           # noqa: BLE001 - any error in the user's import
         raise ModelSpecError(f"--model {spec}: cannot import {module_name} "
-                             f"({type(exc).__name__}: {_first_line(exc)})") from None
+                             f"({type(exc).__name__}: {first_line(exc)})") from None
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise ModelSpecError(f"--model {spec}: {module_name} has no callable {factory_name}")
@@ -49,7 +49,7 @@ def load_factory(spec: str) -> nn.Module:
         model = factory()
     except Exception as exc:           # noqa: BLE001 - any error in the user's factory
         raise ModelSpecError(f"--model {spec}: {factory_name}() raised "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"--model {spec}: {factory_name}() returned "
                              f"{type(model).__name__}, not a torch.nn.Module")
@@ -67,7 +67,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelSpecError(f"--weights {path}: not a readable safetensors file "
-                             f"({_first_line(exc)})") from None
+                             f"({first_line(exc)})") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -84,8 +84,3 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 def _listing(names: list[str]) -> str:
     return "none" if not names else ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

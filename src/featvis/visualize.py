@@ -174,13 +174,20 @@ class LayerRun:
 @dataclass(frozen=True)
 class Method:
     """A registry entry: ``unavailable(seam, key)`` says why the method does not apply to a
-    layer (``None`` if it does); ``run(layer)`` computes it and writes its pictures."""
+    layer (``None`` if it does); ``run(layer)`` computes it and writes its pictures;
+    ``rerun(settings, inputs)`` gives the small settings of its sanity re-runs;
+    ``indices``: its result is a set of indices (compared by overlap, not by picture);
+    ``made_of_data``: its pictures are made of inputs (distinct only once the data mean is
+    taken out)."""
 
     name: str
     title: str
     legend: str
     unavailable: Callable[[Probe, Key], str | None]
     run: Callable[[LayerRun], None]
+    rerun: Callable[[VisualizeSettings, torch.Tensor], dict]
+    indices: bool = False
+    made_of_data: bool = False
 
 
 def _always(seam: Probe, key: Key) -> str | None:
@@ -318,7 +325,8 @@ def _filters(layer: LayerRun) -> None:
 
 def _deconvnet(layer: LayerRun) -> None:
     s, up, method = layer.settings, layer.settings.upscale, _METHOD["deconvnet"]
-    pj = deconvnet(layer.seam.model, layer.model_images, layer.key, units=layer.units, k=s.k)
+    pj = deconvnet(layer.seam.model, layer.model_images, layer.key, units=layer.units, k=s.k,
+                   examples=layer.examples)        # mined already, in the one pass over data
     layer.section(method, tile(pj.projections[:, 0], upscale=up),
                   "each unit's strongest activation in the data, projected back to pixels")
     for j, info in enumerate(layer.details):
@@ -347,36 +355,42 @@ def _combination(layer: LayerRun) -> None:
 REGISTRY: tuple[Method, ...] = (
     Method("examples", "Dataset examples",
            "The inputs of the data set that activate the unit most, and their mean (Erhan, "
-           "Bengio, Courville & Vincent 2009).", _always, _examples),
+           "Bengio, Courville & Vincent 2009).", _always, _examples,
+           lambda s, inputs: dict(images=inputs[:SANITY["images"]], k=s.k),
+           indices=True, made_of_data=True),
     Method("maximize", "Activation maximization",
            "The input under a norm (or box) constraint that maximizes the unit's activation, "
-           "found by projected gradient ascent (Erhan et al. 2009).", _always, _maximize),
+           "found by projected gradient ascent (Erhan et al. 2009).", _always, _maximize,
+           lambda s, inputs: dict(rho=s.rho, bounds=s.bounds, steps=SANITY["steps"],
+                                  restarts=SANITY["restarts"])),
     Method("sampling", "Unit sampling",
            "Inputs sampled from the deep belief net with the unit clamped on, p(x | h = 1) "
            "(Erhan et al. 2009; Hinton et al. 2006), shown as the contrast with the same "
            "draws with the unit off, which removes what the generative biases draw for "
            "every unit; the raw mean is on each unit's page.",
-           lambda seam, key: _why_not(seam.generative), _sampling),
+           lambda seam, key: _why_not(seam.generative), _sampling,
+           lambda s, inputs: dict(n_samples=SANITY["samples"], variant=s.variant)),
     Method("filters", "Ranked filters",
            "The units of the layer below with the strongest connections to the unit, framed "
            "yellow for a positive and magenta for a negative weight (pylearn2's top_filters).",
            lambda seam, key: _why_not(lambda: linear_combination(   # the pictures below
                seam.model, ranked_filters(seam.model, key, top=1, input_shape=seam.input_shape)
                .below, top=None, units=[0], input_shape=seam.input_shape)),
-           _filters),
+           _filters, lambda s, inputs: dict(top=s.top), indices=True),
     Method("deconvnet", "Deconvnet projections",
            "The top examples of each channel beside their projections back to pixel space "
            "(Zeiler & Fergus 2014): the channel's maximum alone, sent down through the "
            "network with the forward pass's max-pool switches and rectified gradients.",
            lambda seam, key: None if len(seam.layer(key).unit_shape) == 2 else
-           f"layer {key!r} has no channel maps (a 4-D output) to project", _deconvnet),
+           f"layer {key!r} has no channel maps (a 4-D output) to project", _deconvnet,
+           lambda s, inputs: dict(images=inputs[:SANITY["images"]])),
     Method("combination", "Linear combination",
            "The weighted sum of the layer below's pictures over the unit's strongest "
            "connections, applied recursively from the first-layer filters (Lee, Ekanadham & "
            "Ng 2008).",
            lambda seam, key: _why_not(lambda: linear_combination(
                seam.model, key, top=None, units=[0], input_shape=seam.input_shape)),
-           _combination),
+           _combination, lambda s, inputs: dict(top=s.top)),
 )
 _METHOD = {method.name: method for method in REGISTRY}
 METHODS = tuple(_METHOD)
@@ -393,42 +407,35 @@ def _sanity_figures(layer: LayerRun, ran: list[str], model_images: torch.Tensor,
     the layer's (and the lower layers') weights; flags what looks like it ignores the model."""
     seam, key = layer.seam, layer.key
     units = layer.units[:SANITY["units"]]
-    reruns = {"examples": dict(images=model_images[:SANITY["images"]], k=s.k),
-              "maximize": dict(rho=s.rho, bounds=s.bounds, steps=SANITY["steps"],
-                               restarts=SANITY["restarts"]),
-              "sampling": dict(n_samples=SANITY["samples"], variant=s.variant),
-              "filters": dict(top=s.top), "combination": dict(top=s.top),
-              "deconvnet": dict(images=model_images[:SANITY["images"]], k=s.k)}
-    for name in ran:
-        pictures = layer.pictures.get(name)
-        compared = len(layer.units) >= 2 and pictures is not None    # units against units
-        if compared and name == "examples":
-            layer.figure(name, "distinctness (mean - data mean)", example_distinctness(
-                pictures, layer.images.flatten(1).mean(0)))
-        elif compared:
-            layer.figure(name, "distinctness", distinctness(pictures))
+
+    def record(method: Method, label: str, value: float, why: str) -> None:
+        layer.figure(method.name, label, value)
+        if value > _SUSPECT:
+            layer.flags.append({"method": method.name, "figure": label,
+                                "value": _json_float(value), "explanation": why})
+
+    for method in (_METHOD[name] for name in ran):
+        pictures = layer.pictures.get(method.name)
+        if len(layer.units) >= 2 and pictures is not None:        # units against units
+            if method.made_of_data:
+                record(method, "distinctness (mean - data mean)", example_distinctness(
+                    pictures, layer.images.flatten(1).mean(0)), _LOOK_ALIKE)
+            else:
+                record(method, "distinctness", distinctness(pictures), _LOOK_ALIKE)
+        measure = "index overlap" if method.indices else "similarity"
         for mode in RANDOMIZATIONS:
-            label = f"randomized similarity ({mode})"
-            if name in ("examples", "filters"):
-                label = f"randomized index overlap ({mode})"
-            layer.figure(name, label, randomized_similarity(
-                seam.model, key, name, mode=mode, units=units, seed=s.seed,
-                input_shape=seam.input_shape, **reruns[name]))
-    for name, figures in layer.figures.items():
-        for label, value in figures.items():
-            if (label.startswith("distinctness") or label.startswith("randomized")) and \
-                    value is not None and value > _SUSPECT:
-                layer.flags.append({"method": name, "figure": label, "value": value,
-                                    "explanation": _EXPLANATION[label.split(" (")[0]]})
+            record(method, f"randomized {measure} ({mode})", randomized_similarity(
+                seam.model, key, method.name, mode=mode, units=units, seed=s.seed,
+                input_shape=seam.input_shape, **method.rerun(s, model_images)),
+                _SURVIVES_INDICES if method.indices else _SURVIVES)
 
 
-_EXPLANATION = {
-    "distinctness": "the units' pictures look alike: they show what the method or the data "
-                    "puts into every picture more than what each unit learned",
-    "randomized similarity": "the pictures barely change when the weights are re-drawn at "
-                             "random: they do not show what the model learned",
-    "randomized index overlap": "the same inputs are chosen when the weights are re-drawn at "
-                                "random: the choice does not show what the model learned"}
+_LOOK_ALIKE = ("the units' pictures look alike: they show what the method or the data puts "
+               "into every picture more than what each unit learned")
+_SURVIVES = ("the pictures barely change when the weights are re-drawn at random: they do "
+             "not show what the model learned")
+_SURVIVES_INDICES = ("the same inputs are chosen when the weights are re-drawn at random: "
+                     "the choice does not show what the model learned")
 
 
 def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,

@@ -60,15 +60,14 @@ def linear_combination(model: torch.nn.Module, layer: Key, top: int | None = 10,
     if top is not None:
         for weight, below in zip(weights, chain[1:]):     # every top before any product
             check_top(top, weight.shape[1], below)
-    n_units = weights[0].shape[0] if weights else seam.filters(layer).shape[0]
-    units = resolve_units(units, n_units, seam.device)
     images = seam.filters(chain[-1])
+    units = resolve_units(units, weights[0].shape[0] if weights else images.shape[0],
+                          seam.device)
     shape = images.shape[1:]
     if not weights:
         return Combination(images[units].clone(), units)
     images = images.flatten(1)
-    for position, weight in zip(range(len(weights) - 1, -1, -1), reversed(weights)):
-        if position == 0:
-            weight = weight[units]
+    for position in reversed(range(len(weights))):         # from the first layer up
+        weight = weights[position][units] if position == 0 else weights[position]
         images = _sparsify(weight, top, rank_by) @ images
     return Combination(images.view(-1, *shape), units)

@@ -31,7 +31,7 @@ from ..data import check_inputs
 from ..errors import DataError, check_int
 from ..probe import Key, UnsupportedError, eval_mode, probe, run_forward
 from ..units import Units
-from .examples import top_examples
+from .examples import TopExamples, top_examples
 
 __all__ = ["Projections", "deconvnet", "RULES"]
 
@@ -193,7 +193,8 @@ def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
 
 
 def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units = None,
-              k: int = 9, rule: str = "deconvnet", batch_size: int = 64) -> Projections:
+              k: int = 9, rule: str = "deconvnet", batch_size: int = 64, *,
+              examples: TopExamples | None = None) -> Projections:
     """Each unit's ``k`` top examples (see :func:`top_examples`) projected to pixel space.
 
     ``layer`` must output ``(N, C, H, W)``; its units are channels. ``rule`` is
@@ -201,6 +202,8 @@ def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units =
     ReLUs and ops with a linear backward pass (conv, linear, pools, BatchNorm and dropout in
     eval mode, reshapes, adds, concatenation, padding) may come before the layer.
     ``batch_size`` inputs go through the model at once, for mining and for projection.
+    ``examples``, the layer's :func:`top_examples` of these ``images`` already mined (with
+    positions), are projected instead of mining again (their units and k are used).
 
     Example:
         >>> p = deconvnet(cnn, images, "features.3", k=9)       # doctest: +SKIP
@@ -227,7 +230,11 @@ def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units =
     field_top = torch.where(top == 0, bottom - height, top)
     field_left = torch.where(left == 0, right - width, left)
 
-    found = top_examples(model, images, layer, k=k, units=units, batch_size=batch_size)
+    found = examples if examples is not None else \
+        top_examples(model, images, layer, k=k, units=units, batch_size=batch_size)
+    if found.positions is None:
+        raise ValueError("examples: mined without positions (not this layer's channels?)")
+    k = found.indices.shape[1]
     indices = found.indices.flatten()
     units_of = found.units.repeat_interleave(k)
     positions = found.positions.flatten(0, 1)

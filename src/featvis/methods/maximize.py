@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..data import picture_shape
 from ..errors import check_float, check_int
 from ..probe import SPATIAL, Key, probe
-from ..units import Units, resolve_units
+from ..units import Units, resolve_units, unit_generator
 from .parameterization import (Transform, color_filter, fourier_filter, hashed_uniforms,
                                standard_transforms, transform)
 
@@ -55,23 +55,18 @@ class Maximization:
 
 def _mean_pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
     """``(U, R, D)`` -> ``(U,)``: mean cosine over the ``R (R - 1) / 2`` distinct pairs."""
-    r = x.shape[1]
-    if r < 2:
-        return x.new_full((x.shape[0],), float("nan"))
-    unit = F.normalize(x, dim=2)
-    gram = unit @ unit.transpose(1, 2)
-    return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (r * (r - 1))
+    units, restarts = x.shape[:2]
+    if restarts < 2:
+        return x.new_full((units,), float("nan"))
+    return _similarity_to_other_restarts(x.flatten(0, 1), restarts).view(units, -1).mean(1)
 
 
 def _starts(units: torch.Tensor, restarts: int, dim: int, seed: int) -> torch.Tensor:
     """``U[0, 1]`` starting points ``(U * R, D)``; unit u's rows come from a generator seeded
     by ``(seed, u)``, so they do not depend on the other units asked for."""
-    generator = torch.Generator()
-    rows = []
-    for unit in units.tolist():           # one small draw per unit; the work is batched below
-        generator.manual_seed((seed * 1_000_003 + unit) % 2**63)
-        rows.append(torch.rand(restarts, dim, generator=generator))
-    return torch.cat(rows)
+    # One small draw per unit; the work is batched below.
+    return torch.cat([torch.rand(restarts, dim, generator=unit_generator(seed, unit))
+                      for unit in units.tolist()])
 
 
 def _bounds(bounds: object) -> tuple[float, float] | None:
@@ -312,6 +307,8 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
     with torch.enable_grad():           # the objective alone: a penalty is never zero
         (grad,) = torch.autograd.grad(objective(x).sum(), x)
     dead = (grad == 0).all(1).view(n_units, restarts).all(1)
+    # Without transforms or penalties that is step 0's gradient too: not computed twice.
+    first = grad if not (chain or l2 or tv or diversity) else None
     kept = {}
 
     def snapshot(step: int) -> None:
@@ -322,8 +319,11 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
     snapshot(0)
     for step in tqdm(range(steps), desc=f"maximize {info.name}", unit="step",
                      disable=not progress, leave=False):
-        with torch.enable_grad():       # grad of x only: the model's .grad stay untouched
-            (grad,) = torch.autograd.grad(penalized(x, step).sum(), x)
+        if step == 0 and first is not None:
+            grad = first
+        else:
+            with torch.enable_grad():   # grad of x only: the model's .grad stay untouched
+                (grad,) = torch.autograd.grad(penalized(x, step).sum(), x)
         with torch.no_grad():
             if preconditioned:
                 grad = _two_metric(grad, x, precondition, rho, box)

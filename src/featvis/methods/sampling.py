@@ -26,7 +26,7 @@ from ..errors import check_int
 from ..models.dbn import DBN
 from ..models.rbm import RBM
 from ..probe import probe
-from ..units import Units, resolve_units
+from ..units import Units, resolve_units, unit_generator
 
 __all__ = ["UnitSamples", "sample_unit"]
 
@@ -51,8 +51,7 @@ class UnitSamples:
 
 def _generators(units: torch.Tensor, seed: int) -> list[torch.Generator]:
     """One generator per unit, seeded by ``(seed, unit)`` as maximize's starting points."""
-    return [torch.Generator(device=units.device).manual_seed((seed * 1_000_003 + unit) % 2**63)
-            for unit in units.tolist()]
+    return [unit_generator(seed, unit, units.device) for unit in units.tolist()]
 
 
 def _uniforms(generators: list[torch.Generator], shape: tuple[int, ...], like: torch.Tensor

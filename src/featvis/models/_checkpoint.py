@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import safejson
 from .._version import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from ..fileio import atomic_write_bytes
 from ..train import TrainingRecipe, check_snapshot
 
@@ -33,7 +33,7 @@ FORMAT = "featvis.dbn/2"
 FORMAT_1 = "featvis.dbn/1"   # still read: recipes then said k for cd_steps, and could be partial
 DBN_FORMATS = (FORMAT_1, FORMAT)
 MODEL_FORMAT = "featvis.model/1"   # every built-in kind but the DBN; "kind" says which
-FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")   # what a featvis.model/1 tensor may be stored as
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")   # what a checkpoint's tensor may be stored as
 LAST_EPOCH = "last_epoch"
 MAX_SIZES = 64   # layer sizes a checkpoint may list (input + 63 hidden layers)
 MAX_META_CHARS = 16 * 2**20   # the metadata of a real checkpoint is a few kB
@@ -74,7 +74,7 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
     """
     path = Path(path)
 
-    def read(f: safe_open) -> tuple[dict, dict[str, torch.Tensor]]:
+    def read(f: safe_open) -> tuple[dict, nn.Module, dict[str, torch.Tensor]]:
         meta = _read_meta(path, f.metadata() or {})
         if meta["format"] not in DBN_FORMATS:
             raise CheckpointError(f"{path}: {_describe(meta)}, not a DBN (featvis.load reads "
@@ -107,8 +107,7 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
             check_snapshot(dbn.rbms[d - 1], start, dbn.recipe, f"{LAST_EPOCH}.{d}.")
         dbn.data_info = dict(meta.get("data") or {})
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: inconsistent checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: inconsistent checkpoint ({first_line(exc)})") from None
     return dbn.to(device)
 
 
@@ -218,10 +217,7 @@ def read_model(cls: type[Model], path: str | os.PathLike,
     """
     path = Path(path)
 
-    def refuse(problem: str) -> CheckpointError:
-        return CheckpointError(f"{path}: inconsistent checkpoint ({problem})")
-
-    def read(f: safe_open) -> tuple[dict, dict[str, torch.Tensor]]:
+    def read(f: safe_open) -> tuple[dict, nn.Module, dict[str, torch.Tensor]]:
         meta = _read_meta(path, f.metadata() or {})
         if meta["format"] != MODEL_FORMAT or meta["kind"] != cls.kind:
             raise CheckpointError(f"{path}: {_describe(meta)}, not a {cls.kind!r} one "
@@ -230,73 +226,65 @@ def read_model(cls: type[Model], path: str | os.PathLike,
             with torch.device("meta"):
                 shell = cls.from_config(meta.get("config"), seed=None)
         except (TypeError, ValueError) as exc:
-            raise refuse(_first_line(exc)) from None
+            raise _refuse(path, first_line(exc)) from None
         for key in ("data", "recipe", "test_accuracy"):
             if not isinstance(meta.get(key, {}), dict):
-                raise refuse(f"{key} must be an object, got {reprlib.repr(meta[key])}")
+                raise _refuse(path, f"{key} must be an object, got {reprlib.repr(meta[key])}")
         expected = {name: tuple(t.shape) for name, t in shell.state_dict().items()}
-        odd = next((name for name in f.keys() if name not in expected), None)
-        if odd is not None:
-            raise refuse(f"unexpected tensor {reprlib.repr(odd)}")
-        present = set(f.keys())
-        for name, shape in expected.items():
-            if name not in present:
-                raise refuse(f"the config needs {name}, which is missing")
-            info = f.get_slice(name)
-            if tuple(info.get_shape()) != shape or info.get_dtype() not in FLOAT_DTYPES:
-                raise refuse(f"the config needs {name} as a float tensor of shape {shape}, "
-                             f"found {info.get_dtype()} {tuple(info.get_shape())}")
-        return meta, {name: f.get_tensor(name) for name in expected}
+        _check_tensors(path, f, expected, "the config needs")
+        return meta, shell, {name: f.get_tensor(name).float() for name in expected}
 
-    meta, tensors = _open(path, read)
-    model = cls.from_config(meta["config"], seed=None)
-    model.load_state_dict(tensors, strict=True)
-    for name, t in model.state_dict().items():   # after the cast: a float64 may overflow
-        if t.is_floating_point() and not torch.isfinite(t).all():
+    meta, model, tensors = _open(path, read)
+    for name, t in tensors.items():              # after the cast: a float64 may overflow
+        if not torch.isfinite(t).all():
             raise CheckpointError(f"{path}: {name} contains NaN or infinite values")
+    model.load_state_dict(tensors, strict=True, assign=True)    # the shell takes them as is
     model.data_info = dict(meta.get("data") or {})
     model.recipe = dict(meta.get("recipe") or {})
     model.test_accuracy = dict(meta.get("test_accuracy") or {})
     return model.eval().to(device)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message (its type's name if it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _refuse(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: inconsistent checkpoint ({problem})")
+
+
+def _check_tensors(path: Path, f: safe_open, expected: dict[str, tuple[int, ...]],
+                   needs: str, also: str | None = None) -> None:
+    """:class:`CheckpointError` unless the header holds exactly the ``expected`` tensors
+    (name -> shape, a float dtype), besides names starting with ``also``; ``needs`` says
+    what asks for them ("the config needs"). Reads no tensor data."""
+    odd = next((n for n in f.keys() if n not in expected
+                and not (also and n.startswith(also))), None)
+    if odd is not None:
+        raise _refuse(path, f"unexpected tensor {reprlib.repr(odd)}")
+    present = set(f.keys())
+    for name, shape in expected.items():
+        if name not in present:
+            raise _refuse(path, f"{needs} {name}, which is missing")
+        info = f.get_slice(name)
+        if tuple(info.get_shape()) != shape or info.get_dtype() not in FLOAT_DTYPES:
+            raise _refuse(path, f"{needs} {name} as a float tensor of shape {shape}, "
+                                f"found {info.get_dtype()} {tuple(info.get_shape())}")
 
 
 def _check_layout(path: Path, meta: dict, f: safe_open) -> None:
     """:class:`CheckpointError` unless the header holds exactly the tensors that
     ``meta["sizes"]`` implies (names, shapes, floating dtypes), plus records of last epochs,
     and ``meta["history"]`` has one list per layer. Reads no tensor data."""
-    def refuse(problem: str) -> CheckpointError:
-        return CheckpointError(f"{path}: inconsistent checkpoint ({problem})")
-
     sizes = meta.get("sizes")
     if not (isinstance(sizes, list) and 2 <= len(sizes) <= MAX_SIZES
             and all(type(s) is int and s >= 1 for s in sizes)):
-        raise refuse(f"sizes must be a list of 2 to {MAX_SIZES} positive integers, "
-                     f"got {reprlib.repr(sizes)}")
+        raise _refuse(path, f"sizes must be a list of 2 to {MAX_SIZES} positive integers, "
+                            f"got {reprlib.repr(sizes)}")
     expected = {"_input_norm": ()}
     for d, (v, h) in enumerate(zip(sizes[:-1], sizes[1:])):
         expected.update({f"rbms.{d}.weight": (h, v), f"rbms.{d}.visible_bias": (v,),
                          f"rbms.{d}.hidden_bias": (h,)})
-    names = f.keys()
-    odd = next((n for n in names if n not in expected and not n.startswith(LAST_EPOCH + ".")),
-               None)
-    if odd is not None:
-        raise refuse(f"unexpected tensor {reprlib.repr(odd)}")
-    present = set(names)
-    for name, shape in expected.items():
-        if name not in present:
-            raise refuse(f"sizes {reprlib.repr(sizes)} need {name}, which is missing")
-        info = f.get_slice(name)
-        if tuple(info.get_shape()) != shape or not info.get_dtype().startswith(("F", "BF")):
-            raise refuse(f"sizes {reprlib.repr(sizes)} need {name} as a float tensor of shape "
-                         f"{shape}, found {info.get_dtype()} {tuple(info.get_shape())}")
+    _check_tensors(path, f, expected, f"sizes {reprlib.repr(sizes)} need",
+                   also=LAST_EPOCH + ".")
     history = meta.get("history")
     if not (isinstance(history, list) and len(history) == len(sizes) - 1
             and all(isinstance(h, list) for h in history)):
-        raise refuse(f"history must hold one list per layer ({len(sizes) - 1}), "
-                     f"got {reprlib.repr(history)}")
+        raise _refuse(path, f"history must hold one list per layer ({len(sizes) - 1}), "
+                            f"got {reprlib.repr(history)}")
