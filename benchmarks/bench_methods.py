@@ -17,7 +17,9 @@ ratio taken between runs of the same round (so a busy machine affects both sides
    forward up to the deeper one on the same batches; maximize of all channels of its second
    conv layer in one batch vs one channel at a time, with 1 and 4 restarts.
 5. The same CNN with a 64-channel second conv layer: maximize of its 64 channels x 4
-   restarts with the standard transforms in one batch vs one channel at a time (lucent-style);
+   restarts with the standard transforms in one batch vs a lucent-style loop (per channel:
+   hooks on every module, the whole forward pass, Adam on the 4 pictures clamped to the box;
+   the goal's peer), and vs featvis itself one channel per call (the stricter peer);
    deconvnet projections of its 64 channels' top 9 of 1,000 inputs, batched vs one example at
    a time. Mining runs at the same batch size, so it is timed alone and subtracted from both.
 
@@ -44,6 +46,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from featvis import DBN, deconvnet, load_mnist, maximize, sample_unit, top_examples  # noqa: E402
+from featvis.methods.parameterization import (hashed_uniforms, standard_transforms,  # noqa: E402
+                                              transform)
 
 SIZES = [784, 1000, 500, 250]
 MNIST_NORM = 9.215               # mean L2 norm of an MNIST image: maximization's radius
@@ -174,12 +178,46 @@ def bench_cnn(cnn: nn.Sequential, images: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def lucent_style(cnn: nn.Sequential, layer: str, channel: int, steps: int, restarts: int
+                 ) -> torch.Tensor:
+    """One channel rendered the way lucent's ``render_vis`` does: forward hooks on every
+    module (its ``hook_model``), the whole model run every step, the channel's mean as the
+    objective, Adam on ``restarts`` pictures kept in the box [0, 1], featvis's standard
+    transforms."""
+    captured = {}
+    hooks = [module.register_forward_hook(
+        lambda m, i, out, name=name: captured.__setitem__(name, out))
+        for name, module in cnn.named_modules()]
+    try:
+        x = torch.rand(restarts, 1, 28, 28, generator=torch.Generator().manual_seed(channel))
+        x.requires_grad_(True)
+        adam = torch.optim.Adam([x], lr=0.05)
+        chain, rows = standard_transforms(), torch.arange(restarts)
+        draws = sum(t.draws for t in chain)
+        for step in range(steps):
+            u = hashed_uniforms(0, torch.full((restarts,), channel), rows, step, draws)
+            cnn(transform(x, chain, u))
+            loss = -captured[layer][:, channel].mean()
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return x.detach()
+
+
 def bench_wide(cnn: nn.Sequential, images: torch.Tensor) -> dict[str, float]:
     """Time ratios of the 64-channel case, one example (channel) at a time / batched:
-    maximization with transforms, and deconvnet's projections (its time less mining's)."""
+    maximization with transforms against a lucent-style loop and against featvis per
+    channel, and deconvnet's projections (its time less mining's)."""
     options = dict(rho=MNIST_NORM, bounds=(0.0, 1.0), steps=WIDE_STEPS, restarts=WIDE_RESTARTS,
                    transforms="standard", input_shape=images.shape[1:])
     batched = seconds(lambda: maximize(cnn, "3", **options))
+    lucent = seconds(lambda: [lucent_style(cnn, "3", c, WIDE_STEPS, WIDE_RESTARTS)
+                              for c in range(WIDE_CHANNELS[1])])
     looped = seconds(lambda: [maximize(cnn, "3", units=[c], **options)
                               for c in range(WIDE_CHANNELS[1])])
 
@@ -187,7 +225,8 @@ def bench_wide(cnn: nn.Sequential, images: torch.Tensor) -> dict[str, float]:
         return (seconds(lambda: deconvnet(cnn, images, "3", k=9, batch_size=batch_size))
                 - seconds(lambda: top_examples(cnn, images, "3", k=9, batch_size=batch_size)))
 
-    return {"max": looped / batched, "deconv": projection(1) / projection(DECONV_BATCH)}
+    return {"max": lucent / batched, "max_featvis": looped / batched,
+            "deconv": projection(1) / projection(DECONV_BATCH)}
 
 
 def goal(values: list[float], target: float, at_least: bool) -> str:
@@ -267,8 +306,9 @@ def report_wide(args: argparse.Namespace, cnn: nn.Sequential, images: torch.Tens
     col = lambda key: [r[key] for r in results]   # noqa: E731
     print(f"LeNet-like CNN, {WIDE_CHANNELS[1]}-channel layer 3 (min / median / max over rounds)")
     print(f"  maximize {WIDE_CHANNELS[1]} channels x {WIDE_RESTARTS} restarts, transforms, "
-          f"{WIDE_STEPS} steps, loop / batched  {spread(col('max'))}x   "
+          f"{WIDE_STEPS} steps, lucent-style loop / batched  {spread(col('max'))}x   "
           f"{goal(col('max'), 5, True)}")
+    print(f"  the same, featvis one channel per call / batched  {spread(col('max_featvis'))}x")
     print(f"  deconvnet projections {WIDE_CHANNELS[1]} channels x 9 of {len(images):,}, "
           f"one at a time / batched {DECONV_BATCH}  {spread(col('deconv'))}x   "
           f"{goal(col('deconv'), 5, True)}")

@@ -32,7 +32,7 @@ from .units import unit_generator
 from .models.dbn import DBN
 
 __all__ = ["Key", "LayerInfo", "Scores", "LayerError", "UnsupportedError", "Probe", "probe",
-           "layers", "SPATIAL"]
+           "layers", "affine", "SPATIAL"]
 
 Key = int | str
 SPATIAL = ("mean", "center")
@@ -98,10 +98,11 @@ class Probe:
         :meth:`objective` values (a DBN ranks by pre-activations and reports probabilities)."""
         return values
 
-    def objective(self, x: torch.Tensor, key: Key, units: torch.Tensor,
-                  spatial: str = "mean") -> torch.Tensor:
-        """Differentiable ``(N,)``: the value of unit ``units[n]`` for input ``x[n]`` (a
-        channel's map reduced by ``spatial``: its mean, or its centre position)."""
+    def objective(self, key: Key, units: torch.Tensor, spatial: str = "mean"
+                  ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The differentiable function ``x -> (N,)``: the value of unit ``units[n]`` for
+        input ``x[n]`` (a channel's map reduced by ``spatial``: its mean, or its centre
+        position). Prepared once for many calls (maximization's steps)."""
         raise NotImplementedError
 
     def default_rho(self) -> float | None:
@@ -217,11 +218,15 @@ class DBNProbe(Probe):
     def activation(self, key, values):
         return torch.sigmoid(values)
 
-    def objective(self, x, key, units, spatial="mean"):
+    def objective(self, key, units, spatial="mean"):
         d = self.layer(key).name
-        h = x if d == 1 else self.dbn._up(x, d - 1)
         rbm = self.dbn.rbms[d - 1]
-        return (h * rbm.weight[units]).sum(1) + rbm.hidden_bias[units]
+        rows, offsets = rbm.weight[units], rbm.hidden_bias[units]
+
+        def value(x: torch.Tensor) -> torch.Tensor:
+            h = x if d == 1 else self.dbn._up(x, d - 1)
+            return (h * rows).sum(1) + offsets
+        return value
 
     def default_rho(self):
         return self.dbn.input_norm
@@ -276,32 +281,38 @@ class _Stop(Exception):
 
 @contextlib.contextmanager
 def capture(targets: Mapping[str, nn.Module], *,
-            reduce: Callable[[str, torch.Tensor], object] | None = None
+            reduce: Callable[[str, torch.Tensor], object] | None = None, at: str = "output"
             ) -> Iterator[dict[str, object]]:
-    """Forward hooks on ``targets`` (name -> module) only, always removed on exit; yields the
-    dict that each forward fills with copies of their outputs, or with ``reduce(name,
-    output)`` computed inside the hook (new tensors, so no copy is needed either way: a later
-    in-place op cannot change them). The forward pass ends (by :class:`_Stop`, which
-    :func:`run_forward` catches) once all have run."""
+    """Hooks on ``targets`` (name -> module) only, always removed on exit; yields the dict
+    that each forward fills with copies of their outputs (``at="input"``: of their one
+    input, caught before the module runs), or with ``reduce(name, tensor)`` computed inside
+    the hook (new tensors, so no copy is needed either way: a later in-place op cannot
+    change them). The forward pass ends (by :class:`_Stop`, which :func:`run_forward`
+    catches) once all have been read."""
     captured: dict[str, object] = {}
 
+    def read(name: str, value: object, what: str) -> None:
+        if name in captured:
+            raise FeatvisError(f"layer {name!r} runs twice in one forward pass; featvis "
+                               "reads one output per layer (pick a module that runs once)")
+        if not isinstance(value, torch.Tensor):
+            raise FeatvisError(f"layer {name!r} {what} {type(value).__name__}, not one tensor")
+        captured[name] = value.clone() if reduce is None else reduce(name, value)
+        if len(captured) == len(targets):
+            raise _Stop
+
     def hook_for(name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            if name in captured:
-                raise FeatvisError(f"layer {name!r} runs twice in one forward pass; featvis "
-                                   "reads one output per layer (pick a module that runs once)")
-            if not isinstance(output, torch.Tensor):
-                raise FeatvisError(f"layer {name!r} returns {type(output).__name__}, not one "
-                                   "tensor")
-            captured[name] = output.clone() if reduce is None else reduce(name, output)
-            if len(captured) == len(targets):
-                raise _Stop
-        return hook
+        if at == "input":
+            return lambda module, args: read(name, args[0] if len(args) == 1 else args,
+                                             "takes")
+        return lambda module, args, output: read(name, output, "returns")
 
     handles = []
     try:
         for name, module in targets.items():
-            handles.append(module.register_forward_hook(hook_for(name)))
+            register = (module.register_forward_pre_hook if at == "input"
+                        else module.register_forward_hook)
+            handles.append(register(hook_for(name)))
         yield captured
     finally:
         for handle in handles:
@@ -309,10 +320,11 @@ def capture(targets: Mapping[str, nn.Module], *,
 
 
 def run_forward(model: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module],
-                reduce: Callable[[str, torch.Tensor], object] | None = None) -> dict:
-    """The outputs of ``targets`` for input ``x`` (or their ``reduce``, see :func:`capture`),
-    from one (truncated) forward pass."""
-    with capture(targets, reduce=reduce) as captured:
+                reduce: Callable[[str, torch.Tensor], object] | None = None, *,
+                at: str = "output") -> dict:
+    """The outputs (or inputs, see :func:`capture`) of ``targets`` for input ``x``, or their
+    ``reduce``, from one (truncated) forward pass."""
+    with capture(targets, reduce=reduce, at=at) as captured:
         try:
             model(x)
         except _Stop:
@@ -389,12 +401,45 @@ class ModuleProbe(Probe):
         with eval_mode(self.model), torch.no_grad():
             return run_forward(self.model, x, targets, reduce)
 
-    def objective(self, x, key, units, spatial="mean"):
-        info = self.layer(key)
-        with eval_mode(self.model):
-            output = run_forward(self.model, x, {key: self.modules[key]})[key]
-        rows = output[torch.arange(len(units), device=output.device), units]
-        return _reduce_map(rows, spatial) if info.unit_shape else rows
+    def objective(self, key, units, spatial="mean"):
+        info, module = self.layer(key), self.modules[key]
+        targets = {key: module}
+        if affine(module):
+            # The layer is affine in its input: unit u reads ``row_u . input + offset_u``, so
+            # the forward pass stops before the layer, whose own work (64 channels where one
+            # is wanted, and its backward) is never done.
+            rows, offsets = self._affine_readout(key, units, spatial)
+
+            def value(x: torch.Tensor) -> torch.Tensor:
+                with eval_mode(self.model):
+                    inputs = run_forward(self.model, x, targets, at="input")[key]
+                return (inputs.flatten(1) * rows).sum(1) + offsets
+            return value
+
+        def value(x: torch.Tensor) -> torch.Tensor:
+            with eval_mode(self.model):
+                output = run_forward(self.model, x, targets)[key]
+            picked = output[torch.arange(len(units), device=output.device), units]
+            return _reduce_map(picked, spatial) if info.unit_shape else picked
+        return value
+
+    def _affine_readout(self, key: str, units: torch.Tensor, spatial: str
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For an affine layer, ``(N, D)`` rows and ``(N,)`` offsets with ``unit(x) = row .
+        input + offset`` per entry of ``units``: the gradient and the value at a zero input
+        of the layer alone, one row per distinct unit."""
+        module = self.modules[key]
+        example = torch.zeros((1, *self.input_shape), device=self.device, dtype=self.dtype)
+        with eval_mode(self.model), torch.no_grad():
+            shape = run_forward(self.model, example, {key: module}, at="input")[key].shape[1:]
+        distinct, inverse = units.unique(return_inverse=True)
+        zero = torch.zeros((len(distinct), *shape), device=self.device, dtype=self.dtype,
+                           requires_grad=True)
+        with torch.enable_grad():
+            output = module(zero)
+            picked = _reduce_map(output[torch.arange(len(distinct)), distinct], spatial)
+            (rows,) = torch.autograd.grad(picked.sum(), zero)
+        return rows.flatten(1)[inverse], picked.detach()[inverse]
 
     def default_layers(self):
         """Every Conv2d and Linear, in forward order."""
@@ -455,6 +500,15 @@ class ModuleProbe(Probe):
         below = weighted[:weighted.index(key) + 1]
         return _redraw(self.model, {position: f"{name}.weight"
                                     for position, name in enumerate(below)}, mode, seed)
+
+
+def affine(module: nn.Module) -> bool:
+    """Whether ``module`` is exactly a Linear or Conv (no subclass with its own forward)
+    without hooks of its own or global ones: its output is affine in its one input."""
+    return (type(module) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+            and not (module._forward_hooks or module._forward_pre_hooks)
+            and not (nn.modules.module._global_forward_hooks
+                     or nn.modules.module._global_forward_pre_hooks))
 
 
 def _has_weights(module: nn.Module) -> bool:

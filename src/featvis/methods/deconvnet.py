@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..data import check_inputs
 from ..errors import DataError, check_int
-from ..probe import Key, UnsupportedError, eval_mode, probe, run_forward
+from ..probe import Key, UnsupportedError, affine, eval_mode, probe, run_forward
 from ..units import Units
 from .examples import TopExamples, top_examples
 
@@ -170,12 +170,46 @@ def _project(model: nn.Module, layer: str, x: torch.Tensor, units: torch.Tensor,
     """``(B, *input)``: row ``b``'s value of unit ``units[b]`` at ``positions[b]``, all else
     zeroed, sent back to the input of ``x[b]`` by ``rule``."""
     x = x.detach().requires_grad_()
+    module = model.get_submodule(layer)
+    direct = _plain_conv(module)
     with torch.enable_grad(), eval_mode(model), _Rules(rule, layer):
-        out = run_forward(model, x, {layer: model.get_submodule(layer)})[layer]
+        out = run_forward(model, x, {layer: module}, at="input" if direct else "output")[layer]
+    if direct:
+        # The layer's own transpose, for one position and channel per row: the unit's
+        # filter times its value, placed at the position (no full forward or backward).
+        return torch.autograd.grad(out, x, _placed_filters(module, out.detach(), units,
+                                                           positions))[0]
     at = (torch.arange(len(x), device=x.device), units, positions[:, 0], positions[:, 1])
     signal = torch.zeros_like(out)
     signal[at] = out.detach()[at]
     return torch.autograd.grad(out, x, signal)[0]
+
+
+def _plain_conv(module: nn.Module) -> bool:
+    """A Conv2d whose adjoint :func:`_placed_filters` computes: no hooks or subclass, one
+    group, zero padding given in pixels."""
+    return (affine(module) and isinstance(module, nn.Conv2d) and module.groups == 1
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str))
+
+
+def _placed_filters(conv: nn.Conv2d, inputs: torch.Tensor, units: torch.Tensor,
+                    positions: torch.Tensor) -> torch.Tensor:
+    """``(B, C_in, H, W)``: for row b, ``conv``'s output at channel ``units[b]`` and position
+    ``positions[b]`` times its gradient with respect to the layer's input ``inputs``."""
+    geometry = dict(kernel_size=conv.kernel_size, dilation=conv.dilation,
+                    padding=conv.padding, stride=conv.stride)
+    columns = F.unfold(inputs, **geometry)                    # (B, C_in * kh * kw, L)
+    width = (inputs.shape[3] + 2 * conv.padding[1]
+             - conv.dilation[1] * (conv.kernel_size[1] - 1) - 1) // conv.stride[1] + 1
+    rows = torch.arange(len(inputs), device=inputs.device)
+    spot = positions[:, 0] * width + positions[:, 1]
+    filters = conv.weight.detach()[units].flatten(1)
+    value = (columns[rows, :, spot] * filters).sum(1)
+    if conv.bias is not None:
+        value = value + conv.bias.detach()[units]
+    placed = torch.zeros_like(columns)
+    placed[rows, :, spot] = value[:, None] * filters
+    return F.fold(placed, inputs.shape[2:], **geometry)
 
 
 def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,

@@ -267,8 +267,10 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
     row_restarts = torch.arange(restarts, device=device).repeat(n_units)
     draws = sum(t.draws for t in chain)
 
+    read = seam.objective(layer, row_units, spatial)
+
     def objective(x: torch.Tensor) -> torch.Tensor:
-        return seam.objective(x.view(-1, *shape), layer, row_units, spatial)
+        return read(x.view(-1, *shape))
 
     def seen(x: torch.Tensor, step: int) -> torch.Tensor:
         """The pictures the model sees at ``step``: ``x`` randomly transformed."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..data import check_inputs
 
-__all__ = ["Transform", "Pad", "Jitter", "Scale", "Rotate", "standard_transforms",
+__all__ = ["Transform", "Affine", "Pad", "Jitter", "Scale", "Rotate", "standard_transforms",
            "transform", "hashed_uniforms", "fourier_filter", "color_filter",
            "fit_color_decorrelation"]
 
@@ -91,15 +91,34 @@ class Jitter(Transform):
         return f"Jitter({self.pixels})"
 
 
-def _affine(pictures: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Resample each row at ``matrix @ (x, y)`` in normalized coordinates (bilinear, 0 outside)."""
-    theta = torch.cat([matrix, matrix.new_zeros(len(matrix), 2, 1)], 2).to(pictures.dtype)
-    grid = F.affine_grid(theta, list(pictures.shape), align_corners=False)
+def _resample(pictures: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Resample each row at ``matrix @ (x, y)`` in normalized coordinates (bilinear, 0
+    outside); the grid is built by broadcasting (``F.affine_grid``'s batched product of
+    ``(H W, 3)`` by ``(3, 2)`` costs more than the resampling)."""
+    n, _, h, w = pictures.shape
+    matrix = matrix.to(pictures.dtype)
+    xs = (torch.arange(w, device=pictures.device, dtype=pictures.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=pictures.device, dtype=pictures.dtype) * 2 + 1) / h - 1
+    grid = (matrix[:, None, None, :, 0] * xs[None, None, :, None]
+            + matrix[:, None, None, :, 1] * ys[None, :, None, None])      # (N, H, W, 2)
     return F.grid_sample(pictures, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False)
 
 
-class Scale(Transform):
+class Affine(Transform):
+    """A random linear map about the picture's centre: consecutive ones are composed by
+    :func:`transform` and resampled once (one interpolation, not one per transform)."""
+
+    def matrix(self, u: torch.Tensor) -> torch.Tensor:
+        """``(N, 2, 2)``: where each output position samples its input, in normalized
+        coordinates."""
+        raise NotImplementedError
+
+    def __call__(self, pictures: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return _resample(pictures, self.matrix(u))
+
+
+class Scale(Affine):
     """Zoom each row about its centre by a factor uniform in ``[low, high]``."""
 
     draws = 1
@@ -107,16 +126,15 @@ class Scale(Transform):
     def __init__(self, low: float, high: float):
         self.low, self.high = float(low), float(high)
 
-    def __call__(self, pictures: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def matrix(self, u: torch.Tensor) -> torch.Tensor:
         inverse = 1 / (self.low + (self.high - self.low) * u[:, 0])
-        eye = torch.eye(2, dtype=u.dtype, device=u.device)
-        return _affine(pictures, eye * inverse[:, None, None])
+        return torch.eye(2, dtype=u.dtype, device=u.device) * inverse[:, None, None]
 
     def __repr__(self) -> str:
         return f"Scale({self.low:g}, {self.high:g})"
 
 
-class Rotate(Transform):
+class Rotate(Affine):
     """Rotate each row about its centre by an angle uniform in ``[-degrees, degrees]``."""
 
     draws = 1
@@ -124,11 +142,10 @@ class Rotate(Transform):
     def __init__(self, degrees: float):
         self.degrees = float(degrees)
 
-    def __call__(self, pictures: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def matrix(self, u: torch.Tensor) -> torch.Tensor:
         angle = math.radians(self.degrees) * (2 * u[:, 0] - 1)
         cos, sin = angle.cos(), angle.sin()
-        return _affine(pictures, torch.stack([torch.stack([cos, -sin], 1),
-                                              torch.stack([sin, cos], 1)], 1))
+        return torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
 
     def __repr__(self) -> str:
         return f"Rotate({self.degrees:g})"
@@ -144,12 +161,22 @@ def standard_transforms() -> list[Transform]:
 def transform(pictures: torch.Tensor, transforms: Sequence[Transform],
               u: torch.Tensor) -> torch.Tensor:
     """Apply ``transforms`` in order, transform k reading its columns of the uniforms ``u``
-    ``(N, sum of draws)``, then crop back to the centre ``(H, W)``."""
+    ``(N, sum of draws)``, then crop back to the centre ``(H, W)``. A run of consecutive
+    :class:`Affine` transforms is one resampling by their composed matrix."""
     h, w = pictures.shape[-2:]
-    column = 0
+    column, pending = 0, None
     for t in transforms:
-        pictures = t(pictures, u[:, column:column + t.draws])
+        drawn = u[:, column:column + t.draws]
         column += t.draws
+        if isinstance(t, Affine):
+            # Applying A then B samples the input at A (B p): the matrices compose as A @ B.
+            pending = t.matrix(drawn) if pending is None else pending @ t.matrix(drawn)
+            continue
+        if pending is not None:
+            pictures, pending = _resample(pictures, pending), None
+        pictures = t(pictures, drawn)
+    if pending is not None:
+        pictures = _resample(pictures, pending)
     top, left = (pictures.shape[-2] - h) // 2, (pictures.shape[-1] - w) // 2
     return pictures[..., top:top + h, left:left + w]
 
