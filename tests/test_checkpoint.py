@@ -190,3 +190,121 @@ def test_the_models_do_not_import_the_checkpoint_module():
     assert len(modules) >= 4
     for module in modules:
         assert "featvis.checkpoint" not in imported_modules(module), module.__name__
+
+
+def gaussian_dbn():
+    """A small Gaussian DBN whose sigma was annealed from 0.5."""
+    x = torch.randn(100, 6, generator=torch.Generator().manual_seed(0))
+    return DBN([6, 4, 3], visible="gaussian", sigma=0.5).fit(
+        x, epochs=2, batch_size=50, lr=0.02, sigma_decay=0.5, sigma_floor=0.25, progress=False)
+
+
+def test_gaussian_round_trip_keeps_the_visible_kind_and_sigma(tmp_path, monkeypatch):
+    path = tmp_path / "g.safetensors"
+    dbn = gaussian_dbn()
+    dbn.save(path)
+    tensors, metadata = read_checkpoint(path)
+    meta = json.loads(metadata["featvis"])
+    assert (meta["visible"], meta["sigma"]) == ("gaussian", 0.5)      # as built
+    assert tensors["rbms.0._sigma"].item() == dbn.sigma == 0.25        # as annealed
+    refuse_unpickling(monkeypatch)
+    loaded = DBN.load(path)
+    assert (loaded.visible, loaded.sigma, loaded.rbms[0].initial_sigma) == ("gaussian", 0.25, 0.5)
+    assert loaded.rbms[1].visible == "binary" and loaded.recipe == dbn.recipe
+    assert loaded.recipe.sigma_decay == 0.5
+    for (name, a), (_, b) in zip(dbn.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoints_from_before_gaussian_units_load_as_binary(tmp_path, small_dbn):
+    """No visible kind, no sigma and no sigma fields in the recipe: a binary model."""
+    path = tmp_path / "old.safetensors"
+    small_dbn.save(path)
+    tensors, metadata = read_checkpoint(path)
+    meta = json.loads(metadata["featvis"])
+    assert (meta["visible"], meta["sigma"]) == ("binary", 1.0)
+    for name in ("visible", "sigma"):
+        del meta[name]
+    for name in ("sigma", "sigma_decay", "sigma_floor"):
+        del meta["recipe"][name]
+    save_file(tensors, path, metadata={"featvis": json.dumps(meta)})
+    loaded = DBN.load(path)
+    assert loaded.visible == "binary" and loaded.recipe == small_dbn.recipe
+    for (name, a), (_, b) in zip(small_dbn.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("edit,problem", [
+    (lambda m, t: m.update(visible="poisson"),
+     "inconsistent checkpoint (visible must be 'binary' or 'gaussian', got 'poisson')"),
+    (lambda m, t: m.update(visible=["gaussian"]), "visible must be 'binary' or 'gaussian'"),
+    (lambda m, t: m.update(sigma="0.5"), "(sigma must be a finite number > 0, got '0.5')"),
+    (lambda m, t: m.update(visible="binary"), "unexpected tensor 'rbms.0._sigma'"),
+    (lambda m, t: t.pop("rbms.0._sigma"),
+     "sizes [6, 4, 3] with Gaussian visible units need rbms.0._sigma, which is missing"),
+    (lambda m, t: t.update({"rbms.0._sigma": torch.tensor(-0.5)}),
+     "rbms.0._sigma is not a positive standard deviation"),
+])
+def test_inconsistent_gaussian_metadata_is_refused(tmp_path, edit, problem):
+    path = tmp_path / "g.safetensors"
+    gaussian_dbn().save(path)
+    tensors, metadata = read_checkpoint(path)
+    meta = json.loads(metadata["featvis"])
+    edit(meta, tensors)
+    save_file(tensors, path, metadata={"featvis": json.dumps(meta)})
+    with pytest.raises(CheckpointError) as refused:
+        DBN.load(path)
+    message = str(refused.value)
+    assert problem in message and "\n" not in message
+
+
+def whitened_dbn() -> DBN:
+    """A Gaussian DBN with a ZCA whitening fitted on random patches of its input width."""
+    from featvis.whitening import ZCA, Whitening
+
+    dbn = gaussian_dbn()
+    patches = torch.randn(50, dbn.sizes[0], generator=torch.Generator().manual_seed(0))
+    dbn.whitening = Whitening("zca", zca=ZCA.fit(patches, epsilon=0.1))
+    return dbn
+
+
+def test_whitening_round_trips_with_the_model(tmp_path):
+    from featvis.whitening import Whitening
+
+    path = tmp_path / "w.safetensors"
+    dbn = whitened_dbn()
+    dbn.save(path)
+    loaded = DBN.load(path)
+    assert loaded.whitening.kind == "zca" and loaded.whitening.zca.epsilon == 0.1
+    assert torch.equal(loaded.whitening.zca.matrix, dbn.whitening.zca.matrix)
+    dbn.whitening = Whitening("1/f", f0=0.3)
+    dbn.save(path)
+    assert (DBN.load(path).whitening.kind, DBN.load(path).whitening.f0) == ("1/f", 0.3)
+    dbn.whitening = None
+    dbn.save(path)
+    assert DBN.load(path).whitening is None
+
+
+@pytest.mark.parametrize("edit,problem", [
+    (lambda m, t: t.pop("whitening.zca.eigenvectors"), "whitening.zca.eigenvectors, which is "
+                                                       "missing"),
+    (lambda m, t: t.update({"whitening.zca.mean": torch.zeros(7)}), "whitening.zca.mean as a "
+                                                                    "float tensor of shape (6,)"),
+    (lambda m, t: m.update(whitening={"kind": "pca"}), "with a kind of none, 1/f, zca, got "
+                                                       "{'kind': 'pca'}"),
+    (lambda m, t: m.update(whitening="zca"), "whitening must be null or an object"),
+    (lambda m, t: m["whitening"].pop("epsilon"), "config lacks 'epsilon'"),
+    (lambda m, t: t.update({"whitening.zca.eigenvalues": -torch.ones(6)}),
+     "eigenvalues must be >= 0"),
+])
+def test_inconsistent_whitening_is_refused(tmp_path, edit, problem):
+    path = tmp_path / "w.safetensors"
+    whitened_dbn().save(path)
+    tensors, metadata = read_checkpoint(path)
+    meta = json.loads(metadata["featvis"])
+    edit(meta, tensors)
+    save_file(tensors, path, metadata={"featvis": json.dumps(meta)})
+    with pytest.raises(CheckpointError) as refused:
+        DBN.load(path)
+    message = str(refused.value)
+    assert problem in message and "\n" not in message

@@ -108,3 +108,54 @@ def test_fit_checks_the_whole_recipe_before_training():
 def test_input_norm_is_recorded(mnist_small, small_dbn):
     assert small_dbn.input_norm == pytest.approx(mnist_small[0].norm(dim=1).mean().item())
     assert DBN([4, 2]).input_norm is None
+
+
+def real_data(n=200, width=16, seed=0):
+    """Zero-mean real-valued rows: 3 factors plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g) @ torch.randn(3, width, generator=g)
+    x += 0.3 * torch.randn(n, width, generator=g)
+    return x - x.mean(0)
+
+
+def test_gaussian_dbn_trains_on_real_valued_data():
+    """Only RBM 1 is Gaussian (and annealed); RBM 2 is binary, fitted on RBM 1's hand-over."""
+    x = real_data()
+    recipe = dict(epochs=4, batch_size=50, lr=0.05, sigma_decay=0.9, sigma_floor=0.3)
+    dbn = DBN([16, 8, 4], visible="gaussian", sigma=0.5, seed=2).fit(x, seed=3, progress=False,
+                                                                    **recipe)
+    assert dbn.visible == "gaussian" and [r.visible for r in dbn.rbms] == ["gaussian", "binary"]
+    assert dbn.sigma == pytest.approx(0.5 * 0.9 ** 4) and dbn.rbms[0].initial_sigma == 0.5
+    assert "visible='gaussian'" in repr(dbn)
+    errors = [e["error_per_case"] for e in dbn.rbms[0].history]
+    assert errors[-1] < errors[0]
+    # The same two RBMs trained by hand on the same batches.
+    layer_recipe = TrainingRecipe(seed=3 + 1, **recipe)
+    order = batch_order(200, seed=3)
+    first = RBM(16, 8, visible="gaussian", sigma=0.5, seed=3 + 1)
+    last = fit_rbm(first, x, layer_recipe, order=order, keep_last_epoch=True, progress=False)
+    second = RBM(8, 4, seed=3 + 2)
+    fit_rbm(second, last.hidden, dataclasses.replace(layer_recipe, seed=3 + 2), order=order,
+            progress=False)
+    for d, rbm in enumerate([first, second]):
+        for name, t in rbm.state_dict().items():
+            assert torch.equal(t, dbn.rbms[d].state_dict()[name]), (d, name)
+    # The up-pass divides by sigma; the down-pass to the inputs is visible_mean.
+    rbm = dbn.rbms[0]
+    torch.testing.assert_close(dbn.transform(x, 1),
+                               torch.sigmoid(x / dbn.sigma @ rbm.weight.T + rbm.hidden_bias))
+    h = dbn.transform(x[:5], 1)
+    torch.testing.assert_close(rbm.visible_mean(h),
+                               rbm.visible_bias + dbn.sigma * h @ rbm.weight)
+
+
+def test_visible_kind_is_checked_and_binary_inputs_stay_in_unit_range():
+    with pytest.raises(ValueError, match="^visible must be 'binary' or 'gaussian', got 'real'$"):
+        DBN([4, 2], visible="real")
+    with pytest.raises(ValueError, match="^sigma applies to Gaussian visible units only"):
+        DBN([4, 2], sigma=0.5)
+    assert DBN([4, 2]).visible == "binary" and DBN([4, 2]).sigma == 1.0
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        DBN([16, 4]).fit(real_data(), epochs=1, progress=False)
+    with pytest.raises(DataError, match="NaN"):
+        DBN([4, 2], visible="gaussian").fit(torch.full((5, 4), float("inf")), progress=False)

@@ -2,6 +2,7 @@
 weight-randomization sanity check (with the probe's randomized copies it relies on)."""
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from torch import nn
 
 import featvis
 from featvis import ranked_filters, top_examples
-from featvis.figures import (Purity, class_purity, distinctness, example_distinctness,
+from featvis.figures import (GABOR_COLUMNS, GaborFit, Purity, class_purity, distinctness,
+                             example_distinctness, gabor_fit, locality, random_locality,
                              randomized_similarity)
 from featvis.probe import UnsupportedError, probe
 from featvis.visualize import METHODS
@@ -209,3 +211,170 @@ def test_a_dbn_redraws_the_rbm_weights_below_and_keeps_its_biases():
         assert {name for name, value in copy.state_dict().items()
                 if not torch.equal(value, before[name])} == expected
     assert all(torch.equal(dbn.state_dict()[name], before[name]) for name in before)
+
+
+def gabors(n, side=14, noise=0.05, seed=0, sigma=(2.0, 3.0), freq=(0.15, 0.3)):
+    """``n`` noisy unit-amplitude Gabors ``(n, side, side)``, their clean images and their
+    true ``x0, y0, theta, frequency, sigma_x, sigma_y, phase`` ``(n, 7)``, drawn apart from
+    featvis's code. ``sigma_x * frequency >= 0.3``: with less than about a third of a cycle
+    per sigma the carrier is a blob whose frequency the pixels cannot tell."""
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(low, high):
+        return low + (high - low) * torch.rand(n, 1, 1, generator=g, dtype=torch.float64)
+
+    x0, y0 = uniform(5.0, side - 6.0), uniform(5.0, side - 6.0)
+    theta, f = uniform(0, math.pi), uniform(*freq)
+    sx, sy, phase = uniform(*sigma), uniform(*sigma), uniform(-math.pi, math.pi)
+    y, x = torch.meshgrid(torch.arange(side, dtype=torch.float64),
+                          torch.arange(side, dtype=torch.float64), indexing="ij")
+    u = (x - x0) * theta.cos() + (y - y0) * theta.sin()
+    v = -(x - x0) * theta.sin() + (y - y0) * theta.cos()
+    clean = torch.exp(-u ** 2 / (2 * sx ** 2) - v ** 2 / (2 * sy ** 2)) * torch.cos(
+        2 * math.pi * f * u + phase)
+    noisy = clean + noise * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    truth = torch.cat([t.flatten()[:, None] for t in (x0, y0, theta, f, sx, sy, phase)], 1)
+    return noisy.float(), clean, truth
+
+
+def render(params, offset, side):
+    """The Gabors of :class:`GaborFit` params ``(F, 8)`` and offsets, by the formula."""
+    x0, y0, theta, f, sx, sy, phase, amplitude = (params.double()[:, i, None, None]
+                                                  for i in range(8))
+    y, x = torch.meshgrid(torch.arange(side, dtype=torch.float64),
+                          torch.arange(side, dtype=torch.float64), indexing="ij")
+    u = (x - x0) * theta.cos() + (y - y0) * theta.sin()
+    v = -(x - x0) * theta.sin() + (y - y0) * theta.cos()
+    return amplitude * torch.exp(-u ** 2 / (2 * sx ** 2) - v ** 2 / (2 * sy ** 2)) * torch.cos(
+        2 * math.pi * f * u + phase) + offset.double()[:, None, None]
+
+
+def disc_count(side, cy, cx, r):
+    return sum((y - cy) ** 2 + (x - cx) ** 2 <= r ** 2
+               for y in range(side) for x in range(side))
+
+
+def test_locality_of_a_spike_and_of_energy_spread_evenly():
+    # One pixel of 1 among zeros: energy (1 - 1/D)^2 at the spike, (1/D)^2 elsewhere.
+    side, d = 14, 196
+    spike = torch.zeros(1, side, side)
+    spike[0, 6, 7] = 1.0
+    inside = disc_count(side, 6, 7, 3)                     # r = side // 4 = 3: 29 pixels
+    assert inside == 29
+    peak = (1 - 1 / d) ** 2
+    expected = (peak + (inside - 1) / d ** 2) / (peak + (d - 1) / d ** 2)
+    assert locality(spike) == pytest.approx(expected, rel=1e-5)    # 0.9956
+    assert locality(spike.flatten(1)) == locality(spike)
+    # An even-sided checkerboard of +-1 has energy 1 everywhere; a slightly stronger pixel
+    # is the peak.
+    for side, (cy, cx) in ((14, (6, 7)), (14, (0, 13)), (10, (4, 2)), (4, (1, 1))):
+        board = (torch.arange(side)[:, None] + torch.arange(side)) % 2 * 2.0 - 1
+        board[cy, cx] *= 1.0001
+        share = disc_count(side, cy, cx, side // 4) / side ** 2
+        assert locality(board[None]) == pytest.approx(share, rel=1e-3), (side, cy, cx)
+
+
+def test_locality_is_the_median_over_filters_and_a_flat_filter_counts_zero():
+    spread = ((torch.arange(8)[:, None] + torch.arange(8)) % 2 * 2.0 - 1)[None]  # first peak:
+    spike = torch.zeros(1, 8, 8)                                                  # corner,
+    spike[0, 4, 4] = 1.0                                                          # 6 of 64
+    flat = torch.full((1, 8, 8), 3.0)
+    assert locality(torch.cat([spread, flat])) == pytest.approx(3 / 64)   # (6/64 + 0) / 2
+    assert locality(torch.cat([spread, spike, spike])) == locality(spike)
+    assert locality(flat) == 0.0
+
+
+def test_locality_refuses_what_is_not_square_filters():
+    for shape in ((3, 3, 4), (3, 10), (0, 4, 4), (3, 1, 4, 4), (5,)):
+        with pytest.raises(ValueError, match=r"filters must be \(F, side, side\) or \(F, "
+                                             r"side\*side\) square filters, got shape"):
+            locality(torch.zeros(shape))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        locality(torch.full((2, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match="shape must be"):
+        random_locality((3, 10))
+    with pytest.raises(ValueError, match="draws must be a positive integer"):
+        random_locality((3, 4, 4), draws=0)
+
+
+def test_random_filters_are_far_less_local_than_gabors():
+    noisy, _, _ = gabors(20, sigma=(1.5, 2.0), freq=(0.1, 0.3))
+    baseline = random_locality(noisy.shape)                          # 0.16
+    assert random_locality(noisy.flatten(1).shape) == baseline == random_locality(
+        (1, 14, 14), seed=0)
+    assert random_locality(noisy.shape, seed=1) == pytest.approx(baseline, abs=0.02)
+    assert locality(noisy) >= baseline + 0.2                         # 0.7
+
+
+def test_gabor_fit_recovers_noisy_gabors():
+    noisy, clean, truth = gabors(12)
+    fit = gabor_fit(noisy)
+    assert isinstance(fit, GaborFit) and fit.params.shape == (12, 8)
+    assert GABOR_COLUMNS == ("x0", "y0", "theta", "frequency", "sigma_x", "sigma_y", "phase",
+                             "amplitude")
+    p = fit.params.double()
+    turn = (p[:, 2] - truth[:, 2]).remainder(math.pi)
+    assert torch.minimum(turn, math.pi - turn).max() < math.radians(5)
+    assert ((p[:, 3] - truth[:, 3]).abs() / truth[:, 3]).max() < 0.1
+    assert torch.hypot(p[:, 0] - truth[:, 0], p[:, 1] - truth[:, 1]).max() < 0.5
+    assert ((0 <= p[:, 2]) & (p[:, 2] < math.pi)).all()
+    # No worse than the true Gabor, and as good as the noise allows (about 0.93).
+    ss_tot = (noisy.double() - noisy.double().mean((1, 2), keepdim=True)).square().sum((1, 2))
+    truth_r2 = 1 - (noisy.double() - clean).square().sum((1, 2)) / ss_tot
+    assert (fit.r2.double() >= truth_r2 - 1e-4).all()
+    assert fit.r2.min() >= 0.9 and fit.share == 1.0 and fit.threshold == 0.7
+    # The columns, phase and offset mean what GaborFit says: they redraw the filter.
+    drawn = render(fit.params, fit.offset, 14)
+    assert (drawn - clean).abs().max() < 0.15
+    r2 = 1 - (noisy.double() - drawn).square().sum((1, 2)) / ss_tot
+    torch.testing.assert_close(fit.r2.double(), r2, atol=1e-4, rtol=0)
+    # The spreads of the good fits, by their definitions.
+    doubled = 2 * p[:, 2]
+    assert fit.orientation_spread == pytest.approx(
+        1 - math.hypot(doubled.cos().mean().item(), doubled.sin().mean().item()), abs=1e-6)
+    q1, _, q3 = statistics.quantiles(p[:, 3].tolist(), n=4, method="inclusive")
+    assert fit.frequency_spread == pytest.approx(q3 - q1, abs=1e-6)
+
+
+def test_gabor_fit_is_no_worse_than_the_truth_even_where_it_cannot_be_told():
+    # Sigma 1.5 at 0.1 cycles/pixel: some fits trade frequency for amplitude and phase, and
+    # fit the noisy pixels a little better than the true Gabor does.
+    noisy, clean, _ = gabors(40, seed=7, sigma=(1.5, 3.0), freq=(0.1, 0.3))
+    ss_tot = (noisy.double() - noisy.double().mean((1, 2), keepdim=True)).square().sum((1, 2))
+    truth_r2 = 1 - (noisy.double() - clean).square().sum((1, 2)) / ss_tot
+    assert (gabor_fit(noisy).r2.double() >= truth_r2 - 1e-4).all()
+
+
+def test_gabor_fit_finds_no_gabor_in_noise_or_a_flat_filter():
+    noise = torch.randn(20, 14, 14, generator=torch.Generator().manual_seed(3))
+    fit = gabor_fit(torch.cat([noise, torch.zeros(1, 14, 14)]))
+    assert fit.r2.max() < 0.3 and fit.share == 0.0                  # 0.16 at most
+    assert fit.r2[-1] == 0.0 and fit.params[-1, 7] == 0.0
+    assert math.isnan(fit.orientation_spread) and math.isnan(fit.frequency_spread)
+    assert not fit.good.any()
+
+
+def test_gabor_fit_spreads_and_threshold():
+    noisy, _, truth = gabors(6, seed=2)
+    same = gabors(6, seed=2)[0][:1].expand(4, -1, -1)      # one filter, four times
+    assert gabor_fit(same).orientation_spread == pytest.approx(0.0, abs=1e-6)
+    assert gabor_fit(same).frequency_spread == pytest.approx(0.0, abs=1e-6)
+    noise = torch.randn(2, 14, 14, generator=torch.Generator().manual_seed(0))
+    fit = gabor_fit(torch.cat([noisy, noise]), r2_threshold=0.5)
+    assert fit.good.tolist() == [True] * 6 + [False] * 2 and fit.share == 0.75
+    assert fit.threshold == 0.5
+
+
+def test_gabor_fit_is_deterministic_and_refuses_bad_arguments():
+    noisy, _, _ = gabors(4, seed=1)
+    noise = torch.randn(2, 14, 14, generator=torch.Generator().manual_seed(1))
+    noisy = torch.cat([noisy, noise])
+    a, b = gabor_fit(noisy, seed=5), gabor_fit(noisy.flatten(1), seed=5)
+    assert torch.equal(a.params, b.params) and torch.equal(a.r2, b.r2)
+    assert torch.equal(a.offset, b.offset)
+    with pytest.raises(ValueError, match="r2_threshold must be a number in"):
+        gabor_fit(noisy, r2_threshold=1.5)
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+        gabor_fit(noisy, steps=-1)
+    with pytest.raises(ValueError, match="got shape \\(6, 14, 13\\)"):
+        gabor_fit(noisy[:, :, :13])

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -91,3 +92,123 @@ def test_numpy_integer_sizes_and_seed():
     assert torch.equal(rbm.weight, RBM(5, 3, seed=4).weight)
     with pytest.raises(ValueError, match="^seed must be an integer, got '4'$"):
         RBM(5, 3, seed="4")
+
+
+# -- Gaussian visible units ------------------------------------------------------------------
+def gaussian_rbm(n_visible, n_hidden, sigma, seed=0, scale=1.0):
+    """A Gaussian RBM with the random parameters of :func:`random_rbm`, in float64."""
+    rbm = RBM(n_visible, n_hidden, visible="gaussian", sigma=sigma)
+    for name, t in random_rbm(n_visible, n_hidden, seed, scale).named_parameters():
+        getattr(rbm, name).data.copy_(t)
+    return rbm.double()
+
+
+def gaussian_energy(v, h, W, a, c, s):
+    """Hinton's practical guide: sum (v - a)^2 / (2 s^2) - c.h - (v / s).W'h, float64 numpy."""
+    return ((v - a) ** 2).sum() / (2 * s * s) - h @ c - h @ W @ (v / s)
+
+
+def test_gaussian_free_energy_matches_enumeration():
+    """-F(v) = log sum_h exp(-E(v, h)) over the 16 hidden states of a 3-4 model."""
+    s = 0.75                         # a float32 number: sigma is a float32 buffer
+    rbm = gaussian_rbm(3, 4, s, seed=2)
+    W, a, c = (t.numpy() for t in (rbm.weight, rbm.visible_bias, rbm.hidden_bias))
+    vs = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = rbm.free_energy(vs)
+    for v, f in zip(vs.numpy(), got.tolist()):
+        energies = [gaussian_energy(v, h, W, a, c, s) for h in binary_states(4).numpy()]
+        assert f == pytest.approx(-math.log(sum(math.exp(-e) for e in energies)), abs=1e-10)
+
+
+def test_gaussian_free_energy_gradient_is_the_positive_phase():
+    """-dF/dtheta = E_{p(h|v)}[-dE/dtheta] by enumeration: <h (v / s)'> for W,
+    (v - a) / s^2 for the visible bias, <h> for the hidden bias (the CD statistics)."""
+    s = 0.625
+    rbm = gaussian_rbm(3, 4, s, seed=3)
+    v = torch.tensor([0.5, -1.2, 2.0], dtype=torch.float64)
+    W, a, c = (t.numpy() for t in (rbm.weight, rbm.visible_bias, rbm.hidden_bias))
+    hs = binary_states(4).numpy()
+    weights = np.array([math.exp(-gaussian_energy(v.numpy(), h, W, a, c, s)) for h in hs])
+    p = weights / weights.sum()
+    expected_W = sum(pk * np.outer(h, v.numpy() / s) for pk, h in zip(p, hs))
+    expected_c = p @ hs
+    for param in rbm.parameters():
+        param.requires_grad_(True)
+    (-rbm.free_energy(v[None])).sum().backward()
+    np.testing.assert_allclose(rbm.weight.grad.numpy(), expected_W, atol=1e-10)
+    np.testing.assert_allclose(rbm.hidden_bias.grad.numpy(), expected_c, atol=1e-10)
+    np.testing.assert_allclose(rbm.visible_bias.grad.numpy(), (v.numpy() - a) / s ** 2,
+                               atol=1e-10)
+    # The marginal of the enumeration is the model's p(h | v).
+    np.testing.assert_allclose(rbm.hidden_probs(v[None])[0].detach().numpy(), expected_c,
+                               atol=1e-10)
+
+
+def test_gaussian_conditionals_match_the_formulas():
+    s = 0.375
+    rbm = gaussian_rbm(3, 4, s, seed=1)
+    W, a, c = (t.numpy() for t in (rbm.weight, rbm.visible_bias, rbm.hidden_bias))
+    v = torch.tensor([[0.3, -0.8, 1.5]], dtype=torch.float64)
+    np.testing.assert_allclose(rbm.hidden_probs(v)[0].numpy(),
+                               1 / (1 + np.exp(-(c + W @ v[0].numpy() / s))), rtol=1e-12)
+    h = torch.tensor([[1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
+    mean = a + s * h[0].numpy() @ W
+    np.testing.assert_allclose(rbm.visible_mean(h)[0].numpy(), mean, rtol=1e-12)
+    # v | h is N(mean, s^2): the energy is quadratic in v around the mean with curvature 1/s^2.
+    e = lambda x: gaussian_energy(x, h[0].numpy(), W, a, c, s)      # noqa: E731
+    x = np.array([1.0, 2.0, -0.5])
+    assert e(x) - e(mean) == pytest.approx(((x - mean) ** 2).sum() / (2 * s * s), rel=1e-10)
+    # Samples: seeded, mean and variance within 5 standard errors of 40,000 draws.
+    n = 40000
+    hh = h.expand(n, 4)
+    draws = rbm.sample_visible(hh, torch.Generator().manual_seed(0))
+    assert torch.equal(draws, rbm.sample_visible(hh, torch.Generator().manual_seed(0)))
+    np.testing.assert_allclose(draws.mean(0).numpy(), mean, atol=5 * s / math.sqrt(n))
+    np.testing.assert_allclose(draws.var(0).numpy(), s * s, atol=5 * s * s * math.sqrt(2 / n))
+
+
+def test_gaussian_rbm_keeps_sigma_in_a_buffer():
+    rbm = RBM(5, 3, visible="gaussian", sigma=0.25, seed=1)
+    assert rbm.visible == "gaussian" and rbm.sigma == 0.25 and rbm.initial_sigma == 0.25
+    assert set(rbm.state_dict()) == {"weight", "visible_bias", "hidden_bias", "_sigma"}
+    assert rbm.state_dict()["_sigma"].dtype == torch.float32
+    assert "visible='gaussian', sigma=0.25" in repr(rbm)
+    rbm.sigma = 0.125
+    assert rbm.sigma == 0.125 and rbm.state_dict()["_sigma"].item() == 0.125
+    rbm.reset_parameters(1)                           # a fresh model: sigma as constructed
+    assert rbm.sigma == 0.25
+    torch.testing.assert_close(rbm.weight, 0.1 * RBM(5, 3, seed=1).weight)   # 0.01 * randn
+    binary = RBM(5, 3)
+    assert binary.visible == "binary" and binary.sigma == 1.0 and "sigma" not in repr(binary)
+    with pytest.raises(ValueError, match="^a binary RBM has no sigma to set"):
+        binary.sigma = 0.5
+    h = torch.rand(2, 3)
+    assert torch.equal(binary.visible_mean(h), binary.visible_probs(h))
+    with pytest.raises(ValueError, match="^visible_probs is for binary visible units; .* "
+                                         "use visible_mean"):
+        rbm.visible_probs(h)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(visible="poisson"), "visible must be 'binary' or 'gaussian', got 'poisson'"),
+    (dict(visible=None), "visible must be 'binary' or 'gaussian', got None"),
+    (dict(visible="gaussian", sigma=0.0), "sigma must be a finite number > 0, got 0.0"),
+    (dict(visible="gaussian", sigma=float("nan")), "sigma must be a finite number > 0, got nan"),
+    (dict(sigma=0.5), "sigma applies to Gaussian visible units only, got sigma=0.5 with "
+                      "visible='binary'"),
+])
+def test_visible_kind_and_sigma_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        RBM(4, 2, **kwargs)
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0, got -1"):
+        RBM(4, 2, visible="gaussian").sigma = -1
+
+
+def test_gaussian_fit_takes_real_values():
+    x = torch.randn(60, 5, generator=torch.Generator().manual_seed(0)) * 3
+    rbm = RBM(5, 4, visible="gaussian").fit(x, epochs=2, batch_size=20, lr=0.01, progress=False)
+    assert len(rbm.history) == 2 and all(e["sigma"] == 1.0 for e in rbm.history)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        RBM(5, 4).fit(x, epochs=1, progress=False)
+    with pytest.raises(DataError, match="NaN"):
+        rbm.fit(torch.full((4, 5), float("nan")), epochs=1, progress=False)

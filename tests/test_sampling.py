@@ -180,3 +180,52 @@ def test_a_units_samples_depend_on_the_seed_and_the_unit_only(variant):
                                        rtol=0, atol=1e-6)
         assert torch.equal(getattr(together, field), getattr(again, field))
         assert not torch.allclose(getattr(other, field), getattr(alone, field))
+
+
+def gaussian_dbn(sizes, sigma=0.5, seed=3):
+    """A DBN with Gaussian visible units and random weights of a useful size."""
+    from featvis import DBN
+
+    dbn = DBN(sizes, visible="gaussian", sigma=sigma, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for rbm in dbn.rbms:
+            rbm.weight.normal_(0, 1.0, generator=generator)
+            rbm.visible_bias.normal_(0, 0.5, generator=generator)
+            rbm.hidden_bias.normal_(0, 0.5, generator=generator)
+    return dbn
+
+
+def test_gaussian_one_hot_pixels_are_the_conditional_mean():
+    """Layer 1 of a Gaussian DBN: h = e_i gives E[v | h] = b + sigma W_i exactly, the contrast
+    with all units off is sigma W_i; layer 2: the mean is linear in h_1, so its expectation
+    is b + sigma W_1' p with p = sigmoid(W_2[i] + b_1)."""
+    dbn = gaussian_dbn([4, 3, 2])
+    first, second = dbn.rbms
+    out = sample_unit(dbn, 1, n_samples=5)
+    expected = first.visible_bias + 0.5 * first.weight
+    torch.testing.assert_close(out.samples, expected[:, None].expand(3, 5, 4))
+    torch.testing.assert_close(out.contrast, 0.5 * first.weight)
+    out = sample_unit(dbn, 2, n_samples=40_000, seed=1)
+    p = torch.sigmoid(second.weight + second.visible_bias)
+    torch.testing.assert_close(out.mean, first.visible_bias + 0.5 * p @ first.weight,
+                               atol=0.03, rtol=0)
+
+
+def test_gaussian_gibbs_reaches_the_clamped_marginal_of_h():
+    """Gibbs in a Gaussian RBM with h_i = 1: integrating v out gives p(h) proportional to
+    exp(c.h + (b / s).W'h + |W'h|^2 / 2); the pixels' mean is the expectation of b + s W'h
+    under it with h_i = 1, summed over the 2^(H-1) other states."""
+    dbn = gaussian_dbn([2, 3], sigma=0.7, seed=5)
+    rbm = dbn.rbms[0]
+    w, b, c, s = (t.double() for t in (rbm.weight, rbm.visible_bias, rbm.hidden_bias,
+                                       torch.tensor(0.7)))
+    states = binary_states(3)
+    log_p = states @ c + (states @ w) @ (b / s) + (states @ w).pow(2).sum(1) / 2
+    for i in range(3):
+        keep = states[:, i] == 1
+        p = torch.softmax(log_p[keep], 0)
+        expected = p @ (b + s * states[keep] @ w)
+        out = sample_unit(dbn, 1, units=[i], variant="gibbs", n_samples=4000, n_chains=40,
+                          burn_in=100, interval=2, seed=2)
+        torch.testing.assert_close(out.mean[0].double(), expected, atol=0.05, rtol=0)

@@ -1,6 +1,7 @@
 """The training algorithm (featvis.train): CD steps against a hand computation, recipes,
 batch orders, the last epoch's hand-over and exact resumes."""
 
+import dataclasses
 import math
 import warnings
 
@@ -242,3 +243,171 @@ def test_training_does_not_import_the_models():
     """featvis.models import the training algorithm, never the other way round."""
     assert not [name for name in imported_modules(featvis.train)
                 if name.startswith("featvis.models")]
+
+
+# -- Gaussian visible units ------------------------------------------------------------------
+def real_data(n=200, width=16, seed=0):
+    """Zero-mean real-valued rows with some structure: 3 factors plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g) @ torch.randn(3, width, generator=g)
+    x += 0.3 * torch.randn(n, width, generator=g)
+    return x - x.mean(0)
+
+
+def hand_gaussian_cd1(W, a, c, v0, u, inc, lr, wd, momentum, s, target, cost):
+    """One CD-1 step of a Gaussian-Bernoulli RBM written out with loops from the energy
+    sum (v - a)^2 / (2 s^2) - c.h - (v / s).W'h, the reconstruction being E[v | h]."""
+    sig = lambda x: 1 / (1 + math.exp(-x))      # noqa: E731
+    n, V, H = len(v0), len(a), len(c)
+    ph0 = [[sig(c[j] + sum(W[j][i] * v0[r][i] / s for i in range(V))) for j in range(H)]
+           for r in range(n)]
+    h0 = [[1.0 if u[r][j] < ph0[r][j] else 0.0 for j in range(H)] for r in range(n)]
+    v1 = [[a[i] + s * sum(h0[r][j] * W[j][i] for j in range(H)) for i in range(V)]
+          for r in range(n)]
+    ph1 = [[sig(c[j] + sum(W[j][i] * v1[r][i] / s for i in range(V))) for j in range(H)]
+           for r in range(n)]
+    dW, da, dc = inc
+    dW = [[momentum * dW[j][i] + lr * (sum(ph0[r][j] * v0[r][i] / s - ph1[r][j] * v1[r][i] / s
+                                           for r in range(n)) / n - wd * W[j][i])
+           for i in range(V)] for j in range(H)]
+    da = [momentum * da[i] + lr * sum(v0[r][i] - v1[r][i] for r in range(n)) / (n * s * s)
+          for i in range(V)]
+    dc = [momentum * dc[j] + lr * (sum(ph0[r][j] - ph1[r][j] for r in range(n)) / n
+                                   + cost * (target - sum(ph0[r][j] for r in range(n)) / n))
+          for j in range(H)]
+    W = [[W[j][i] + dW[j][i] for i in range(V)] for j in range(H)]
+    a = [a[i] + da[i] for i in range(V)]
+    c = [c[j] + dc[j] for j in range(H)]
+    error = sum((v0[r][i] - v1[r][i]) ** 2 for r in range(n) for i in range(V))
+    return W, a, c, (dW, da, dc), error
+
+
+def test_gaussian_cd1_matches_hand_computation():
+    """Three one-batch epochs with momentum, weight decay, a sparsity target and an annealed
+    sigma (0.75, then 0.375, then the floor 0.25), redone with loops from the formulas."""
+    rbm = RBM(4, 3, visible="gaussian")
+    for name, t in random_rbm(4, 3, seed=1, scale=0.5).named_parameters():
+        getattr(rbm, name).data.copy_(t)
+    W, a, c = (t.double().tolist() for t in (rbm.weight, rbm.visible_bias, rbm.hidden_bias))
+    data = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.5, 0.3, -0.7, 1.0], [-0.2, 0.8, 0.4, -1.3]])
+    lr, wd, seed, target, cost = 0.1, 2e-4, 7, 0.1, 0.5
+    rbm.fit(data, epochs=3, batch_size=3, lr=lr, weight_decay=wd, momentum=0.5,
+            final_momentum=0.9, momentum_switch=2, sparsity_target=target, sparsity_cost=cost,
+            sigma=0.75, sigma_decay=0.5, sigma_floor=0.25, seed=seed, warm_start=True,
+            progress=False)
+
+    g = torch.Generator().manual_seed(seed)
+    inc = ([[0.0] * 4 for _ in range(3)], [0.0] * 4, [0.0] * 3)
+    order = torch.randperm(3, generator=g)
+    errors, sigmas = [], [0.75, 0.375, 0.25]
+    for epoch, s in enumerate(sigmas, start=1):
+        u = torch.rand(3, 3, generator=g).double().tolist()
+        W, a, c, inc, error = hand_gaussian_cd1(W, a, c, data[order].double().tolist(), u, inc,
+                                                lr, wd, 0.5 if epoch < 2 else 0.9, s, target,
+                                                cost)
+        errors.append(error)
+    np.testing.assert_allclose(rbm.weight.numpy(), W, atol=1e-5)
+    np.testing.assert_allclose(rbm.visible_bias.numpy(), a, atol=1e-5)
+    np.testing.assert_allclose(rbm.hidden_bias.numpy(), c, atol=1e-5)
+    assert [e["error_sum"] for e in rbm.history] == pytest.approx(errors, rel=1e-5)
+    assert [e["sigma"] for e in rbm.history] == sigmas and rbm.sigma == 0.25
+
+
+def test_sigma_schedule_anneals_down_to_the_floor():
+    """After n epochs sigma = max(floor, s0 * decay^n); each epoch logs the sigma it used."""
+    x = real_data(40, 6)
+    s0, decay, floor = 1.0, 0.8, 0.7         # float32(0.7) < 0.7: the floor check allows it
+    rbm = RBM(6, 4, visible="gaussian", sigma=s0).fit(
+        x, epochs=7, batch_size=20, lr=0.01, sigma_decay=decay, sigma_floor=floor,
+        progress=False)
+    expected = [max(floor, s0 * decay ** n) for n in range(8)]
+    assert [e["sigma"] for e in rbm.history] == pytest.approx(expected[:7], rel=1e-6)
+    assert rbm.sigma == pytest.approx(expected[7], rel=1e-6) and expected[7] == floor
+    assert rbm.initial_sigma == s0
+    # warm_start continues from the annealed sigma; a fresh fit starts again from s0.
+    rbm.fit(x, epochs=1, batch_size=20, lr=0.01, sigma_decay=decay, sigma_floor=floor,
+            warm_start=True, progress=False)
+    assert rbm.history[-1]["sigma"] == pytest.approx(floor) and rbm.sigma == pytest.approx(floor)
+    rbm.fit(x, epochs=1, batch_size=20, lr=0.01, progress=False)
+    assert rbm.history[0]["sigma"] == s0 and rbm.sigma == s0     # decay 1: fixed
+    rbm.fit(x, epochs=2, batch_size=20, lr=0.01, sigma=0.5, progress=False)
+    assert rbm.sigma == 0.5
+    with pytest.raises(ValueError, match="^sigma_floor 0.3 is above the starting sigma 0.25;"):
+        RBM(6, 4, visible="gaussian", sigma=0.25).fit(x, sigma_decay=0.9, sigma_floor=0.3,
+                                                      progress=False)
+
+
+def test_binary_rbms_ignore_the_sigma_fields():
+    x = torch.rand(30, 5, generator=torch.Generator().manual_seed(0))
+    plain = RBM(5, 3).fit(x, epochs=2, batch_size=10, progress=False)
+    annealed = RBM(5, 3).fit(x, epochs=2, batch_size=10, sigma=0.5, sigma_decay=0.5,
+                             sigma_floor=0.1, progress=False)
+    assert torch.equal(plain.weight, annealed.weight) and plain.history == annealed.history
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(sigma=0.0), "sigma must be a finite number > 0, got 0.0"),
+    (dict(sigma="1"), "sigma must be a finite number > 0, got '1'"),
+    (dict(sigma_decay=1.5), r"sigma_decay must be a number in \(0, 1\], got 1.5"),
+    (dict(sigma_decay=0), "sigma_decay must be a finite number > 0, got 0"),
+    (dict(sigma_floor=float("inf")), "sigma_floor must be a finite number > 0, got inf"),
+    (dict(sigma=0.2, sigma_decay=0.9, sigma_floor=0.3),
+     "sigma_floor 0.3 is above the starting sigma 0.2; the schedule only lowers sigma"),
+])
+def test_sigma_fields_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        TrainingRecipe(**kwargs)
+
+
+def test_presets():
+    hinton, lee = TrainingRecipe.preset("hinton"), TrainingRecipe.preset("lee")
+    assert (hinton.lr, hinton.momentum, hinton.final_momentum, hinton.weight_decay,
+            hinton.sparsity_target, hinton.sigma, hinton.sigma_decay) == (
+                0.01, 0.5, 0.9, 2e-4, None, 1.0, 1.0)
+    assert (lee.lr, lee.weight_decay, lee.sparsity_target, lee.sparsity_cost, lee.sigma,
+            lee.sigma_decay, lee.sigma_floor) == (0.01, 0.01, 0.02, 5.0, 0.632, 0.99, 0.316)
+    assert lee.epochs == TrainingRecipe().epochs == 10
+    short = TrainingRecipe.preset("lee", epochs=5, sigma_floor=0.05)
+    assert short == dataclasses.replace(lee, epochs=5, sigma_floor=0.05)
+    with pytest.raises(ValueError, match="^unknown recipe preset 'rbm.m'; the presets are "
+                                         "'hinton', 'lee'$"):
+        TrainingRecipe.preset("rbm.m")
+    with pytest.raises(ValueError, match="^lr must be"):
+        TrainingRecipe.preset("hinton", lr=-1)
+
+
+def test_the_default_recipe_is_still_rbm_m():
+    assert TrainingRecipe().to_dict() == dict(
+        epochs=10, batch_size=100, lr=0.1, momentum=0.5, final_momentum=0.9, momentum_switch=6,
+        weight_decay=2e-4, cd_steps=1, persistent=False, sparsity_target=None,
+        sparsity_cost=0.1, reshuffle=False, next_layer_data="last_epoch", seed=0, sigma=None,
+        sigma_decay=1.0, sigma_floor=0.1)
+
+
+@pytest.mark.parametrize("stop_after,recipe", [(1, {}), (2, {}), (1, dict(persistent=True))])
+def test_interrupted_gaussian_training_resumes_to_the_same_model(tmp_path, stop_after, recipe):
+    """The record of layer 1's last epoch holds its sigma, annealed by then."""
+    x, path = real_data(), tmp_path / "g.safetensors"
+    recipe = dict(epochs=3, batch_size=50, lr=0.05, sigma_decay=0.8, sigma_floor=0.2, **recipe)
+
+    def build():
+        return DBN([16, 8, 4, 2], visible="gaussian", sigma=0.5)
+
+    def save_then_stop(dbn, layer):
+        dbn.save(path)
+        if layer == stop_after:
+            raise KeyboardInterrupt
+
+    full = build().fit(x, progress=False, **recipe)
+    assert full.sigma == pytest.approx(max(0.2, 0.5 * 0.8 ** 3))
+    with pytest.raises(KeyboardInterrupt):
+        build().fit(x, progress=False, on_layer=save_then_stop, **recipe)
+    partial = DBN.load(path)
+    assert partial.visible == "gaussian" and partial.trained_layers == stop_after
+    assert partial.last_epoch_starts[1]["_sigma"].item() == pytest.approx(0.5 * 0.8 ** 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        partial.fit(x, progress=False, resume=True, **recipe)
+    for (name, a), b in zip(full.state_dict().items(), partial.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [r.history for r in partial.rbms] == [r.history for r in full.rbms]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import check_images, iter_batches
-from .errors import check_int
+from .errors import FeatvisError, check_int
 from .models.dbn import DBN
 from .models.rbm import RBM, bernoulli
 
@@ -40,18 +40,25 @@ def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return bernoulli(images, torch.Generator(device=images.device).manual_seed(seed))
 
 
+def _binary(rbm: RBM, what: str) -> None:
+    """Likelihoods here are those of binary visible units: refuse Gaussian ones."""
+    if rbm.visible != "binary":
+        raise FeatvisError(f"{what} is defined here for binary visible units; this RBM's are "
+                           f"{rbm.visible}")
+
+
 def reconstruction_error(model: DBN | RBM, images: torch.Tensor) -> list[float]:
     """Mean-field squared reconstruction error per case, one figure per RBM (layer d's RBM
-    reconstructs layer d-1's probabilities from its own hidden probabilities)."""
+    reconstructs layer d-1's means from its own hidden probabilities)."""
     rbms = [model] if isinstance(model, RBM) else list(model.rbms)
-    images = check_images(images, rbms[0].n_visible)
+    images = check_images(images, rbms[0].n_visible, unit_range=rbms[0].visible == "binary")
     totals = [0.0] * len(rbms)
     with torch.no_grad():
         for batch in iter_batches(images.to(rbms[0].weight.device), _CHUNK):
             h = batch
             for d, rbm in enumerate(rbms):
                 hidden = rbm.hidden_probs(h)
-                totals[d] += (rbm.visible_probs(hidden) - h).pow_(2).sum().item()
+                totals[d] += (rbm.visible_mean(hidden) - h).pow_(2).sum().item()
                 h = hidden
     return [t / images.shape[0] for t in totals]
 
@@ -59,6 +66,7 @@ def reconstruction_error(model: DBN | RBM, images: torch.Tensor) -> list[float]:
 def pseudo_likelihood(rbm: RBM, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Stochastic pseudo-log-likelihood per case, as scikit-learn's ``score_samples``:
     ``D * log sigmoid(F(v~) - F(v))`` with ``v~`` = ``v`` with one random bit flipped."""
+    _binary(rbm, "the pseudo-likelihood")
     images = check_images(images, rbm.n_visible)
     generator = torch.Generator().manual_seed(seed)
     flip = torch.randint(0, rbm.n_visible, (images.shape[0],), generator=generator)
@@ -83,6 +91,7 @@ def _binary_states(n: int, start: int, stop: int, device) -> torch.Tensor:
 
 def log_partition_exact(rbm: RBM) -> float:
     """Exact ``log Z`` by enumerating the smaller layer (at most 25 units), in float64."""
+    _binary(rbm, "the exact log Z")
     W = rbm.weight.detach().double()
     b, c = rbm.visible_bias.detach().double(), rbm.hidden_bias.detach().double()
     if rbm.n_hidden <= rbm.n_visible:
@@ -129,6 +138,7 @@ def log_partition_ais(rbm: RBM, n_runs: int = 100, betas: Sequence[float] | None
                       progress: bool = False) -> AISEstimate:
     """Estimate ``log Z`` by annealed importance sampling from a base-rate model (all runs
     batched). ``base_rate_images=None`` gives a uniform base (zero biases)."""
+    _binary(rbm, "AIS")
     check_int("n_runs", n_runs, minimum=2)     # the error bars need two runs
     betas = default_betas() if betas is None else np.asarray(betas, dtype=np.float64)
     if betas.ndim != 1 or len(betas) < 2 or betas[0] != 0 or betas[-1] != 1 or \
@@ -182,6 +192,7 @@ def log_partition_ais(rbm: RBM, n_runs: int = 100, betas: Sequence[float] | None
 
 def log_likelihood(rbm: RBM, images: torch.Tensor, log_z: float) -> float:
     """Mean log-probability ``-F(v) - log Z`` of ``images`` under ``rbm``."""
+    _binary(rbm, "the log-likelihood")
     images = check_images(images, rbm.n_visible)
     with torch.no_grad():
         total = sum(rbm.free_energy(v.to(rbm.weight.device)).double().sum().item()
@@ -255,6 +266,7 @@ def evaluate_model(dbn: DBN, train: tuple[torch.Tensor, torch.Tensor],
     and, unless ``ais_runs`` is 0, AIS log Z and the test log-likelihood, all three on
     images binarized once with ``seed`` (a Bernoulli RBM's likelihood is defined on binary
     inputs)."""
+    _binary(dbn.rbms[0], "evaluate (likelihoods and probes on labelled MNIST)")
     errors = reconstruction_error(dbn, test[0])
     layers = []
     for d in tqdm(range(dbn.n_layers + 1), desc="linear probes", disable=not progress,

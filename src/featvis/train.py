@@ -8,6 +8,10 @@ reconstruction driven by binary hidden samples. A DBN hands the next RBM the pos
 hidden probabilities of the last epoch, batch for batch (rbm.m's ``batchposhidprobs``);
 :class:`LastEpoch` keeps them and the state needed to replay that epoch on resume.
 
+Gaussian visible units (Hinton's practical guide, section 13.2; one ``sigma`` per model) use
+the same loop on ``v / sigma``: see :func:`_cd_step` for the gradients and
+:class:`TrainingRecipe` for the ``sigma`` schedule and the ``"hinton"`` and ``"lee"`` presets.
+
 The inner loop is written for speed: every product is an in-place ``addmm`` into a
 preallocated buffer, the batch is gathered straight into its buffer, the weight gradient
 and the momentum update are a single ``addmm_`` over the stacked positive and negative
@@ -33,9 +37,10 @@ from .data import check_images
 from .errors import TrainingDivergedError, check_float, check_int
 
 __all__ = ["TrainingRecipe", "LastEpoch", "RBMLike", "batch_order", "check_snapshot",
-           "fit_rbm", "replay_last_epoch"]
+           "fit_rbm", "replay_last_epoch", "VISIBLE_KINDS"]
 
 NEXT_LAYER_DATA = ("last_epoch", "final")
+VISIBLE_KINDS = ("binary", "gaussian")   # an RBM's visible units (see featvis.RBM)
 
 
 class RBMLike(Protocol):
@@ -47,6 +52,8 @@ class RBMLike(Protocol):
 
     n_visible: int
     n_hidden: int
+    visible: str                 # one of VISIBLE_KINDS
+    sigma: float                 # std of v | h, settable (1.0 and fixed for binary units)
     weight: torch.Tensor
     visible_bias: torch.Tensor
     hidden_bias: torch.Tensor
@@ -57,6 +64,8 @@ class RBMLike(Protocol):
     def parameters(self) -> Iterator[torch.Tensor]: ...
 
     def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]: ...
+
+    def named_buffers(self) -> Iterator[tuple[str, torch.Tensor]]: ...
 
 
 def _warn_renamed(old: str, new: str) -> None:
@@ -95,7 +104,45 @@ class TrainingRecipe:
     whole run. ``next_layer_data`` is what a DBN trains its next RBM on: ``"last_epoch"``,
     rbm.m's positive-phase probabilities of the last epoch (the reference figures), or
     ``"final"``, the trained RBM's up-pass. ``cd_steps`` is the k of CD-k (``k`` until
-    0.1.0, still accepted with a warning).
+    0.1.0, still accepted with a warning). ``sparsity_target`` p (with ``sparsity_cost``
+    lambda) adds ``lambda * (p - q)`` to the hidden biases' gradient, q a unit's mean
+    activation on the batch (Lee et al. 2008, who update only the hidden biases).
+
+    The ``sigma`` fields apply to an RBM with Gaussian visible units (a binary one ignores
+    them, so a DBN shares one recipe across its layers): training starts at ``sigma``
+    (``None``: the model's own) and after epoch e sets the model's sigma to
+    ``max(sigma_floor, start * sigma_decay ** e)``; ``sigma_decay=1`` keeps it fixed.
+    Lee et al. shrink sigma as the features sharpen; the default floor, 0.1, is a tenth of
+    the spread of unit-variance data.
+
+    :meth:`preset` gives two recipes for Gaussian visible units on whitened image patches
+    with zero mean and unit variance over all pixels (as :func:`featvis.natural.natural_patches`
+    makes them); every other field keeps its default:
+
+    ========================  ==========  ===========
+    field                     ``hinton``  ``lee``
+    ========================  ==========  ===========
+    lr                        0.01        0.01
+    momentum (epochs 1-5)     0.5         0.5
+    final_momentum            0.9         0.9
+    weight_decay              2e-4        0.01
+    sparsity_target           None        0.02
+    sparsity_cost             (0.1)       5.0
+    sigma                     1.0         0.632
+    sigma_decay               1.0         0.99
+    sigma_floor               (0.1)       0.316
+    ========================  ==========  ===========
+
+    ``"hinton"`` is the practical guide's (section 13.2): data at unit variance, sigma
+    fixed at 1, a learning rate an order of magnitude below rbm.m's 0.1 for
+    binary units (the guide asks for one or two), rbm.m's momentum and weight decay.
+    ``"lee"`` follows Lee, Ekanadham & Ng 2008 (target activation 0.02 in the first layer)
+    with the conventions of Lee's released sparse/convolutional DBN code: lr 0.01, L2
+    weight decay 0.01, sparsity cost 5 (``pbias_lambda``), and sigma times 0.99 per epoch
+    from 0.2 down to 0.1 (``sigma_start``, ``sigma_stop``) on whitened data that code scales
+    to variance 0.1, i.e. from 0.632 down to 0.316 (``0.2 / sqrt(0.1)``, ``0.1 / sqrt(0.1)``)
+    on unit-variance data: the same hidden units, as ``v / sigma`` is unchanged (only the
+    visible bias, in data units, learns at another pace).
     """
 
     epochs: int = 10
@@ -112,6 +159,9 @@ class TrainingRecipe:
     reshuffle: bool = False
     next_layer_data: str = "last_epoch"
     seed: int = 0
+    sigma: float | None = None
+    sigma_decay: float = 1.0
+    sigma_floor: float = 0.1
 
     def __post_init__(self) -> None:
         """Check every field up front (a bad value would otherwise fail mid-training) and
@@ -133,6 +183,14 @@ class TrainingRecipe:
         if self.next_layer_data not in NEXT_LAYER_DATA:
             raise ValueError(f"next_layer_data must be one of {NEXT_LAYER_DATA}, "
                              f"got {self.next_layer_data!r}")
+        if self.sigma is not None:
+            checked["sigma"] = check_float("sigma", self.sigma)
+        checked["sigma_decay"] = check_float("sigma_decay", self.sigma_decay)
+        if checked["sigma_decay"] > 1:
+            raise ValueError(f"sigma_decay must be a number in (0, 1], got {self.sigma_decay!r}")
+        checked["sigma_floor"] = check_float("sigma_floor", self.sigma_floor)
+        if self.sigma is not None:
+            _check_sigma_floor(checked["sigma"], checked["sigma_decay"], checked["sigma_floor"])
         for name, value in checked.items():
             object.__setattr__(self, name, value)     # frozen: the one place fields are set
 
@@ -140,11 +198,43 @@ class TrainingRecipe:
         """The recipe as a JSON-ready dict (stored in checkpoints and run summaries)."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "TrainingRecipe":
+        """The named recipe (``"hinton"`` or ``"lee"``, see the class docs) with
+        ``overrides`` of any fields, e.g. ``TrainingRecipe.preset("lee", epochs=5)``."""
+        if not isinstance(name, str) or name not in PRESETS:
+            raise ValueError(f"unknown recipe preset {name!r}; the presets are "
+                             + ", ".join(map(repr, PRESETS)))
+        return cls(**{**PRESETS[name], **overrides})
+
     @property
     def k(self) -> int:
         """Deprecated name of :attr:`cd_steps`."""
         _warn_renamed("k", "cd_steps")
         return self.cd_steps
+
+
+def _check_sigma_floor(start: float, decay: float, floor: float) -> None:
+    """``ValueError`` if annealing from ``start`` would raise sigma to ``floor`` (compared
+    as the float32 the model stores: a run annealed to the floor may go on from there)."""
+    if decay < 1 and _float32(floor) > _float32(start):
+        raise ValueError(f"sigma_floor {floor:g} is above the starting sigma {start:g}; "
+                         "the schedule only lowers sigma")
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to float32, as a Python float."""
+    return torch.tensor(value, dtype=torch.float32).item()
+
+
+# Recipes for Gaussian visible units; the values are tabulated in TrainingRecipe's docstring.
+PRESETS: dict[str, dict] = {
+    "hinton": dict(lr=0.01, momentum=0.5, final_momentum=0.9, weight_decay=2e-4,
+                   sparsity_target=None, sigma=1.0, sigma_decay=1.0),
+    "lee": dict(lr=0.01, momentum=0.5, final_momentum=0.9, weight_decay=0.01,
+                sparsity_target=0.02, sparsity_cost=5.0, sigma=0.632, sigma_decay=0.99,
+                sigma_floor=0.316),
+}
 
 
 class _CDState:
@@ -179,8 +269,9 @@ class _CDState:
         return torch.randperm(n, generator=self.generator, device=self.generator.device)
 
     def snapshot(self, rbm: RBMLike) -> dict[str, torch.Tensor]:
-        """Copies of everything the rest of the run depends on (see :func:`check_snapshot`)."""
-        tensors = {name: t.detach().clone() for name, t in rbm.named_parameters()}
+        """Copies of everything the rest of the run depends on (see :func:`check_snapshot`),
+        buffers included (a Gaussian RBM's sigma, which the schedule changes)."""
+        tensors = {name: t.detach().clone() for name, t in _state_tensors(rbm)}
         tensors.update(weight_inc=self.weight_inc.clone(), visible_inc=self.visible_inc.clone(),
                        hidden_inc=self.hidden_inc.clone(), generator=self.generator.get_state())
         if self.chain is not None:
@@ -197,7 +288,7 @@ class _CDState:
                              f"{tuple(tensors['chain'].shape)}, not "
                              f"{tuple(self.hidden_sample.shape)}: other training data?")
         with torch.no_grad():
-            for name, p in rbm.named_parameters():
+            for name, p in _state_tensors(rbm):
                 p.copy_(tensors[name])
         for name in ("weight_inc", "visible_inc", "hidden_inc"):
             getattr(self, name).copy_(tensors[name])
@@ -206,10 +297,26 @@ class _CDState:
             self.chain = tensors["chain"].to(self.visible.device, self.visible.dtype)
 
 
+def _state_tensors(rbm: RBMLike) -> list[tuple[str, torch.Tensor]]:
+    """The parameters and buffers of ``rbm``: what a training snapshot copies."""
+    return [*rbm.named_parameters(), *rbm.named_buffers()]
+
+
 def _cd_step(rbm: RBMLike, images: torch.Tensor, rows: torch.Tensor, state: _CDState,
-             recipe: TrainingRecipe, momentum: float, record: torch.Tensor | None) -> None:
+             recipe: TrainingRecipe, momentum: float, record: torch.Tensor | None,
+             sigma: float | None = None) -> None:
     """One CD-k update of ``rbm`` on the batch ``images[rows]`` (rbm.m's inner loop);
-    ``record[rows]`` gets the batch's positive-phase hidden probabilities."""
+    ``record[rows]`` gets the batch's positive-phase hidden probabilities.
+
+    ``sigma`` (Gaussian visible units, ``None`` for binary) makes the loop run on ``v / s``:
+    the energy ``sum_i (v_i - a_i)^2 / (2 s^2) - c.h - (v / s).W'h`` gives the log-likelihood
+    gradients ``<h (v / s)'>_data - <h (v / s)'>_model`` for W and ``(<v>_data - <v>_model) /
+    s^2`` for the visible bias a (the exact derivative; in the stored ``v / s`` that is
+    ``(<v / s> - <v_1 / s>) / s``). The reconstruction ``v_1`` is the mean of ``v | h``,
+    ``a + s W'h``, not a sample: the usual practice for Gaussian units (as with binary ones,
+    whose reconstruction is their probabilities), trading a small bias for much less noise in
+    the negative statistics. The logged error is ``|v - v_1|^2`` in the data's units.
+    """
     W, b, c = rbm.weight.data, rbm.visible_bias.data, rbm.hidden_bias.data
     n = rows.shape[0]
     visible, hidden = state.visible[:2 * n], state.hidden[:2 * n]
@@ -218,6 +325,8 @@ def _cd_step(rbm: RBMLike, images: torch.Tensor, rows: torch.Tensor, state: _CDS
     h = state.hidden_sample[:n]
 
     torch.index_select(images, 0, rows, out=v0)
+    if sigma is not None:
+        v0.div_(sigma)                            # Gaussian: the statistics are of v / s
     torch.addmm(c, v0, W.t(), out=pos_h).sigmoid_()
     if record is not None:
         record.index_copy_(0, rows, pos_h)
@@ -225,13 +334,19 @@ def _cd_step(rbm: RBMLike, images: torch.Tensor, rows: torch.Tensor, state: _CDS
         h.copy_(state.chain[:n])                  # persistent CD: continue the fantasy chain
     else:
         state.sample_(pos_h, h)
+    down_bias = b if sigma is None else b / sigma
     for step in range(recipe.cd_steps):
-        torch.addmm(b, h, W, out=neg_v).sigmoid_()
+        torch.addmm(down_bias, h, W, out=neg_v)   # Gaussian: E[v | h] / s = a / s + W'h
+        if sigma is None:
+            neg_v.sigmoid_()
         torch.addmm(c, neg_v, W.t(), out=neg_h).sigmoid_()
         if step == 0:
             # rbm.m's error: reconstruction from the binary hidden sample of the data.
             diff = torch.sub(v0, neg_v, out=state.diff[:v0.numel()].view_as(v0)).view(-1)
-            state.error.add_(torch.dot(diff, diff))
+            if sigma is None:
+                state.error.add_(torch.dot(diff, diff))
+            else:
+                state.error.add_(torch.dot(diff, diff), alpha=sigma * sigma)   # data units
         if step + 1 < recipe.cd_steps or state.chain is not None:
             state.sample_(neg_h, h)
     if state.chain is not None:
@@ -248,7 +363,8 @@ def _cd_step(rbm: RBMLike, images: torch.Tensor, rows: torch.Tensor, state: _CDS
     # inc = momentum * inc + lr * ((pos_h' v0 - neg_h' neg_v) / n - weight_decay * W)
     state.weight_inc.addmm_(hidden.t(), visible, beta=momentum, alpha=scale)
     state.weight_inc.add_(W, alpha=-recipe.lr * recipe.weight_decay)
-    state.visible_inc.mul_(momentum).add_(visible_grad, alpha=scale)
+    state.visible_inc.mul_(momentum).add_(visible_grad,
+                                          alpha=scale if sigma is None else scale / sigma)
     state.hidden_inc.mul_(momentum).add_(hidden_grad, alpha=scale)
     W.add_(state.weight_inc)
     b.add_(state.visible_inc)
@@ -269,7 +385,7 @@ def check_snapshot(rbm: RBMLike, tensors: dict[str, torch.Tensor], recipe: Train
                    label: str = "") -> None:
     """``ValueError`` unless ``tensors`` is a complete training state of ``rbm`` under
     ``recipe``, as :attr:`LastEpoch.start` holds it (names in messages get ``label``)."""
-    shapes = {name: p.shape for name, p in rbm.named_parameters()}
+    shapes = {name: p.shape for name, p in _state_tensors(rbm)}
     shapes.update(weight_inc=rbm.weight.shape, visible_inc=rbm.visible_bias.shape,
                   hidden_inc=rbm.hidden_bias.shape)
     expected = set(shapes) | {"generator"} | ({"chain"} if recipe.persistent else set())
@@ -314,13 +430,15 @@ def _epoch(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe, state: _C
            bar: tqdm | None = None) -> float:
     """One pass over ``images`` in batches; returns rbm.m's summed reconstruction error."""
     momentum = recipe.momentum if epoch < recipe.momentum_switch else recipe.final_momentum
+    sigma = rbm.sigma if rbm.visible == "gaussian" else None    # fixed within an epoch
     n = images.shape[0]
     if order is None:
         order = state.permutation(n)
     batch_size = state.hidden_sample.shape[0]
     state.error.zero_()
     for start in range(0, n, batch_size):
-        _cd_step(rbm, images, order[start:start + batch_size], state, recipe, momentum, record)
+        _cd_step(rbm, images, order[start:start + batch_size], state, recipe, momentum, record,
+                 sigma)
         if bar is not None:
             bar.update()
     return state.error.item()
@@ -330,21 +448,29 @@ def fit_rbm(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe, *,
             order: torch.Tensor | None = None, keep_last_epoch: bool = False,
             progress: bool = True, description: str = "RBM",
             on_epoch: Callable[[dict], None] | None = None) -> LastEpoch | None:
-    """Train ``rbm`` in place on ``images`` (floats in [0, 1], on the model's device).
+    """Train ``rbm`` in place on ``images`` (floats in [0, 1]; any finite values for
+    Gaussian visible units).
 
     Batches follow ``order`` (a permutation of the rows) in every epoch; without it one is
     drawn from the seed, once, or every epoch with ``recipe.reshuffle``. Appends to
     ``rbm.history`` one dict per epoch: ``epoch``, ``error_sum`` (rbm.m's summed squared
-    reconstruction error) and ``error_per_case``. With persistent CD the negative phase
+    reconstruction error) and ``error_per_case``, and for Gaussian visible units the
+    ``sigma`` the epoch trained with (the recipe's schedule sets the model's sigma after
+    each epoch, see :class:`TrainingRecipe`). With persistent CD the negative phase
     starts from the fantasy chain, so the logged error compares each batch with the chain's
     reconstruction rather than its own. Returns the :class:`LastEpoch` if
     ``keep_last_epoch``, else ``None``.
     """
-    images = check_images(images, rbm.n_visible)
+    gaussian = rbm.visible == "gaussian"
+    images = check_images(images, rbm.n_visible, unit_range=not gaussian)
     images = images.to(device=rbm.weight.device, dtype=rbm.weight.dtype)
     n = images.shape[0]
     if n == 0:
         raise ValueError("cannot train on an empty data set")
+    if gaussian:
+        start_sigma = rbm.sigma if recipe.sigma is None else recipe.sigma
+        _check_sigma_floor(start_sigma, recipe.sigma_decay, recipe.sigma_floor)
+        rbm.sigma = start_sigma
     state = _CDState(rbm, min(recipe.batch_size, n), recipe.seed)
     if recipe.persistent:
         state.chain = state.sample_(rbm.hidden_probs(images[:state.hidden_sample.shape[0]]),
@@ -362,11 +488,16 @@ def fit_rbm(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe, *,
             if keep_last_epoch and epoch == recipe.epochs:
                 last = LastEpoch(images.new_empty(n, rbm.n_hidden), state.snapshot(rbm))
                 record = last.hidden
+            sigma = rbm.sigma
             error = _epoch(rbm, images, recipe, state, order, epoch, record, bar)
             if not math.isfinite(error):
                 raise TrainingDivergedError(f"{description}: training diverged at epoch {epoch} "
                                             f"(reconstruction error {error}); lower lr")
             entry = {"epoch": epoch, "error_sum": error, "error_per_case": error / n}
+            if gaussian:
+                entry["sigma"] = sigma
+                if recipe.sigma_decay != 1:
+                    rbm.sigma = max(recipe.sigma_floor, start_sigma * recipe.sigma_decay ** epoch)
             rbm.history.append(entry)
             bar.set_postfix(error_per_case=f"{error / n:.3f}")
             if on_epoch is not None:

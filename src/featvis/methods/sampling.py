@@ -5,7 +5,9 @@
 ``"gibbs"`` (Erhan et al. 2009): run block Gibbs chains in the top RBM (RBM_d) with
 ``h_d[i]`` clamped to 1 and the layer's other units free, keeping a state every ``interval``
 steps after ``burn_in``. Either way, binary samples are then drawn down through the
-generative biases to the pixels, which are returned as probabilities.
+generative biases to the pixels, which are returned as their means ``E[v | h_1]``:
+probabilities of binary pixels, ``b + sigma W'h_1`` for Gaussian ones (whose Gibbs chains
+draw normal pixels).
 
 Every picture has a baseline with the unit off, drawn with the same random numbers: the
 all-off state ``h_d = 0`` for one-hot, the same chains clamped to ``h_d[i] = 0`` for Gibbs.
@@ -39,7 +41,7 @@ _BLOCK = 1 << 16
 
 @dataclass
 class UnitSamples:
-    """``samples (U, S, D)`` pixel probabilities given ``h_{d,i} = 1``, ``mean (U, D)`` their
+    """``samples (U, S, D)`` pixel means (probabilities of binary pixels) given ``h_{d,i} = 1``, ``mean (U, D)`` their
     mean, ``units (U,)``, and ``contrast (U, D)``: the mean minus the mean of the same draws
     with the unit off."""
 
@@ -78,7 +80,7 @@ def _down_pass(dbn: DBN, below: torch.Tensor, layer: int, noise: torch.Tensor) -
     for rbm in reversed(dbn.rbms[:layer - 1]):
         n = rbm.n_hidden
         states = _states(noise[..., start:start + n], probs)
-        probs = rbm.visible_probs(states.view(-1, n)).view(*states.shape[:-1], -1)
+        probs = rbm.visible_mean(states.view(-1, n)).view(*states.shape[:-1], -1)
         start += n
     return probs.expand(*probs.shape[:2], noise.shape[1], probs.shape[-1])
 
@@ -98,16 +100,16 @@ def _gibbs_below(rbm: RBM, units: torch.Tensor, n_samples: int, n_chains: int, b
     clamp = w.new_tensor([[1.0], [0.0]])                          # broadcast to (U, 2, chains)
     h = _states(_uniforms(generators, (n_chains, n_h), w), w.new_full((2, 1, 1, n_h), 0.5))
     h[:, rows, :, units] = clamp
-    below = rbm.visible_probs(h.view(-1, n_h)).view(2, n_units, n_chains, n_v)
+    below = rbm.visible_mean(h.view(-1, n_h)).view(2, n_units, n_chains, n_v)
     kept = below.new_empty(2, n_units, per_chain, n_chains, n_v)
     for step in tqdm(range(total), desc=desc, unit="step", disable=not progress, leave=False):
         if step % block == 0:
             noise = _uniforms(generators, (min(block, total - step), n_chains, n_v + n_h), w)
         v_noise, h_noise = noise[:, step % block].split([n_v, n_h], -1)
-        v = _states(v_noise, below).view(-1, n_v)
+        v = rbm.visible_from_uniforms(v_noise, below).view(-1, n_v)
         h = _states(h_noise, rbm.hidden_probs(v).view(2, n_units, n_chains, n_h))
         h[:, rows, :, units] = clamp
-        below = rbm.visible_probs(h.view(-1, n_h)).view(2, n_units, n_chains, n_v)
+        below = rbm.visible_mean(h.view(-1, n_h)).view(2, n_units, n_chains, n_v)
         done = step + 1 - burn_in
         if done > 0 and done % interval == 0:
             kept[:, :, done // interval - 1] = below
@@ -137,8 +139,9 @@ def sample_unit(model: torch.nn.Module, layer: int, units: Units = None, n_sampl
     generators = _generators(units, seed)
     with torch.no_grad():
         if variant == "one-hot":
-            on = torch.sigmoid(rbm.weight[units] + rbm.visible_bias)
-            below = torch.stack([on, torch.sigmoid(rbm.visible_bias).expand_as(on)])[:, :, None]
+            on = rbm.visible_mean_one_hot(units)
+            off = rbm.visible_mean(on.new_zeros(1, rbm.n_hidden)).expand_as(on)
+            below = torch.stack([on, off])[:, :, None]
         else:
             below = _gibbs_below(rbm, units, n_samples, n_chains, burn_in, interval,
                                  generators, progress, f"gibbs layer {layer}")

@@ -24,7 +24,9 @@ from .. import safejson
 from .._version import __version__
 from ..errors import CheckpointError, first_line
 from ..fileio import atomic_write_bytes
-from ..train import TrainingRecipe, check_snapshot
+from ..train import VISIBLE_KINDS, TrainingRecipe, check_snapshot
+from ..whitening import KINDS as WHITENING_KINDS
+from ..whitening import Whitening
 
 __all__ = ["encode_dbn", "save_dbn", "read_dbn", "encode_model", "save_model", "read_model",
            "read_format", "FORMAT", "MODEL_FORMAT", "MAX_SIZES"]
@@ -35,8 +37,12 @@ DBN_FORMATS = (FORMAT_1, FORMAT)
 MODEL_FORMAT = "featvis.model/1"   # every built-in kind but the DBN; "kind" says which
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")   # what a checkpoint's tensor may be stored as
 LAST_EPOCH = "last_epoch"
+WHITENING = "whitening."   # the prefix of a whitening's tensors
 MAX_SIZES = 64   # layer sizes a checkpoint may list (input + 63 hidden layers)
 MAX_META_CHARS = 16 * 2**20   # the metadata of a real checkpoint is a few kB
+# Recipe fields added within format 2 (Gaussian visible units): files without them were
+# trained before they existed, i.e. with their defaults.
+LATER_RECIPE_FIELDS = ("sigma", "sigma_decay", "sigma_floor")
 
 Model = TypeVar("Model", bound=nn.Module)
 T = TypeVar("T")
@@ -48,11 +54,18 @@ def encode_dbn(dbn: nn.Module) -> bytes:
         "format": FORMAT,
         "featvis_version": __version__,
         "sizes": dbn.sizes,
+        # The input units and the sigma the model was built with (the current, possibly
+        # annealed one is the tensor rbms.0._sigma); files without them are binary.
+        "visible": dbn.visible,
+        "sigma": dbn.rbms[0].initial_sigma,
         "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
         "history": [rbm.history for rbm in dbn.rbms],
         "data": dbn.data_info,
+        "whitening": None if dbn.whitening is None else dbn.whitening.config(),
     }
     tensors = dict(dbn.state_dict())
+    if dbn.whitening is not None:
+        tensors.update({WHITENING + name: t for name, t in dbn.whitening.to_tensors().items()})
     for d, start in dbn.last_epoch_starts.items():
         tensors.update({f"{LAST_EPOCH}.{d}.{name}": t for name, t in start.items()})
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
@@ -70,7 +83,8 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
     :class:`CheckpointError` if the file is not one.
 
     The metadata is checked against the tensor shapes in the safetensors header before any
-    tensor is read or any layer allocated, so a small file cannot claim a huge model.
+    tensor is read or any layer allocated, so a small file cannot claim a huge model. Files
+    without ``visible`` (written before Gaussian visible units) hold binary models.
     """
     path = Path(path)
 
@@ -79,7 +93,11 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
         if meta["format"] not in DBN_FORMATS:
             raise CheckpointError(f"{path}: {_describe(meta)}, not a DBN (featvis.load reads "
                                   "any featvis checkpoint)")
-        _check_layout(path, meta, f)
+        visible = meta.get("visible", "binary")
+        if not isinstance(visible, str) or visible not in VISIBLE_KINDS:
+            raise _refuse(path, "visible must be 'binary' or 'gaussian', got "
+                                f"{reprlib.repr(visible)}")
+        _check_layout(path, meta, f, visible)
         return meta, {name: f.get_tensor(name) for name in f.keys()}
 
     meta, tensors = _open(path, read)
@@ -90,8 +108,13 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
     for name, t in tensors.items():
         if name != "_input_norm" and t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"{path}: {name} contains NaN or infinite values")
+        if name.endswith("._sigma") and not (t > 0).all():
+            raise CheckpointError(f"{path}: {name} is not a positive standard deviation")
     try:
-        dbn = cls(meta["sizes"], seed=None)
+        dbn = cls(meta["sizes"], visible=meta.get("visible", "binary"),
+                  sigma=meta.get("sigma", 1.0), seed=None)
+        whitening = {name.removeprefix(WHITENING): tensors.pop(name)
+                     for name in [n for n in tensors if n.startswith(WHITENING)]}
         for name in [name for name in tensors if name.startswith(LAST_EPOCH + ".")]:
             _, d, field = name.split(".", 2)
             if not 1 <= int(d) < dbn.n_layers:
@@ -106,6 +129,8 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
                 raise ValueError("a record of the last epoch without a training recipe")
             check_snapshot(dbn.rbms[d - 1], start, dbn.recipe, f"{LAST_EPOCH}.{d}.")
         dbn.data_info = dict(meta.get("data") or {})
+        if meta.get("whitening") is not None:
+            dbn.whitening = Whitening.from_parts(meta["whitening"], whitening)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: inconsistent checkpoint ({first_line(exc)})") from None
     return dbn.to(device)
@@ -114,9 +139,10 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
 def _read_recipe(meta: dict) -> TrainingRecipe | None:
     """The training recipe of ``meta`` (``None``: never trained).
 
-    Format 2 recipes name every field. Format 1 ones say ``k`` for ``cd_steps``, and those
-    saved before ``reshuffle`` and ``next_layer_data`` existed were trained with a new batch
-    order every epoch and handed the final up-pass to the next layer.
+    Format 2 recipes name every field but the ``sigma`` ones, added later (their defaults
+    fill in). Format 1 ones say ``k`` for ``cd_steps``, and those saved before ``reshuffle``
+    and ``next_layer_data`` existed were trained with a new batch order every epoch and
+    handed the final up-pass to the next layer.
     """
     recipe = meta["recipe"]
     if recipe is None:
@@ -128,7 +154,8 @@ def _read_recipe(meta: dict) -> TrainingRecipe | None:
         if "k" in recipe:
             recipe["cd_steps"] = recipe.pop("k")
     else:
-        missing = [f.name for f in dataclasses.fields(TrainingRecipe) if f.name not in recipe]
+        missing = [f.name for f in dataclasses.fields(TrainingRecipe)
+                   if f.name not in recipe and f.name not in LATER_RECIPE_FIELDS]
         if missing:
             raise ValueError(f"recipe lacks {', '.join(missing)}")
     return TrainingRecipe(**recipe)
@@ -268,10 +295,11 @@ def _check_tensors(path: Path, f: safe_open, expected: dict[str, tuple[int, ...]
                                 f"found {info.get_dtype()} {tuple(info.get_shape())}")
 
 
-def _check_layout(path: Path, meta: dict, f: safe_open) -> None:
+def _check_layout(path: Path, meta: dict, f: safe_open, visible: str = "binary") -> None:
     """:class:`CheckpointError` unless the header holds exactly the tensors that
-    ``meta["sizes"]`` implies (names, shapes, floating dtypes), plus records of last epochs,
-    and ``meta["history"]`` has one list per layer. Reads no tensor data."""
+    ``meta["sizes"]`` and the ``visible`` kind imply (names, shapes, floating dtypes), plus
+    records of last epochs, and ``meta["history"]`` has one list per layer. Reads no tensor
+    data."""
     sizes = meta.get("sizes")
     if not (isinstance(sizes, list) and 2 <= len(sizes) <= MAX_SIZES
             and all(type(s) is int and s >= 1 for s in sizes)):
@@ -281,7 +309,19 @@ def _check_layout(path: Path, meta: dict, f: safe_open) -> None:
     for d, (v, h) in enumerate(zip(sizes[:-1], sizes[1:])):
         expected.update({f"rbms.{d}.weight": (h, v), f"rbms.{d}.visible_bias": (v,),
                          f"rbms.{d}.hidden_bias": (h,)})
-    _check_tensors(path, f, expected, f"sizes {reprlib.repr(sizes)} need",
+    if visible == "gaussian":
+        expected["rbms.0._sigma"] = ()
+    whitening = meta.get("whitening")
+    if whitening is not None and not (isinstance(whitening, dict)
+                                      and whitening.get("kind") in WHITENING_KINDS):
+        raise _refuse(path, f"whitening must be null or an object with a kind of "
+                            f"{', '.join(WHITENING_KINDS)}, got {reprlib.repr(whitening)}")
+    if whitening is not None and whitening["kind"] == "zca":
+        n = sizes[0]
+        expected.update({f"{WHITENING}zca.mean": (n,), f"{WHITENING}zca.eigenvalues": (n,),
+                         f"{WHITENING}zca.eigenvectors": (n, n)})
+    kind = " with Gaussian visible units" if visible == "gaussian" else ""
+    _check_tensors(path, f, expected, f"sizes {reprlib.repr(sizes)}{kind} need",
                    also=LAST_EPOCH + ".")
     history = meta.get("history")
     if not (isinstance(history, list) and len(history) == len(sizes) - 1

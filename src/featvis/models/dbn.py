@@ -3,7 +3,8 @@
 Hidden layers are numbered ``d = 1..L`` from the input (the write-up this project follows
 counts the input as layer 1, so its "layer 2" is ``d = 1`` here). The up-pass into layer d
 uses RBM_d's ``hidden_bias`` (recognition); the down-pass from d to d-1 uses RBM_d's
-``visible_bias`` (generative). The two are never merged.
+``visible_bias`` (generative). The two are never merged. With ``visible="gaussian"`` only
+the first RBM has Gaussian visible units (real-valued inputs); the hidden layers stay binary.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from ..data import check_images
 from ..errors import check_int, is_int
 from ..train import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
+from ..whitening import Whitening
 from ._checkpoint import read_dbn, save_dbn
 from .rbm import RBM
 
@@ -28,17 +30,24 @@ __all__ = ["DBN"]
 class DBN(nn.Module):
     """A stack of :class:`RBM` s with sizes ``[n_visible, h_1, ..., h_L]``.
 
+    ``visible`` and ``sigma`` are those of the first RBM (see :class:`RBM`): ``"gaussian"``
+    takes real-valued inputs (e.g. whitened image patches) with noise ``sigma``.
+
     Attributes:
         rbms: ``nn.ModuleList``; ``rbms[d - 1]`` connects layer ``d - 1`` to layer ``d``.
         input_norm: mean L2 norm of the training inputs (recorded by :meth:`fit`); the
             default radius ``rho`` of activation maximization.
         recipe: the :class:`TrainingRecipe` of the last :meth:`fit` (``None`` before).
         data_info: free-form description of the training data, saved with the model.
+        whitening: the :class:`~featvis.whitening.Whitening` the inputs went through (natural
+            patches), saved with the model, or ``None``; first-layer filters are shown
+            through it.
         last_epoch_starts: while training is incomplete, per trained layer d the state at
             the start of its last epoch (see :class:`featvis.train.LastEpoch`); saved.
     """
 
-    def __init__(self, sizes: Sequence[int], *, seed: int | None = 0) -> None:
+    def __init__(self, sizes: Sequence[int], *, visible: str = "binary", sigma: float = 1.0,
+                 seed: int | None = 0) -> None:
         super().__init__()
         # Integers only: int() would quietly turn 784.7 or "784" into a size.
         values = list(sizes) if isinstance(sizes, Iterable) and not isinstance(sizes, str) else []
@@ -47,15 +56,27 @@ class DBN(nn.Module):
         seed = None if seed is None else check_int("seed", seed, minimum=None)
         self.sizes = [int(s) for s in values]
         self.rbms = nn.ModuleList(
-            RBM(v, h, seed=None if seed is None else seed + d)
+            RBM(v, h, seed=None if seed is None else seed + d,
+                **(dict(visible=visible, sigma=sigma) if d == 1 else {}))
             for d, (v, h) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1)
         )
         self.register_buffer("_input_norm", torch.tensor(float("nan")))
         self.recipe: TrainingRecipe | None = None
         self.data_info: dict = {}
+        self.whitening: Whitening | None = None
         # Layer d -> the state at the start of its last epoch, kept until all layers are
         # trained so that an interrupted fit can resume exactly (see fit).
         self.last_epoch_starts: dict[int, dict[str, torch.Tensor]] = {}
+
+    @property
+    def visible(self) -> str:
+        """The input units: ``"binary"`` or ``"gaussian"``."""
+        return self.rbms[0].visible
+
+    @property
+    def sigma(self) -> float:
+        """The first RBM's current sigma (1.0 for binary inputs; training may anneal it)."""
+        return self.rbms[0].sigma
 
     @property
     def n_layers(self) -> int:
@@ -82,7 +103,8 @@ class DBN(nn.Module):
         return count
 
     def extra_repr(self) -> str:
-        return "sizes=" + "-".join(map(str, self.sizes))
+        text = "sizes=" + "-".join(map(str, self.sizes))
+        return text if self.visible == "binary" else f"{text}, visible={self.visible!r}"
 
     def check_layer(self, layer: int) -> int:
         """Validate a hidden depth ``layer`` in ``1..L`` (returned as an ``int``)."""
@@ -121,7 +143,9 @@ class DBN(nn.Module):
         own order with ``reshuffle=True``). RBM d + 1 learns
         RBM d's hidden probabilities: by default those of its last epoch's positive phase
         (rbm.m's ``batchposhidprobs``, which the reference figures use), with
-        ``next_layer_data="final"`` its up-pass once trained. ``resume=True`` keeps the
+        ``next_layer_data="final"`` its up-pass once trained. Inputs are in [0, 1], or any
+        finite values with Gaussian visible units (the recipe's ``sigma`` schedule applies
+        to the first RBM only). ``resume=True`` keeps the
         layers that already have a history and trains the rest; it replays the last epoch
         of each kept layer to rebuild the hand-over, so that an interrupted and resumed run
         ends on the same model as an uninterrupted one. ``on_epoch(d, entry)`` is called
@@ -131,7 +155,7 @@ class DBN(nn.Module):
         with torch.no_grad():
             recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
             seed = recipe.seed                      # checked, a plain int
-            images = check_images(images, self.sizes[0])
+            images = check_images(images, self.sizes[0], unit_range=self.visible == "binary")
             images = images.to(self.rbms[0].weight.device, self.rbms[0].weight.dtype)
             if resume and self.recipe is not None and self.recipe != recipe:
                 raise ValueError("cannot resume with a different training recipe: "

@@ -1,7 +1,8 @@
-"""Bernoulli-Bernoulli restricted Boltzmann machine as an ``nn.Module``.
+"""Restricted Boltzmann machine as an ``nn.Module``: binary hidden units, binary
+(Bernoulli-Bernoulli) or Gaussian (Gaussian-Bernoulli) visible units.
 
 Parameters follow ``nn.Linear``: ``weight`` is ``(n_hidden, n_visible)``, so the hidden
-pre-activation is ``v @ weight.T + hidden_bias``.
+pre-activation is ``v @ weight.T + hidden_bias`` (``v / sigma`` for Gaussian units).
 """
 
 from __future__ import annotations
@@ -10,49 +11,92 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_int
-from ..train import TrainingRecipe, fit_rbm
+from ..errors import check_float, check_int
+from ..train import VISIBLE_KINDS, TrainingRecipe, fit_rbm
 
 __all__ = ["RBM"]
 
 
 class RBM(nn.Module):
-    """Binary RBM with energy ``E(v, h) = -v.b - h.c - h W v``.
+    """RBM with binary hidden units h and binary or Gaussian visible units v.
+
+    Binary: ``E(v, h) = -v.b - h.c - h W v``. Gaussian (Hinton's practical guide, one
+    ``sigma`` s for all units): ``E(v, h) = sum_i (v_i - b_i)^2 / (2 s^2) - h.c - h W (v / s)``,
+    so ``p(h_j = 1 | v) = sigmoid(c_j + W_j.v / s)`` and ``v | h ~ N(b + s W'h, s^2)``.
 
     Args:
         n_visible: number of visible units.
         n_hidden: number of hidden units.
-        seed: seed of the initial weights ``0.1 * randn`` (biases start at 0).
+        visible: ``"binary"`` or ``"gaussian"`` (real-valued inputs such as whitened patches).
+        sigma: the starting standard deviation of Gaussian units (1.0 for binary ones). It
+            lives in the buffer ``_sigma``, so checkpoints keep it and training may anneal
+            it (see :class:`featvis.TrainingRecipe`).
+        seed: seed of the initial weights, ``0.1 * randn`` as in rbm.m for binary units,
+            ``0.01 * randn`` for Gaussian ones (the practical guide's scale: ``v / s`` is not
+            bounded); biases start at 0.
     """
 
-    def __init__(self, n_visible: int, n_hidden: int, *, seed: int | None = 0) -> None:
+    def __init__(self, n_visible: int, n_hidden: int, *, visible: str = "binary",
+                 sigma: float = 1.0, seed: int | None = 0) -> None:
         super().__init__()
         n_visible, n_hidden = check_int("n_visible", n_visible), check_int("n_hidden", n_hidden)
+        if not isinstance(visible, str) or visible not in VISIBLE_KINDS:
+            raise ValueError(f"visible must be 'binary' or 'gaussian', got {visible!r}")
+        sigma = check_float("sigma", sigma)
+        if visible == "binary" and sigma != 1.0:
+            raise ValueError(f"sigma applies to Gaussian visible units only, got sigma={sigma:g} "
+                             "with visible='binary'")
         seed = None if seed is None else check_int("seed", seed, minimum=None)
         self.n_visible, self.n_hidden = n_visible, n_hidden
+        self.visible, self.initial_sigma = visible, sigma
         self.weight = nn.Parameter(torch.empty(n_hidden, n_visible), requires_grad=False)
         self.visible_bias = nn.Parameter(torch.zeros(n_visible), requires_grad=False)
         self.hidden_bias = nn.Parameter(torch.zeros(n_hidden), requires_grad=False)
+        if visible == "gaussian":
+            self.register_buffer("_sigma", torch.tensor(sigma))
         self.history: list[dict[str, float]] = []
         self.reset_parameters(seed)
 
+    @property
+    def _gaussian(self) -> bool:
+        """Whether the visible units are Gaussian."""
+        return self.visible == "gaussian"
+
+    @property
+    def sigma(self) -> float:
+        """Standard deviation of ``v | h`` now (1.0 for binary units); settable for Gaussian
+        units (the training schedule does)."""
+        return float(self._sigma) if self._gaussian else 1.0
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        if not self._gaussian:
+            raise ValueError("a binary RBM has no sigma to set (visible='binary')")
+        self._sigma.fill_(check_float("sigma", value))
+
     def reset_parameters(self, seed: int | None = 0) -> None:
-        """Weights ``0.1 * randn`` from ``seed`` (Hinton's rbm.m), biases zero."""
+        """Weights ``0.1 * randn`` (``0.01 * randn`` for Gaussian units) from ``seed``
+        (Hinton's rbm.m), biases zero, sigma back to :attr:`initial_sigma`."""
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.weight.device).manual_seed(seed)
         with torch.no_grad():
-            self.weight.normal_(0.0, 0.1, generator=generator)
+            self.weight.normal_(0.0, 0.01 if self._gaussian else 0.1, generator=generator)
             self.visible_bias.zero_()
             self.hidden_bias.zero_()
+            if self._gaussian:
+                self._sigma.fill_(self.initial_sigma)
         self.history = []
 
     def extra_repr(self) -> str:
-        return f"n_visible={self.n_visible}, n_hidden={self.n_hidden}"
+        text = f"n_visible={self.n_visible}, n_hidden={self.n_hidden}"
+        return text + (f", visible='gaussian', sigma={self.sigma:g}" if self._gaussian else "")
 
     # -- conditionals -------------------------------------------------------------------
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid hidden input ``v @ W.T + c``."""
+        """Pre-sigmoid hidden input ``v @ W.T + c`` (``v / sigma`` for Gaussian units)."""
+        if self._gaussian:
+            v = v / self._sigma
         return F.linear(v, self.weight, self.hidden_bias)
 
     def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
@@ -60,8 +104,37 @@ class RBM(nn.Module):
         return self.hidden_logits(v).sigmoid_()       # in place on the fresh product
 
     def visible_probs(self, h: torch.Tensor) -> torch.Tensor:
-        """``p(v = 1 | h)``."""
+        """``p(v = 1 | h)`` of binary units; ``ValueError`` for Gaussian ones, which have no
+        probability to give: :meth:`visible_mean` serves both kinds."""
+        if self._gaussian:
+            raise ValueError("visible_probs is for binary visible units; this RBM's are "
+                             "Gaussian: use visible_mean (E[v | h]) or sample_visible")
         return torch.addmm(self.visible_bias, h, self.weight).sigmoid_()
+
+    def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
+        """``E[v | h]``: :meth:`visible_probs` for binary units, ``b + sigma W'h`` for
+        Gaussian ones (the down-pass to the inputs that suits either kind)."""
+        if not self._gaussian:
+            return self.visible_probs(h)
+        return torch.mm(h, self.weight).mul_(self._sigma).add_(self.visible_bias)
+
+    def visible_mean_one_hot(self, units: torch.Tensor) -> torch.Tensor:
+        """``(U, n_visible)``: ``E[v | h = e_u]`` for each hidden unit ``u`` of ``units`` (one
+        unit on, the others off), by a row gather rather than a product with one-hot rows."""
+        if self._gaussian:
+            return self.weight[units].mul(self._sigma).add_(self.visible_bias)
+        return torch.sigmoid(self.weight[units] + self.visible_bias)
+
+    def visible_from_uniforms(self, uniforms: torch.Tensor, mean: torch.Tensor
+                              ) -> torch.Tensor:
+        """A sample of ``v`` with ``E[v | h] = mean`` from ``uniforms`` in [0, 1) (broadcast):
+        ``uniforms < mean`` for binary units, ``mean + sigma * Phi^-1(uniforms)`` for Gaussian
+        ones, so callers that draw their own uniforms (one generator per unit) serve both."""
+        shape = torch.broadcast_shapes(uniforms.shape, mean.shape)
+        if not self._gaussian:
+            return torch.lt(uniforms, mean, out=mean.new_empty(shape))
+        normal = torch.special.ndtri(uniforms.clamp(1e-7, 1 - 1e-7))
+        return torch.add(mean, normal.mul_(self._sigma))
 
     def sample_hidden(self, v: torch.Tensor, generator: torch.Generator | None = None
                       ) -> torch.Tensor:
@@ -70,12 +143,22 @@ class RBM(nn.Module):
 
     def sample_visible(self, h: torch.Tensor, generator: torch.Generator | None = None
                        ) -> torch.Tensor:
-        """Binary sample of ``v`` given ``h``."""
-        return bernoulli(self.visible_probs(h), generator)
+        """Sample of ``v`` given ``h``: binary, or ``E[v | h] + sigma * randn`` for Gaussian
+        units."""
+        if not self._gaussian:
+            return bernoulli(self.visible_probs(h), generator)
+        mean = self.visible_mean(h)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device,
+                            dtype=mean.dtype)
+        return noise.mul_(self._sigma).add_(mean)
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """``F(v) = -v.b - sum_j softplus(c_j + W_j.v)``, so ``p(v) = exp(-F(v)) / Z``."""
-        return -(v @ self.visible_bias) - F.softplus(self.hidden_logits(v)).sum(-1)
+        """``F(v) = -v.b - sum_j softplus(c_j + W_j.v)``, so ``p(v) = exp(-F(v)) / Z``; for
+        Gaussian units ``F(v) = |v - b|^2 / (2 sigma^2) - sum_j softplus(c_j + W_j.v / sigma)``."""
+        hidden = F.softplus(self.hidden_logits(v)).sum(-1)
+        if self._gaussian:
+            return (v - self.visible_bias).pow(2).sum(-1).div(2 * self._sigma ** 2) - hidden
+        return -(v @ self.visible_bias) - hidden
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """Hidden probabilities: an RBM used as a feature extractor."""
@@ -89,8 +172,9 @@ class RBM(nn.Module):
 
         ``recipe`` takes the other fields of :class:`featvis.TrainingRecipe` (``lr``,
         ``momentum``, ``final_momentum``, ``momentum_switch``, ``weight_decay``, ``cd_steps``,
-        ``persistent``, ``sparsity_target``, ``sparsity_cost``, ``reshuffle``). Unless
-        ``warm_start``, parameters are first reset from ``seed``, so the result depends on
+        ``persistent``, ``sparsity_target``, ``sparsity_cost``, ``reshuffle``, and for
+        Gaussian units ``sigma``, ``sigma_decay``, ``sigma_floor``). Unless ``warm_start``,
+        parameters (and sigma) are first reset from ``seed``, so the result depends on
         ``seed`` alone.
         ``self.history`` gets one entry per epoch (see :func:`featvis.train.fit_rbm`).
         """
