@@ -32,9 +32,12 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
     units = list(range(5))
     for layer in summary["layers"]:
         d = layer["layer"]
-        expected = [m for m in METHODS if m != "deconvnet" and not (m == "filters" and d == 1)]
+        expected = [m for m in METHODS if m not in ("deconvnet", "filter_views")
+                    and not (m == "filters" and d == 1)]
         assert layer["methods"] == expected and layer["units"] == units
         assert "no channel maps" in layer["unavailable"]["Deconvnet projections"]
+        assert layer["unavailable"]["First-layer filters: learned, pattern, receptive field"] \
+            == "the inputs were not whitened"
         # Every overview is the library's own result, pixel for pixel.
         pictures = {
             "examples": tile(top_examples(small_dbn, x, d, k=9, units=units).mean,

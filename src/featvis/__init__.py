@@ -12,6 +12,8 @@ from ._version import __version__
 _PUBLIC = {
     "read_idx": "data", "load_mnist": "data", "load_images": "data",
     "Normalization": "data",
+    "natural_patches": "natural", "Patches": "natural",
+    "ZCA": "whitening", "Whitening": "whitening",
     "FeatvisError": "errors", "DataError": "errors", "CheckpointError": "errors",
     "RBM": "models", "DBN": "models", "reference_cnn": "models", "TrainingRecipe": "train",
     "load": "checkpoint",
@@ -22,6 +24,9 @@ _PUBLIC = {
     "ranked_filters": "methods", "RankedFilters": "methods",
     "linear_combination": "methods", "Combination": "methods",
     "deconvnet": "methods", "Projections": "methods", "fit_color_decorrelation": "methods",
+    "TopK": "methods.topk",
+    "locality": "figures", "random_locality": "figures", "gabor_fit": "figures",
+    "GaborFit": "figures",
     "visualize": "visualize", "VisualizeSettings": "visualize",
 }
 

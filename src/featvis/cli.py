@@ -514,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "range; none: the sphere alone)")
     p.add_argument("--methods", type=_methods, default=None,
                    help="comma-separated subset of: examples, maximize, sampling, filters, "
-                        "deconvnet, combination (default: all that apply to each layer)")
+                        "filter_views, deconvnet, combination (default: all that apply to "
+                        "each layer)")
     p.add_argument("--units", type=_positive_int, default=None,
                    help="visualize the first N units of each layer (default: all)")
     p.add_argument("--k", type=_positive_int, default=9, help="dataset examples per unit")

@@ -113,6 +113,10 @@ def _combination(model, layer, units, input_shape, **kwargs):
                               **kwargs).images
 
 
+def _filter_views(model, layer, units, input_shape, **kwargs):
+    return probe(model, input_shape).filters(layer)[units]
+
+
 def _deconvnet(model, layer, units, input_shape, images, **kwargs):
     return deconvnet(model, images, layer, units=units, k=1, **kwargs).projections[:, 0]
 
@@ -121,7 +125,8 @@ def _deconvnet(model, layer, units, input_shape, images, **kwargs):
 # small defaults keep a sanity check cheap; method_kwargs override them.
 _RUNS = {"examples": (_examples, _jaccard), "maximize": (_maximize, _cosine),
          "sampling": (_sampling, _cosine), "filters": (_filters, _jaccard),
-         "deconvnet": (_deconvnet, _cosine), "combination": (_combination, _cosine)}
+         "deconvnet": (_deconvnet, _cosine), "combination": (_combination, _cosine),
+         "filter_views": (_filter_views, _cosine)}
 
 
 def randomized_similarity(model: torch.nn.Module, layer: Key,

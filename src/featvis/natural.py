@@ -25,9 +25,9 @@ from PIL import Image
 
 from . import data
 from .errors import DataError, FeatvisError, check_float, check_int
-from .whitening import F0, Whitening, one_over_f_whiten
+from .whitening import F0, ZCA, Whitening, one_over_f_whiten
 
-__all__ = ["natural_patches", "rebuild", "Patches", "MissingDependencyError", "BUNDLED",
+__all__ = ["natural_patches", "rebuild", "training_inputs", "model_inputs", "WHITENINGS", "Patches", "MissingDependencyError", "BUNDLED",
            "WHITEN", "MAX_IMAGE_PIXELS", "MAX_PATCH_BYTES", "RECIPE_FORMAT"]
 
 # Photographs and textures of scikit-image's skimage.data that ship inside its wheel (no
@@ -35,7 +35,8 @@ __all__ = ["natural_patches", "rebuild", "Patches", "MissingDependencyError", "B
 # converted to grey as Pillow does (ITU-R 601-2 luma, like the user's photographs).
 BUNDLED = ("camera", "grass", "gravel", "brick", "moon", "astronaut", "coffee", "chelsea",
            "rocket")
-WHITEN = ("1/f", "none")
+WHITEN = ("1/f", "none")        # what natural_patches applies to whole photographs
+WHITENINGS = ("1/f", "zca", "none")   # what a model's inputs may go through
 MAX_IMAGE_PIXELS = 50_000_000       # refuse larger photographs before decoding them
 MAX_PATCH_BYTES = 4 * 2**30         # refuse count * size^2 float32 above this
 RECIPE_FORMAT = "featvis.patches/1"
@@ -148,6 +149,33 @@ def rebuild(recipe: Mapping, images: str | os.PathLike | Sequence | None = None)
         raise DataError(f"{sources[len(recorded)].where}: not in the recipe")
     expected = {entry["name"]: entry for entry in recorded}
     return _build(kind, folder, sources, settings, expected=expected, scale=scale)
+
+
+def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size: int = 14,
+                    count: int = 20000, seed: int = 0, whiten: str = "1/f",
+                    epsilon: float = 0.1) -> tuple[torch.Tensor, Patches, Whitening]:
+    """What a model of natural patches trains on: ``(inputs, patches, whitening)``.
+
+    ``whiten`` is ``"1/f"`` (the whole photographs filtered before cutting, as in Lee,
+    Ekanadham & Ng 2008), ``"zca"`` (ZCA with ``epsilon`` fitted on the cut patches) or
+    ``"none"``; the patches are mean-removed and contrast-normalized (see
+    :func:`natural_patches`). Save ``patches.recipe`` and ``whitening`` with the model:
+    :func:`model_inputs` rebuilds the same inputs from them.
+    """
+    if whiten not in WHITENINGS:
+        raise ValueError(f"whiten must be one of {', '.join(WHITENINGS)}, got {whiten!r}")
+    patches = natural_patches(images, size, count, seed,
+                              whiten="1/f" if whiten == "1/f" else "none")
+    whitening = Whitening("zca", zca=ZCA.fit(patches.patches, epsilon)) \
+        if whiten == "zca" else patches.whitening
+    return whitening.inputs(patches.patches), patches, whitening
+
+
+def model_inputs(recipe: Mapping, whitening: Whitening,
+                 images: str | os.PathLike | Sequence | None = None) -> torch.Tensor:
+    """The inputs a model of natural patches was trained on, from its saved recipe and
+    whitening (``images``: the photographs again, see :func:`rebuild`)."""
+    return whitening.inputs(rebuild(recipe, images).patches)
 
 
 # --- Settings and sources -----------------------------------------------------------------

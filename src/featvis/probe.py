@@ -30,6 +30,7 @@ from torch import nn
 from .errors import DataError, FeatvisError, check_int
 from .units import unit_generator
 from .models.dbn import DBN
+from .whitening import Whitening
 
 __all__ = ["Key", "LayerInfo", "Scores", "LayerError", "UnsupportedError", "Probe", "probe",
            "layers", "affine", "SPATIAL"]
@@ -131,6 +132,10 @@ class Probe:
     def filters(self, key: Key) -> torch.Tensor:
         """A first layer's filters as pictures ``(units, *shape)``."""
         raise NotImplementedError
+
+    def whitening(self) -> Whitening | None:
+        """The whitening the model's inputs went through (natural patches), or ``None``."""
+        return None
 
     def generative(self) -> DBN:
         """The generative model that unit sampling draws from."""
@@ -237,7 +242,12 @@ class DBNProbe(Probe):
             "sizes": dbn.sizes, "input_norm": dbn.input_norm,
             "recipe": None if dbn.recipe is None else dbn.recipe.to_dict(),
             "history": [rbm.history for rbm in dbn.rbms], "data": dbn.data_info,
-            "trained_layers": dbn.trained_layers}
+            "trained_layers": dbn.trained_layers, "visible": dbn.visible,
+            "sigma": dbn.sigma if dbn.visible == "gaussian" else None,
+            "whitening": None if dbn.whitening is None else dbn.whitening.config()}
+
+    def whitening(self):
+        return self.dbn.whitening
 
     def incoming_weights(self, key):
         return self.dbn.rbms[self.layer(key).name - 1].weight.detach()

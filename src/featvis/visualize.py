@@ -29,7 +29,8 @@ from ._version import __version__
 from .checkpoint import encode_dbn
 from .errors import check_int
 from .evaluate import method_agreement
-from .figures import class_purity, distinctness, example_distinctness, randomized_similarity
+from .figures import (class_purity, distinctness, example_distinctness, gabor_fit, locality,
+                      random_locality, randomized_similarity)
 from .fingerprint import model_fingerprint
 from .methods import (TopExamples, deconvnet, linear_combination, maximize, ranked_filters,
                       sample_unit, top_examples)
@@ -60,8 +61,8 @@ class VisualizeSettings:
     (``bounds="data"``; ``None``: no box), so that its pictures stay images."""
 
     layers: Sequence[Key] | None = None
-    methods: Sequence[str] = ("examples", "maximize", "sampling", "filters", "deconvnet",
-                              "combination")
+    methods: Sequence[str] = ("examples", "maximize", "sampling", "filters", "filter_views",
+                              "deconvnet", "combination")
     units: int | None = None          # the first N units of each layer; None = all
     k: int = 9                        # dataset examples per unit
     top: int = 10                     # ranked filters / linear-combination terms
@@ -151,9 +152,11 @@ class LayerRun:
         where = self.folder if unit is None else f"{self.folder}/units/{self.units[unit]}"
         return self.builder.write(f"{where}/{name}.png", encode_png(array))
 
-    def section(self, method: "Method", array, caption: str) -> None:
-        """The overview picture of ``method`` over the layer's units."""
-        file = self.png(method.name, array)
+    def section(self, method: "Method", array, caption: str, name: str | None = None
+                ) -> None:
+        """An overview picture of ``method`` over the layer's units (its ``name`` when the
+        method draws several)."""
+        file = self.png(name or method.name, array)
         self.sections.append({"method": method.name, "title": method.title,
                               "legend": method.legend, "file": file, "caption": caption})
 
@@ -323,6 +326,44 @@ def _filters(layer: LayerRun) -> None:
             f"unit of layer {rf.below}: weight — {weights}", "strip")])
 
 
+_VIEWS = {"learned": "as learned: the weights on the whitened input",
+          "pattern": "pattern: the pixel patch whose whitened version is the filter",
+          "receptive_field": "receptive field: the filter applied to raw pixels"}
+
+
+def _square(pictures: torch.Tensor) -> torch.Tensor:
+    """Flat ``(N, D)`` square pictures as ``(N, 1, side, side)``."""
+    side = math.isqrt(pictures.shape[1])
+    return pictures.reshape(len(pictures), 1, side, side)
+
+
+def _filter_views(layer: LayerRun) -> None:
+    up, method = layer.settings.upscale, _METHOD["filter_views"]
+    weights = layer.seam.filters(layer.key).flatten(1)
+    views = layer.seam.whitening().views(weights)
+    shown = {name: _square(pictures[layer.units]) for name, pictures in views.items()}
+    for name, pictures in shown.items():
+        layer.section(method, tile(pictures, upscale=up), f"{_VIEWS[name]}; one tile per unit",
+                      name=f"filter_views_{name}")
+    for j in range(len(layer.units)):
+        layer.panel(method, j, [(f"filter_{name}", tile(pictures[j:j + 1], upscale=up),
+                                 _VIEWS[name], "single") for name, pictures in shown.items()])
+    filters = _square(weights)[:, 0]
+    fit = gabor_fit(filters)
+    baseline = random_locality(filters.shape, seed=layer.settings.seed)
+    layer.figure("filter_views", "locality (median energy share near the peak)",
+                 locality(filters))
+    layer.figure("filter_views", "locality of random filters of this size", baseline)
+    layer.figure("filter_views", f"share of Gabor fits with R^2 >= {fit.threshold:g}", fit.share)
+    layer.figure("filter_views", "orientation spread of the Gabor fits (circular variance)",
+                 fit.orientation_spread)
+    layer.figure("filter_views", "frequency spread of the Gabor fits (IQR, cycles/pixel)",
+                 fit.frequency_spread)
+    for j, (info, i) in enumerate(zip(layer.details, layer.units)):
+        info["filter_views"] = {"gabor_r2": _json_float(fit.r2[i].item())}
+    layer.pictures["filter_views"] = shown["learned"]
+
+
 def _deconvnet(layer: LayerRun) -> None:
     s, up, method = layer.settings, layer.settings.upscale, _METHOD["deconvnet"]
     pj = deconvnet(layer.seam.model, layer.model_images, layer.key, units=layer.units, k=s.k,
@@ -377,6 +418,14 @@ REGISTRY: tuple[Method, ...] = (
                seam.model, ranked_filters(seam.model, key, top=1, input_shape=seam.input_shape)
                .below, top=None, units=[0], input_shape=seam.input_shape)),
            _filters, lambda s, inputs: dict(top=s.top), indices=True),
+    Method("filter_views", "First-layer filters: learned, pattern, receptive field",
+           "For whitened inputs (natural-image patches; Lee, Ekanadham & Ng 2008): each "
+           "first-layer filter as learned in the whitened space, as the pixel pattern whose "
+           "whitened version it is, and as the receptive field it applies to raw pixels; its "
+           "figures say whether they look like V1 simple cells: localized (energy near the "
+           "peak, against random filters) and fitted by Gabor functions.",
+           lambda seam, key: "the inputs were not whitened" if seam.whitening() is None else
+           _why_not(lambda: seam.filters(key)), _filter_views, lambda s, inputs: {}),
     Method("deconvnet", "Deconvnet projections",
            "The top examples of each channel beside their projections back to pixel space "
            "(Zeiler & Fergus 2014): the channel's maximum alone, sent down through the "

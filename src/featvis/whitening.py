@@ -295,6 +295,11 @@ class Whitening:
                 raise
             raise CheckpointError(f"whitening: {exc}") from None
 
+    def inputs(self, patches: torch.Tensor) -> torch.Tensor:
+        """What a model reads for ``patches`` cut as their recipe says: ZCA-whitened ones
+        (1/f whitening was applied to the whole photographs before cutting)."""
+        return patches if self.zca is None else self.zca.transform(patches)
+
     def views(self, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         """First-layer filters ``weight`` (H, D) in the three views the figures show:
         ``"learned"`` (the weights, in the whitened space), ``"pattern"`` (the pixel pattern
