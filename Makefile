@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,browser]'
+	$(PIP) -e '.[test,browser,natural]'
 	touch $@
 
 # The gallery's browser tests drive Debian's chromium (never a downloaded browser). Without

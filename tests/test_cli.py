@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -328,3 +329,65 @@ def test_the_methods_option_lists_every_registered_method(capsys):
         main(["visualize", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert ", ".join(METHODS) in help_text
+
+
+def test_train_and_visualize_a_natural_patch_model(tmp_path, capsys):
+    """--dataset natural: a Gaussian DBN with the patch recipe and whitening saved, which
+    visualize rebuilds (the same patches, so the same examples) and shows in three views."""
+    from featvis import DBN
+
+    model = tmp_path / "natural.safetensors"
+    code, _, err = run_cli(capsys, "train", "--dataset", "natural", "--patch-size", 8,
+                           "--patches", 400, "--epochs", 1, "--sizes", "64,12,6", "--out",
+                           model, "--quiet")
+    assert code == 0, err
+    assert "recipe lee" in err and "natural patches 8x8 x 400, whiten 1/f" in err
+    dbn = DBN.load(model)
+    assert (dbn.visible, dbn.whitening.kind) == ("gaussian", "1/f")
+    assert dbn.data_info["patches"]["count"] == 400 and dbn.data_info["n_train"] == 400
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        code, _, err = run_cli(capsys, "visualize", model, "--out", out, "--units", 3,
+                               "--steps", 5, "--restarts", 2, "--samples", 4, "--top", 3,
+                               "--quiet")
+        assert code == 0, err
+        runs.append(json.loads((out / "summary.json").read_text()))
+    first = runs[0]["layers"][0]
+    assert "filter_views" in first["methods"]
+    assert {"locality (median energy share near the peak)",
+            "share of Gabor fits with R^2 >= 0.7"} <= set(first["figures"]["filter_views"])
+    for view in ("learned", "pattern", "receptive_field"):
+        assert (tmp_path / "a" / first["folder"] / f"filter_views_{view}.png").is_file()
+    assert [u["examples"] for u in first["unit_details"]] == \
+        [u["examples"] for u in runs[1]["layers"][0]["unit_details"]]
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--dataset", "natural", "--model", "cnn"), "--dataset natural is for --model dbn"),
+    (("--patch-size", "8"), "--patch-size is for --dataset natural"),
+    (("--images", "photos"), "--images is for --dataset natural"),
+    (("--dataset", "natural", "--sizes", "100,10"), "--sizes starts with 100 inputs, but "
+                                                    "patches of 14x14 have 196"),
+])
+def test_train_refuses_options_of_another_data_set(tmp_path, capsys, args, message):
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "m", "--quiet", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_natural_data_without_scikit_image_names_the_pip_command(tmp_path, capsys,
+                                                                  monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_skimage(name, *args, **kwargs):
+        if name == "skimage" or name.startswith("skimage."):
+            raise ImportError("No module named 'skimage'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_skimage)
+    code, _, err = run_cli(capsys, "train", "--dataset", "natural", "--out", tmp_path / "m",
+                           "--quiet")
+    assert code == 2 and "pip install 'featvis[natural]'" in err, err
+    assert not (tmp_path / "m").exists()

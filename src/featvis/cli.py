@@ -153,28 +153,57 @@ def _check_same_data(saved: dict, current: dict) -> None:
           "source and size were compared", file=sys.stderr)
 
 
-TRAIN_DEFAULTS = {"dbn": {"epochs": 10, "batch_size": 100, "lr": 0.1},   # rbm.m
+TRAIN_DEFAULTS = {"dbn": {"epochs": 10, "batch_size": 100, "recipe": "rbm.m"},   # rbm.m
+                  "natural": {"epochs": 10, "batch_size": 100, "recipe": "lee"},
                   "cnn": {"epochs": 4, "batch_size": 128, "lr": 3e-3}}   # the reference CNN
 DBN_SIZES = [784, 1000, 500, 250]
+NATURAL_HIDDEN = [400, 200]      # a natural-patch DBN's hidden layers (Lee et al. 2008 scale)
+NATURAL_OPTIONS = (("--images", "images", None), ("--patch-size", "patch_size", 14),
+                   ("--patches", "patches", 20_000), ("--whiten", "whiten", "1/f"))
 
 
 def _train_defaults(args: argparse.Namespace) -> None:
-    """Fill the options the user left out with the defaults of ``--model``'s kind, and
-    refuse the options that kind does not have."""
+    """Fill the options the user left out with the defaults of ``--model``'s kind (and of
+    ``--dataset``), and refuse the options that kind or data set does not have."""
+    natural = args.dataset == "natural"
     if args.model_kind != "dbn":
-        for option, given in (("--sizes", args.sizes is not None), ("--resume", args.resume)):
+        for option, given in (("--sizes", args.sizes is not None), ("--resume", args.resume),
+                              ("--recipe", args.recipe is not None),
+                              ("--dataset natural", natural)):
             if given:
-                raise FeatvisError(f"{option} is for --model dbn; CNN training does not resume "
-                                   "(it takes about a minute) and its layers are fixed")
-    for name, value in TRAIN_DEFAULTS[args.model_kind].items():
+                raise FeatvisError(f"{option} is for --model dbn; the reference CNN trains on "
+                                   "MNIST with fixed layers and does not resume (it takes "
+                                   "about a minute)")
+    for option, name, default in NATURAL_OPTIONS:
         if getattr(args, name) is None:
+            setattr(args, name, default)
+        elif not natural and name != "images":
+            raise FeatvisError(f"{option} is for --dataset natural")
+    if args.images is not None and not natural:
+        raise FeatvisError("--images is for --dataset natural (photographs to cut patches "
+                           "from); --data names an MNIST folder")
+    kind = "natural" if natural else args.model_kind
+    for name, value in TRAIN_DEFAULTS[kind].items():
+        if getattr(args, name, None) is None:
             setattr(args, name, value)
+    if args.model_kind == "dbn" and args.sizes is None:
+        args.sizes = [args.patch_size ** 2, *NATURAL_HIDDEN] if natural else DBN_SIZES
+    if natural and args.sizes[0] != args.patch_size ** 2:
+        raise FeatvisError(f"--sizes starts with {args.sizes[0]} inputs, but patches of "
+                           f"{args.patch_size}x{args.patch_size} have {args.patch_size ** 2}")
 
 
-def _announce(args: argparse.Namespace) -> None:
+def _announce(args: argparse.Namespace, recipe=None) -> None:
     """The settings a training run uses, defaults included, once every check has passed."""
-    print(f"featvis train: {args.model_kind}, epochs={args.epochs}, "
-          f"batch_size={args.batch_size}, lr={args.lr:g}, seed={args.seed}", file=sys.stderr)
+    if recipe is None:
+        print(f"featvis train: {args.model_kind}, epochs={args.epochs}, "
+              f"batch_size={args.batch_size}, lr={args.lr:g}, seed={args.seed}", file=sys.stderr)
+        return
+    data = (f"natural patches {args.patch_size}x{args.patch_size} x {args.patches}, whiten "
+            f"{args.whiten}" if args.dataset == "natural" else "MNIST")
+    fields = ", ".join(f"{k}={v}" for k, v in recipe.to_dict().items())
+    print(f"featvis train: dbn {'-'.join(map(str, args.sizes))} on {data}; recipe "
+          f"{args.recipe}: {fields}", file=sys.stderr)
 
 
 def _train_cnn(args: argparse.Namespace, out: Path) -> int:
@@ -198,25 +227,45 @@ def _train_cnn(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _training_data(args: argparse.Namespace):
+    """``(inputs, data_info, whitening)`` of ``--dataset``: MNIST's training images, or
+    natural patches cut from ``--images`` (or the bundled photographs) and whitened."""
     from .data import mnist_info
+
+    if args.dataset == "natural":
+        from .natural import natural_info, training_inputs
+
+        inputs, patches, whitening = training_inputs(
+            args.images, size=args.patch_size, count=args.patches, seed=args.seed,
+            whiten=args.whiten)
+        return inputs, natural_info(patches, inputs), whitening
+    images, _ = _mnist("train", args.data, args.sizes[0])
+    return images, mnist_info(args.data, images), None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from .fileio import holding
     from .models import DBN
+    from .train import TrainingRecipe
 
     out: Path = args.out
     _train_defaults(args)
     _check_new_file(out, "--out", args.force, args.resume)
     if args.model_kind == "cnn":
         return _train_cnn(args, out)
-    args.sizes = args.sizes or DBN_SIZES
+    recipe = TrainingRecipe.preset(args.recipe, epochs=args.epochs, batch_size=args.batch_size,
+                                   seed=args.seed, **({} if args.lr is None else
+                                                      {"lr": args.lr}))
     device = resolve_device(args.device)
     dbn = DBN.load(out, device=device) if args.resume else None
     if dbn is not None and dbn.sizes != args.sizes:
         raise FeatvisError(f"--resume: checkpoint has layers {dbn.sizes}, asked {args.sizes}")
-    images, _ = _mnist("train", args.data, args.sizes[0])
-    data_info = mnist_info(args.data, images)
+    inputs, data_info, whitening = _training_data(args)
     if dbn is None:
-        dbn = DBN(args.sizes, seed=args.seed).to(device)
+        gaussian = args.dataset == "natural"
+        dbn = DBN(args.sizes, visible="gaussian" if gaussian else "binary",
+                  sigma=(recipe.sigma or 1.0) if gaussian else 1.0, seed=args.seed).to(device)
+        dbn.whitening = whitening
     else:
         _check_same_data(dbn.data_info, data_info)
         print(f"resuming after layer {dbn.trained_layers} of {dbn.n_layers}", file=sys.stderr)
@@ -231,11 +280,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.save(out)
         print(f"layer {layer} done; checkpoint saved to {out}", file=sys.stderr)
 
-    _announce(args)
+    _announce(args, recipe)
     with holding(out):           # a second run to the same --out refuses while this one runs
-        dbn.fit(images, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                seed=args.seed, resume=args.resume, progress=not args.quiet,
-                on_epoch=log_epoch, on_layer=checkpoint)
+        dbn.fit(inputs, resume=args.resume, progress=not args.quiet, on_epoch=log_epoch,
+                on_layer=checkpoint, **recipe.to_dict())
     print(out)
     return 0
 
@@ -303,6 +351,14 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, obj
     from .data import Normalization, load_images, load_mnist, parse_normalize, picture_shape
 
     shape = args.input_shape or seam.input_shape
+    recipe = seam.describe().get("data", {}).get("patches")
+    if recipe is not None:                  # a model of natural patches: the same patches
+        from .natural import model_inputs
+
+        if args.normalize is not None:
+            raise FeatvisError("--normalize: a model of natural patches reads them as it was "
+                               "trained (whitened, contrast-normalized)")
+        return model_inputs(recipe, seam.whitening(), args.images), None, None
     if args.images is not None:
         channels = shape[0] if shape is not None and len(shape) == 3 else None
         images, labels, _ = load_images(args.images, channels=channels, resize=args.resize)
@@ -368,9 +424,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_cnn_demo, run_demo
+    from .demo import NATURAL_SIZES, run_cnn_demo, run_demo, run_natural_demo
 
-    if args.model_kind == "cnn":
+    if args.dataset == "natural" and args.model_kind != "dbn":
+        raise FeatvisError("--dataset natural is for --model dbn (a DBN with Gaussian "
+                           "visible units)")
+    if args.images is not None and args.dataset != "natural":
+        raise FeatvisError("--images is for --dataset natural")
+    if args.dataset == "natural":
+        index = run_natural_demo(args.out, images=args.images, seed=args.seed,
+                                 sizes=args.sizes or NATURAL_SIZES, units=args.units or 100,
+                                 device=resolve_device(args.device), progress=not args.quiet,
+                                 force=args.force)
+    elif args.model_kind == "cnn":
         index = run_cnn_demo(args.out, data=args.data, seed=args.seed, units=args.units or 16,
                              device=resolve_device(args.device), progress=not args.quiet,
                              force=args.force)
@@ -468,12 +534,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to train (default dbn)")
     _add_common_options(p)
     _add_sizes(p)
+    p.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
+                   help="mnist (default; --data names its folder) or natural: patches of "
+                        "photographs (--images DIR, default the grey photographs bundled "
+                        "with scikit-image), a DBN with Gaussian visible units")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="--dataset natural: a folder of PNG/JPEG photographs")
+    p.add_argument("--patch-size", type=_positive_int, default=None,
+                   help="--dataset natural: patch side in pixels (default 14)")
+    p.add_argument("--patches", type=_positive_int, default=None,
+                   help="--dataset natural: number of patches (default 20000)")
+    p.add_argument("--whiten", choices=["1/f", "zca", "none"], default=None,
+                   help="--dataset natural: 1/f filter on whole photographs (default), ZCA "
+                        "on the patches, or none")
+    p.add_argument("--recipe", choices=["rbm.m", "hinton", "lee"], default=None,
+                   help="DBN training recipe (default rbm.m for mnist, lee for natural; see "
+                        "the README's table)")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="epochs (per RBM for a DBN; default 10 for dbn, 4 for cnn)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="default 100 for dbn, 128 for cnn")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default 0.1 for dbn, 0.003 for cnn)")
+                   help="learning rate (default: the recipe's, 0.1 for rbm.m; 0.003 for cnn)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint at --out (skips finished layers)")
@@ -490,7 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MNIST split mined for dataset examples (default train)")
     p.add_argument("--images", type=Path, default=None, metavar="DIR|FILE.npy",
                    help="inputs instead of MNIST: a folder of PNG/JPEG images (class "
-                        "subfolders allowed) or a .npy array (uint8 is divided by 255)")
+                        "subfolders allowed) or a .npy array (uint8 is divided by 255); for "
+                        "a model of natural patches, the photographs its patches were cut "
+                        "from (default: those its checkpoint names)")
     p.add_argument("--resize", type=_shape, default=None, metavar="H,W",
                    help="resize every image of --images to H,W")
     p.add_argument("--normalize", default=None, metavar="MEAN,STD",
@@ -574,6 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="model_kind", choices=["dbn", "cnn"], default="dbn",
                    help="dbn: train the reference DBN (default); cnn: the reference CNN with "
                         "the weights shipped in featvis, no training")
+    p.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
+                   help="natural: a sparse DBN with Gaussian visible units on whitened "
+                        "patches of photographs (Lee, Ekanadham & Ng 2008), 196-400-200")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="--dataset natural: your photographs (default: the grey ones "
+                        "bundled with scikit-image)")
     _add_force(p, _FORCE_RUN)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -18,16 +18,23 @@ import torch
 
 from .data import load_mnist, mnist_info
 from .models import DBN, reference_cnn
+from .natural import natural_info, training_inputs
+from .train import TrainingRecipe
 from .report import INDEX
 from .probe import probe
 from .runfolder import plan_replacement
 from .visualize import VisualizeSettings, visualize
 
-__all__ = ["run_demo", "run_cnn_demo", "DEMO_SIZES", "CNN_LAYERS"]
+__all__ = ["run_demo", "run_cnn_demo", "run_natural_demo", "DEMO_SIZES", "CNN_LAYERS",
+           "NATURAL_SIZES", "NATURAL_DEMO"]
 
 DEMO_SIZES = (784, 1000, 500, 250)
 CNN_LAYERS = ("features.0", "features.3", "classifier.1")   # conv, conv, penultimate
 MODEL = "model.safetensors"        # the trained DBN, saved inside the output folder
+NATURAL_SIZES = (196, 400, 200)    # 14 x 14 patches, then Lee et al. 2008's layers, scaled
+# The natural-image demo's data and training (see the README's table of recipes).
+NATURAL_DEMO = {"patches": 20_000, "whiten": "1/f", "recipe": "lee", "epochs": 10,
+                "batch_size": 100}
 
 
 def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | None = None,
@@ -82,4 +89,49 @@ def run_cnn_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLik
     start = time.perf_counter()
     visualize(cnn, images, out, settings, labels=labels, force=force, progress=progress)
     print(f"featvis demo: visualized in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return out / INDEX
+
+
+def run_natural_demo(out: str | os.PathLike = "featvis-demo",
+                     images: str | os.PathLike | None = None, seed: int = 0,
+                     sizes: Sequence[int] = NATURAL_SIZES, units: int = 100,
+                     device: torch.device | str = "cpu", progress: bool = True,
+                     settings: VisualizeSettings | None = None, force: bool = False) -> Path:
+    """Lee, Ekanadham & Ng (2008) end to end: patches of natural photographs (``images``, or
+    those bundled with scikit-image), 1/f-whitened; a DBN with Gaussian visible units
+    trained by the ``lee`` recipe; every method on its layers, the first-layer filters in
+    three views with their locality and Gabor figures; the model saved as
+    ``out/model.safetensors``. Returns the path of ``index.html``."""
+    out = Path(out)
+    plan_replacement(out, force=force, rewriting=[MODEL])
+    side = int(round(sizes[0] ** 0.5))
+    if side * side != sizes[0]:
+        raise ValueError(f"sizes must start with a square number of inputs (patch pixels), "
+                         f"got {sizes[0]}")
+    recipe = TrainingRecipe.preset(NATURAL_DEMO["recipe"], epochs=NATURAL_DEMO["epochs"],
+                                   batch_size=NATURAL_DEMO["batch_size"], seed=seed)
+    dbn = DBN(list(sizes), visible="gaussian", sigma=recipe.sigma, seed=seed).to(device)
+    settings = settings or VisualizeSettings(units=units, seed=seed,
+                                             top=min([10, *dbn.sizes[1:-1]]))
+    start = time.perf_counter()
+    inputs, patches, dbn.whitening = training_inputs(
+        images, size=side, count=NATURAL_DEMO["patches"], seed=seed,
+        whiten=NATURAL_DEMO["whiten"])
+    settings.check(probe(dbn, inputs.shape[1:]), n_inputs=len(inputs))   # before training
+    print(f"featvis demo: DBN {'-'.join(map(str, sizes))} (Gaussian visible units), recipe "
+          f"{NATURAL_DEMO['recipe']}, {recipe.epochs} epochs per RBM on {len(inputs)} "
+          f"{side}x{side} patches of {len(patches.recipe['sources'])} photographs, "
+          f"{NATURAL_DEMO['whiten']}-whitened; {settings.units or 'all'} units per layer",
+          file=sys.stderr)
+    dbn.data_info = natural_info(patches, inputs)
+    dbn.fit(inputs, progress=progress, **recipe.to_dict())
+    trained = time.perf_counter()
+    summary = visualize(dbn, inputs, out, settings, save_model_as=MODEL, force=force,
+                        progress=progress)
+    done = time.perf_counter()
+    figures = summary["layers"][0]["figures"].get("filter_views", {})
+    told = "; ".join(f"{label} {value}" for label, value in figures.items()
+                     if label.startswith(("locality", "share")))
+    print(f"featvis demo: trained in {trained - start:.0f} s, visualized in {done - trained:.0f} "
+          f"s; first-layer filters: {told}", file=sys.stderr)
     return out / INDEX

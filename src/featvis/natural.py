@@ -27,7 +27,8 @@ from . import data
 from .errors import DataError, FeatvisError, check_float, check_int
 from .whitening import F0, ZCA, Whitening, one_over_f_whiten
 
-__all__ = ["natural_patches", "rebuild", "training_inputs", "model_inputs", "WHITENINGS", "Patches", "MissingDependencyError", "BUNDLED",
+__all__ = ["natural_patches", "rebuild", "training_inputs", "natural_info", "model_inputs",
+           "WHITENINGS", "Patches", "MissingDependencyError", "BUNDLED",
            "WHITEN", "MAX_IMAGE_PIXELS", "MAX_PATCH_BYTES", "RECIPE_FORMAT"]
 
 # Photographs and textures of scikit-image's skimage.data that ship inside its wheel (no
@@ -169,6 +170,17 @@ def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size:
     whitening = Whitening("zca", zca=ZCA.fit(patches.patches, epsilon)) \
         if whiten == "zca" else patches.whitening
     return whitening.inputs(patches.patches), patches, whitening
+
+
+def natural_info(patches: Patches, inputs: torch.Tensor) -> dict:
+    """What a model records about its natural-patch training data (saved with the
+    checkpoint): the patch recipe that rebuilds them, how many, their fingerprint."""
+    from .fingerprint import data_fingerprint
+
+    sources = ", ".join(s["name"] for s in patches.recipe["sources"])
+    return {"name": "natural patches", "source": f"{patches.recipe['source']}: {sources}",
+            "n_train": len(inputs), "data_sha256": data_fingerprint(inputs),
+            "patches": patches.recipe}
 
 
 def model_inputs(recipe: Mapping, whitening: Whitening,

@@ -200,7 +200,8 @@ class TrainingRecipe:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainingRecipe":
-        """The named recipe (``"hinton"`` or ``"lee"``, see the class docs) with
+        """The named recipe (``"rbm.m"``: the defaults; ``"hinton"`` or ``"lee"``, see the
+        class docs) with
         ``overrides`` of any fields, e.g. ``TrainingRecipe.preset("lee", epochs=5)``."""
         if not isinstance(name, str) or name not in PRESETS:
             raise ValueError(f"unknown recipe preset {name!r}; the presets are "
@@ -227,8 +228,10 @@ def _float32(value: float) -> float:
     return torch.tensor(value, dtype=torch.float32).item()
 
 
-# Recipes for Gaussian visible units; the values are tabulated in TrainingRecipe's docstring.
+# Named recipes: rbm.m's defaults (binary MNIST), and two for Gaussian visible units whose
+# values are tabulated in TrainingRecipe's docstring.
 PRESETS: dict[str, dict] = {
+    "rbm.m": {},
     "hinton": dict(lr=0.01, momentum=0.5, final_momentum=0.9, weight_decay=2e-4,
                    sparsity_target=None, sigma=1.0, sigma_decay=1.0),
     "lee": dict(lr=0.01, momentum=0.5, final_momentum=0.9, weight_decay=0.01,

@@ -1,0 +1,35 @@
+"""The natural-image demo end to end, shrunk: patches, a Gaussian DBN, every method, the
+model saved in the run folder."""
+
+import json
+
+from featvis import DBN
+from featvis.report import INDEX
+
+from helpers import run_cli
+
+
+def test_natural_demo_end_to_end_tiny(tmp_path, capsys, monkeypatch):
+    import featvis.demo
+
+    monkeypatch.setitem(featvis.demo.NATURAL_DEMO, "patches", 600)
+    monkeypatch.setitem(featvis.demo.NATURAL_DEMO, "epochs", 1)
+    out = tmp_path / "demo"
+    code, stdout, stderr = run_cli(capsys, "demo", "--dataset", "natural", "--out", out,
+                                   "--sizes", "64,10,5", "--units", 2, "--quiet")
+    assert code == 0 and stdout.strip() == str(out / INDEX), stderr
+    assert "recipe lee, 1 epochs per RBM on 600 8x8 patches of 9 photographs" in stderr
+    assert "first-layer filters: locality" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [layer["methods"] for layer in summary["layers"]] == [
+        ["examples", "maximize", "sampling", "filter_views", "combination"],
+        ["examples", "maximize", "sampling", "filters", "combination"]]
+    assert summary["model"]["whitening"] == {"kind": "1/f", "f0": 0.4}
+    assert DBN.load(out / "model.safetensors").visible == "gaussian"
+
+
+def test_natural_demo_is_for_the_dbn(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "demo", "--dataset", "natural", "--model", "cnn", "--out",
+                           tmp_path / "d", "--quiet")
+    assert code == 2 and "--dataset natural is for --model dbn" in err
+    assert not (tmp_path / "d").exists()
