@@ -159,7 +159,8 @@ def test_one_conv_channel_mean_on_the_sphere_is_the_closed_form():
     conv = nn.Conv2d(2, 3, 3)
     model = nn.Sequential(conv)
     rho = 4.0
-    mx = maximize(model, "0", rho=rho, steps=500, restarts=2, input_shape=(2, 7, 7))
+    mx = maximize(model, "0", rho=rho, steps=500, restarts=2, input_shape=(2, 7, 7),
+                  spatial="mean")
     # The channel's mean is <v, x> / P + b, v = the kernel summed over all output positions.
     for c in range(3):
         v = torch.zeros(2, 7, 7)
@@ -217,3 +218,38 @@ def test_layer_errors_name_close_matches_and_what_cannot_be_read(residual):
         maximize(residual, "head", input_shape=(1, 8, 8))
     first = linear_combination(residual, "stem", input_shape=(1, 8, 8))
     assert torch.equal(first.images, residual.stem.weight.detach())
+
+
+@pytest.mark.parametrize("spatial", ["mean", "center", "positive"])
+def test_objective_equals_the_layer_read_by_a_forward_pass(spatial):
+    """Whether read through the affine shortcut (a Conv or Linear target: row . input +
+    offset, the forward stopped before the layer) or in full, the objective is the unit's
+    output reduced as ``spatial`` says, computed here by an explicit forward pass."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, stride=2),
+                          nn.Flatten(), nn.Linear(5 * 3 * 3, 6))
+    x = torch.randn(7, 2, 8, 8)
+    units = torch.tensor([0, 4, 2, 2, 1, 3, 0])
+    rows = torch.arange(7)
+    seam = probe(model, (2, 8, 8))
+    maps = model[:3](x)[rows, units]                       # (7, 3, 3) of the conv "2"
+    expected = {"mean": maps.flatten(1).mean(1), "center": maps[:, 1, 1],
+                "positive": F.leaky_relu(maps.flatten(1), 0.01).mean(1)}[spatial]
+    torch.testing.assert_close(seam.objective("2", units, spatial)(x), expected,
+                               atol=1e-5, rtol=0)
+    dense = model(x)[rows, units.clamp(max=5)]
+    torch.testing.assert_close(seam.objective("4", units.clamp(max=5), spatial)(x), dense,
+                               atol=1e-5, rtol=0)
+
+
+def test_positive_objective_keeps_a_gradient_where_the_map_is_negative():
+    conv = nn.Conv2d(1, 1, 3)
+    with torch.no_grad():
+        conv.weight.fill_(0.1)
+        conv.bias.fill_(-100.0)
+    mx = maximize(nn.Sequential(conv), "0", rho=1.0, steps=5, restarts=2,
+                  input_shape=(1, 6, 6))
+    assert not mx.dead.any()
+    behind_relu = maximize(nn.Sequential(conv, nn.ReLU()), "1", rho=1.0, steps=5,
+                           restarts=2, input_shape=(1, 6, 6))
+    assert behind_relu.dead.all()

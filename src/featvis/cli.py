@@ -394,7 +394,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         methods=args.methods or METHODS, units=args.units, k=args.k, top=args.top,
         steps=args.steps, restarts=args.restarts, samples=args.samples, variant=args.variant,
         seed=args.seed, rho=args.rho, bounds=args.bounds, transforms=args.transforms,
-        snapshots=tuple(args.snapshots))
+        spatial=args.spatial, snapshots=tuple(args.snapshots))
     visualize(model, images, args.out, settings, labels=labels, normalization=normalization,
               model_path=model_path, force=args.force, progress=not args.quiet)
     print(args.out)
@@ -591,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transforms", choices=["standard"], default=None,
                    help="maximize through random pad, jitter, scale and rotate (lucent's "
                         "standard transforms)")
+    p.add_argument("--spatial", choices=["positive", "mean", "center"], default="positive",
+                   help="maximization's objective for a channel: the mean of its map's "
+                        "positive part (default), its mean, or its centre position")
     p.add_argument("--snapshots", type=_number_list, default=(), metavar="STEP,...",
                    help="also show maximization's pictures after these steps")
     p.add_argument("--bounds", type=_bounds, default="data", metavar="LO,HI|data|none",

@@ -36,7 +36,9 @@ __all__ = ["Key", "LayerInfo", "Scores", "LayerError", "UnsupportedError", "Prob
            "layers", "affine", "SPATIAL"]
 
 Key = int | str
-SPATIAL = ("mean", "center")
+SPATIAL = ("mean", "center", "positive")
+LINEAR_SPATIAL = ("mean", "center")     # the reductions that keep an affine layer affine
+LEAK = 0.01                # the slope "positive" keeps of a map's negative part
 
 
 class LayerError(FeatvisError, ValueError):
@@ -352,6 +354,8 @@ def _reduce_map(output: torch.Tensor, spatial: str) -> torch.Tensor:
     flat = output.flatten(1)
     if spatial == "mean":
         return flat.mean(1)
+    if spatial == "positive":       # leaky: a map negative everywhere keeps a gradient
+        return torch.nn.functional.leaky_relu(flat, LEAK).mean(1)
     centre = 0
     for size in output.shape[1:]:
         centre = centre * size + size // 2
@@ -414,7 +418,7 @@ class ModuleProbe(Probe):
     def objective(self, key, units, spatial="mean"):
         info, module = self.layer(key), self.modules[key]
         targets = {key: module}
-        if affine(module):
+        if affine(module) and (not info.unit_shape or spatial in LINEAR_SPATIAL):
             # The layer is affine in its input: unit u reads ``row_u . input + offset_u``, so
             # the forward pass stops before the layer, whose own work (64 channels where one
             # is wanted, and its backward) is never done.

@@ -34,7 +34,7 @@ from .figures import (class_purity, distinctness, example_distinctness, gabor_fi
 from .fingerprint import model_fingerprint
 from .methods import (TopExamples, deconvnet, linear_combination, maximize, ranked_filters,
                       sample_unit, top_examples)
-from .probe import RANDOMIZATIONS, Key, LayerInfo, Probe, UnsupportedError, probe
+from .probe import RANDOMIZATIONS, SPATIAL, Key, LayerInfo, Probe, UnsupportedError, probe
 from .render import encode_png, signed_border_grid, tile
 from .report import gallery_files
 from .runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder,
@@ -76,6 +76,7 @@ class VisualizeSettings:
     bounds: tuple[float, float] | str | None = "data"     # "data": the inputs' range
     figures: bool = True              # distinctness and randomization checks per method
     transforms: str | None = None     # maximization's random transforms ("standard")
+    spatial: str = "positive"         # maximization's reduction of a channel's map
     snapshots: tuple[int, ...] = ()   # maximization steps shown along the way
 
     def check(self, seam: Probe, n_inputs: int | None = None) -> list[Key]:
@@ -90,6 +91,9 @@ class VisualizeSettings:
             check_int(name, getattr(self, name))
         if self.units is not None:
             check_int("units", self.units)
+        if self.spatial not in SPATIAL:
+            raise ValueError(f"spatial must be one of {', '.join(SPATIAL)}, got "
+                             f"{self.spatial!r}")
         if isinstance(self.bounds, str) and self.bounds != "data":
             raise ValueError(f"bounds must be (lo, hi), 'data' or None, got {self.bounds!r}")
         if "examples" in self.methods and n_inputs is not None and self.k > n_inputs:
@@ -242,7 +246,7 @@ def _maximize(layer: LayerRun) -> None:
     mx = maximize(layer.seam.model, layer.key, units=layer.units, rho=s.rho, bounds=s.bounds,
                   steps=s.steps, restarts=s.restarts, seed=s.seed, progress=layer.progress,
                   input_shape=layer.seam.input_shape, transforms=s.transforms,
-                  snapshots=s.snapshots)
+                  snapshots=s.snapshots, spatial=s.spatial)
     progress = [layer.show(mx.snapshots[step]) for step in sorted(mx.snapshots)]
     pixels = mx.images.flatten(1)                    # as the model sees them
     span = s.bounds[1] - s.bounds[0] if s.bounds else (pixels.max() - pixels.min()).item()
@@ -403,7 +407,7 @@ REGISTRY: tuple[Method, ...] = (
            "The input under a norm (or box) constraint that maximizes the unit's activation, "
            "found by projected gradient ascent (Erhan et al. 2009).", _always, _maximize,
            lambda s, inputs: dict(rho=s.rho, bounds=s.bounds, steps=SANITY["steps"],
-                                  restarts=SANITY["restarts"])),
+                                  restarts=SANITY["restarts"], spatial=s.spatial)),
     Method("sampling", "Unit sampling",
            "Inputs sampled from the deep belief net with the unit clamped on, p(x | h = 1) "
            "(Erhan et al. 2009; Hinton et al. 2006), shown as the contrast with the same "

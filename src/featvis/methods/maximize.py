@@ -161,7 +161,7 @@ def _two_metric(grad: torch.Tensor, x: torch.Tensor,
 def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float | None = None,
              steps: int = 300, lr: float = 0.05, restarts: int = 9, seed: int = 0,
              progress: bool = False, *, bounds: tuple[float, float] | None = None,
-             input_shape: tuple[int, ...] | None = None, spatial: str = "mean",
+             input_shape: tuple[int, ...] | None = None, spatial: str = "positive",
              optimizer: str = "normalized", l2: float = 0.0, tv: float = 0.0,
              diversity: float = 0.0, transforms: str | Sequence[Transform] | None = None,
              snapshots: Sequence[int] = (), param: str = "pixel",
@@ -178,9 +178,13 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
     variation of the picture, ``diversity`` times the mean cosine with the unit's other
     restarts. A DBN's ``rho`` defaults to its ``input_norm`` when neither constraint is
     given; any other module needs ``rho`` or ``bounds``, and ``input_shape`` (one input's
-    shape). A channel's objective is the mean of its map (``spatial="center"``: its centre
-    position). The starting points depend on ``(seed, unit, restart)`` only, so a unit's
-    result is the same alone or in a batch.
+    shape). A channel's objective is the mean of its map's positive part (``spatial=
+    "positive"``, with a 1% leak of the negative part so that a map negative everywhere
+    still has a gradient): the objective of a channel followed by a ReLU, whose optimum
+    tiles the channel's pattern, where the plain mean (``"mean"``) of a convolution's own
+    output is linear, with a flat picture as its optimum; ``"center"`` takes the centre
+    position (the receptive field's pattern alone). The starting points depend on
+    ``(seed, unit, restart)`` only, so a unit's result is the same alone or in a batch.
 
     Image priors, off by default (then the result is the plain ascent's, bit for bit); the
     input is seen as a picture ``(C, H, W)`` (``featvis.data.picture_shape``):

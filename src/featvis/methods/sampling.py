@@ -41,9 +41,9 @@ _BLOCK = 1 << 16
 
 @dataclass
 class UnitSamples:
-    """``samples (U, S, D)`` pixel means (probabilities of binary pixels) given ``h_{d,i} = 1``, ``mean (U, D)`` their
-    mean, ``units (U,)``, and ``contrast (U, D)``: the mean minus the mean of the same draws
-    with the unit off."""
+    """``samples (U, S, D)`` pixel means (probabilities of binary pixels) given ``h_{d,i} =
+    1``, ``mean (U, D)`` their mean, ``units (U,)``, and ``contrast (U, D)``: the mean minus
+    the mean of the same draws with the unit off."""
 
     samples: torch.Tensor
     mean: torch.Tensor

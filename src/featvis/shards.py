@@ -1,0 +1,334 @@
+"""Offline shards of dataset-example mining, for clusters without a process group.
+
+Each machine mines one shard ``i/N`` of the data (:func:`mine_shard`: the global batches
+``b`` of ``batch_size`` inputs with ``b % N == i``, as :func:`featvis.distributed
+.mine_top_examples` splits them) and writes one safetensors file (:func:`save_shard`,
+format ``featvis.shard/1``): every layer's :class:`~featvis.methods.topk.TopK` tensors under
+``layer{j}.`` and JSON metadata with the shard's place, the fingerprints of the model and
+the data, the mining settings and each layer's state. :func:`merge_shards` takes all N files
+in any order, refuses a missing, repeated or foreign one (another split, model, data or
+settings) with a one-line error naming the file, and returns what one pass over all the
+data mines, bit for bit.
+
+Files are read as hostile: the header's size is bounded before it is parsed, metadata is
+checked against the tensors' dtypes and shapes before any tensor is read, entries against
+their order and ranges and each example index against the shard's own batches. Nothing is
+ever unpickled. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import reprlib
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from . import safejson
+from ._version import __version__
+from .distributed import _plan, _split, examples_from_states, mine_top_examples
+from .errors import CheckpointError, DataError, first_line, is_int
+from .fileio import atomic_write_bytes
+from .fingerprint import data_fingerprint, model_fingerprint
+from .methods.topk import VALUE_DTYPES, TopExamples, TopK
+from .probe import Key
+from .units import Units
+
+__all__ = ["SHARD_FORMAT", "MAX_SHARD_HEADER", "shard_info", "mine_shard", "save_shard",
+           "load_shard", "merge_shards", "shard_examples"]
+
+SHARD_FORMAT = "featvis.shard/1"
+MAX_SHARD_HEADER = 16 * 2**20       # unit lists of a few large layers, with room to spare
+MAX_COUNT = 2**40                   # what a file may claim for units, k, inputs or shards
+TENSORS = ("values", "indices", "positions")
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def shard_info(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key],
+               k: int = 9, units: Units | Mapping[Key, Units] = None,
+               batch_size: int = 1000, shard: tuple[int, int] = (0, 1)) -> dict:
+    """The JSON-ready description of shard ``(i, N)`` of mining ``layers`` of ``model`` over
+    ``images``: what every shard of one run must share (fingerprints, ``inputs``,
+    ``settings``) and its place (``shard: [i, N]``)."""
+    index, count = _split(None, shard)
+    seam, infos, wanted, resolved = _plan(model, images, layers, k, units, batch_size)
+    return {"shard": [index, count], "model_sha256": model_fingerprint(model),
+            "data_sha256": data_fingerprint(images), "inputs": int(images.shape[0]),
+            "settings": {"k": k, "batch_size": batch_size, "layers": list(infos),
+                         "units": [None if wanted.get(key) is None else resolved[key].tolist()
+                                   for key in infos]}}
+
+
+def mine_shard(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key],
+               k: int = 9, units: Units | Mapping[Key, Units] = None,
+               batch_size: int = 1000, shard: tuple[int, int] = (0, 1),
+               info: dict | None = None) -> dict[Key, TopK]:
+    """The top-k states, by layer, of shard ``(i, N)`` of ``images``; each state's ``info``
+    is the shard's :func:`shard_info` (computed unless given), which :func:`save_shard`
+    writes.
+
+    Example:
+        >>> states = mine_shard(dbn, images, [1, 2, 3], shard=(1, 4))   # doctest: +SKIP
+        >>> save_shard("state_1.safetensors", states)
+    """
+    if info is None:
+        info = shard_info(model, images, layers, k, units, batch_size, shard)
+    states = mine_top_examples(model, images, layers, k, units, batch_size, shard=shard)
+    if list(states) != info["settings"]["layers"] or info["shard"] != list(_split(None, shard)):
+        raise ValueError("info: describes another shard or other layers than these")
+    for state in states.values():
+        state.info = info
+    return states
+
+
+def save_shard(path: str | os.PathLike, states: Mapping[Key, TopK],
+               info: dict | None = None) -> None:
+    """Write one shard's states (all layers) to ``path`` as one safetensors file
+    (temporary, fsync, rename). ``info`` defaults to the states' own (:func:`mine_shard`
+    puts it there)."""
+    if not states:
+        raise ValueError("save_shard: no states")
+    if info is None:
+        info = next(iter(states.values())).info
+    _check_info(Path(path), info, list(states))
+    tensors, layers = {}, []
+    for j, state in enumerate(states.values()):
+        for name in TENSORS:
+            tensors[f"layer{j}.{name}"] = getattr(state, name).detach().cpu().contiguous()
+        layers.append({"units": state.units, "k": state.k, "spatial": state.spatial,
+                       "count": state.count,
+                       "dtype": next(n for n, d in VALUE_DTYPES.items() if d == state.dtype)})
+    meta = {"format": SHARD_FORMAT, "featvis_version": __version__,
+            **{name: info[name] for name in ("shard", "model_sha256", "data_sha256", "inputs",
+                                             "settings")},
+            "states": layers}
+    text = json.dumps(meta, sort_keys=True, allow_nan=False)
+    data = safetensors_bytes(tensors, metadata={"featvis": text})
+    if int.from_bytes(data[:8], "little") > MAX_SHARD_HEADER:
+        raise ValueError(f"save_shard: a header above {MAX_SHARD_HEADER} bytes (too many "
+                         "units listed)")
+    atomic_write_bytes(path, data)
+
+
+def _refuse(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: inconsistent shard file ({problem})")
+
+
+def _key(value: object) -> bool:
+    return (is_int(value) and value >= 0) or (isinstance(value, str) and len(value) < 1000)
+
+
+def _check_info(path: Path, info: object, keys: list | None = None) -> dict:
+    """``info`` if it is a sound shard description (``keys``: the layers it must list)."""
+    if not isinstance(info, dict):
+        raise _refuse(path, f"metadata must be an object, got {reprlib.repr(info)}")
+    shard = info.get("shard")
+    if not (isinstance(shard, list) and len(shard) == 2 and all(is_int(v) for v in shard)
+            and 0 <= shard[0] < shard[1] <= MAX_COUNT):
+        raise _refuse(path, f"shard must be [i, N] with 0 <= i < N, got {reprlib.repr(shard)}")
+    for name in ("model_sha256", "data_sha256"):
+        if not (isinstance(info.get(name), str) and _HEX.match(info[name])):
+            raise _refuse(path, f"{name} must be a sha256 hex digest, got "
+                                f"{reprlib.repr(info.get(name))}")
+    if not (is_int(info.get("inputs")) and 1 <= info["inputs"] <= MAX_COUNT):
+        raise _refuse(path, f"inputs must be a positive integer, got "
+                            f"{reprlib.repr(info.get('inputs'))}")
+    settings = info.get("settings")
+    if not isinstance(settings, dict) or set(settings) != {"k", "batch_size", "layers", "units"}:
+        raise _refuse(path, f"settings must hold k, batch_size, layers and units, got "
+                            f"{reprlib.repr(settings)}")
+    for name in ("k", "batch_size"):
+        if not (is_int(settings[name]) and 1 <= settings[name] <= MAX_COUNT):
+            raise _refuse(path, f"settings.{name} must be a positive integer, got "
+                                f"{reprlib.repr(settings[name])}")
+    layers, units = settings["layers"], settings["units"]
+    if not (isinstance(layers, list) and layers and all(_key(key) for key in layers)
+            and len(set(map(repr, layers))) == len(layers)):
+        raise _refuse(path, f"settings.layers must be distinct layer keys, got "
+                            f"{reprlib.repr(layers)}")
+    if keys is not None and layers != keys:
+        raise ValueError(f"info lists layers {layers}, the states {keys}")
+    if not (isinstance(units, list) and len(units) == len(layers) and all(
+            u is None or (isinstance(u, list) and u and all(is_int(i) and 0 <= i < MAX_COUNT
+                                                            for i in u)) for u in units)):
+        raise _refuse(path, "settings.units must list, per layer, null or unit indices")
+    return info
+
+
+def load_shard(path: str | os.PathLike) -> tuple[dict[Key, TopK], dict]:
+    """``(states by layer, info)`` of a file written by :func:`save_shard`; a one-line
+    :class:`CheckpointError` naming the file for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such shard file")
+    try:
+        with open(path, "rb") as f:
+            head, size = f.read(8), os.fstat(f.fileno()).st_size
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: not a shard file (truncated: {size} bytes)")
+        claimed = int.from_bytes(head, "little")
+        if claimed > MAX_SHARD_HEADER:
+            raise CheckpointError(f"{path}: header of {claimed} bytes claimed, above the "
+                                  f"{MAX_SHARD_HEADER} a shard file ever needs")
+        if 8 + claimed > size:
+            raise CheckpointError(f"{path}: truncated shard file (header of {claimed} bytes, "
+                                  f"file of {size})")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            states, info = _read(path, f)
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt: "
+                              f"{first_line(exc)})") from None
+    for j, state in enumerate(states.values()):
+        _check_entries(path, j, state, info)
+    return states, info
+
+
+def _read(path: Path, f: safe_open) -> tuple[dict[Key, TopK], dict]:
+    header = f.metadata() or {}
+    if "featvis" not in header:
+        raise CheckpointError(f"{path}: safetensors file without featvis metadata (not a "
+                              "shard file)")
+    try:
+        meta = safejson.loads(header["featvis"], f"{path}: featvis metadata")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise CheckpointError(f"{path}: not a shard file (format {reprlib.repr(found)}, "
+                              f"expected {SHARD_FORMAT!r})")
+    info = _check_info(path, meta)
+    settings = info["settings"]
+    layers = meta.get("states")
+    if not (isinstance(layers, list) and len(layers) == len(settings["layers"])):
+        raise _refuse(path, "states must describe each layer of settings.layers")
+    expected = {f"layer{j}.{name}" for j in range(len(layers)) for name in TENSORS}
+    names = set(f.keys())
+    if names != expected:
+        odd = sorted(names ^ expected)[0]
+        raise _refuse(path, f"tensor {odd!r} is {'unexpected' if odd in names else 'missing'}")
+    k = settings["k"]
+    states = {}
+    for j, (key, layer, units) in enumerate(zip(settings["layers"], layers, settings["units"])):
+        if not isinstance(layer, dict):
+            raise _refuse(path, f"states[{j}] must be an object")
+        n, count = layer.get("units"), layer.get("count")
+        if not (is_int(n) and 1 <= n <= MAX_COUNT) or (units is not None and len(units) != n):
+            raise _refuse(path, f"layer {key!r}: units must be a positive integer matching "
+                                f"settings.units, got {reprlib.repr(n)}")
+        if layer.get("k") != k or not (is_int(count) and 0 <= count <= k):
+            raise _refuse(path, f"layer {key!r}: k must be settings.k={k} and count in 0..k, "
+                                f"got {reprlib.repr(layer.get('k'))}, {reprlib.repr(count)}")
+        if not isinstance(layer.get("spatial"), bool) or layer.get("dtype") not in VALUE_DTYPES:
+            raise _refuse(path, f"layer {key!r}: spatial must be true or false and dtype one "
+                                f"of {', '.join(VALUE_DTYPES)}")
+        shapes = {"values": ((n, count), layer["dtype"]), "indices": ((n, count), "I64"),
+                  "positions": ((n, count, 2), "I64")}
+        for name, (shape, dtype) in shapes.items():
+            found = f.get_slice(f"layer{j}.{name}")
+            if (tuple(found.get_shape()), found.get_dtype()) != (shape, dtype):
+                raise _refuse(path, f"layer{j}.{name} must be {dtype} of shape {shape}, found "
+                                    f"{found.get_dtype()} {tuple(found.get_shape())}")
+        state = TopK(n, k, layer["spatial"], dtype=VALUE_DTYPES[layer["dtype"]])
+        state.values, state.indices, state.positions = (f.get_tensor(f"layer{j}.{name}")
+                                                         for name in TENSORS)
+        states[key] = state
+    return states, info
+
+
+def _check_entries(path: Path, j: int, state: TopK, info: dict) -> None:
+    """:class:`CheckpointError` unless layer ``j``'s entries are in range, in the strict
+    order, distinct, and each from one of this shard's own batches."""
+    v, i, p = state.values, state.indices, state.positions
+    (index, count), batch = info["shard"], info["settings"]["batch_size"]
+    where = f"layer {info['settings']['layers'][j]!r}"
+    if v.isnan().any():
+        raise _refuse(path, f"{where}: values contain NaN")
+    if (i < 0).any() or (i >= info["inputs"]).any():
+        raise _refuse(path, f"{where}: indices must be in 0..{info['inputs'] - 1}")
+    if ((i // batch) % count != index).any():
+        bad = i[(i // batch) % count != index][0].item()
+        raise _refuse(path, f"{where}: example {bad} is not in shard {index}/{count}'s batches")
+    if (p < 0).any() if state.spatial else (p != -1).any():
+        raise _refuse(path, f"{where}: positions must be >= 0 for channels, -1 for dense units")
+    ordered = (v[:, :-1] > v[:, 1:]) | ((v[:, :-1] == v[:, 1:]) & (i[:, :-1] < i[:, 1:]))
+    if not ordered.all():
+        unit = (~ordered).nonzero()[0, 0].item()
+        raise _refuse(path, f"{where}: the entries of unit {unit} are not in order (value "
+                            "descending, then index ascending)")
+    by_index = i.sort(1).values
+    if (by_index[:, 1:] == by_index[:, :-1]).any():
+        raise _refuse(path, f"{where}: a unit holds an example twice")
+
+
+def _common(info: dict) -> dict:
+    return {name: info[name] for name in ("model_sha256", "data_sha256", "inputs", "settings")}
+
+
+def merge_shards(paths: Sequence[str | os.PathLike]) -> tuple[dict[Key, TopK], dict]:
+    """The states of all N shards of one run merged: ``(states by layer, info)``, what one
+    pass over all the data mines, bit for bit; ``info`` holds the fingerprints, ``inputs``,
+    ``settings`` and ``shards: N``. Every shard must be given once; a missing or repeated
+    one, or one of another split, model, data or settings is refused with one line naming
+    the file."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("merge_shards: no shard files given")
+    loaded = [(path, *load_shard(path)) for path in paths]
+    first_path, _, first = loaded[0]
+    n = first["shard"][1]
+    by_index: dict[int, tuple[Path, dict[Key, TopK]]] = {}
+    for path, states, info in loaded:
+        i, count = info["shard"]
+        if count != n:
+            raise CheckpointError(f"{path}: shard {i}/{count} is of a split in {count}, "
+                                  f"{first_path} of a split in {n}")
+        for name, what in (("model_sha256", "model"), ("data_sha256", "data")):
+            if info[name] != first[name]:
+                raise CheckpointError(f"{path}: shard of another {what} ({name} "
+                                      f"{info[name][:16]}..., {first_path} has "
+                                      f"{first[name][:16]}...)")
+        if _common(info) != _common(first):
+            raise CheckpointError(f"{path}: shard mined with other settings than {first_path} "
+                                  f"({json.dumps(info['settings'])[:200]})")
+        if i in by_index:
+            raise CheckpointError(f"{path}: shard {i}/{n} is given twice (also "
+                                  f"{by_index[i][0]})")
+        by_index[i] = (path, states)
+    missing = [i for i in range(n) if i not in by_index]
+    if missing:
+        raise CheckpointError(f"shard{'s' if len(missing) > 1 else ''} "
+                              f"{', '.join(f'{i}/{n}' for i in missing[:10])}"
+                              f"{' ...' if len(missing) > 10 else ''} missing: "
+                              f"{len(paths)} of {n} files given ({first_path}, ...)")
+    merged: dict[Key, TopK] = {}
+    for i in range(n):
+        path, states = by_index[i]
+        for key, state in states.items():
+            try:
+                merged[key] = state if key not in merged else merged[key].merge(state)
+            except DataError as exc:
+                raise CheckpointError(f"{path}: layer {key!r} cannot join the other shards "
+                                      f"({first_line(exc)})") from None
+    return merged, {**_common(first), "shards": n}
+
+
+def shard_examples(states: Mapping[Key, TopK], info: dict, model: torch.nn.Module,
+                   images: torch.Tensor) -> dict[Key, TopExamples]:
+    """The :class:`~featvis.TopExamples` of merged shards, by layer, exactly as
+    :func:`~featvis.top_examples` reports them; :class:`DataError` unless ``model`` and
+    ``images`` are the ones the shards were mined from."""
+    if model_fingerprint(model) != info["model_sha256"]:
+        raise DataError(f"the shards were mined from another model (model_sha256 "
+                        f"{info['model_sha256'][:16]}...)")
+    if data_fingerprint(images) != info["data_sha256"]:
+        raise DataError(f"the shards were mined from other data (data_sha256 "
+                        f"{info['data_sha256'][:16]}..., {info['inputs']} inputs)")
+    units = dict(zip(info["settings"]["layers"], info["settings"]["units"]))
+    return examples_from_states(model, images, states, units)

@@ -1,0 +1,242 @@
+"""featvis on several processes: mining on 2 gloo ranks equals one process bit for bit, the
+ranks refuse to run on different models, per-unit results reach rank 0 in order, and a rank
+that dies, stops on an error or hangs is named in one line by the others, in time."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from featvis import FeatvisError, top_examples
+from featvis import distributed as D
+from featvis.methods.topk import TopK
+
+# The models and data, built the same way in the test and in every rank.
+MODELS = textwrap.dedent('''
+    import torch
+    from featvis import DBN
+
+    def build():
+        """A 64-16-8 DBN on binary inputs and a conv layer on ReLU'd inputs: many exact ties."""
+        g = torch.Generator().manual_seed(0)
+        dbn = DBN([64, 16, 8], seed=0)
+        x = (torch.rand(300, 64, generator=g) < 0.3).float()
+        torch.manual_seed(1)
+        cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
+        images = torch.randn(200, 1, 8, 8, generator=g).clamp(min=0)
+        return dbn, x, cnn, images
+
+    def unit_results(units):
+        """Per-unit tensors of several dtypes and shapes, a function of the unit ids alone."""
+        u = torch.tensor(list(units))
+        return {"images": torch.stack([torch.randn(2, 3, generator=torch.Generator()
+                                                   .manual_seed(int(i))) for i in u])
+                if len(u) else torch.empty(0, 2, 3),
+                "values": u.double() / 7, "dead": u % 3 == 0, "ids": u * 10}
+''')
+exec(MODELS)  # noqa: S102  (build, unit_results)
+
+WORKER = MODELS + textwrap.dedent('''
+    import os, signal, sys, time
+    from featvis import distributed as D
+    from featvis.errors import FeatvisError
+    from featvis.fingerprint import model_fingerprint
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    mode, out, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    victim = int(sys.argv[4]) if len(sys.argv) > 4 else -1
+    started = time.monotonic()
+    try:
+        with D.from_environment("cpu", timeout=timeout) as ctx:
+            dbn, x, cnn, images = build()
+            D.agree(ctx, model=model_fingerprint(dbn), settings={"k": 5})
+            if ctx.rank == victim:
+                if mode == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if mode == "hang":
+                    time.sleep(60)
+                if mode == "error":
+                    raise FeatvisError("images: NaN in row 7")
+            started = time.monotonic()
+            states = D.mine_top_examples(dbn, x, [1, 2], k=5, units={2: [6, 1, 3]},
+                                         batch_size=32, ctx=ctx)
+            states.update(D.mine_top_examples(cnn, images, ["0"], k=4, batch_size=16, ctx=ctx))
+            for key, state in states.items():
+                state.save(f"{out}/rank{ctx.rank}_layer{key}.safetensors")
+            for n_units, size in ((11, 3), (2, 3)):
+                got = D.gather_units(ctx, {i: unit_results(c) for i, c in
+                                           D.my_chunks(ctx, n_units, size)}, n_units, size)
+                if ctx.is_main:
+                    save_file(got, f"{out}/gathered{n_units}.safetensors")
+                else:
+                    assert got is None
+            other = dbn if ctx.rank == 0 else cnn
+            try:
+                D.agree(ctx, model=model_fingerprint(other), data="0" * 64)
+            except D.RankMismatch as exc:
+                print(f"MISMATCH {exc}", flush=True)
+            D.barrier(ctx)
+    except FeatvisError as exc:
+        print(f"featvis: error: {exc}", file=sys.stderr)
+        print(f"after {time.monotonic() - started:.2f} s", flush=True)
+        sys.exit(1 if isinstance(exc, D.PeerFailure) else 2)
+''')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp_path, mode, world=2, timeout=10.0, victim=-1, limit=30):
+    """Run the worker on ``world`` gloo ranks; their ``(returncode, stdout, stderr)``. A
+    hanging ``victim`` is killed once the others have ended."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                   TORCH_CPP_LOG_LEVEL="ERROR")
+        procs.append(subprocess.Popen([sys.executable, str(script), mode, str(tmp_path),
+                                       str(timeout), str(victim)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = {}
+    deadline = time.monotonic() + limit
+    order = [r for r in range(world) if r != victim] + ([victim] if victim >= 0 else [])
+    for rank in order:
+        if mode == "hang" and rank == victim:
+            procs[rank].kill()
+        try:
+            out, err = procs[rank].communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+                q.communicate()
+            pytest.fail(f"the ranks did not end within {limit} s")
+        results[rank] = (procs[rank].returncode, out, err)
+    return [results[r] for r in range(world)]
+
+
+def assert_identical(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
+# -- one process ---------------------------------------------------------------------------
+def test_chunks_are_a_fixed_split_shared_round_robin():
+    assert D.chunks(600, 256) == [range(0, 256), range(256, 512), range(512, 600)]
+    assert D.chunks(0) == [] and D.chunks(3, 5) == [range(0, 3)]
+    ctx = D.Context(rank=1, world_size=2)
+    assert D.my_chunks(ctx, 600, 256) == [(1, range(256, 512))]
+    assert D.share(ctx, "abcde") == [(1, "b"), (3, "d")] and ctx.owns(3)
+    with pytest.raises(ValueError, match="size"):
+        D.chunks(10, 0)
+
+
+def test_a_single_process_without_torchrun(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with D.from_environment() as ctx:
+        assert (ctx.rank, ctx.world_size, ctx.backend, ctx.distributed) == (0, 1, None, False)
+        D.agree(ctx, model="a" * 64)                     # nothing to compare with
+        D.barrier(ctx)
+        got = D.gather_units(ctx, {i: unit_results(c) for i, c in D.my_chunks(ctx, 7, 3)}, 7, 3)
+    for name, tensor in unit_results(range(7)).items():
+        assert_identical(got[name], tensor)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(FeatvisError, match="RANK='x'"):
+        D.from_environment()
+
+
+def test_gather_units_refuses_the_wrong_chunks():
+    ctx = D.Context()
+    with pytest.raises(ValueError, match=r"chunks \[0, 1\]"):
+        D.gather_units(ctx, {0: unit_results(range(3))}, 5, 3)
+    with pytest.raises(ValueError, match="3 rows"):
+        D.gather_units(ctx, {0: unit_results(range(2)), 1: unit_results(range(3, 5))}, 5, 3)
+
+
+@pytest.mark.parametrize("shard", [(0, 1), (1, 3)])
+def test_single_process_mining_is_top_examples(shard):
+    dbn, x, cnn, images = build()
+    if shard == (0, 1):
+        got = D.top_examples(dbn, x, [2, 1], k=5, units={2: [6, 1, 3]}, batch_size=32)
+        expected = top_examples(dbn, x, [2, 1], k=5, units={2: [6, 1, 3]}, batch_size=32)
+        for key in expected:
+            for name in ("values", "indices", "mean", "units"):
+                assert_identical(getattr(got[key], name), getattr(expected[key], name))
+    else:          # one shard: only its own batches (16-row batches 1, 4, 7, ...)
+        state = D.mine_top_examples(cnn, images, "0", k=4, batch_size=16, shard=shard)["0"]
+        assert ((state.indices // 16) % 3 == 1).all() and state.count == 4
+    with pytest.raises(ValueError, match="not both"):
+        D.mine_top_examples(dbn, x, 1, ctx=D.Context(), shard=(0, 2))
+    with pytest.raises(ValueError, match="below 2"):
+        D.mine_top_examples(dbn, x, 1, shard=(2, 2))
+
+
+def test_digest_reads_hex_and_hashes_the_rest():
+    assert D.digest("ab" * 32) == bytes.fromhex("ab" * 32)
+    assert D.digest({"k": 5, "b": 1}) == D.digest({"b": 1, "k": 5}) != D.digest({"k": 6})
+    with pytest.raises(ValueError, match="fingerprint"):
+        D.digest(object())
+
+
+# -- two processes -------------------------------------------------------------------------
+def test_two_ranks_mine_exactly_what_one_process_mines(tmp_path):
+    results = launch(tmp_path, "run")
+    for code, out, err in results:
+        assert code == 0, err
+    dbn, x, cnn, images = build()
+    expected = top_examples(dbn, x, [1, 2], k=5, units={2: [6, 1, 3]}, batch_size=32)
+    expected["0"] = top_examples(cnn, images, "0", k=4, batch_size=16)
+    for rank in range(2):                      # every rank holds the single-pass result
+        for key, single in expected.items():
+            state = TopK.load(tmp_path / f"rank{rank}_layer{key}.safetensors")
+            got = D.examples_from_states(cnn if key == "0" else dbn, images if key == "0"
+                                         else x, {key: state}, {2: [6, 1, 3]} if key == 2
+                                         else None)[key]
+            for name in ("values", "indices", "mean", "units", "positions"):
+                a, b = getattr(got, name), getattr(single, name)
+                assert (a is None and b is None) or (a.dtype == b.dtype and torch.equal(a, b))
+    for n_units in (11, 2):                    # rank 0 holds every chunk, in unit order
+        got = load_file(tmp_path / f"gathered{n_units}.safetensors")
+        for name, tensor in unit_results(range(n_units)).items():
+            assert_identical(got[name], tensor)
+    for code, out, err in results:             # every rank refuses the other model, alike
+        line = [x for x in out.splitlines() if x.startswith("MISMATCH")]
+        assert line and line[0].startswith("MISMATCH rank 1 has another model (model_sha256 ")
+
+
+@pytest.mark.parametrize("mode,victim,blamed", [
+    ("kill", 1, "rank 1 is gone (killed or crashed)"),
+    ("kill", 0, "rank 0 is gone (the rendezvous store it held"),
+    ("error", 1, "rank 1 stopped on an error: images: NaN in row 7"),
+    ("hang", 1, "rank 1 did not reach 'merging top examples' within "),
+])
+def test_a_failed_rank_is_named_in_one_line_within_the_timeout(tmp_path, mode, victim,
+                                                               blamed):
+    timeout = 6.0
+    started = time.monotonic()
+    results = launch(tmp_path, mode, timeout=timeout, victim=victim, limit=25)
+    survivor = results[1 - victim]
+    code, out, err = survivor
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"featvis: error: {blamed}"), err
+    assert f"rank {1 - victim} stops during" in lines[0]
+    assert float(out.split()[-2]) < timeout            # from its last phase to its end
+    if mode == "kill":
+        assert results[victim][0] == -9
+    if mode == "error":
+        assert results[victim][0] == 2
+    assert time.monotonic() - started < 25
