@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +19,8 @@ from featvis.methods.topk import TopK
 
 # The models and data, built the same way in the test and in every rank.
 MODELS = textwrap.dedent('''
+    from dataclasses import dataclass, field
+
     import torch
     from featvis import DBN
 
@@ -40,8 +41,24 @@ MODELS = textwrap.dedent('''
                                                    .manual_seed(int(i))) for i in u])
                 if len(u) else torch.empty(0, 2, 3),
                 "values": u.double() / 7, "dead": u % 3 == 0, "ids": u * 10}
+
+    @dataclass
+    class Result:
+        """A method's result: per-unit tensors, a missing one and per-step ones."""
+        images: torch.Tensor
+        units: torch.Tensor
+        saturation: torch.Tensor | None = None
+        snapshots: dict = field(default_factory=dict)
+
+    def unit_result(units):
+        parts = unit_results(units)
+        return Result(parts["images"], parts["ids"], None,
+                      {50: parts["values"], 0: parts["values"] * 2})
 ''')
-exec(MODELS)  # noqa: S102  (build, unit_results)
+_NAMES: dict = {}
+exec(MODELS, _NAMES)  # noqa: S102
+build, unit_results, unit_result = (_NAMES[name] for name in ("build", "unit_results",
+                                                                "unit_result"))
 
 WORKER = MODELS + textwrap.dedent('''
     import os, signal, sys, time
@@ -58,13 +75,8 @@ WORKER = MODELS + textwrap.dedent('''
         with D.from_environment("cpu", timeout=timeout) as ctx:
             dbn, x, cnn, images = build()
             D.agree(ctx, model=model_fingerprint(dbn), settings={"k": 5})
-            if ctx.rank == victim:
-                if mode == "kill":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                if mode == "hang":
-                    time.sleep(60)
-                if mode == "error":
-                    raise FeatvisError("images: NaN in row 7")
+            if ctx.rank == victim and mode == "hang":
+                time.sleep(60)
             started = time.monotonic()
             states = D.mine_top_examples(dbn, x, [1, 2], k=5, units={2: [6, 1, 3]},
                                          batch_size=32, ctx=ctx)
@@ -74,15 +86,22 @@ WORKER = MODELS + textwrap.dedent('''
             for n_units, size in ((11, 3), (2, 3)):
                 got = D.gather_units(ctx, {i: unit_results(c) for i, c in
                                            D.my_chunks(ctx, n_units, size)}, n_units, size)
+                result = D.per_unit(ctx, n_units, unit_result, size)
                 if ctx.is_main:
+                    got.update({"per_unit.images": result.images, "per_unit.units":
+                                result.units, **{f"per_unit.snapshots.{key}": t
+                                                 for key, t in result.snapshots.items()}})
+                    assert result.saturation is None and list(result.snapshots) == [50, 0]
                     save_file(got, f"{out}/gathered{n_units}.safetensors")
                 else:
-                    assert got is None
+                    assert got is None and result is None
             other = dbn if ctx.rank == 0 else cnn
             try:
                 D.agree(ctx, model=model_fingerprint(other), data="0" * 64)
             except D.RankMismatch as exc:
                 print(f"MISMATCH {exc}", flush=True)
+            if ctx.rank == victim and mode == "run":         # before the last collective
+                os.kill(os.getpid(), signal.SIGKILL)
             D.barrier(ctx)
     except FeatvisError as exc:
         print(f"featvis: error: {exc}", file=sys.stderr)
@@ -152,6 +171,14 @@ def test_a_single_process_without_torchrun(monkeypatch):
         got = D.gather_units(ctx, {i: unit_results(c) for i, c in D.my_chunks(ctx, 7, 3)}, 7, 3)
     for name, tensor in unit_results(range(7)).items():
         assert_identical(got[name], tensor)
+    result = D.per_unit(ctx, 7, unit_result, size=3)
+    whole = unit_result(range(7))
+    assert type(result) is type(whole) and result.saturation is None
+    assert_identical(result.images, whole.images)
+    assert list(result.snapshots) == [50, 0]
+    assert_identical(result.snapshots[0], whole.snapshots[0])
+    with pytest.raises(TypeError, match="dict of tensors or a dataclass"):
+        D.per_unit(ctx, 7, lambda c: [c], size=3)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "x")
     with pytest.raises(FeatvisError, match="RANK='x'"):
@@ -192,10 +219,18 @@ def test_digest_reads_hex_and_hashes_the_rest():
 
 
 # -- two processes -------------------------------------------------------------------------
-def test_two_ranks_mine_exactly_what_one_process_mines(tmp_path):
-    results = launch(tmp_path, "run")
-    for code, out, err in results:
-        assert code == 0, err
+def test_two_ranks_mine_what_one_process_mines_and_name_a_killed_one(tmp_path):
+    """Both ranks mine, gather and compare models; then rank 1 is killed before the last
+    collective, and rank 0 ends with one line naming it, well within the timeout."""
+    timeout = 10.0
+    results = launch(tmp_path, "run", timeout=timeout, victim=1)
+    (code, out, err), (killed, _, _) = results
+    assert killed == -9
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0] == ("featvis: error: rank 1 is gone (killed or crashed); rank 0 stops "
+                        "during 'finishing'")
+    assert float(out.split()[-2]) < timeout
     dbn, x, cnn, images = build()
     expected = top_examples(dbn, x, [1, 2], k=5, units={2: [6, 1, 3]}, batch_size=32)
     expected["0"] = top_examples(cnn, images, "0", k=4, batch_size=16)
@@ -212,31 +247,93 @@ def test_two_ranks_mine_exactly_what_one_process_mines(tmp_path):
         got = load_file(tmp_path / f"gathered{n_units}.safetensors")
         for name, tensor in unit_results(range(n_units)).items():
             assert_identical(got[name], tensor)
-    for code, out, err in results:             # every rank refuses the other model, alike
-        line = [x for x in out.splitlines() if x.startswith("MISMATCH")]
-        assert line and line[0].startswith("MISMATCH rank 1 has another model (model_sha256 ")
+        whole = unit_result(range(n_units))
+        assert_identical(got["per_unit.images"], whole.images)
+        assert_identical(got["per_unit.units"], whole.units)
+        for key, tensor in whole.snapshots.items():
+            assert_identical(got[f"per_unit.snapshots.{key}"], tensor)
+    assert "MISMATCH rank 1 has another model (model_sha256 " in out   # on rank 0 (and 1)
 
 
-@pytest.mark.parametrize("mode,victim,blamed", [
-    ("kill", 1, "rank 1 is gone (killed or crashed)"),
-    ("kill", 0, "rank 0 is gone (the rendezvous store it held"),
-    ("error", 1, "rank 1 stopped on an error: images: NaN in row 7"),
-    ("hang", 1, "rank 1 did not reach 'merging top examples' within "),
-])
-def test_a_failed_rank_is_named_in_one_line_within_the_timeout(tmp_path, mode, victim,
-                                                               blamed):
+def test_a_rank_that_hangs_is_named_within_the_timeout(tmp_path):
     timeout = 6.0
-    started = time.monotonic()
-    results = launch(tmp_path, mode, timeout=timeout, victim=victim, limit=25)
-    survivor = results[1 - victim]
-    code, out, err = survivor
-    assert code == 1, err
+    (code, out, err), _ = launch(tmp_path, "hang", timeout=timeout, victim=1, limit=25)
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"featvis: error: {blamed}"), err
-    assert f"rank {1 - victim} stops during" in lines[0]
-    assert float(out.split()[-2]) < timeout            # from its last phase to its end
-    if mode == "kill":
-        assert results[victim][0] == -9
-    if mode == "error":
-        assert results[victim][0] == 2
-    assert time.monotonic() - started < 25
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith("featvis: error: rank 1 did not reach 'merging top examples' "
+                               "within 3.5 s (it is still in 'checking that all ranks "
+                               "agree'); rank 0 stops during 'merging top examples'")
+    assert float(out.split()[-2]) < timeout
+
+
+# -- naming the failed rank, from the store ------------------------------------------------
+class Peers:
+    """Ranks 1 and 2 of a 3-rank run, played on an in-memory store beside rank 0's watch."""
+
+    def __init__(self, beating=(1, 2)):
+        import threading
+
+        import torch.distributed as dist
+
+        self.store = dist.HashStore()
+        self.watch = D._Watch(0, 3, 4.0, self.store, self.store, ("10.0.0.1", 29500), False)
+        self.beating, self.stopped = set(beating), threading.Event()
+        self.thread = threading.Thread(target=self.beat, daemon=True)
+        self.thread.start()
+
+    def beat(self):
+        while not self.stopped.wait(0.05):
+            for r in self.beating:
+                self.store.add(f"beat/{r}", 1)
+
+    def close(self):
+        self.stopped.set()
+        self.watch.stop()
+
+
+@pytest.fixture
+def peers():
+    made = []
+
+    def make(**kwargs):
+        made.append(Peers(**kwargs))
+        return made[-1]
+    yield make
+    for p in made:
+        p.close()
+
+
+def test_a_rank_that_stopped_on_an_error_is_named_at_once(peers):
+    p = peers()
+    p.store.set("stopped/1", "peer:rank 2 is gone")
+    p.store.set("stopped/2", "error:images: NaN in row 7")
+    started = time.monotonic()
+    assert p.watch.blame("x") == "rank 2 stopped on an error: images: NaN in row 7"
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_silent_heartbeat_is_a_rank_gone_and_a_late_phase_a_rank_stuck(peers):
+    p = peers(beating=(1,))
+    assert p.watch.blame("x") == "rank 2 is gone (killed or crashed)"
+    p.beating.add(2)
+    p.watch.enter("mining")
+    p.store.add("phase/1", 1)
+    assert p.watch.blame("mining") == ("rank 2 did not reach 'mining' within 2 s (it is not "
+                                       "yet in any phase)")
+    p.store.set("stopped/1", "peer:rank 2 did not answer")    # rank 1 blamed it and left
+    p.beating.discard(1)
+    assert p.watch.blame("mining") == "rank 2 did not answer"
+
+
+def test_a_store_that_stopped_answering_is_rank_0_gone():
+    class Gone:
+        def __getattr__(self, name):
+            def fail(*args):
+                raise RuntimeError("Connection closed by peer")
+            return fail
+
+    watch = D._Watch.__new__(D._Watch)
+    watch.__dict__.update(rank=1, world=2, timeout=4.0, store=Gone(), store_gone=False,
+                          address=("10.0.0.1", 29500), agent_store=False, phases=[])
+    assert watch.blame("x") == ("rank 0 is gone (the rendezvous store it held at "
+                                "10.0.0.1:29500 stopped answering)")

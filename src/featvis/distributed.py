@@ -15,21 +15,25 @@ Work is split in fixed global pieces that do not depend on the number of process
   selected, never computed across batches);
 * units in :func:`chunks` of :data:`UNIT_CHUNK` (chunk ``i`` belongs to rank ``i %
   world_size``); a single process loops over the same chunks, so batch-dependent float
-  rounding is the same wherever a chunk is computed, and :func:`gather_units` brings every
-  chunk's tensors to rank 0 in unit order.
+  rounding is the same wherever a chunk is computed, and :func:`gather_units` (or
+  :func:`per_unit`, for a method's whole result) brings every chunk's tensors to rank 0 in
+  unit order.
 
 Only tensors cross processes (never pickled objects): byte views of the tensors, so nothing
-is rounded on the way. Collectives run inside phases; if one fails or times out, every
+is rounded on the way. "Bit for bit" is against one process running the same number of
+threads as each rank: a matmul's rounding may depend on torch's thread count. Collectives run inside phases; if one fails or times out, every
 surviving rank raises :class:`PeerFailure`, one line naming the rank that failed. Each rank
 publishes a heartbeat and the phase it is in to the rendezvous store (a daemon thread,
-twice a second), which tells a process that is gone (its heartbeat stopped), one that is
-stuck (alive, but not in the phase) and one that stopped on its own error (it leaves its
-message there on the way out).
+four times a second), which tells a process that is gone (its heartbeat stopped), one that
+is stuck (alive, but not in the phase) and one that stopped on its own error (it leaves its
+message there on the way out). Under torchrun on one machine, the launcher itself ends the
+other workers (SIGTERM) as soon as one dies, and names the dead one in its own report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,9 +42,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
+import torch.distributed as dist
 
 from .data import check_inputs
 from .errors import FeatvisError, check_float, check_int, first_line
@@ -49,9 +54,9 @@ from .probe import Key, probe
 from .units import Units, resolve_units
 
 __all__ = ["Context", "PeerFailure", "RankMismatch", "DEFAULT_TIMEOUT", "UNIT_CHUNK",
-           "from_environment", "close", "chunks", "my_chunks", "share", "barrier", "agree",
-           "digest", "mine_top_examples", "examples_from_states", "top_examples",
-           "gather_units"]
+           "from_environment", "close", "collective_wait", "chunks", "my_chunks", "share",
+           "barrier", "agree", "digest", "mine_top_examples", "examples_from_states",
+           "top_examples", "gather_units", "per_unit"]
 
 DEFAULT_TIMEOUT = 600.0     # seconds a collective (or joining the group) may wait
 UNIT_CHUNK = 256            # units computed together: the fixed global split of a layer
@@ -62,6 +67,7 @@ MAX_DIMS = 16               # trailing dims of a gathered tensor
 MAX_AGREE = 16              # fingerprints compared by agree
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class PeerFailure(FeatvisError):
@@ -76,8 +82,9 @@ class RankMismatch(FeatvisError):
 @dataclass(frozen=True)
 class Context:
     """This process in a run on ``world_size`` processes: its ``rank``, ``device``, the
-    ``backend`` of the process group (``None`` for a single process) and the ``timeout`` in
-    seconds of each collective. ``traffic`` counts the bytes this rank contributed
+    ``backend`` of the process group (``None`` for a single process) and the ``timeout``:
+    the seconds within which a rank gives up, naming the culprit, once a peer stops
+    answering (see :func:`collective_wait`). ``traffic`` counts the bytes this rank contributed
     (``sent``) and received in featvis's collectives. Use it as a context manager (or call
     :func:`close`) so that the process group is left properly, and an error of this rank
     is published for the others.
@@ -136,11 +143,11 @@ def from_environment(device: str | torch.device | None = None,
     torchrun (or the same variables) started several processes: gloo on CPU, and on CUDA
     the device ``cuda:LOCAL_RANK`` with nccl beside gloo. A single process (no
     ``WORLD_SIZE``, or 1) gets rank 0 of 1 and starts nothing. An already initialized
-    default group is used as it is (and left to its owner)."""
+    default group is used as it is (and left to its owner). All ranks must join within
+    :func:`collective_wait` of ``timeout`` (default :data:`DEFAULT_TIMEOUT`) of each other;
+    :class:`PeerFailure` if they do not."""
     timeout = check_float("timeout", timeout)
     device = torch.device("cpu" if device is None else device)
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return Context(dist.get_rank(), dist.get_world_size(), device,
                        str(dist.get_backend()), timeout, _watch=_Watch.start(
@@ -202,8 +209,6 @@ def close(ctx: Context, error: BaseException | None = None) -> None:
             watch.stop()
     finally:
         if ctx._owned:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.destroy_process_group()
 
@@ -234,17 +239,11 @@ class _Watch:
     thread's and the main thread's), with a short timeout; once the store stops answering,
     it is not asked again."""
 
-    def __init__(self, rank: int, world: int, timeout: float, address: tuple[str, int],
-                 agent_store: bool, prefix: str) -> None:
-        import torch.distributed as dist
-
+    def __init__(self, rank: int, world: int, timeout: float, store, beats,
+                 address: tuple[str, int], agent_store: bool) -> None:
         self.rank, self.world, self.timeout = rank, world, timeout
         self.address, self.agent_store = address, agent_store
-        wait = timedelta(seconds=min(timeout, STORE_TIMEOUT))
-        self.store = dist.PrefixStore(prefix, dist.TCPStore(*address, is_master=False,
-                                                            timeout=wait))
-        self._beats = dist.PrefixStore(prefix, dist.TCPStore(*address, is_master=False,
-                                                             timeout=wait))
+        self.store, self._beats = store, beats
         self.phases: list[str] = []
         self.store_gone = False
         self._stop = threading.Event()
@@ -255,16 +254,22 @@ class _Watch:
 
     @classmethod
     def start(cls, rank: int, world: int, timeout: float) -> _Watch | None:
-        """The watch, or ``None`` where the store's address is not in the environment (the
-        failures are then reported without the heartbeats)."""
+        """The watch on the rendezvous store at ``MASTER_ADDR:MASTER_PORT`` (two clients of
+        its own), or ``None`` where that address is not in the environment (failures are
+        then reported without the heartbeats)."""
         addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT", "")
         if not addr or not port.isdigit():
             return None
         prefix = (f"featvis/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/"
                   f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/")
         agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+        wait = timedelta(seconds=min(timeout, STORE_TIMEOUT))
         try:
-            return cls(rank, world, timeout, (addr, int(port)), agent, prefix)
+            store, beats = (dist.PrefixStore(prefix, dist.TCPStore(addr, int(port),
+                                                                   is_master=False,
+                                                                   timeout=wait))
+                            for _ in range(2))
+            return cls(rank, world, timeout, store, beats, (addr, int(port)), agent)
         except RuntimeError:
             return None
 
@@ -329,10 +334,8 @@ class _Watch:
                       "answering)" if not self.agent_store else
                       f"the rendezvous store at {store} (torchrun's agent) stopped answering")
         records = self._records()
-        errors = {r: text[6:] for r, text in records.items() if text.startswith("error:")}
-        if errors:
-            r = min(errors)
-            return f"rank {r} stopped on an error: {errors[r]}"
+        if _first_error(records):
+            return _first_error(records)
         before = self._counters("beat")
         if before is None:
             return gone_store
@@ -341,10 +344,8 @@ class _Watch:
         if after is None:
             return gone_store
         records = self._records()
-        errors = {r: text[6:] for r, text in records.items() if text.startswith("error:")}
-        if errors:
-            r = min(errors)
-            return f"rank {r} stopped on an error: {errors[r]}"
+        if _first_error(records):
+            return _first_error(records)
         dead = [r for r in self._others() if after[r] == before[r] and r not in records]
         if dead:
             return (f"{_ranks(dead)} {'is' if len(dead) == 1 else 'are'} gone (killed or "
@@ -366,6 +367,15 @@ class _Watch:
             return (f"{_ranks(behind)} did not reach {phase!r} within {wait:g} s "
                     f"({'it is' if len(behind) == 1 else f'rank {behind[0]} is'} {now})")
         return None
+
+
+def _first_error(records: Mapping[int, str]) -> str | None:
+    """The lowest rank that published its own error, as a sentence's start."""
+    errors = sorted(r for r, text in records.items() if text.startswith("error:"))
+    if not errors:
+        return None
+    text = (records[errors[0]][6:].splitlines() or [""])[0]
+    return f"rank {errors[0]} stopped on an error: {text}"
 
 
 def _ranks(ranks: Sequence[int]) -> str:
@@ -395,8 +405,6 @@ def _phase(ctx: Context, phase: str) -> Iterator[None]:
 
 def _all_gather(ctx: Context, tensor: torch.Tensor, phase: str) -> list[torch.Tensor]:
     """Every rank's ``tensor`` (CPU, the same shape everywhere), in rank order."""
-    import torch.distributed as dist
-
     tensor = tensor.contiguous()
     out = [torch.empty_like(tensor) for _ in range(ctx.world_size)]
     with _phase(ctx, phase):
@@ -454,8 +462,8 @@ def agree(ctx: Context, **fingerprints: object) -> None:
     first = gathered[0]
     for r, theirs in enumerate(gathered[1:], start=1):
         if not torch.equal(theirs[0], first[0]):
-            raise RankMismatch(f"rank {r} compares other things than rank {ctx.rank} "
-                               f"({', '.join(names)})")
+            raise RankMismatch(f"rank {r} compares other things than rank 0 (this rank "
+                               f"compares {', '.join(names)})")
         for j, name in enumerate(names, start=1):
             if not torch.equal(theirs[j], first[j]):
                 label = name.removesuffix("_sha256")
@@ -472,7 +480,8 @@ def _hex(row: torch.Tensor) -> str:
 def _plan(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key], k: int,
           units: Units | Mapping[Key, Units], batch_size: int):
     """What :func:`top_examples` would check and set up, in the same order."""
-    keys = [layers] if isinstance(layers, (int, str)) else list(layers)
+    single = not isinstance(layers, Iterable) or isinstance(layers, str)
+    keys = [layers] if single else list(layers)
     if not keys:
         raise ValueError("layer: no layers given")
     check_int("k", k)
@@ -516,7 +525,8 @@ def mine_top_examples(model: torch.nn.Module, images: torch.Tensor,
     """The running top-k of each layer's units, by layer, over this rank's (or shard's) part
     of ``images``: the data is read in fixed global batches of ``batch_size`` and batch
     ``b`` is mined by rank ``b % N``, with global example indices. With a distributed
-    ``ctx`` the states are then exchanged (one ``all_gather`` of their tensors) and merged
+    ``ctx`` the states are then exchanged (an ``all_gather`` of a digest of their layout,
+    then one of their tensors' bytes) and merged
     in rank order, so every rank returns what :func:`~featvis.top_examples` mines in one
     pass, bit for bit; with ``shard=(i, N)`` the states of shard ``i`` alone are returned
     (see :mod:`featvis.shards`). Memory is O(units x k + batch) per rank."""
@@ -712,14 +722,64 @@ def gather_units(ctx: Context, local: Mapping[int, Mapping[str, torch.Tensor]],
     return out
 
 
+def per_unit(ctx: Context, n_units: int, compute: Callable[[range], R],
+             size: int = UNIT_CHUNK) -> R | None:
+    """``compute(units)`` for each of this rank's :func:`chunks` of ``n_units`` (``units``:
+    a range of positions in the layer's list of units), gathered on rank 0 into one result
+    of the same kind over all ``n_units``, in order; ``None`` on the other ranks. A result
+    is a dict of tensors or a dataclass (such as :class:`~featvis.methods.Maximization`)
+    whose fields are tensors, ``None`` or dicts of tensors, all with a leading dim of units.
+    A single process computes the same chunks, so its result is the same bit for bit.
+
+    Example:
+        >>> mx = per_unit(ctx, len(units), lambda c: maximize(dbn, 3, units=[units[j] for j in c]))
+    """
+    results = {i: compute(c) for i, c in my_chunks(ctx, n_units, size)}
+    gathered = gather_units(ctx, {i: _flatten(r) for i, r in results.items()}, n_units, size)
+    if gathered is None:
+        return None
+    sample = results[0]                             # rank 0 always holds chunk 0
+    if not dataclasses.is_dataclass(sample):
+        return gathered
+    values = {}
+    for f in dataclasses.fields(sample):
+        value = getattr(sample, f.name)
+        if isinstance(value, torch.Tensor):
+            values[f.name] = gathered[f.name]
+        elif isinstance(value, Mapping):
+            values[f.name] = {key: gathered[f"{f.name}[{key}]"] for key in value}
+        else:
+            values[f.name] = value                          # None
+    return type(sample)(**values)
+
+
+def _flatten(result: object) -> dict[str, torch.Tensor]:
+    """A dict of tensors, or a dataclass's tensor fields (``name``) and dicts of tensors
+    (``name[key]``) as one."""
+    if isinstance(result, Mapping):
+        return dict(result)
+    if not dataclasses.is_dataclass(result):
+        raise TypeError(f"per_unit: compute must return a dict of tensors or a dataclass, "
+                        f"got {type(result).__name__}")
+    out = {}
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        if isinstance(value, torch.Tensor):
+            out[f.name] = value
+        elif isinstance(value, Mapping):
+            out.update({f"{f.name}[{key}]": t for key, t in value.items()})
+        elif value is not None:
+            raise TypeError(f"per_unit: field {f.name!r} is a {type(value).__name__}, not a "
+                            "tensor, a dict of tensors or None")
+    return out
+
+
 def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
 def _gather(ctx: Context, data: torch.Tensor) -> list[torch.Tensor] | None:
     """Every rank's ``data`` on rank 0 (``None`` elsewhere)."""
-    import torch.distributed as dist
-
     out = [torch.empty_like(data) for _ in range(ctx.world_size)] if ctx.is_main else None
     with _phase(ctx, "gathering units"):
         dist.gather(data, out, dst=0)

@@ -8,7 +8,8 @@ format ``featvis.shard/1``): every layer's :class:`~featvis.methods.topk.TopK` t
 the data, the mining settings and each layer's state. :func:`merge_shards` takes all N files
 in any order, refuses a missing, repeated or foreign one (another split, model, data or
 settings) with a one-line error naming the file, and returns what one pass over all the
-data mines, bit for bit.
+data mines, bit for bit (with the same number of torch threads per process: a matmul's
+rounding may depend on it).
 
 Files are read as hostile: the header's size is bounded before it is parsed, metadata is
 checked against the tensors' dtypes and shapes before any tensor is read, entries against
