@@ -337,3 +337,46 @@ def test_a_store_that_stopped_answering_is_rank_0_gone():
                           address=("10.0.0.1", 29500), agent_store=False, phases=[])
     assert watch.blame("x") == ("rank 0 is gone (the rendezvous store it held at "
                                 "10.0.0.1:29500 stopped answering)")
+
+
+def test_torchrun_visualize_writes_the_bytes_of_one_process(tmp_path):
+    """'torchrun --nproc_per_node=2 -m featvis visualize --distributed' with every default
+    method on a layer of 260 units (two chunks, one per rank): every file rank 0 writes,
+    PNGs, summary.json and gallery, equals what one process writes, byte for byte; the
+    offline shards of 'featvis mine' merged by 'featvis merge' write the same bytes too."""
+    import numpy as np
+
+    from featvis import DBN
+
+    g = torch.Generator().manual_seed(0)
+    np.save(tmp_path / "x.npy", (torch.rand(600, 8, 8, generator=g) * 255).byte().numpy())
+    dbn = DBN([64, 260, 4], seed=0)
+    dbn.fit((torch.rand(200, 64, generator=g) < 0.3).float(), epochs=1, progress=False)
+    dbn.save(tmp_path / "m.safetensors")
+    args = [str(tmp_path / "m.safetensors"), "--images", str(tmp_path / "x.npy"), "--quiet",
+            "--steps", "3", "--restarts", "2", "--samples", "3", "--top", "3", "--k", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    featvis = [sys.executable, "-m", "featvis"]
+
+    def run(*command):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+
+    run(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        f"--master_port={free_port()}", "-m", "featvis", "visualize", *args, "--out",
+        str(tmp_path / "two"), "--distributed", "--timeout", "30")
+    run(*featvis, "visualize", *args, "--out", str(tmp_path / "one"))
+    for i in range(2):
+        run(*featvis, "mine", *args[:4], "--k", "3", "--shard", f"{i}/2", "--out",
+            str(tmp_path / f"s{i}.safetensors"))
+    run(*featvis, "merge", str(tmp_path / "s1.safetensors"), str(tmp_path / "s0.safetensors"),
+        "--checkpoint", *args[:-2], "--out", str(tmp_path / "merged"))    # k from the shards
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*")
+                   if p.is_file())
+    assert len(files) > 260 * 5
+    for other in ("two", "merged"):
+        assert sorted(p.relative_to(tmp_path / other) for p in
+                      (tmp_path / other).rglob("*") if p.is_file()) == files
+        for rel in files:
+            assert (tmp_path / other / rel).read_bytes() == (tmp_path / "one" / rel).read_bytes(), \
+                f"{other}/{rel}"

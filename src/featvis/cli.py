@@ -377,26 +377,106 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, obj
     return images, labels, normalization
 
 
-def cmd_visualize(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace, seam, **given):
+    """The :class:`~featvis.visualize.VisualizeSettings` of the options the command has
+    (the others keep their defaults); ``given`` overrides, e.g. what merged shards were
+    mined with."""
+    import dataclasses
+
+    from .visualize import VisualizeSettings
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(VisualizeSettings)
+              if getattr(args, f.name, None) is not None}
+    if "layers" in values:
+        values["layers"] = [seam.key_from_text(text) for text in values["layers"]]
+    if "snapshots" in values:
+        values["snapshots"] = tuple(values["snapshots"])
+    return VisualizeSettings(**(values | given))
+
+
+def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_out: bool):
+    """``(model, model_path, images, labels, normalization, seam)`` of the command line;
+    with ``check_out`` the output folder is checked before the data is read."""
     from .probe import probe
     from .runfolder import plan_replacement
-    from .visualize import METHODS, VisualizeSettings, visualize
 
-    device = resolve_device(args.device)
     model, model_path = _load_model(args, device)
     seam = probe(model, args.input_shape)
-    plan_replacement(args.out, force=args.force,                       # before reading data
-                     reading=[model_path] if model_path else ())
+    if check_out:
+        plan_replacement(args.out, force=args.force,                   # before reading data
+                         reading=[model_path] if model_path else ())
     images, labels, normalization = _inputs(args, seam)
-    seam = probe(model, images.shape[1:])
-    settings = VisualizeSettings(
-        layers=None if args.layers is None else [seam.key_from_text(t) for t in args.layers],
-        methods=args.methods or METHODS, units=args.units, k=args.k, top=args.top,
-        steps=args.steps, restarts=args.restarts, samples=args.samples, variant=args.variant,
-        seed=args.seed, rho=args.rho, bounds=args.bounds, transforms=args.transforms,
-        spatial=args.spatial, snapshots=tuple(args.snapshots))
+    return model, model_path, images, labels, normalization, probe(model, images.shape[1:])
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from . import distributed
+    from .visualize import visualize
+
+    ctx = distributed.from_environment(resolve_device(args.device), args.timeout) \
+        if args.distributed else distributed.Context()
+    with ctx:
+        model, model_path, images, labels, normalization, seam = _model_and_inputs(
+            args, ctx.device, check_out=ctx.is_main)
+        visualize(model, images, args.out, _settings(args, seam), labels=labels,
+                  normalization=normalization, model_path=model_path, force=args.force,
+                  progress=not args.quiet, ctx=ctx)
+    if ctx.is_main:
+        print(args.out)
+    return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/N, got {text!r}") from None
+    if not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"expected i/N with 0 <= i < N, got {text!r}")
+    return shard
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from .shards import mine_shard, save_shard
+    from .visualize import shown_units
+
+    _check_new_file(args.out, "--out", args.force)
+    model, _, images, _, normalization, seam = _model_and_inputs(
+        args, resolve_device(args.device), check_out=False)
+    settings = _settings(args, seam, methods=("examples",))
+    keys = settings.check(seam, n_inputs=len(images))
+    inputs = images if normalization is None else normalization.normalize(images)
+    states = mine_shard(model, inputs, keys, settings.k,
+                        {key: shown_units(seam.layer(key), settings) for key in keys},
+                        shard=args.shard)
+    save_shard(args.out, states)
+    print(args.out)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .shards import merge_shards, shard_examples
+    from .visualize import shown_units, visualize
+
+    states, info = merge_shards(args.states)                  # refusals before the model
+    model, model_path, images, labels, normalization, seam = _model_and_inputs(
+        args, resolve_device(args.device), check_out=True)
+    mined = dict(zip(info["settings"]["layers"], info["settings"]["units"]))
+    layers = list(mined)        # as mined; the default ones are recorded as the default
+    settings = _settings(args, seam, k=info["settings"]["k"],
+                         layers=None if layers == seam.default_layers() else layers)
+    for key in settings.check(seam, n_inputs=len(images)):
+        info_units = mined[key] if mined[key] is not None else \
+            list(range(seam.layer(key).units))
+        if shown_units(seam.layer(key), settings) != info_units:
+            raise FeatvisError(f"the shards hold {len(mined[key])} units of layer {key}, "
+                               "visualize would show others: give --units as to 'featvis "
+                               "mine'")
+    inputs = images if normalization is None else normalization.normalize(images)
     visualize(model, images, args.out, settings, labels=labels, normalization=normalization,
-              model_path=model_path, force=args.force, progress=not args.quiet)
+              model_path=model_path, force=args.force, progress=not args.quiet,
+              examples=shard_examples(states, info, model, inputs))
     print(args.out)
     return 0
 
@@ -565,56 +645,50 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", help="run the methods over a model's layers",
                        description="Write one PNG grid per method per layer, per-unit "
                                    "pictures, summary.json and the gallery into --out "
-                                   "(atomically), for a featvis checkpoint or any nn.Module.")
+                                   "(atomically), for a featvis checkpoint or any nn.Module. "
+                                   "Under torchrun, --distributed shares the work among the "
+                                   "processes; rank 0 writes what one process would.")
     _add_model_options(p)
-    _add_common_options(p)
-    p.add_argument("--split", choices=["train", "test"], default="train",
-                   help="MNIST split mined for dataset examples (default train)")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR|FILE.npy",
-                   help="inputs instead of MNIST: a folder of PNG/JPEG images (class "
-                        "subfolders allowed) or a .npy array (uint8 is divided by 255); for "
-                        "a model of natural patches, the photographs its patches were cut "
-                        "from (default: those its checkpoint names)")
-    p.add_argument("--resize", type=_shape, default=None, metavar="H,W",
-                   help="resize every image of --images to H,W")
-    p.add_argument("--normalize", default=None, metavar="MEAN,STD",
-                   help="feed the model (x - mean) / std (MEAN,STD, or C means then C stds); "
-                        "pictures are shown de-normalized")
+    _add_data_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--layers", type=_names, default=None,
-                   help="layer keys: hidden depths of a DBN (1 = first hidden layer), module "
-                        "names of any other model (default: every layer of a DBN, every "
-                        "Conv2d and Linear of a module)")
-    p.add_argument("--rho", type=float, default=None,
-                   help="maximization's norm (default: a DBN's input norm, else the mean "
-                        "norm of the inputs)")
-    p.add_argument("--transforms", choices=["standard"], default=None,
-                   help="maximize through random pad, jitter, scale and rotate (lucent's "
-                        "standard transforms)")
-    p.add_argument("--spatial", choices=["positive", "mean", "center"], default="positive",
-                   help="maximization's objective for a channel: the mean of its map's "
-                        "positive part (default), its mean, or its centre position")
-    p.add_argument("--snapshots", type=_number_list, default=(), metavar="STEP,...",
-                   help="also show maximization's pictures after these steps")
-    p.add_argument("--bounds", type=_bounds, default="data", metavar="LO,HI|data|none",
-                   help="keep maximization's pixels in LO..HI (default data: the inputs' "
-                        "range; none: the sphere alone)")
-    p.add_argument("--methods", type=_methods, default=None,
-                   help="comma-separated subset of: examples, maximize, sampling, filters, "
-                        "filter_views, deconvnet, combination (default: all that apply to "
-                        "each layer)")
-    p.add_argument("--units", type=_positive_int, default=None,
-                   help="visualize the first N units of each layer (default: all)")
-    p.add_argument("--k", type=_positive_int, default=9, help="dataset examples per unit")
-    p.add_argument("--top", type=_positive_int, default=10,
-                   help="ranked filters / linear-combination terms per unit (default 10)")
-    p.add_argument("--steps", type=_positive_int, default=300, help="maximization steps")
-    p.add_argument("--restarts", type=_positive_int, default=9, help="maximization restarts")
-    p.add_argument("--samples", type=_positive_int, default=100, help="samples per unit")
-    p.add_argument("--variant", choices=["one-hot", "gibbs"], default="one-hot",
-                   help="unit-sampling variant (default one-hot)")
+    _add_unit_options(p)
+    _add_method_options(p)
+    p.add_argument("--distributed", action="store_true",
+                   help="one of the processes of 'torchrun --nproc_per_node=N -m featvis "
+                        "visualize ...' (gloo on CPU, nccl on CUDA)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="--distributed: end every rank, naming the culprit, when another "
+                        "stops answering for this long (default 600)")
     _add_force(p, _FORCE_RUN)
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("mine", help="mine one shard of the dataset examples (offline shards)",
+                       description="Mine the top examples of shard i of N (fixed global "
+                                   "batches of 1000 inputs, batch b in shard b %% N) into one "
+                                   "file; 'featvis merge' combines all N into a run.")
+    _add_model_options(p)
+    _add_data_options(p)
+    _add_unit_options(p)
+    p.add_argument("--shard", type=_shard, required=True, metavar="i/N",
+                   help="this shard: i of N (0 <= i < N)")
+    p.add_argument("--out", type=Path, required=True, help="shard file (.safetensors)")
+    _add_force(p, "overwrite an existing file at --out")
+    p.set_defaults(func=cmd_mine)
+
+    p = sub.add_parser("merge", help="merge the shards of 'featvis mine' and visualize",
+                       description="Merge every shard of one mining run (all N, once each, "
+                                   "of the same model, data and settings), then continue as "
+                                   "'featvis visualize' with the merged examples.")
+    p.add_argument("states", type=Path, nargs="+", metavar="STATE",
+                   help="the shard files written by 'featvis mine'")
+    _add_model_options(p, positional=False)
+    _add_data_options(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--units", type=_positive_int, default=None,
+                   help="as given to 'featvis mine'")
+    _add_method_options(p)
+    _add_force(p, _FORCE_RUN)
+    p.set_defaults(func=cmd_merge, layers=None, k=9)
 
     p = sub.add_parser("layers", help="list a model's layers (keys, types, units, shapes)",
                        description="One forward pass of a zero input; every module whose "
@@ -679,9 +753,13 @@ def _add_sizes(p: argparse.ArgumentParser) -> None:
                    help=argparse.SUPPRESS)          # the old spelling of --sizes
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", type=Path, nargs="?", default=None,
-                   help="checkpoint written by 'featvis train'")
+def _add_model_options(p: argparse.ArgumentParser, positional: bool = True) -> None:
+    if positional:
+        p.add_argument("model", type=Path, nargs="?", default=None,
+                       help="checkpoint written by 'featvis train'")
+    else:
+        p.add_argument("--checkpoint", dest="model", type=Path, default=None,
+                       help="the checkpoint the shards were mined from")
     p.add_argument("--model", dest="model_spec", default="dbn", metavar="KIND|MODULE:FACTORY",
                    help="a built-in kind read from the checkpoint (dbn; cnn, which without a "
                         "checkpoint is the reference CNN shipped with featvis) or a user's "
@@ -690,6 +768,63 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="safetensors state_dict for --model MODULE:FACTORY (no pickles)")
     p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                    help="one input's shape, for a module (default: from the data)")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """The inputs of visualize, mine and merge: MNIST, the user's images, normalization."""
+    _add_common_options(p)
+    p.add_argument("--split", choices=["train", "test"], default="train",
+                   help="MNIST split mined for dataset examples (default train)")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR|FILE.npy",
+                   help="inputs instead of MNIST: a folder of PNG/JPEG images (class "
+                        "subfolders allowed) or a .npy array (uint8 is divided by 255); for "
+                        "a model of natural patches, the photographs its patches were cut "
+                        "from (default: those its checkpoint names)")
+    p.add_argument("--resize", type=_shape, default=None, metavar="H,W",
+                   help="resize every image of --images to H,W")
+    p.add_argument("--normalize", default=None, metavar="MEAN,STD",
+                   help="feed the model (x - mean) / std (MEAN,STD, or C means then C stds); "
+                        "pictures are shown de-normalized")
+
+
+def _add_unit_options(p: argparse.ArgumentParser) -> None:
+    """Which layers and units are mined and shown, and how many examples each."""
+    p.add_argument("--layers", type=_names, default=None,
+                   help="layer keys: hidden depths of a DBN (1 = first hidden layer), module "
+                        "names of any other model (default: every layer of a DBN, every "
+                        "Conv2d and Linear of a module)")
+    p.add_argument("--units", type=_positive_int, default=None,
+                   help="visualize the first N units of each layer (default: all)")
+    p.add_argument("--k", type=_positive_int, default=9, help="dataset examples per unit")
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    """The methods and their knobs (visualize, merge)."""
+    p.add_argument("--rho", type=float, default=None,
+                   help="maximization's norm (default: a DBN's input norm, else the mean "
+                        "norm of the inputs)")
+    p.add_argument("--transforms", choices=["standard"], default=None,
+                   help="maximize through random pad, jitter, scale and rotate (lucent's "
+                        "standard transforms)")
+    p.add_argument("--spatial", choices=["positive", "mean", "center"], default="positive",
+                   help="maximization's objective for a channel: the mean of its map's "
+                        "positive part (default), its mean, or its centre position")
+    p.add_argument("--snapshots", type=_number_list, default=(), metavar="STEP,...",
+                   help="also show maximization's pictures after these steps")
+    p.add_argument("--bounds", type=_bounds, default="data", metavar="LO,HI|data|none",
+                   help="keep maximization's pixels in LO..HI (default data: the inputs' "
+                        "range; none: the sphere alone)")
+    p.add_argument("--methods", type=_methods, default=None,
+                   help="comma-separated subset of: examples, maximize, sampling, filters, "
+                        "filter_views, deconvnet, combination (default: all that apply to "
+                        "each layer)")
+    p.add_argument("--top", type=_positive_int, default=10,
+                   help="ranked filters / linear-combination terms per unit (default 10)")
+    p.add_argument("--steps", type=_positive_int, default=300, help="maximization steps")
+    p.add_argument("--restarts", type=_positive_int, default=9, help="maximization restarts")
+    p.add_argument("--samples", type=_positive_int, default=100, help="samples per unit")
+    p.add_argument("--variant", choices=["one-hot", "gibbs"], default="one-hot",
+                   help="unit-sampling variant (default one-hot)")
 
 
 def _sizes(args: argparse.Namespace) -> None:
@@ -711,6 +846,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # process shares the cores; passive waiting costs little when they are idle. Set before
     # torch is loaded, and never over the user's own setting (the library itself never does).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # A distributed run reports a failed peer in one line; c10d's own dumps would not.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
@@ -733,7 +870,11 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
     except KeyboardInterrupt:
         print("featvis: interrupted", file=sys.stderr)
         return 130
-    except (FeatvisError, ValueError, OSError) as exc:
+    except FeatvisError as exc:
+        print(f"featvis {args.command}: error: {first_line(exc)}", file=sys.stderr)
+        # 1 where another process of a distributed run failed, not this one's usage.
+        return getattr(exc, "exit_status", EXIT_USAGE)
+    except (ValueError, OSError) as exc:
         print(f"featvis {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -47,8 +47,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from .data import check_inputs
 from .errors import FeatvisError, check_float, check_int, first_line
+from .methods.examples import mine
 from .methods.topk import TopExamples, TopK
 from .probe import Key, probe
 from .units import Units, resolve_units
@@ -73,6 +73,8 @@ R = TypeVar("R")
 class PeerFailure(FeatvisError):
     """Another rank died, stopped on an error or stopped answering; the message names it.
     The command line exits with status 1 for it."""
+
+    exit_status = 1
 
 
 class RankMismatch(FeatvisError):
@@ -477,30 +479,6 @@ def _hex(row: torch.Tensor) -> str:
 
 
 # -- sharded mining ------------------------------------------------------------------------
-def _plan(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key], k: int,
-          units: Units | Mapping[Key, Units], batch_size: int):
-    """What :func:`top_examples` would check and set up, in the same order."""
-    single = not isinstance(layers, Iterable) or isinstance(layers, str)
-    keys = [layers] if single else list(layers)
-    if not keys:
-        raise ValueError("layer: no layers given")
-    check_int("k", k)
-    check_int("batch_size", batch_size)
-    if not isinstance(images, torch.Tensor) or images.dim() < 2:
-        check_inputs(images)                   # refused, naming what it is
-    if images.shape[0] < k:
-        raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
-    seam = probe(model, images.shape[1:])
-    infos = {key: seam.layer(key) for key in keys}
-    wanted = units if isinstance(units, Mapping) else dict.fromkeys(infos, units)
-    extra = [key for key in wanted if key not in infos]
-    if extra:
-        raise ValueError(f"units: layer {extra[0]!r} is not among the layers asked for")
-    resolved = {key: resolve_units(wanted.get(key), info.units, seam.device)
-                for key, info in infos.items()}
-    return seam, infos, wanted, resolved
-
-
 def _split(ctx: Context | None, shard: tuple[int, int] | None) -> tuple[int, int]:
     if ctx is not None and shard is not None:
         raise ValueError("give ctx (a process group) or shard (offline shards), not both")
@@ -531,24 +509,10 @@ def mine_top_examples(model: torch.nn.Module, images: torch.Tensor,
     pass, bit for bit; with ``shard=(i, N)`` the states of shard ``i`` alone are returned
     (see :mod:`featvis.shards`). Memory is O(units x k + batch) per rank."""
     index, count = _split(ctx, shard)
-    seam, infos, wanted, resolved = _plan(model, images, layers, k, units, batch_size)
-    device, dtype = seam.device, seam.dtype
-    states = {key: TopK(len(resolved[key]), k, bool(info.unit_shape), device=device,
-                        dtype=dtype) for key, info in infos.items()}
-    asked = {key: None if wanted.get(key) is None else resolved[key] for key in infos}
-    widths = {key: info.unit_shape[-1] if info.unit_shape else None
-              for key, info in infos.items()}
-    with torch.no_grad():
-        for start in range(index * batch_size, images.shape[0], count * batch_size):
-            batch = check_inputs(images[start:start + batch_size], seam.input_shape)
-            batch = batch.to(device, dtype)
-            scores = seam.scores(batch, asked)
-            indices = torch.arange(start, start + batch.shape[0], device=device)
-            for key, state in states.items():
-                positions, width = scores[key].positions, widths[key]
-                if positions is not None:
-                    positions = torch.stack([positions // width, positions % width], 2)
-                state.update(scores[key].values, indices, positions)
+    single = not isinstance(layers, Iterable) or isinstance(layers, str)
+    _, mined = mine(model, images, [layers] if single else layers, k, units, batch_size,
+                    share=(index, count))
+    states = {key: running.best for key, running in mined.items()}
     if ctx is not None and ctx.distributed:
         states = _combine(ctx, states)
     return states

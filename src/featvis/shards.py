@@ -24,7 +24,7 @@ import os
 import reprlib
 import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -32,13 +32,14 @@ from safetensors.torch import save as safetensors_bytes
 
 from . import safejson
 from ._version import __version__
-from .distributed import _plan, _split, examples_from_states, mine_top_examples
-from .errors import CheckpointError, DataError, first_line, is_int
+from .distributed import _split, examples_from_states, mine_top_examples
+from .data import check_inputs
+from .errors import CheckpointError, DataError, check_int, first_line, is_int
 from .fileio import atomic_write_bytes
 from .fingerprint import data_fingerprint, model_fingerprint
 from .methods.topk import VALUE_DTYPES, TopExamples, TopK
-from .probe import Key
-from .units import Units
+from .probe import Key, probe
+from .units import Units, resolve_units
 
 __all__ = ["SHARD_FORMAT", "MAX_SHARD_HEADER", "shard_info", "mine_shard", "save_shard",
            "load_shard", "merge_shards", "shard_examples"]
@@ -48,6 +49,31 @@ MAX_SHARD_HEADER = 16 * 2**20       # unit lists of a few large layers, with roo
 MAX_COUNT = 2**40                   # what a file may claim for units, k, inputs or shards
 TENSORS = ("values", "indices", "positions")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _plan(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key], k: int,
+          units: Units | Mapping[Key, Units], batch_size: int):
+    """The layers and units a shard mines, checked as :func:`~featvis.top_examples` checks
+    them (before any mining)."""
+    single = not isinstance(layers, Iterable) or isinstance(layers, str)
+    keys = [layers] if single else list(layers)
+    if not keys:
+        raise ValueError("layer: no layers given")
+    check_int("k", k)
+    check_int("batch_size", batch_size)
+    if not isinstance(images, torch.Tensor) or images.dim() < 2:
+        check_inputs(images)                   # refused, naming what it is
+    if images.shape[0] < k:
+        raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
+    seam = probe(model, images.shape[1:])
+    infos = {key: seam.layer(key) for key in keys}
+    wanted = units if isinstance(units, Mapping) else dict.fromkeys(infos, units)
+    extra = [key for key in wanted if key not in infos]
+    if extra:
+        raise ValueError(f"units: layer {extra[0]!r} is not among the layers asked for")
+    resolved = {key: resolve_units(wanted.get(key), info.units, seam.device)
+                for key, info in infos.items()}
+    return seam, infos, wanted, resolved
 
 
 def shard_info(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key],

@@ -16,24 +16,26 @@ where ``folder`` is :func:`featvis.runfolder.layer_folder` of the layer's key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Sequence
 
 import torch
 
 from ._version import __version__
+from . import distributed
 from .checkpoint import encode_dbn
 from .errors import check_int
 from .evaluate import method_agreement
 from .figures import (class_purity, distinctness, example_distinctness, gabor_fit, locality,
                       random_locality, randomized_similarity)
-from .fingerprint import model_fingerprint
+from .fingerprint import data_fingerprint, model_fingerprint
 from .methods import (TopExamples, deconvnet, linear_combination, maximize, ranked_filters,
-                      sample_unit, top_examples)
+                      sample_unit)
 from .probe import RANDOMIZATIONS, SPATIAL, Key, LayerInfo, Probe, UnsupportedError, probe
 from .render import encode_png, signed_border_grid, tile
 from .report import gallery_files
@@ -41,7 +43,7 @@ from .runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder
                         RunFolderError, build_run, layer_folder, load_evaluation,
                         plan_replacement)
 
-__all__ = ["Method", "REGISTRY", "METHODS", "VisualizeSettings", "visualize"]
+__all__ = ["Method", "REGISTRY", "METHODS", "VisualizeSettings", "visualize", "shown_units"]
 
 _STRIP = 10            # samples shown per unit
 _SUSPECT = 0.5         # distinctness or randomized similarity above this is flagged
@@ -136,6 +138,7 @@ class LayerRun:
     progress: bool
     labels: torch.Tensor | None = None            # class labels of the inputs, if known
     model_images: torch.Tensor | None = None      # the inputs as the model sees them
+    ctx: distributed.Context = field(default_factory=distributed.Context)
     folder: str = ""
     sections: list[dict] = field(default_factory=list)
     details: list[dict] = field(default_factory=list)
@@ -146,6 +149,13 @@ class LayerRun:
     def __post_init__(self) -> None:
         self.folder = layer_folder(self.key)
         self.details = [{"unit": i, "files": {}, "panels": []} for i in self.units]
+
+    def split(self, compute: Callable[[list[int]], object]):
+        """``compute(units)`` over the layer's shown units in the fixed global chunks of
+        :mod:`featvis.distributed` (this rank's share), gathered on rank 0; ``None`` on the
+        other ranks. One process computes the same chunks, so it writes the same bytes."""
+        return distributed.per_unit(self.ctx, len(self.units),
+                                    lambda chunk: compute([self.units[j] for j in chunk]))
 
     def figure(self, method: str, label: str, value: float) -> None:
         """A figure of the layer, filed under ``method`` (``layers[i].figures[method]``)."""
@@ -185,7 +195,8 @@ class Method:
     ``rerun(settings, inputs)`` gives the small settings of its sanity re-runs;
     ``indices``: its result is a set of indices (compared by overlap, not by picture);
     ``made_of_data``: its pictures are made of inputs (distinct only once the data mean is
-    taken out)."""
+    taken out); ``split``: its units are shared among the ranks of a distributed run (the
+    others run on rank 0 alone)."""
 
     name: str
     title: str
@@ -195,6 +206,7 @@ class Method:
     rerun: Callable[[VisualizeSettings, torch.Tensor], dict]
     indices: bool = False
     made_of_data: bool = False
+    split: bool = False
 
 
 def _always(seam: Probe, key: Key) -> str | None:
@@ -243,10 +255,13 @@ def _examples(layer: LayerRun) -> None:
 
 def _maximize(layer: LayerRun) -> None:
     s, up, method = layer.settings, layer.settings.upscale, _METHOD["maximize"]
-    mx = maximize(layer.seam.model, layer.key, units=layer.units, rho=s.rho, bounds=s.bounds,
-                  steps=s.steps, restarts=s.restarts, seed=s.seed, progress=layer.progress,
-                  input_shape=layer.seam.input_shape, transforms=s.transforms,
-                  snapshots=s.snapshots, spatial=s.spatial)
+    mx = layer.split(lambda units: maximize(
+        layer.seam.model, layer.key, units=units, rho=s.rho, bounds=s.bounds, steps=s.steps,
+        restarts=s.restarts, seed=s.seed, progress=layer.progress,
+        input_shape=layer.seam.input_shape, transforms=s.transforms, snapshots=s.snapshots,
+        spatial=s.spatial))
+    if mx is None:                          # another rank's: rank 0 draws the pictures
+        return
     progress = [layer.show(mx.snapshots[step]) for step in sorted(mx.snapshots)]
     pixels = mx.images.flatten(1)                    # as the model sees them
     span = s.bounds[1] - s.bounds[0] if s.bounds else (pixels.max() - pixels.min()).item()
@@ -292,8 +307,11 @@ def _maximize(layer: LayerRun) -> None:
 
 def _sampling(layer: LayerRun) -> None:
     s, up, method = layer.settings, layer.settings.upscale, _METHOD["sampling"]
-    sm = sample_unit(layer.seam.model, layer.key, units=layer.units, n_samples=s.samples,
-                     variant=s.variant, seed=s.seed, progress=layer.progress)
+    sm = layer.split(lambda units: sample_unit(
+        layer.seam.model, layer.key, units=units, n_samples=s.samples, variant=s.variant,
+        seed=s.seed, progress=layer.progress))
+    if sm is None:
+        return
     layer.section(method, tile(sm.contrast, upscale=up),
                   "what switching each unit on adds (light) and removes (dark): "
                   "E[x | unit on] - E[x | unit off]")
@@ -328,6 +346,13 @@ def _filters(layer: LayerRun) -> None:
         layer.panel(method, j, [("filters", signed_border_grid(
             below[rf.indices[i]], rf.weights[i], cols=s.top, upscale=up),
             f"unit of layer {rf.below}: weight — {weights}", "strip")])
+
+
+def _rows(examples: TopExamples, rows: list[int]) -> TopExamples:
+    """The top examples of some of the units (``rows`` of every per-unit tensor)."""
+    return replace(examples, **{f.name: getattr(examples, f.name)[rows]
+                                for f in fields(examples)
+                                if isinstance(getattr(examples, f.name), torch.Tensor)})
 
 
 _VIEWS = {"learned": "as learned: the weights on the whitened input",
@@ -370,8 +395,12 @@ def _filter_views(layer: LayerRun) -> None:
 
 def _deconvnet(layer: LayerRun) -> None:
     s, up, method = layer.settings, layer.settings.upscale, _METHOD["deconvnet"]
-    pj = deconvnet(layer.seam.model, layer.model_images, layer.key, units=layer.units, k=s.k,
-                   examples=layer.examples)        # mined already, in the one pass over data
+    position = {unit: j for j, unit in enumerate(layer.units)}
+    pj = layer.split(lambda units: deconvnet(   # mined already, in the one pass over data
+        layer.seam.model, layer.model_images, layer.key, units=units, k=s.k,
+        examples=_rows(layer.examples, [position[u] for u in units])))
+    if pj is None:
+        return
     layer.section(method, tile(pj.projections[:, 0], upscale=up),
                   "each unit's strongest activation in the data, projected back to pixels")
     for j, info in enumerate(layer.details):
@@ -407,14 +436,15 @@ REGISTRY: tuple[Method, ...] = (
            "The input under a norm (or box) constraint that maximizes the unit's activation, "
            "found by projected gradient ascent (Erhan et al. 2009).", _always, _maximize,
            lambda s, inputs: dict(rho=s.rho, bounds=s.bounds, steps=SANITY["steps"],
-                                  restarts=SANITY["restarts"], spatial=s.spatial)),
+                                  restarts=SANITY["restarts"], spatial=s.spatial),
+           split=True),
     Method("sampling", "Unit sampling",
            "Inputs sampled from the deep belief net with the unit clamped on, p(x | h = 1) "
            "(Erhan et al. 2009; Hinton et al. 2006), shown as the contrast with the same "
            "draws with the unit off, which removes what the generative biases draw for "
            "every unit; the raw mean is on each unit's page.",
            lambda seam, key: _why_not(seam.generative), _sampling,
-           lambda s, inputs: dict(n_samples=SANITY["samples"], variant=s.variant)),
+           lambda s, inputs: dict(n_samples=SANITY["samples"], variant=s.variant), split=True),
     Method("filters", "Ranked filters",
            "The units of the layer below with the strongest connections to the unit, framed "
            "yellow for a positive and magenta for a negative weight (pylearn2's top_filters).",
@@ -436,7 +466,7 @@ REGISTRY: tuple[Method, ...] = (
            "network with the forward pass's max-pool switches and rectified gradients.",
            lambda seam, key: None if len(seam.layer(key).unit_shape) == 2 else
            f"layer {key!r} has no channel maps (a 4-D output) to project", _deconvnet,
-           lambda s, inputs: dict(images=inputs[:SANITY["images"]])),
+           lambda s, inputs: dict(images=inputs[:SANITY["images"]]), split=True),
     Method("combination", "Linear combination",
            "The weighted sum of the layer below's pictures over the unit's strongest "
            "connections, applied recursively from the first-layer filters (Lee, Ekanadham & "
@@ -449,7 +479,7 @@ _METHOD = {method.name: method for method in REGISTRY}
 METHODS = tuple(_METHOD)
 
 
-def _shown_units(info: LayerInfo, s: VisualizeSettings) -> list[int]:
+def shown_units(info: LayerInfo, s: VisualizeSettings) -> list[int]:
     """The units of a layer to show: the first ``s.units`` (all for None)."""
     return list(range(info.units if s.units is None else min(s.units, info.units)))
 
@@ -491,16 +521,19 @@ _SURVIVES_INDICES = ("the same inputs are chosen when the weights are re-drawn a
                      "the choice does not show what the model learned")
 
 
-def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
+def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
            images: torch.Tensor, show, examples: TopExamples | None, progress: bool,
-           model_images: torch.Tensor, labels: torch.Tensor | None) -> dict:
+           model_images: torch.Tensor, labels: torch.Tensor | None,
+           ctx: distributed.Context) -> dict | None:
+    """The layer's entry of ``summary.json`` (its pictures written by ``run``); on a rank
+    other than 0 only its share of the split methods, and ``None``."""
     info = seam.layer(key)
-    units = _shown_units(info, s)
+    units = shown_units(info, s)
     layer = LayerRun(seam, key, info, units, s, images, show, examples, run, progress, labels,
-                     model_images)
+                     model_images, ctx)
     ran, unavailable = [], {}
     for method in REGISTRY:
-        if method.name not in s.methods:
+        if method.name not in s.methods or not (ctx.is_main or method.split):
             continue
         why = method.unavailable(seam, key)
         if why is None:
@@ -512,6 +545,8 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder,
             unavailable[method.title] = why
             continue
         ran.append(method.name)
+    if not ctx.is_main:
+        return None
     if s.figures:
         _sanity_figures(layer, ran, model_images, s)
     agreement = method_agreement({name: p.flatten(1) for name, p in layer.pictures.items()
@@ -561,7 +596,8 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
               labels: torch.Tensor | None = None, normalization=None,
               model_path: str | os.PathLike | None = None,
               save_model_as: str | None = None, force: bool = False, gallery: bool = True,
-              progress: bool = True) -> dict:
+              progress: bool = True, ctx: distributed.Context | None = None,
+              examples: dict[Key, TopExamples] | None = None) -> dict | None:
     """Compute every chosen method for every chosen layer of ``model`` and write the run
     folder ``out``, with its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
@@ -577,18 +613,29 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     run's ``evaluation.json`` is kept if it is of the same model. Returns the summary that
     was written to ``out/summary.json``.
 
+    With a distributed ``ctx`` (:func:`featvis.distributed.from_environment`, every rank
+    calling with the same arguments) the ranks first check that they hold the same model,
+    data and settings, mine the data in shares and merge, and share the units of
+    maximization, sampling and deconvnet in fixed chunks; rank 0 alone writes ``out`` and
+    returns the summary (the others ``None``), byte for byte what one process writes.
+    ``examples``, every layer's top examples already mined (``featvis merge``), skip mining.
+
     Example:
         >>> visualize(cnn, images, "run", VisualizeSettings(units=8))  # doctest: +SKIP
     """
     s = settings or VisualizeSettings()
+    ctx = ctx or distributed.Context()
     seam = probe(model, images.shape[1:])
     keys = s.check(seam, n_inputs=len(images))
     plan = plan_replacement(out, force=force, reading=[model_path] if model_path else (),
-                            rewriting=[save_model_as] if save_model_as else ())
+                            rewriting=[save_model_as] if save_model_as else ()) \
+        if ctx.is_main else None
     fingerprint = model_fingerprint(model)
-    _keep_evaluation(plan, fingerprint)
+    if plan is not None:
+        _keep_evaluation(plan, fingerprint)
     described = seam.describe()
-    _untrained_note(described)
+    if ctx.is_main:
+        _untrained_note(described)
     images = images.to(seam.device)
     model_images = images if normalization is None else normalization.normalize(images)
     show = (lambda x: x) if normalization is None else normalization.denormalize
@@ -598,12 +645,21 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     if s.bounds == "data":            # the inputs' range, widened to hold 0 (see maximize)
         s = replace(s, bounds=(min(0.0, model_images.min().item()),
                                max(0.0, model_images.max().item())))
-    with build_run(plan) as run:
-        examples = {}
-        if "examples" in s.methods:    # every layer's units in one pass over the data
-            examples = top_examples(model, model_images, keys, k=s.k, progress=progress,
-                                    units={key: _shown_units(seam.layer(key), s)
-                                           for key in keys})
+    if ctx.distributed:
+        distributed.agree(ctx, model=fingerprint, data=data_fingerprint(model_images),
+                          settings=asdict(s), threads=torch.get_num_threads())
+    progress = progress and ctx.is_main
+    shown = {key: shown_units(seam.layer(key), s) for key in keys}
+    if examples is None and "examples" in s.methods:   # every layer in one pass over data
+        examples = distributed.top_examples(model, model_images, keys, k=s.k, units=shown,
+                                            ctx=ctx)
+    examples = examples or {}
+    with build_run(plan) if plan is not None else contextlib.nullcontext() as run:
+        layers = [_layer(seam, key, s, run, images, show, examples.get(key), progress,
+                         model_images, labels, ctx) for key in keys]
+        distributed.barrier(ctx)     # every rank done: only now may rank 0 publish
+        if not ctx.is_main:
+            return None
         summary = {
             "format": RUN_FORMAT,
             "featvis_version": __version__,
@@ -615,8 +671,7 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
                     "mean": normalization.mean.tolist(), "std": normalization.std.tolist()}},
             "settings": asdict(s),
             "sanity_settings": SANITY if s.figures else None,
-            "layers": [_layer(seam, key, s, run, images, show, examples.get(key), progress,
-                              model_images, labels) for key in keys],
+            "layers": layers,
         }
         run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
         if save_model_as is not None:

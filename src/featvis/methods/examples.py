@@ -25,7 +25,7 @@ from ..probe import Key, Probe, probe
 from ..units import Units, resolve_units
 from .topk import TopExamples, TopK
 
-__all__ = ["TopExamples", "top_examples"]
+__all__ = ["TopExamples", "top_examples", "mine"]
 
 
 class _Mining:
@@ -90,11 +90,30 @@ def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.T
         >>> ex.indices.shape, ex.positions.shape                # (C, 9), (C, 9, 2)
     """
     single = not isinstance(layer, Iterable) or isinstance(layer, str)
-    keys = [layer] if single else list(layer)
+    seam, best = mine(model, images, [layer] if single else layer, k, units, batch_size,
+                      progress)
+    streamed = not isinstance(images, torch.Tensor)
+    results = {key: running.result(None if streamed else images,
+                                   lambda v, key=key: seam.activation(key, v))
+               for key, running in best.items()}
+    return next(iter(results.values())) if single else results
+
+
+def mine(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.Tensor],
+         layers: Sequence[Key], k: int = 9, units: Units | Mapping[Key, Units] = None,
+         batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1)
+         ) -> tuple[Probe, dict[Key, _Mining]]:
+    """The probe and each layer's running top-k after one pass over ``images`` (see
+    :func:`top_examples`), or over the share ``(i, n)`` of its batches: batch ``b`` is
+    mined when ``b % n == i``, with its global example indices, so that the states of the
+    ``n`` shares merge into the single pass's (:mod:`featvis.distributed`)."""
+    keys = list(layers)
     if not keys:
         raise ValueError("layer: no layers given")
     check_int("k", k)
     check_int("batch_size", batch_size)
+    index, count = share
+    whole = count == 1
     if isinstance(images, torch.Tensor) and images.shape[0] < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
     if not isinstance(images, Iterable):
@@ -118,17 +137,15 @@ def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.T
             for key, info in infos.items()}
     seen = 0
     with torch.no_grad():
-        for batch in tqdm(batches, desc="examples", unit="batch", disable=not progress,
-                          leave=False):
-            batch = check_inputs(batch, seam.input_shape).to(device, dtype)
-            scores = seam.scores(batch, {key: None if wanted.get(key) is None else b.units
-                                         for key, b in best.items()})
-            for key, running in best.items():
-                running.update(scores[key].values, scores[key].positions, batch, seen)
+        for b, batch in enumerate(tqdm(batches, desc="examples", unit="batch",
+                                       disable=not progress, leave=False)):
+            if b % count == index:
+                batch = check_inputs(batch, seam.input_shape).to(device, dtype)
+                scores = seam.scores(batch, {key: None if wanted.get(key) is None else
+                                             m.units for key, m in best.items()})
+                for key, running in best.items():
+                    running.update(scores[key].values, scores[key].positions, batch, seen)
             seen += batch.shape[0]
-    if seen < k:
+    if whole and seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
-    results = {key: running.result(None if streamed else images,
-                                   lambda v, key=key: seam.activation(key, v))
-               for key, running in best.items()}
-    return next(iter(results.values())) if single else results
+    return seam, best
