@@ -27,18 +27,19 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from . import safejson
 from ._version import __version__
-from .distributed import _split, examples_from_states, mine_top_examples
 from .data import check_inputs
+from .distributed import _split, examples_from_states, mine_top_examples
 from .errors import CheckpointError, DataError, check_int, first_line, is_int
 from .fileio import atomic_write_bytes
 from .fingerprint import data_fingerprint, model_fingerprint
 from .methods.topk import VALUE_DTYPES, TopExamples, TopK
 from .probe import Key, probe
+from .safetensors_file import read_safetensors
 from .units import Units, resolve_units
 
 __all__ = ["SHARD_FORMAT", "MAX_SHARD_HEADER", "shard_info", "mine_shard", "save_shard",
@@ -191,27 +192,7 @@ def load_shard(path: str | os.PathLike) -> tuple[dict[Key, TopK], dict]:
     """``(states by layer, info)`` of a file written by :func:`save_shard`; a one-line
     :class:`CheckpointError` naming the file for anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such shard file")
-    try:
-        with open(path, "rb") as f:
-            head, size = f.read(8), os.fstat(f.fileno()).st_size
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: not a shard file (truncated: {size} bytes)")
-        claimed = int.from_bytes(head, "little")
-        if claimed > MAX_SHARD_HEADER:
-            raise CheckpointError(f"{path}: header of {claimed} bytes claimed, above the "
-                                  f"{MAX_SHARD_HEADER} a shard file ever needs")
-        if 8 + claimed > size:
-            raise CheckpointError(f"{path}: truncated shard file (header of {claimed} bytes, "
-                                  f"file of {size})")
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            states, info = _read(path, f)
-    except CheckpointError:
-        raise
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt: "
-                              f"{first_line(exc)})") from None
+    states, info = read_safetensors(path, lambda f: _read(path, f), "shard", MAX_SHARD_HEADER)
     for j, state in enumerate(states.values()):
         _check_entries(path, j, state, info)
     return states, info

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from .. import safejson
 from .._version import __version__
 from ..errors import CheckpointError, DataError, check_int, first_line, is_int
 from ..fileio import atomic_write_bytes
+from ..safetensors_file import read_safetensors
 
 __all__ = ["TopK", "TopExamples", "FORMAT", "MAX_HEADER_BYTES"]
 
@@ -337,27 +338,7 @@ class TopK:
         metadata against the tensors' dtypes and shapes before any tensor is read, so memory
         stays within the file's real size whatever it claims."""
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such top-k file")
-        try:
-            with open(path, "rb") as f:
-                head, size = f.read(8), os.fstat(f.fileno()).st_size
-            if len(head) < 8:
-                raise CheckpointError(f"{path}: not a top-k file (truncated: {size} bytes)")
-            claimed = int.from_bytes(head, "little")
-            if claimed > MAX_HEADER_BYTES:
-                raise CheckpointError(f"{path}: header of {claimed} bytes claimed, above the "
-                                      f"{MAX_HEADER_BYTES} a top-k file ever needs")
-            if 8 + claimed > size:
-                raise CheckpointError(f"{path}: truncated top-k file (header of {claimed} "
-                                      f"bytes, file of {size})")
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                state = _read(path, f)
-        except CheckpointError:
-            raise
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file (truncated or "
-                                  f"corrupt: {first_line(exc)})") from None
+        state = read_safetensors(path, lambda f: _read(path, f), "top-k", MAX_HEADER_BYTES)
         _check_state(path, state)
         if torch.device(device) != state.device:
             state.device = torch.device(device)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
@@ -24,6 +24,7 @@ from .. import safejson
 from .._version import __version__
 from ..errors import CheckpointError, first_line
 from ..fileio import atomic_write_bytes
+from ..safetensors_file import read_safetensors
 from ..train import VISIBLE_KINDS, TrainingRecipe, check_snapshot
 from ..whitening import KINDS as WHITENING_KINDS
 from ..whitening import Whitening
@@ -189,18 +190,8 @@ def _describe(meta: dict) -> str:
 
 
 def _open(path: Path, read: Callable[[safe_open], T]) -> T:
-    """``read(f)`` of the safetensors file at ``path``, any failure to read it as a one-line
-    :class:`CheckpointError`."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return read(f)
-    except CheckpointError:
-        raise
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file "
-                              f"(truncated or corrupt: {exc})") from None
+    """``read(f)`` of the checkpoint at ``path``, any failure a one-line CheckpointError."""
+    return read_safetensors(path, read, "checkpoint")
 
 
 def read_format(path: str | os.PathLike) -> tuple[str, str | None]:

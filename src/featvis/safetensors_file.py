@@ -1,0 +1,45 @@
+"""Reading a safetensors file that may be truncated, corrupt or hostile: every failure is one
+line naming the file, and a header's claimed size is checked before it is parsed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from safetensors import SafetensorError, safe_open
+
+from .errors import CheckpointError, first_line
+
+__all__ = ["read_safetensors"]
+
+T = TypeVar("T")
+
+
+def read_safetensors(path: Path, read: Callable[[safe_open], T], what: str,
+                     max_header: int | None = None) -> T:
+    """``read(f)`` of the safetensors file at ``path`` (a ``what``: "checkpoint", "shard"
+    ...), any failure to read it a one-line :class:`CheckpointError`. With ``max_header``
+    the header may claim at most that many bytes, and no more than the file holds."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what} file")
+    try:
+        if max_header is not None:
+            with open(path, "rb") as f:
+                head, size = f.read(8), os.fstat(f.fileno()).st_size
+            if len(head) < 8:
+                raise CheckpointError(f"{path}: not a {what} file (truncated: {size} bytes)")
+            claimed = int.from_bytes(head, "little")
+            if claimed > max_header:
+                raise CheckpointError(f"{path}: header of {claimed} bytes claimed, above the "
+                                      f"{max_header} a {what} file ever needs")
+            if 8 + claimed > size:
+                raise CheckpointError(f"{path}: truncated {what} file (header of {claimed} "
+                                      f"bytes, file of {size})")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return read(f)
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or "
+                              f"corrupt: {first_line(exc)})") from None
