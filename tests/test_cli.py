@@ -16,7 +16,8 @@ def test_help_and_version():
     out = subprocess.run([sys.executable, "-m", "featvis", "--help"], capture_output=True,
                          text=True, check=True).stdout
     listed = re.findall(r"^    ([a-z]+)\b", out, re.MULTILINE)
-    assert listed == ["train", "visualize", "layers", "report", "evaluate", "demo"]
+    assert listed == ["train", "visualize", "mine", "merge", "layers", "report", "evaluate",
+                      "demo"]
     out = subprocess.run([sys.executable, "-m", "featvis", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"featvis {__version__}"

@@ -364,8 +364,13 @@ def test_presets():
     assert (hinton.lr, hinton.momentum, hinton.final_momentum, hinton.weight_decay,
             hinton.sparsity_target, hinton.sigma, hinton.sigma_decay) == (
                 0.01, 0.5, 0.9, 2e-4, None, 1.0, 1.0)
-    assert (lee.lr, lee.weight_decay, lee.sparsity_target, lee.sparsity_cost, lee.sigma,
-            lee.sigma_decay, lee.sigma_floor) == (0.01, 0.01, 0.02, 5.0, 0.632, 0.99, 0.316)
+    first, above = lee.for_layer(1), lee.for_layer(2)
+    assert (first.lr, first.weight_decay, first.sparsity_target, first.sparsity_cost,
+            first.sigma, first.sigma_decay, first.sigma_floor) == (
+                0.3, 0.01, 0.02, 50.0, 1.3, 0.99, 0.65)
+    assert (above.lr, above.weight_decay, above.sparsity_target, above.sparsity_cost) == (
+        0.1, 2e-4, 0.1, 1.0)
+    assert above == lee.for_layer(3) and above.layers == () == first.layers
     assert lee.epochs == TrainingRecipe().epochs == 10
     short = TrainingRecipe.preset("lee", epochs=5, sigma_floor=0.05)
     assert short == dataclasses.replace(lee, epochs=5, sigma_floor=0.05)
@@ -382,7 +387,7 @@ def test_the_default_recipe_is_still_rbm_m():
         epochs=10, batch_size=100, lr=0.1, momentum=0.5, final_momentum=0.9, momentum_switch=6,
         weight_decay=2e-4, cd_steps=1, persistent=False, sparsity_target=None,
         sparsity_cost=0.1, reshuffle=False, next_layer_data="last_epoch", seed=0, sigma=None,
-        sigma_decay=1.0, sigma_floor=0.1)
+        sigma_decay=1.0, sigma_floor=0.1, layers=[])
 
 
 @pytest.mark.parametrize("stop_after,recipe", [(1, {}), (2, {}), (1, dict(persistent=True))])
@@ -412,3 +417,36 @@ def test_interrupted_gaussian_training_resumes_to_the_same_model(tmp_path, stop_
     for (name, a), b in zip(full.state_dict().items(), partial.state_dict().values()):
         assert torch.equal(a, b), name
     assert [r.history for r in partial.rbms] == [r.history for r in full.rbms]
+
+
+def test_per_layer_entries_are_checked_and_applied_to_their_layer_only():
+    recipe = TrainingRecipe(lr=0.1, layers=[{"lr": 0.5, "epochs": 2}])
+    assert recipe.layers == ({"lr": 0.5, "epochs": 2},)
+    assert (recipe.for_layer(1).lr, recipe.for_layer(1).epochs) == (0.5, 2)
+    assert (recipe.for_layer(2).lr, recipe.for_layer(2).epochs) == (0.1, 10)
+    assert TrainingRecipe(**recipe.to_dict()) == recipe          # through JSON and back
+    with pytest.raises(ValueError, match=r"^layers\[0\]: 'seed' is not a field a layer"):
+        TrainingRecipe(layers=[{"seed": 3}])
+    with pytest.raises(ValueError, match="^lr must be"):
+        TrainingRecipe(layers=[{"lr": -1}])
+    with pytest.raises(ValueError, match="^layers must be a sequence of dicts"):
+        TrainingRecipe(layers={"lr": 0.5})
+
+
+def test_a_dbn_trains_each_layer_with_its_own_recipe(mnist_small):
+    """Layer 1 with its entry's settings, layer 2 with the recipe's: the same as RBMs
+    trained one by one with those settings on the same batches."""
+    from featvis.train import batch_order
+
+    images = mnist_small[0][:500]
+    dbn = DBN([784, 12, 6], seed=0).fit(images, epochs=1, lr=0.05, progress=False,
+                                        next_layer_data="final",
+                                        layers=[{"lr": 0.2, "weight_decay": 0.0}])
+    order = batch_order(len(images), 0)
+    first, second = RBM(784, 12, seed=1), RBM(12, 6, seed=2)
+    fit_rbm(first, images, TrainingRecipe(epochs=1, lr=0.2, weight_decay=0.0, seed=1),
+            progress=False, order=order)
+    fit_rbm(second, first.hidden_probs(images), TrainingRecipe(epochs=1, lr=0.05, seed=2),
+            progress=False, order=order)
+    assert torch.equal(first.weight, dbn.rbms[0].weight)
+    assert torch.equal(second.weight, dbn.rbms[1].weight)

@@ -141,7 +141,7 @@ def test_whitening_round_trips():
         back = Whitening.from_parts(whitening.config(), {**tensors, "other": torch.ones(1)})
         assert back.config() == whitening.config() and back.kind == whitening.kind
     assert Whitening("1/f", f0=0.3).config() == {"kind": "1/f", "f0": 0.3}
-    assert Whitening("zca", zca=zca).config() == {"kind": "zca", "epsilon": 0.2}
+    assert Whitening("zca", zca=zca).config() == {"kind": "zca", "epsilon": 0.2, "scale": 1.0}
     assert set(Whitening("zca", zca=zca).to_tensors()) == {
         "zca.mean", "zca.eigenvalues", "zca.eigenvectors"}
     weight = torch.randn(3, 4)
@@ -284,3 +284,20 @@ def test_one_over_f_views_predict_the_response_to_raw_pixels():
     back = one_over_f_whiten(views["pattern"].view(5, 20, 20))[:, 3:17, 3:17].flatten(1)
     centred = weight - weight.mean(1, keepdim=True)
     assert F.cosine_similarity(back - back.mean(1, keepdim=True), centred).min() > 0.9
+
+
+def test_scaled_zca_views_keep_their_identities():
+    """Inputs y = s Z (x - mean): a unit's response w . y is its receptive field applied to
+    x - mean, and the inputs of mean + pattern are w itself; the scale survives saving."""
+    generator = torch.Generator().manual_seed(4)
+    patches = torch.randn(400, 16, generator=generator) @ torch.randn(16, 16, generator=generator)
+    whitening = Whitening("zca", zca=ZCA.fit(patches, epsilon=0.1), scale=1.7)
+    weight = torch.randn(3, 16, generator=generator)
+    views = whitening.views(weight)
+    torch.testing.assert_close(whitening.inputs(patches) @ weight.T,
+                               (patches - whitening.zca.mean) @ views["receptive_field"].T,
+                               atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(whitening.inputs(whitening.zca.mean + views["pattern"]), weight,
+                               atol=1e-3, rtol=1e-4)
+    again = Whitening.from_parts(whitening.config(), whitening.to_tensors())
+    assert again.scale == 1.7 and torch.equal(again.inputs(patches), whitening.inputs(patches))

@@ -154,12 +154,12 @@ def _check_same_data(saved: dict, current: dict) -> None:
 
 
 TRAIN_DEFAULTS = {"dbn": {"epochs": 10, "batch_size": 100, "recipe": "rbm.m"},   # rbm.m
-                  "natural": {"epochs": 10, "batch_size": 100, "recipe": "lee"},
+                  "natural": {"epochs": 5, "batch_size": 100, "recipe": "lee"},
                   "cnn": {"epochs": 4, "batch_size": 128, "lr": 3e-3}}   # the reference CNN
 DBN_SIZES = [784, 1000, 500, 250]
 NATURAL_HIDDEN = [400, 200]      # a natural-patch DBN's hidden layers (Lee et al. 2008 scale)
 NATURAL_OPTIONS = (("--images", "images", None), ("--patch-size", "patch_size", 14),
-                   ("--patches", "patches", 20_000), ("--whiten", "whiten", "1/f"))
+                   ("--patches", "patches", 100_000), ("--whiten", "whiten", "1/f"))
 
 
 def _train_defaults(args: argparse.Namespace) -> None:
@@ -264,7 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if dbn is None:
         gaussian = args.dataset == "natural"
         dbn = DBN(args.sizes, visible="gaussian" if gaussian else "binary",
-                  sigma=(recipe.sigma or 1.0) if gaussian else 1.0, seed=args.seed).to(device)
+                  sigma=(recipe.for_layer(1).sigma or 1.0) if gaussian else 1.0, seed=args.seed).to(device)
         dbn.whitening = whitening
     else:
         _check_same_data(dbn.data_info, data_info)
@@ -623,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=_positive_int, default=None,
                    help="--dataset natural: patch side in pixels (default 14)")
     p.add_argument("--patches", type=_positive_int, default=None,
-                   help="--dataset natural: number of patches (default 20000)")
+                   help="--dataset natural: number of patches (default 100000)")
     p.add_argument("--whiten", choices=["1/f", "zca", "none"], default=None,
                    help="--dataset natural: 1/f filter on whole photographs (default), ZCA "
                         "on the patches, or none")

@@ -33,7 +33,7 @@ CNN_LAYERS = ("features.0", "features.3", "classifier.1")   # conv, conv, penult
 MODEL = "model.safetensors"        # the trained DBN, saved inside the output folder
 NATURAL_SIZES = (196, 400, 200)    # 14 x 14 patches, then Lee et al. 2008's layers, scaled
 # The natural-image demo's data and training (see the README's table of recipes).
-NATURAL_DEMO = {"patches": 20_000, "whiten": "1/f", "recipe": "lee", "epochs": 10,
+NATURAL_DEMO = {"patches": 100_000, "whiten": "1/f", "recipe": "lee", "epochs": 5,
                 "batch_size": 100}
 
 
@@ -110,7 +110,8 @@ def run_natural_demo(out: str | os.PathLike = "featvis-demo",
                          f"got {sizes[0]}")
     recipe = TrainingRecipe.preset(NATURAL_DEMO["recipe"], epochs=NATURAL_DEMO["epochs"],
                                    batch_size=NATURAL_DEMO["batch_size"], seed=seed)
-    dbn = DBN(list(sizes), visible="gaussian", sigma=recipe.sigma, seed=seed).to(device)
+    dbn = DBN(list(sizes), visible="gaussian", sigma=recipe.for_layer(1).sigma,
+              seed=seed).to(device)
     settings = settings or VisualizeSettings(units=units, seed=seed,
                                              top=min([10, *dbn.sizes[1:-1]]))
     start = time.perf_counter()

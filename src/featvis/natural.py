@@ -158,8 +158,8 @@ def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size:
     """What a model of natural patches trains on: ``(inputs, patches, whitening)``.
 
     ``whiten`` is ``"1/f"`` (the whole photographs filtered before cutting, as in Lee,
-    Ekanadham & Ng 2008), ``"zca"`` (ZCA with ``epsilon`` fitted on the cut patches) or
-    ``"none"``; the patches are mean-removed and contrast-normalized (see
+    Ekanadham & Ng 2008), ``"zca"`` (ZCA with ``epsilon`` fitted on the cut patches, its
+    output scaled to unit variance) or ``"none"``; the patches are mean-removed and contrast-normalized (see
     :func:`natural_patches`). Save ``patches.recipe`` and ``whitening`` with the model:
     :func:`model_inputs` rebuilds the same inputs from them.
     """
@@ -167,8 +167,11 @@ def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size:
         raise ValueError(f"whiten must be one of {', '.join(WHITENINGS)}, got {whiten!r}")
     patches = natural_patches(images, size, count, seed,
                               whiten="1/f" if whiten == "1/f" else "none")
-    whitening = Whitening("zca", zca=ZCA.fit(patches.patches, epsilon)) \
-        if whiten == "zca" else patches.whitening
+    whitening = patches.whitening
+    if whiten == "zca":                 # scaled back to unit variance, as the recipes expect
+        zca = ZCA.fit(patches.patches, epsilon)
+        whitening = Whitening("zca", zca=zca,
+                              scale=1 / zca.transform(patches.patches).std().item())
     return whitening.inputs(patches.patches), patches, whitening
 
 

@@ -24,6 +24,7 @@ __all__ = ["one_over_f_whiten", "one_over_f_unwhiten", "ZCA", "Whitening", "F0",
 
 F0 = 0.4                       # 1/f roll-off, cycles per pixel (Olshausen: 0.4 N per picture)
 KINDS = ("none", "1/f", "zca")
+PATTERN_EPS = 0.03            # regularization of the 1/f inverse in the pattern view
 _ROWS = 2**16                  # rows per chunk while accumulating a covariance
 
 
@@ -250,26 +251,30 @@ class ZCA:
 class Whitening:
     """The whitening of a model's inputs: ``kind`` ``"none"``, ``"1/f"`` (whole photographs
     filtered by :func:`one_over_f_whiten` with ``f0`` before patches were cut) or ``"zca"``
-    (patches transformed by ``zca``). Saved as ``config()`` (JSON) and ``to_tensors()``."""
+    (patches transformed by ``zca``, then multiplied by ``scale``, which brings ZCA's output,
+    of variance below 1 by ``epsilon``, back to unit variance). Saved as ``config()`` (JSON)
+    and ``to_tensors()``."""
 
     kind: str = "none"
     f0: float = F0
     zca: ZCA | None = None
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DataError(f"whitening kind must be one of {', '.join(KINDS)}, got "
                             f"{self.kind!r}")
         check_float("f0", self.f0)
+        check_float("scale", self.scale)
         if (self.kind == "zca") != (self.zca is not None):
             raise DataError("whitening: give a ZCA exactly when kind is 'zca'")
 
     def config(self) -> dict:
-        """``{"kind": ...}`` plus ``"f0"`` for 1/f and ``"epsilon"`` for ZCA."""
+        """``{"kind": ...}`` plus ``"f0"`` for 1/f, ``"epsilon"`` and ``"scale"`` for ZCA."""
         if self.kind == "1/f":
             return {"kind": "1/f", "f0": self.f0}
         if self.kind == "zca":
-            return {"kind": "zca", **self.zca.config()}
+            return {"kind": "zca", **self.zca.config(), "scale": self.scale}
         return {"kind": "none"}
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
@@ -288,7 +293,8 @@ class Whitening:
         try:
             if kind == "zca":
                 zca = {name[4:]: t for name, t in tensors.items() if name.startswith("zca.")}
-                return cls("zca", zca=ZCA.from_tensors(zca, config))
+                return cls("zca", zca=ZCA.from_tensors(zca, config),
+                           scale=config.get("scale", 1.0))
             return cls(kind, f0=config.get("f0", F0)) if kind == "1/f" else cls()
         except (DataError, ValueError) as exc:
             if isinstance(exc, CheckpointError):
@@ -298,7 +304,7 @@ class Whitening:
     def inputs(self, patches: torch.Tensor) -> torch.Tensor:
         """What a model reads for ``patches`` cut as their recipe says: ZCA-whitened ones
         (1/f whitening was applied to the whole photographs before cutting)."""
-        return patches if self.zca is None else self.zca.transform(patches)
+        return patches if self.zca is None else self.zca.transform(patches) * self.scale
 
     def views(self, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         """First-layer filters ``weight`` (H, D) in the three views the figures show:
@@ -306,11 +312,14 @@ class Whitening:
         whose whitened version is the filter) and ``"receptive_field"`` (the filter the unit
         applies to raw pixels); see :class:`ZCA`. For 1/f the filters are square pictures
         and both pixel views are drawn on a canvas padded by ``side // 4`` on every side,
-        since filtering spreads them (the inverse is the regularized one); without whitening
-        the learned view is all there is."""
-        if self.zca is not None:
-            return {"learned": self.zca.learned(weight), "pattern": self.zca.pattern(weight),
-                    "receptive_field": self.zca.receptive_field(weight)}
+        since filtering spreads them; the pattern uses the regularized inverse with ``eps =
+        PATTERN_EPS``, which keeps the near-Nyquist frequencies the filter nearly removed
+        from showing as a checkerboard. Without whitening the learned view is all there
+        is."""
+        if self.zca is not None:       # inputs y = scale Z (x - mean), see ZCA's views
+            return {"learned": self.zca.learned(weight),
+                    "pattern": self.zca.pattern(weight) / self.scale,
+                    "receptive_field": self.zca.receptive_field(weight) * self.scale}
         if self.kind == "none":
             return {"learned": weight}
         side = math.isqrt(weight.shape[1])
@@ -320,5 +329,6 @@ class Whitening:
         pad = side // 4
         canvas = torch.nn.functional.pad(weight.reshape(-1, side, side), (pad,) * 4)
         return {"learned": weight,
-                "pattern": one_over_f_unwhiten(canvas, self.f0).flatten(1).to(weight),
+                "pattern": one_over_f_unwhiten(canvas, self.f0, eps=PATTERN_EPS)
+                .flatten(1).to(weight),
                 "receptive_field": one_over_f_whiten(canvas, self.f0).flatten(1).to(weight)}

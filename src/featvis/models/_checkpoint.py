@@ -43,7 +43,7 @@ MAX_SIZES = 64   # layer sizes a checkpoint may list (input + 63 hidden layers)
 MAX_META_CHARS = 16 * 2**20   # the metadata of a real checkpoint is a few kB
 # Recipe fields added within format 2 (Gaussian visible units): files without them were
 # trained before they existed, i.e. with their defaults.
-LATER_RECIPE_FIELDS = ("sigma", "sigma_decay", "sigma_floor")
+LATER_RECIPE_FIELDS = ("sigma", "sigma_decay", "sigma_floor", "layers")
 
 Model = TypeVar("Model", bound=nn.Module)
 T = TypeVar("T")

@@ -170,7 +170,7 @@ class DBN(nn.Module):
             order = None if recipe.reshuffle else batch_order(len(images), seed, images.device)
             features = images
             for d, rbm in enumerate(self.rbms, start=1):
-                layer_recipe = dataclasses.replace(recipe, seed=seed + d)
+                layer_recipe = dataclasses.replace(recipe.for_layer(d), seed=seed + d)
                 keep_last = recipe.next_layer_data == "last_epoch" and d < self.n_layers
                 if d <= start:
                     features = self._replay_hand_over(d, features, layer_recipe, order)

@@ -178,9 +178,10 @@ class RBM(nn.Module):
         ``seed`` alone.
         ``self.history`` gets one entry per epoch (see :func:`featvis.train.fit_rbm`).
         """
-        if "next_layer_data" in recipe:
+        if recipe.get("next_layer_data", "last_epoch") != "last_epoch":
             raise TypeError("next_layer_data applies to DBN.fit, not to a single RBM")
-        recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
+        recipe = TrainingRecipe(epochs=epochs, batch_size=batch_size, seed=seed,
+                                **recipe).for_layer(1)
         if not warm_start:
             self.reset_parameters(recipe.seed)
         fit_rbm(self, images, recipe, progress=progress)
