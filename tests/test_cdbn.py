@@ -159,6 +159,15 @@ def test_sampling_conditioned_on_the_pool_state():
     torch.testing.assert_close(got, want, atol=4 * math.sqrt(0.25 / n), rtol=0)
 
 
+def test_block_softmax_is_differentiable():
+    """Maximization differentiates through the pooling: exact gradients, the stabilizing
+    shift included."""
+    g = torch.Generator().manual_seed(3)
+    logits = (2 * torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64)).requires_grad_()
+    top_down = torch.randn(1, 2, 2, 2, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, t: block_softmax(x, 2, t), (logits, top_down))
+
+
 def test_block_softmax_refuses_maps_that_do_not_split_into_blocks():
     with pytest.raises(ValueError, match="do not split into 2x2 blocks"):
         block_softmax(torch.zeros(1, 1, 3, 4), 2)
@@ -323,6 +332,10 @@ def test_greedy_training_and_up_pass(small_cdbn, mnist_small):
     assert [len(h) for h in small_cdbn.history] == [1, 1]
     with pytest.raises(ValueError, match=r"depth must be a layer in 1..2"):
         small_cdbn.transform(x[:2], 3)
+    # The up-pass is differentiable with respect to the input (activation maximization).
+    picture = x[:2].view(-1, 1, 28, 28).clone().requires_grad_()
+    small_cdbn.transform(picture, 2)[:, 1].max().backward()
+    assert picture.grad is not None and picture.grad.abs().sum() > 0
 
 
 def test_checkpoint_round_trip(small_cdbn, tmp_path, mnist_small):

@@ -11,10 +11,12 @@ softmax over ``C^2 + 1`` states, its ``C^2`` detection units and "all off" (ener
     P(h_j = 1 | v) = exp(I_j) / (1 + sum_{j' in block} exp(I_j'))
     P(p = 1 | v)   = sum_{j in block} P(h_j = 1 | v)
 
-with ``I_j = c_k + (W_k * v)_j`` the detection unit's input. :func:`block_softmax` computes
+with ``I_j = c_k + (W_k * v)_j`` the detection unit's input (``*``: valid cross-correlation,
+``F.conv2d``). :func:`block_softmax` computes
 these for the positive phase, the negative phase and top-down inference alike (a pooling
-unit's input from the layer above shifts its block's "on" states, as in section 3.6 of the
-paper), and :func:`sample_blocks` draws one multinomial per block.
+unit's input from the layer above shifts its block's "on" states, as in the paper's
+hierarchical probabilistic inference), and :func:`sample_blocks` draws one multinomial per
+block.
 
 **Crop.** A detection map whose side is not a multiple of ``C`` is cropped to its top-left
 ``C * floor((H - w + 1) / C)`` rows (columns alike); equivalently the model sees the top-left
@@ -49,7 +51,8 @@ from ..errors import DataError, TrainingDivergedError, check_float, check_int, i
 from ..train import VISIBLE_KINDS, TrainingRecipe, _check_sigma_floor
 from ._checkpoint import read_model, save_model
 
-__all__ = ["ConvRBM", "ConvDBN", "block_softmax", "sample_blocks", "CONV_RECIPE"]
+__all__ = ["ConvRBM", "ConvDBN", "block_softmax", "sample_blocks", "conv_recipe", "CONV_RECIPE",
+           "CONV_RECIPE_GAUSSIAN"]
 
 MAX_WIDTH = 4096        # filters or channels a config may ask for
 MAX_FILTER = 256        # largest filter side
@@ -59,13 +62,15 @@ MAX_SIDE = 2 ** 16      # largest input side a config may record
 LAYER_KEYS = ("filters", "filter_size", "pool")
 
 # The recipe fields where a convolutional RBM's defaults differ from rbm.m's (TrainingRecipe's
-# defaults): gradients are averages over the detection map, so the learning rate is per
-# position; the sparsity target keeps few detection units on (Lee's code: 0.002-0.02).
-# Tuned on MNIST (24 filters of 8x8, pool 2): see tests/test_cdbn.py.
-CONV_RECIPE = dict(lr=0.1, momentum=0.5, final_momentum=0.9, momentum_switch=3,
+# defaults). Gradients are averages over the detection map (Lee's code), so the learning
+# rate is per position; the sparsity target keeps few detection units on (Lee's code uses
+# 0.002-0.02). Tuned on MNIST (24 filters of 8x8, pool 2, 2,000 digits, 5 epochs: local
+# stroke detectors, see tests/test_cdbn.py). Gaussian inputs take a far smaller rate:
+# CONV_RECIPE_GAUSSIAN's fields replace these for them.
+CONV_RECIPE = dict(lr=0.5, momentum=0.5, final_momentum=0.9, momentum_switch=3,
                    weight_decay=1e-3, sparsity_target=0.01, sparsity_cost=1.0,
                    next_layer_data="final")
-
+CONV_RECIPE_GAUSSIAN = dict(lr=0.01, weight_decay=1e-2)
 
 # -- probabilistic max-pooling --------------------------------------------------------------
 # Blocks are handled in a "phase" layout (C^2, N, K, H / C, W / C): phase (a, b) holds the
@@ -111,7 +116,7 @@ def _softmax_phases(logits: torch.Tensor, pool: int, top_down: torch.Tensor | No
     x = _phases(logits, pool)
     if top_down is not None:
         x += top_down
-    shift = x.amax(0)
+    shift = x.detach().amax(0)          # cancels out: no gradient needs to flow through it
     off = None
     if pool_state is not None:
         on = pool_state > 0.5
@@ -120,16 +125,16 @@ def _softmax_phases(logits: torch.Tensor, pool: int, top_down: torch.Tensor | No
     else:
         shift.clamp_min_(0)                                 # the off state's logit, 0
     x -= shift
-    x.exp_()
-    on_mass = x.sum(0)
+    e = x.exp()                         # not in place: autograd keeps exp's output
+    on_mass = e.sum(0)
     rest = (-shift).exp_() if off is None else (off - shift).exp_()
     total = rest.add_(on_mass)
-    x /= total
-    pool_probs = on_mass.div_(total)
+    det = e / total
+    pool_probs = on_mass / total
     if pool_state is not None:
-        x *= on
-        pool_probs *= on
-    return x, pool_probs
+        det *= on
+        pool_probs = pool_probs * on
+    return det, pool_probs
 
 
 def block_softmax(logits: torch.Tensor, pool: int, top_down: torch.Tensor | None = None,
@@ -194,7 +199,7 @@ def sample_blocks(probs: torch.Tensor, pool: int, generator: torch.Generator | N
 def _block_log_partition(logits: torch.Tensor, pool: int) -> torch.Tensor:
     """``log(1 + sum_j exp(I_j))`` per block, ``(N, K, H / C, W / C)``, stably."""
     x = _phases(logits, pool)
-    shift = x.amax(0).clamp_min_(0)
+    shift = x.detach().amax(0).clamp_min_(0)
     return shift + ((x - shift).exp_().sum(0) + (-shift).exp()).log_()
 
 
@@ -416,10 +421,11 @@ class ConvRBM(nn.Module):
         returns ``self``.
 
         ``recipe`` takes the fields of :class:`featvis.TrainingRecipe`; unset ones default to
-        :data:`CONV_RECIPE`, then to the recipe's own defaults (persistent CD is not
-        supported). Per batch: detection probabilities of the data (positive statistics),
-        one multinomial sample per block, the reconstruction ``E[v | h]``, its detection
-        probabilities (negative statistics); gradients are averages over images and map
+        :data:`CONV_RECIPE` (with :data:`CONV_RECIPE_GAUSSIAN` for Gaussian inputs), then to
+        the recipe's own defaults (persistent CD is not supported). Per batch: detection
+        probabilities of the data (positive statistics), one multinomial sample per block,
+        the reconstruction ``E[v | h]``, its detection probabilities (negative statistics,
+        from the mean, not a sample, as featvis's RBM does); gradients are averages over images and map
         positions, with momentum, weight decay on the weights, and the sparsity term
         ``sparsity_cost * (target - mean detection prob)`` on the hidden biases. Gaussian
         units follow the recipe's sigma schedule. Unless ``warm_start`` the parameters are
@@ -430,7 +436,8 @@ class ConvRBM(nn.Module):
         """
         if "next_layer_data" in recipe:
             raise TypeError("next_layer_data applies to ConvDBN.fit, not to a single ConvRBM")
-        recipe = conv_recipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
+        recipe = conv_recipe(self.visible, epochs=epochs, batch_size=batch_size, seed=seed,
+                             **recipe)
         images = _check_maps(images, self.channels, unit_range=not self._gaussian)
         if not warm_start:
             self.reset_parameters(recipe.seed)
@@ -438,10 +445,12 @@ class ConvRBM(nn.Module):
         return self
 
 
-def conv_recipe(**fields) -> TrainingRecipe:
-    """The :class:`TrainingRecipe` of ``fields`` over :data:`CONV_RECIPE`'s defaults;
-    ``ValueError`` for what convolutional training does not support."""
-    recipe = TrainingRecipe(**{**CONV_RECIPE, **fields})
+def conv_recipe(visible: str = "binary", **fields) -> TrainingRecipe:
+    """The :class:`TrainingRecipe` of ``fields`` over :data:`CONV_RECIPE`'s defaults (and
+    :data:`CONV_RECIPE_GAUSSIAN`'s for ``visible="gaussian"``); ``ValueError`` for what
+    convolutional training does not support."""
+    defaults = {**CONV_RECIPE, **(CONV_RECIPE_GAUSSIAN if visible == "gaussian" else {})}
+    recipe = TrainingRecipe(**{**defaults, **fields})
     if recipe.persistent:
         raise ValueError("persistent CD is not supported for convolutional RBMs (use CD-k)")
     if recipe.next_layer_data != "final":
@@ -757,16 +766,15 @@ class ConvDBN(nn.Module):
 
     def transform(self, x: torch.Tensor, depth: int) -> torch.Tensor:
         """Pooling probabilities ``(N, K_d, Hp, Wp)`` of layer ``depth`` (the deterministic
-        up-pass, each layer on the pooling probabilities of the one below)."""
+        up-pass, each layer on the pooling probabilities of the one below); differentiable
+        with respect to ``x`` (the parameters need no gradient)."""
         depth = self.check_depth(depth)
-        with torch.no_grad():
-            return self._up(self._inputs(x), depth)[1]
+        return self._up(self._inputs(x), depth)[1]
 
     def detection(self, x: torch.Tensor, depth: int) -> torch.Tensor:
         """Detection probabilities ``(N, K_d, Hd, Wd)`` of layer ``depth``."""
         depth = self.check_depth(depth)
-        with torch.no_grad():
-            return self._up(self._inputs(x), depth)[0]
+        return self._up(self._inputs(x), depth)[0]
 
     def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Pooling probabilities of layer ``depth`` (default: the top)."""
@@ -783,7 +791,8 @@ class ConvDBN(nn.Module):
         ``images`` are ``(N, C, H, W)`` (or flat, square maps), in [0, 1] for binary inputs.
         Records :attr:`input_shape`, :attr:`input_norm` and :attr:`recipe`; ``on_layer(self,
         d)`` runs after each layer. Returns ``self``."""
-        recipe = conv_recipe(epochs=epochs, batch_size=batch_size, seed=seed, **recipe)
+        recipe = conv_recipe(self.visible, epochs=epochs, batch_size=batch_size, seed=seed,
+                             **recipe)
         images = self._inputs(images, "images")
         if self.visible == "binary":
             _check_maps(images, self.channels, unit_range=True)
@@ -835,7 +844,8 @@ class ConvDBN(nn.Module):
         if units is None:
             units = torch.arange(filters)
         units = torch.as_tensor(units)
-        if units.dim() != 1 or units.is_floating_point() or units.numel() == 0 or \
+        if units.dim() != 1 or units.is_floating_point() or units.dtype == torch.bool or \
+                units.numel() == 0 or \
                 units.min() < 0 or units.max() >= filters:
             raise ValueError(f"units must be a non-empty list of filters in 0..{filters - 1}")
         p = self.rbms[0].weight
@@ -844,7 +854,8 @@ class ConvDBN(nn.Module):
             rows = units.to(p.device).repeat_interleave(n_samples)         # (U * n,)
             hp, wp = maps[depth - 1]["pool"]
             state = p.new_zeros(len(rows), filters, hp, wp)
-            state[torch.arange(len(rows)), rows, (hp - 1) // 2, (wp - 1) // 2] = 1.0
+            state[torch.arange(len(rows), device=p.device), rows, (hp - 1) // 2,
+                  (wp - 1) // 2] = 1.0
             h = self._draw(depth, None, state, generator, mean_field, maps)
             for d in range(depth - 1, 0, -1):
                 above = self.rbms[d]
