@@ -365,9 +365,9 @@ def test_presets():
             hinton.sparsity_target, hinton.sigma, hinton.sigma_decay) == (
                 0.01, 0.5, 0.9, 2e-4, None, 1.0, 1.0)
     first, above = lee.for_layer(1), lee.for_layer(2)
-    assert (first.lr, first.weight_decay, first.sparsity_target, first.sparsity_cost,
-            first.sigma, first.sigma_decay, first.sigma_floor) == (
-                0.3, 0.01, 0.02, 50.0, 1.3, 0.99, 0.65)
+    assert (first.lr, first.final_momentum, first.weight_decay, first.sparsity_target,
+            first.sparsity_cost, first.sigma, first.sigma_decay, first.sigma_floor) == (
+                0.3, 0.5, 0.01, 0.02, 50.0, 1.3, 0.99, 0.65)
     assert (above.lr, above.weight_decay, above.sparsity_target, above.sparsity_cost) == (
         0.1, 2e-4, 0.1, 1.0)
     assert above == lee.for_layer(3) and above.layers == () == first.layers

@@ -4,14 +4,16 @@ line naming the file, and a header's claimed size is checked before it is parsed
 from __future__ import annotations
 
 import os
+import reprlib
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from safetensors import SafetensorError, safe_open
 
+from . import safejson
 from .errors import CheckpointError, first_line
 
-__all__ = ["read_safetensors"]
+__all__ = ["read_safetensors", "featvis_metadata"]
 
 T = TypeVar("T")
 
@@ -43,3 +45,21 @@ def read_safetensors(path: Path, read: Callable[[safe_open], T], what: str,
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or "
                               f"corrupt: {first_line(exc)})") from None
+
+
+def featvis_metadata(path: Path, f: safe_open, what: str, format: str) -> dict:
+    """The featvis metadata (bounded JSON) of an open safetensors file, which must be of
+    ``format``; a one-line :class:`CheckpointError` naming the ``what`` otherwise."""
+    header = f.metadata() or {}
+    if "featvis" not in header:
+        raise CheckpointError(f"{path}: safetensors file without featvis metadata (not a "
+                              f"{what} file)")
+    try:
+        meta = safejson.loads(header["featvis"], f"{path}: featvis metadata")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(meta, dict) or meta.get("format") != format:
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise CheckpointError(f"{path}: not a {what} file (format {reprlib.repr(found)}, "
+                              f"expected {format!r})")
+    return meta

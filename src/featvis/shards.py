@@ -30,7 +30,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from . import safejson
 from ._version import __version__
 from .data import check_inputs
 from .distributed import _split, examples_from_states, mine_top_examples
@@ -39,7 +38,7 @@ from .fileio import atomic_write_bytes
 from .fingerprint import data_fingerprint, model_fingerprint
 from .methods.topk import VALUE_DTYPES, TopExamples, TopK
 from .probe import Key, probe
-from .safetensors_file import read_safetensors
+from .safetensors_file import featvis_metadata, read_safetensors
 from .units import Units, resolve_units
 
 __all__ = ["SHARD_FORMAT", "MAX_SHARD_HEADER", "shard_info", "mine_shard", "save_shard",
@@ -199,18 +198,7 @@ def load_shard(path: str | os.PathLike) -> tuple[dict[Key, TopK], dict]:
 
 
 def _read(path: Path, f: safe_open) -> tuple[dict[Key, TopK], dict]:
-    header = f.metadata() or {}
-    if "featvis" not in header:
-        raise CheckpointError(f"{path}: safetensors file without featvis metadata (not a "
-                              "shard file)")
-    try:
-        meta = safejson.loads(header["featvis"], f"{path}: featvis metadata")
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
-    if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else meta
-        raise CheckpointError(f"{path}: not a shard file (format {reprlib.repr(found)}, "
-                              f"expected {SHARD_FORMAT!r})")
+    meta = featvis_metadata(path, f, "shard", SHARD_FORMAT)
     info = _check_info(path, meta)
     settings = info["settings"]
     layers = meta.get("states")

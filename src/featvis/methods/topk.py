@@ -33,11 +33,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from .. import safejson
 from .._version import __version__
 from ..errors import CheckpointError, DataError, check_int, first_line, is_int
 from ..fileio import atomic_write_bytes
-from ..safetensors_file import read_safetensors
+from ..safetensors_file import featvis_metadata, read_safetensors
 
 __all__ = ["TopK", "TopExamples", "FORMAT", "MAX_HEADER_BYTES"]
 
@@ -368,18 +367,7 @@ def _refuse(path: Path, problem: str) -> CheckpointError:
 
 def _read(path: Path, f: safe_open) -> TopK:
     """The state in an open safetensors file, its metadata and header checked first."""
-    header = f.metadata() or {}
-    if "featvis" not in header:
-        raise CheckpointError(f"{path}: safetensors file without featvis metadata (not a "
-                              "top-k file)")
-    try:
-        meta = safejson.loads(header["featvis"], f"{path}: featvis metadata")
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else meta
-        raise CheckpointError(f"{path}: not a top-k file (format {reprlib.repr(found)}, "
-                              f"expected {FORMAT!r})")
+    meta = featvis_metadata(path, f, "top-k", FORMAT)
     for name in ("units", "k"):
         if not (is_int(meta.get(name)) and 1 <= meta[name] <= MAX_UNITS_OR_K):
             raise _refuse(path, f"{name} must be an integer in 1..{MAX_UNITS_OR_K}, got "
