@@ -213,8 +213,9 @@ def bench_wide(cnn: nn.Sequential, images: torch.Tensor) -> dict[str, float]:
     """Time ratios of the 64-channel case, one example (channel) at a time / batched:
     maximization with transforms against a lucent-style loop and against featvis per
     channel, and deconvnet's projections (its time less mining's)."""
+    # The peer's objective: the channel's plain mean (lucent's "channel" objective).
     options = dict(rho=MNIST_NORM, bounds=(0.0, 1.0), steps=WIDE_STEPS, restarts=WIDE_RESTARTS,
-                   transforms="standard", input_shape=images.shape[1:])
+                   transforms="standard", input_shape=images.shape[1:], spatial="mean")
     batched = seconds(lambda: maximize(cnn, "3", **options))
     lucent = seconds(lambda: [lucent_style(cnn, "3", c, WIDE_STEPS, WIDE_RESTARTS)
                               for c in range(WIDE_CHANNELS[1])])

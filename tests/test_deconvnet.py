@@ -211,3 +211,24 @@ def test_already_mined_examples_give_the_same_projections():
     reused = deconvnet(sequential(), IMAGES, "5", examples=found)
     assert torch.equal(mined.indices, reused.indices)
     assert torch.equal(mined.projections, reused.projections)
+
+
+@pytest.mark.parametrize("padding,stride,dilation", [(0, 1, 1), (1, 2, 1), (2, 1, 2)])
+def test_the_target_conv_placed_directly_equals_its_autograd_transpose(padding, stride,
+                                                                       dilation):
+    """A plain Conv2d target is sent down by placing the unit's filter on its window; the
+    same layer behind a (no-op) hook goes through the full forward and autograd transpose:
+    both give the same projections, whatever the padding, stride and dilation."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(),
+                          nn.Conv2d(3, 4, 3, padding=padding, stride=stride,
+                                    dilation=dilation)).eval()
+    images = torch.rand(40, 1, 12, 12, generator=torch.Generator().manual_seed(4))
+    direct = deconvnet(model, images, "2", k=3)
+    handle = model[2].register_forward_hook(lambda module, args, output: None)
+    try:
+        full = deconvnet(model, images, "2", k=3)
+    finally:
+        handle.remove()
+    assert torch.equal(direct.indices, full.indices)
+    torch.testing.assert_close(direct.projections, full.projections, atol=1e-5, rtol=1e-4)

@@ -195,21 +195,24 @@ def _plain_conv(module: nn.Module) -> bool:
 def _placed_filters(conv: nn.Conv2d, inputs: torch.Tensor, units: torch.Tensor,
                     positions: torch.Tensor) -> torch.Tensor:
     """``(B, C_in, H, W)``: for row b, ``conv``'s output at channel ``units[b]`` and position
-    ``positions[b]`` times its gradient with respect to the layer's input ``inputs``."""
-    geometry = dict(kernel_size=conv.kernel_size, dilation=conv.dilation,
-                    padding=conv.padding, stride=conv.stride)
-    columns = F.unfold(inputs, **geometry)                    # (B, C_in * kh * kw, L)
-    width = (inputs.shape[3] + 2 * conv.padding[1]
-             - conv.dilation[1] * (conv.kernel_size[1] - 1) - 1) // conv.stride[1] + 1
-    rows = torch.arange(len(inputs), device=inputs.device)
-    spot = positions[:, 0] * width + positions[:, 1]
-    filters = conv.weight.detach()[units].flatten(1)
-    value = (columns[rows, :, spot] * filters).sum(1)
+    ``positions[b]`` times its gradient with respect to the layer's input ``inputs``: the
+    unit's filter, scaled by that output, placed on the window it reads (one window per row
+    is gathered, not every position's)."""
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    (ph, pw), (dh, dw) = conv.padding, conv.dilation
+    height, width = inputs.shape[2:]
+    padded = F.pad(inputs, (pw, pw, ph, ph)).permute(0, 2, 3, 1)        # (B, H', W', C)
+    device = inputs.device
+    rows = (positions[:, :1] * sh + torch.arange(kh, device=device) * dh)[:, :, None]
+    cols = (positions[:, 1:] * sw + torch.arange(kw, device=device) * dw)[:, None, :]
+    batch = torch.arange(len(inputs), device=device)[:, None, None]
+    filters = conv.weight.detach()[units].permute(0, 2, 3, 1)          # (B, kh, kw, C)
+    value = (padded[batch, rows, cols] * filters).flatten(1).sum(1)
     if conv.bias is not None:
         value = value + conv.bias.detach()[units]
-    placed = torch.zeros_like(columns)
-    placed[rows, :, spot] = value[:, None] * filters
-    return F.fold(placed, inputs.shape[2:], **geometry)
+    placed = torch.zeros_like(padded)
+    placed[batch, rows, cols] = value[:, None, None, None] * filters
+    return placed.permute(0, 3, 1, 2)[:, :, ph:ph + height, pw:pw + width]
 
 
 def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
