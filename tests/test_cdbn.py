@@ -420,3 +420,38 @@ def test_mean_field_sampling_through_two_layers(small_cdbn):
                           + first.visible_bias[:, None, None])
         torch.testing.assert_close(got[row, 0, :, :, :], v[0, :, :28, :28], atol=1e-5,
                                    rtol=1e-4)
+
+
+def test_resume_continues_the_same_run(mnist_small, tmp_path):
+    """Stopped after layer 1 and its checkpoint, resumed from the file: the result is the
+    uninterrupted run's; another recipe is refused. featvis.load reads the checkpoint."""
+    import featvis
+    from featvis.checkpoint import save_model
+
+    x = mnist_small[0][:200]
+    whole = ConvDBN(LAYERS).fit(x, epochs=1, seed=4, progress=False)
+    path = tmp_path / "cdbn.safetensors"
+
+    def save_then_stop(model, layer):
+        model.save(path)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ConvDBN(LAYERS).fit(x, epochs=1, seed=4, progress=False, on_layer=save_then_stop)
+    stopped = featvis.load(path)
+    assert type(stopped) is ConvDBN and stopped.trained_layers == 1
+    assert stopped.input_shape == (1, 28, 28)
+    with pytest.raises(ValueError, match=r"resume: layers 1..1 were trained with another "
+                                         r"recipe \(lr 0.5, not 0.1\)"):
+        stopped.fit(x, epochs=1, seed=4, lr=0.1, progress=False, resume=True)
+    epochs = []
+    stopped.fit(x, epochs=1, seed=4, progress=False, resume=True,
+                on_epoch=lambda d, entry: epochs.append(d))
+    assert epochs == [2] and stopped.trained_layers == 2
+    for a, b in zip(stopped.rbms, whole.rbms):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.hidden_bias, b.hidden_bias)
+    assert stopped.history == whole.history
+    save_model(whole, path)                          # featvis.model/1, kind "cdbn"
+    loaded = featvis.load(path)
+    assert loaded.config == whole.config and loaded.trained_layers == 2
+    assert torch.equal(loaded.transform(x[:5], 2), whole.transform(x[:5], 2))

@@ -392,3 +392,64 @@ def test_natural_data_without_scikit_image_names_the_pip_command(tmp_path, capsy
                            "--quiet")
     assert code == 2 and "pip install 'featvis[natural]'" in err, err
     assert not (tmp_path / "m").exists()
+
+
+def test_train_resume_and_visualize_a_cdbn(tmp_path, capsys, tiny_mnist_dir):
+    """--model cdbn: the layers and recipe announced, a featvis.model/1 checkpoint after each
+    layer, --resume skipping finished layers (and refusing other layers or another kind's
+    checkpoint), and a run with the methods that apply to a convolutional DBN."""
+    import featvis
+    from featvis import ConvDBN
+    from featvis.runfolder import load_summary
+
+    out = tmp_path / "cdbn.safetensors"
+    train = ["train", "--model", "cdbn", "--data", tiny_mnist_dir, "--epochs", 1, "--quiet",
+             "--out", out]
+    code, stdout, err = run_cli(capsys, *train, "--conv-layers", "6x5x2,4x3x2")
+    assert code == 0 and stdout.strip() == str(out), err
+    assert ("cdbn 6x5x2,4x3x2 on MNIST; the convolutional recipe: epochs=1, batch_size=100, "
+            "lr=0.5") in err
+    assert err.count("reconstruction error") == 2 and err.count("checkpoint saved") == 2
+    model = featvis.load(out)
+    assert type(model) is ConvDBN and model.trained_layers == 2
+    assert model.data_info["n_train"] == 300 and model.input_shape == (1, 28, 28)
+    code, _, err = run_cli(capsys, *train, "--conv-layers", "6x5x2,4x3x2", "--resume")
+    assert code == 0 and "resuming after layer 2 of 2" in err, err
+    assert "reconstruction error" not in err
+    for layers, more, message in (
+            ("6x5x2", [], "--resume: checkpoint has layers 6x5x2,4x3x2, asked 6x5x2"),
+            ("6x5x2,4x3x2", ["--lr", "0.1"], "trained with another recipe (lr 0.5, not 0.1)")):
+        code, _, err = run_cli(capsys, *train, "--conv-layers", layers, "--resume", *more)
+        assert code == 2 and message in err, err
+    DBN([784, 3]).save(tmp_path / "dbn.safetensors")
+    code, _, err = run_cli(capsys, "train", "--model", "cdbn", "--resume", "--quiet", "--out",
+                           tmp_path / "dbn.safetensors")
+    assert code == 2 and "holds a dbn checkpoint, not a cdbn one" in err
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "visualize", out, "--model", "cdbn", "--data", tiny_mnist_dir,
+                           "--out", run, "--units", 2, "--k", 3, "--steps", 5, "--restarts", 2,
+                           "--samples", 4, "--top", 3, "--quiet")
+    assert code == 0, err
+    layers = load_summary(run)["layers"]
+    assert [(layer["layer"], layer["methods"]) for layer in layers] == [
+        (1, ["examples", "maximize", "sampling", "combination"]),
+        (2, ["examples", "maximize", "sampling", "filters", "combination"])]
+    assert "not a ReLU network" in layers[0]["unavailable"]["Deconvnet projections"]
+    code, out_text, err = run_cli(capsys, "layers", out)
+    assert code == 0 and "2.detection  ConvRBM detection  4      10x10" in out_text, err
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--model", "cdbn", "--sizes", "784,10"), "--sizes is for --model dbn; a convolutional "
+                                               "DBN's layers are --conv-layers"),
+    (("--model", "cdbn", "--recipe", "lee"), "--recipe is for --model dbn"),
+    (("--conv-layers", "4x3x2"), "--conv-layers is for --model cdbn; a DBN's layers are --sizes"),
+    (("--model", "cnn", "--resume"), "--resume is for --model dbn or cdbn"),
+    (("--model", "cdbn", "--conv-layers", "4x3"), "expected FILTERSxSIZExPOOL"),
+    (("--model", "cdbn", "--dataset", "natural", "--whiten", "zca"), "--whiten zca"),
+    (("--model", "cdbn", "--patch-size", "8"), "--patch-size is for --dataset natural"),
+])
+def test_train_refuses_options_of_another_kind(tmp_path, capsys, args, message):
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "m", "--quiet", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m").exists()

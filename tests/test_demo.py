@@ -33,3 +33,29 @@ def test_natural_demo_is_for_the_dbn(tmp_path, capsys):
                            tmp_path / "d", "--quiet")
     assert code == 2 and "--dataset natural is for --model dbn" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_cdbn_demo_end_to_end_tiny(tmp_path, capsys, monkeypatch):
+    import featvis.demo
+    from featvis import ConvDBN, load
+
+    monkeypatch.setitem(featvis.demo.CDBN_DEMO, "layers", [
+        dict(filters=4, filter_size=5, pool=2), dict(filters=3, filter_size=3, pool=2)])
+    for key, value in (("images", 300), ("steps", 5), ("restarts", 2), ("samples", 4)):
+        monkeypatch.setitem(featvis.demo.CDBN_DEMO, key, value)
+    out = tmp_path / "demo"
+    code, stdout, stderr = run_cli(capsys, "demo", "--model", "cdbn", "--out", out, "--epochs",
+                                   1, "--units", 2, "--quiet")
+    assert code == 0 and stdout.strip() == str(out / INDEX), stderr
+    assert "ConvDBN 4x5x2-3x3x2, 1 epochs per layer on 300 MNIST images" in stderr
+    assert "first-layer bases: locality" in stderr and "(random filters of this size" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [layer["methods"] for layer in summary["layers"]] == [
+        ["examples", "maximize", "sampling", "combination"],
+        ["examples", "maximize", "sampling", "filters", "combination"]]
+    model = load(out / "model.safetensors")
+    assert type(model) is ConvDBN and model.trained_layers == 2
+    assert summary["model"]["path"] == "model.safetensors"
+    code, _, err = run_cli(capsys, "demo", "--model", "cdbn", "--sizes", "784,10", "--out",
+                           tmp_path / "d", "--quiet")
+    assert code == 2 and "--sizes is for --model dbn" in err and not (tmp_path / "d").exists()

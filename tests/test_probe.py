@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featvis import linear_combination, maximize, ranked_filters, top_examples
+from featvis import DataError, linear_combination, maximize, ranked_filters, top_examples
 from featvis.probe import LayerError, LayerInfo, UnsupportedError, layers, probe
 
 from helpers import random_dbn
@@ -253,3 +253,106 @@ def test_positive_objective_keeps_a_gradient_where_the_map_is_negative():
     behind_relu = maximize(nn.Sequential(conv, nn.ReLU()), "1", rho=1.0, steps=5,
                            restarts=2, input_shape=(1, 6, 6))
     assert behind_relu.dead.all()
+
+
+# -- a convolutional DBN -----------------------------------------------------------------------
+def random_cdbn(seed=0):
+    """An untrained two-layer ConvDBN (6 filters of 5x5, then 4 of 3x3, pools 2) on 1x14x14
+    inputs, with N(0, 0.3^2) weights and N(-1, 0.5^2) hidden biases."""
+    from featvis import ConvDBN
+
+    g = torch.Generator().manual_seed(seed)
+    dbn = ConvDBN([dict(filters=6, filter_size=5, pool=2), dict(filters=4, filter_size=3,
+                                                                    pool=2)],
+                  input_shape=(1, 14, 14))
+    with torch.no_grad():
+        for rbm in dbn.rbms:
+            rbm.weight.copy_(0.3 * torch.randn(rbm.weight.shape, generator=g))
+            rbm.hidden_bias.copy_(0.5 * torch.randn(rbm.filters, generator=g) - 1)
+    dbn.input_norm = 3.0
+    return dbn
+
+
+def up_pass_by_hand(dbn, x):
+    """``[(detection, pooling), ...]`` per layer: the block softmax written out, with the
+    crop of each layer's input to whole blocks."""
+    out, v = [], x.double()
+    for rbm in dbn.rbms:
+        c, w = rbm.pool, rbm.filter_size
+        side = (v.shape[-1] - w + 1) // c * c
+        logits = F.conv2d(v[..., :side + w - 1, :side + w - 1], rbm.weight.double(),
+                          rbm.hidden_bias.double())
+        e = logits.exp()
+        block = F.avg_pool2d(e, c, divisor_override=1)
+        out.append((e / (1 + block.repeat_interleave(c, 2).repeat_interleave(c, 3)),
+                    block / (1 + block)))
+        v = out[-1][1]
+    return out
+
+
+def test_a_cdbn_probe_reads_pooling_and_detection_maps_in_one_pass():
+    dbn = random_cdbn()
+    seam = probe(dbn)
+    assert seam.layer_keys() == [1, "1.detection", 2, "2.detection"]
+    assert seam.default_layers() == [1, 2]
+    assert [seam.key_from_text(t) for t in ("2", "1.detection")] == [2, "1.detection"]
+    assert seam.layer(1) == LayerInfo(1, "ConvRBM pooling", 6, (5, 5), (6, 5, 5))
+    assert seam.layer("2.detection") == LayerInfo("2.detection", "ConvRBM detection", 4,
+                                                  (2, 2), (4, 2, 2))
+    assert [i.name for i in layers(dbn, torch.zeros(1, 1, 14, 14))] == seam.layer_keys()
+    with pytest.raises(LayerError, match="unknown layer 3"):
+        seam.layer(3)
+    with pytest.raises(LayerError, match="DEPTH.detection"):
+        seam.key_from_text("pool")
+    x = torch.rand(9, 1, 14, 14, generator=torch.Generator().manual_seed(1))
+    units = torch.tensor([3, 0])
+    scores = seam.scores(x, {1: None, "2.detection": units, 2: None})
+    (det1, pool1), (det2, pool2) = up_pass_by_hand(dbn, x)
+    for key, maps in ((1, pool1), ("2.detection", det2[:, units]), (2, pool2)):
+        values, positions = maps.flatten(2).max(2)
+        torch.testing.assert_close(scores[key].values.double(), values, atol=1e-6, rtol=1e-5)
+        assert torch.equal(scores[key].positions, positions)
+    ex = top_examples(dbn, x, "1.detection", k=2)
+    best = det1.flatten(2).amax(2)
+    assert ex.indices.tolist() == best.argsort(0, descending=True)[:2].t().tolist()
+    with pytest.raises(DataError, match=r"one input has shape \(196,\)"):
+        top_examples(dbn, x.flatten(1), 1, k=2)
+
+
+def test_maximize_a_cdbn_filter_raises_its_pooling_map():
+    dbn = random_cdbn(seed=2)
+    units = torch.tensor([0, 2, 2])
+    x = torch.rand(3, 1, 14, 14, generator=torch.Generator().manual_seed(3))
+    pool2 = up_pass_by_hand(dbn, x)[1][1][torch.arange(3), units]
+    torch.testing.assert_close(probe(dbn).objective(2, units, "mean")(x).double(),
+                               pool2.flatten(1).mean(1), atol=1e-6, rtol=1e-5)
+    mx = maximize(dbn, 2, units=[0, 2], steps=40, restarts=2, seed=1, spatial="mean",
+                  snapshots=(0,))
+    start = probe(dbn).objective(2, torch.tensor([0, 2]), "mean")(mx.snapshots[0])
+    assert (mx.activation > start + 0.03).all()          # from the best start, up
+    assert mx.images.shape == (2, 1, 14, 14)
+    torch.testing.assert_close(mx.images.flatten(1).norm(dim=1), torch.full((2,), 3.0))
+
+
+def test_cdbn_filters_combinations_and_randomization():
+    dbn = random_cdbn(seed=4)
+    torch.testing.assert_close(linear_combination(dbn, 2, units=[1, 3]).images,
+                               dbn.bases(2)[[1, 3]])
+    assert torch.equal(linear_combination(dbn, "1.detection").images, dbn.rbms[0].weight)
+    rf = ranked_filters(dbn, "2.detection", top=3)
+    strength = dbn.rbms[1].weight.flatten(2).norm(dim=2)        # (4, 6): kernel L2 norms
+    assert rf.below == 1 and torch.equal(rf.indices, strength.argsort(1, descending=True)[:, :3])
+    with pytest.raises(UnsupportedError, match="ranked filters need a layer above the first"):
+        ranked_filters(dbn, 1)
+    seam = probe(dbn)
+    with pytest.raises(UnsupportedError, match="not a ReLU network"):
+        seam.check_deconvnet(2)
+    with pytest.raises(UnsupportedError, match="not a first layer"):
+        seam.filters(2)
+    layer = seam.randomized(2, "layer", seed=0)
+    cascade = seam.randomized("2.detection", "cascade", seed=0)
+    assert torch.equal(layer.rbms[0].weight, dbn.rbms[0].weight)
+    assert not torch.equal(cascade.rbms[0].weight, dbn.rbms[0].weight)
+    assert torch.equal(layer.rbms[1].weight, cascade.rbms[1].weight)
+    assert not torch.equal(layer.rbms[1].weight, dbn.rbms[1].weight)
+    assert seam.describe()["kind"] == "ConvDBN 6x5x2-4x3x2"

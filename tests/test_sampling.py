@@ -229,3 +229,32 @@ def test_gaussian_gibbs_reaches_the_clamped_marginal_of_h():
         out = sample_unit(dbn, 1, units=[i], variant="gibbs", n_samples=4000, n_chains=40,
                           burn_in=100, interval=2, seed=2)
         torch.testing.assert_close(out.mean[0].double(), expected, atol=0.05, rtol=0)
+
+
+def test_a_cdbn_is_sampled_by_its_own_top_down_pass():
+    """A convolutional DBN's samples are ConvDBN.sample's for the seed (the centre pooling
+    unit clamped on); the baseline is the same down-pass with that layer off: for a single
+    layer, every detection unit off, so the visible mean is sigmoid(b) everywhere."""
+    from featvis import ConvDBN, UnsupportedError
+
+    g = torch.Generator().manual_seed(0)
+    dbn = ConvDBN([dict(filters=3, filter_size=4, pool=2), dict(filters=4, filter_size=2,
+                                                                    pool=1)],
+                  input_shape=(1, 11, 11))
+    with torch.no_grad():
+        for rbm in dbn.rbms:
+            rbm.weight.normal_(0, 1.0, generator=g)
+            rbm.visible_bias.normal_(-0.5, 0.3, generator=g)
+    out = sample_unit(dbn, 2, units=[3, 1], n_samples=6, seed=5)
+    assert torch.equal(out.samples, dbn.sample(2, [3, 1], n_samples=6, seed=5))
+    off = dbn.sample(2, [3, 1], n_samples=6, seed=5, unit_on=False)
+    torch.testing.assert_close(out.contrast, out.mean - off.mean(1))
+    torch.testing.assert_close(out.mean, out.samples.mean(1))
+    assert torch.equal(out.units, torch.tensor([3, 1]))
+    assert torch.equal(sample_unit(dbn, "2.detection", units=[3, 1], n_samples=6,
+                                   seed=5).samples, out.samples)
+    first = sample_unit(dbn, 1, units=[0, 2], n_samples=8, seed=1)
+    baseline = torch.sigmoid(dbn.rbms[0].visible_bias)[:, None, None].expand(1, 11, 11)
+    torch.testing.assert_close(first.contrast, first.mean - baseline)
+    with pytest.raises(UnsupportedError, match="Gibbs chains are for DBNs"):
+        sample_unit(dbn, 1, variant="gibbs")

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -216,3 +217,26 @@ def test_flat_and_dead_maximization_pictures_are_named(tmp_path):
     assert [u["maximize"]["dead"] for u in units] == [False, False, True]  # no gradient
     captions = [u["panels"][0]["images"][0]["caption"] for u in units]
     assert captions[0].startswith("FLAT PICTURE") and captions[2].startswith("DEAD UNIT")
+
+
+def test_a_cdbn_saved_after_its_first_layer_is_shown_with_a_warning(tmp_path, capsys,
+                                                                    mnist_small):
+    """A convolutional DBN stopped after layer 1 (the checkpoint 'featvis train' leaves):
+    the untrained layer is named, and save_model_as writes the model into the run."""
+    from featvis import ConvDBN, load
+
+    def stop(model, layer):
+        raise KeyboardInterrupt
+
+    model = ConvDBN([dict(filters=4, filter_size=5, pool=2), dict(filters=3, filter_size=3,
+                                                                      pool=2)])
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(mnist_small[0][:100], epochs=1, progress=False, on_layer=stop)
+    images = mnist_small[0][:50].view(-1, 1, 28, 28)
+    summary = visualize(model, images, tmp_path / "run", VisualizeSettings(
+        methods=("examples", "combination"), units=2, k=2, figures=False),
+        save_model_as="model.safetensors", progress=False)
+    assert "warning: layers 2..2 of the model are untrained" in capsys.readouterr().err
+    assert summary["trained_layers"] == 1
+    saved = load(tmp_path / "run" / "model.safetensors")
+    assert torch.equal(saved.rbms[0].weight, model.rbms[0].weight)

@@ -9,10 +9,12 @@ tensor is read. Two formats:
   ``state_dict`` and, while training is incomplete, the state at the start of each trained
   layer's last epoch (``last_epoch.{d}.{name}``, what an exact resume replays); the metadata
   holds the format, architecture, training recipe, per-epoch history and training data.
-- ``featvis.model/1``, every other built-in kind (today ``"cnn"``, the
-  :class:`~featvis.models.ReferenceCNN`). The tensors are its ``state_dict``; the metadata is
-  ``{"format", "kind", "config", "data", "recipe", "test_accuracy", "featvis_version"}``,
-  where ``config`` is all the kind needs to rebuild the model.
+- ``featvis.model/1``, every other built-in kind: ``"cnn"``, the
+  :class:`~featvis.models.ReferenceCNN`, and ``"cdbn"``, the :class:`~featvis.models.ConvDBN`
+  (whose ``recipe`` holds its per-layer ``history`` too, and whose ``data`` the whitening
+  of natural patches). The tensors are its ``state_dict``; the metadata is ``{"format",
+  "kind", "config", "data", "recipe", "test_accuracy", "featvis_version"}``, where
+  ``config`` is all the kind needs to rebuild the model.
 
 :func:`load` reads either; unknown formats and kinds are refused with one line.
 
@@ -32,13 +34,14 @@ from .errors import CheckpointError
 from .fileio import atomic_write_bytes
 from .models import _checkpoint
 from .models._checkpoint import FORMAT, MAX_SIZES, MODEL_FORMAT, encode_dbn, save_dbn
+from .models.cdbn import ConvDBN
 from .models.cnn import ReferenceCNN
 from .models.dbn import DBN
 
 __all__ = ["load", "encode_model", "save_model", "encode_dbn", "save_dbn", "load_dbn",
            "FORMAT", "MODEL_FORMAT", "KINDS", "MAX_SIZES"]
 
-KINDS: dict[str, type[nn.Module]] = {ReferenceCNN.kind: ReferenceCNN}   # featvis.model/1
+KINDS: dict[str, type[nn.Module]] = {cls.kind: cls for cls in (ReferenceCNN, ConvDBN)}  # model/1
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

@@ -53,6 +53,24 @@ def _number_list(text: str, kind: type = int) -> list:
             f"expected comma-separated {kind.__name__}s, got {text!r}") from None
 
 
+CONV_LAYER_KEYS = ("filters", "filter_size", "pool")     # a ConvDBN layer's spec
+
+
+def _conv_layers(text: str) -> list[dict[str, int]]:
+    """``FILTERSxSIZExPOOL,...`` (``40x10x2,40x6x2``) as ConvDBN layer specs."""
+    layers = [part.strip().lower().split("x") for part in text.split(",")]
+    if not all(len(values) == 3 and all(v.isdigit() and int(v) > 0 for v in values)
+               for values in layers):
+        raise argparse.ArgumentTypeError(f"expected FILTERSxSIZExPOOL,... of positive integers "
+                                         f"(e.g. 40x10x2,40x6x2), got {text!r}")
+    return [dict(zip(CONV_LAYER_KEYS, map(int, values))) for values in layers]
+
+
+def _conv_text(layers: Sequence[dict]) -> str:
+    """ConvDBN layer specs as ``--conv-layers`` spells them."""
+    return ",".join("x".join(str(spec[key]) for key in CONV_LAYER_KEYS) for spec in layers)
+
+
 def _shape(text: str) -> tuple[int, ...]:
     values = _number_list(text)
     if not 1 <= len(values) <= 3 or any(v <= 0 for v in values):
@@ -110,12 +128,14 @@ def _add_force(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--force", action="store_true", help=what)
 
 
-def _mnist(split: str, data: Path | None, width: int) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """An MNIST split (embedded or from ``data``) whose images are ``width`` pixels wide."""
+def _mnist(split: str, data: Path | None, width: int | None
+           ) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """An MNIST split (embedded or from ``data``) whose images are ``width`` pixels wide (any
+    width for ``None``)."""
     from .data import load_mnist
 
     images, labels = load_mnist(split, data)
-    if images.shape[1] != width:
+    if width is not None and images.shape[1] != width:
         raise FeatvisError(f"the data has {images.shape[1]} pixels per image but the model's "
                            f"input layer has {width} units")
     return images, labels
@@ -155,40 +175,60 @@ def _check_same_data(saved: dict, current: dict) -> None:
 
 TRAIN_DEFAULTS = {"dbn": {"epochs": 10, "batch_size": 100, "recipe": "rbm.m"},   # rbm.m
                   "natural": {"epochs": 5, "batch_size": 100, "recipe": "lee"},
+                  "cdbn": {"epochs": 5, "batch_size": 100},       # the convolutional recipe
                   "cnn": {"epochs": 4, "batch_size": 128, "lr": 3e-3}}   # the reference CNN
 DBN_SIZES = [784, 1000, 500, 250]
 NATURAL_HIDDEN = [400, 200]      # a natural-patch DBN's hidden layers (Lee et al. 2008 scale)
 NATURAL_OPTIONS = (("--images", "images", None), ("--patch-size", "patch_size", 14),
                    ("--patches", "patches", 100_000), ("--whiten", "whiten", "1/f"))
+# A convolutional DBN's layers by data set (Lee et al. 2009's MNIST first layer, 40 filters of
+# 10x10; parts above it), and its natural patches: larger than a DBN's, for its filters to
+# slide over, and fewer (each holds many positions).
+CDBN_LAYERS = {"mnist": "40x10x2,40x6x2", "natural": "24x10x2,40x6x2"}
+CDBN_NATURAL = {"patch_size": 32, "patches": 10_000}
+# The options of some kinds only, and what the others take instead.
+KIND_OPTIONS = {"--sizes": ("dbn",), "--recipe": ("dbn",), "--conv-layers": ("cdbn",),
+                "--resume": ("dbn", "cdbn"), "--dataset natural": ("dbn", "cdbn")}
+KIND_INSTEAD = {"dbn": "a DBN's layers are --sizes",
+                "cdbn": "a convolutional DBN's layers are --conv-layers FILTERSxSIZExPOOL,... "
+                        "and it trains with the convolutional recipe (--lr, --epochs and "
+                        "--batch-size adjust it)",
+                "cnn": "the reference CNN trains on MNIST with fixed layers and does not "
+                       "resume (it takes about a minute)"}
 
 
 def _train_defaults(args: argparse.Namespace) -> None:
     """Fill the options the user left out with the defaults of ``--model``'s kind (and of
     ``--dataset``), and refuse the options that kind or data set does not have."""
     natural = args.dataset == "natural"
-    if args.model_kind != "dbn":
-        for option, given in (("--sizes", args.sizes is not None), ("--resume", args.resume),
-                              ("--recipe", args.recipe is not None),
-                              ("--dataset natural", natural)):
-            if given:
-                raise FeatvisError(f"{option} is for --model dbn; the reference CNN trains on "
-                                   "MNIST with fixed layers and does not resume (it takes "
-                                   "about a minute)")
+    given = {"--sizes": args.sizes is not None, "--recipe": args.recipe is not None,
+             "--conv-layers": args.conv_layers is not None, "--resume": args.resume,
+             "--dataset natural": natural}
+    for option, kinds in KIND_OPTIONS.items():
+        if given[option] and args.model_kind not in kinds:
+            raise FeatvisError(f"{option} is for --model {' or '.join(kinds)}; "
+                               f"{KIND_INSTEAD[args.model_kind]}")
+    cdbn = args.model_kind == "cdbn"
     for option, name, default in NATURAL_OPTIONS:
         if getattr(args, name) is None:
-            setattr(args, name, default)
+            setattr(args, name, CDBN_NATURAL.get(name, default) if cdbn else default)
         elif not natural and name != "images":
             raise FeatvisError(f"{option} is for --dataset natural")
     if args.images is not None and not natural:
         raise FeatvisError("--images is for --dataset natural (photographs to cut patches "
                            "from); --data names an MNIST folder")
-    kind = "natural" if natural else args.model_kind
+    if cdbn and args.whiten == "zca":
+        raise FeatvisError("--whiten zca whitens whole patches, which a convolutional DBN's "
+                           "small filters do not see whole: use 1/f (default) or none")
+    kind = "natural" if natural and not cdbn else args.model_kind
     for name, value in TRAIN_DEFAULTS[kind].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
+    if cdbn and args.conv_layers is None:
+        args.conv_layers = _conv_layers(CDBN_LAYERS[args.dataset])
     if args.model_kind == "dbn" and args.sizes is None:
         args.sizes = [args.patch_size ** 2, *NATURAL_HIDDEN] if natural else DBN_SIZES
-    if natural and args.sizes[0] != args.patch_size ** 2:
+    if natural and not cdbn and args.sizes[0] != args.patch_size ** 2:
         raise FeatvisError(f"--sizes starts with {args.sizes[0]} inputs, but patches of "
                            f"{args.patch_size}x{args.patch_size} have {args.patch_size ** 2}")
 
@@ -202,8 +242,10 @@ def _announce(args: argparse.Namespace, recipe=None) -> None:
     data = (f"natural patches {args.patch_size}x{args.patch_size} x {args.patches}, whiten "
             f"{args.whiten}" if args.dataset == "natural" else "MNIST")
     fields = ", ".join(f"{k}={v}" for k, v in recipe.to_dict().items())
-    print(f"featvis train: dbn {'-'.join(map(str, args.sizes))} on {data}; recipe "
-          f"{args.recipe}: {fields}", file=sys.stderr)
+    model, how = (f"dbn {'-'.join(map(str, args.sizes))}", f"recipe {args.recipe}") \
+        if args.model_kind == "dbn" else \
+        (f"cdbn {_conv_text(args.conv_layers)}", "the convolutional recipe")
+    print(f"featvis train: {model} on {data}; {how}: {fields}", file=sys.stderr)
 
 
 def _train_cnn(args: argparse.Namespace, out: Path) -> int:
@@ -229,7 +271,8 @@ def _train_cnn(args: argparse.Namespace, out: Path) -> int:
 
 def _training_data(args: argparse.Namespace):
     """``(inputs, data_info, whitening)`` of ``--dataset``: MNIST's training images, or
-    natural patches cut from ``--images`` (or the bundled photographs) and whitened."""
+    natural patches cut from ``--images`` (or the bundled photographs) and whitened; flat,
+    as a DBN reads them."""
     from .data import mnist_info
 
     if args.dataset == "natural":
@@ -239,51 +282,97 @@ def _training_data(args: argparse.Namespace):
             args.images, size=args.patch_size, count=args.patches, seed=args.seed,
             whiten=args.whiten)
         return inputs, natural_info(patches, inputs), whitening
-    images, _ = _mnist("train", args.data, args.sizes[0])
+    images, _ = _mnist("train", args.data, args.sizes[0] if args.sizes else None)
     return images, mnist_info(args.data, images), None
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .fileio import holding
-    from .models import DBN
+def _train_recipe(args: argparse.Namespace):
+    """The training recipe of a DBN (``--recipe`` preset) or convolutional DBN (the
+    convolutional recipe for its visible units), with ``--epochs``, ``--batch-size``,
+    ``--seed`` and ``--lr`` over it."""
+    given = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                 **({} if args.lr is None else {"lr": args.lr}))
+    if args.model_kind == "cdbn":
+        from .models.cdbn import conv_recipe
+
+        return conv_recipe("gaussian" if args.dataset == "natural" else "binary", **given)
     from .train import TrainingRecipe
+
+    return TrainingRecipe.preset(args.recipe, **given)
+
+
+def _new_model(args: argparse.Namespace, recipe, whitening):
+    """The untrained DBN or convolutional DBN of the options (Gaussian visible units on
+    natural patches)."""
+    from .models import DBN, ConvDBN
+
+    gaussian = args.dataset == "natural"
+    visible = "gaussian" if gaussian else "binary"
+    sigma = (recipe.for_layer(1).sigma or 1.0) if gaussian else 1.0
+    if args.model_kind == "cdbn":
+        return ConvDBN(args.conv_layers, visible=visible, sigma=sigma, seed=args.seed)
+    dbn = DBN(args.sizes, visible=visible, sigma=sigma, seed=args.seed)
+    dbn.whitening = whitening
+    return dbn
+
+
+def _resumed(args: argparse.Namespace, out: Path, device: "torch.device"):
+    """The model of the checkpoint at ``out``, refused unless it is of ``--model``'s kind and
+    layers."""
+    from .checkpoint import load
+    from .models import DBN
+
+    model = load(out, device=device)
+    kind = "dbn" if isinstance(model, DBN) else model.kind
+    if kind != args.model_kind:
+        raise FeatvisError(f"--resume: {out} holds a {kind} checkpoint, not a "
+                           f"{args.model_kind} one")
+    if kind == "dbn" and model.sizes != args.sizes:
+        raise FeatvisError(f"--resume: checkpoint has layers {model.sizes}, asked {args.sizes}")
+    if kind == "cdbn" and model.layer_specs != args.conv_layers:
+        raise FeatvisError(f"--resume: checkpoint has layers {_conv_text(model.layer_specs)}, "
+                           f"asked {_conv_text(args.conv_layers)}")
+    return model
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import picture_shape
+    from .fileio import holding
 
     out: Path = args.out
     _train_defaults(args)
     _check_new_file(out, "--out", args.force, args.resume)
     if args.model_kind == "cnn":
         return _train_cnn(args, out)
-    recipe = TrainingRecipe.preset(args.recipe, epochs=args.epochs, batch_size=args.batch_size,
-                                   seed=args.seed, **({} if args.lr is None else
-                                                      {"lr": args.lr}))
+    recipe = _train_recipe(args)
     device = resolve_device(args.device)
-    dbn = DBN.load(out, device=device) if args.resume else None
-    if dbn is not None and dbn.sizes != args.sizes:
-        raise FeatvisError(f"--resume: checkpoint has layers {dbn.sizes}, asked {args.sizes}")
+    model = _resumed(args, out, device) if args.resume else None
     inputs, data_info, whitening = _training_data(args)
-    if dbn is None:
-        gaussian = args.dataset == "natural"
-        dbn = DBN(args.sizes, visible="gaussian" if gaussian else "binary",
-                  sigma=(recipe.for_layer(1).sigma or 1.0) if gaussian else 1.0, seed=args.seed).to(device)
-        dbn.whitening = whitening
+    if model is None:
+        model = _new_model(args, recipe, whitening).to(device)
     else:
-        _check_same_data(dbn.data_info, data_info)
-        print(f"resuming after layer {dbn.trained_layers} of {dbn.n_layers}", file=sys.stderr)
-    dbn.data_info = data_info
+        _check_same_data(model.data_info, data_info)
+        print(f"resuming after layer {model.trained_layers} of {model.n_layers}",
+              file=sys.stderr)
+    model.data_info = data_info
+    if args.model_kind == "cdbn":          # pictures; the whitening is the patches' own
+        inputs = inputs.view(len(inputs), *picture_shape(inputs.shape[1:]))
+        if whitening is not None:
+            model.data_info = {**data_info, "whitening": whitening.config()}
 
     def log_epoch(layer: int, entry: dict) -> None:
         print(f"layer {layer} epoch {entry['epoch']:3d}: reconstruction error "
               f"{entry['error_sum']:.1f} ({entry['error_per_case']:.3f} per case)",
               file=sys.stderr)
 
-    def checkpoint(model: DBN, layer: int) -> None:
-        model.save(out)
+    def checkpoint(trained, layer: int) -> None:
+        trained.save(out)
         print(f"layer {layer} done; checkpoint saved to {out}", file=sys.stderr)
 
     _announce(args, recipe)
     with holding(out):           # a second run to the same --out refuses while this one runs
-        dbn.fit(inputs, resume=args.resume, progress=not args.quiet, on_epoch=log_epoch,
-                on_layer=checkpoint, **recipe.to_dict())
+        model.fit(inputs, resume=args.resume, progress=not args.quiet, on_epoch=log_epoch,
+                  on_layer=checkpoint, **recipe.to_dict())
     print(out)
     return 0
 
@@ -358,7 +447,8 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, obj
         if args.normalize is not None:
             raise FeatvisError("--normalize: a model of natural patches reads them as it was "
                                "trained (whitened, contrast-normalized)")
-        return model_inputs(recipe, seam.whitening(), args.images), None, None
+        patches = model_inputs(recipe, seam.whitening(), args.images)
+        return patches.view(len(patches), *(shape or patches.shape[1:])), None, None
     if args.images is not None:
         channels = shape[0] if shape is not None and len(shape) == 3 else None
         images, labels, _ = load_images(args.images, channels=channels, resize=args.resize)
@@ -504,24 +594,33 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import NATURAL_SIZES, run_cnn_demo, run_demo, run_natural_demo
+    from .demo import (CDBN_DEMO, NATURAL_SIZES, run_cdbn_demo, run_cnn_demo, run_demo,
+                       run_natural_demo)
 
     if args.dataset == "natural" and args.model_kind != "dbn":
         raise FeatvisError("--dataset natural is for --model dbn (a DBN with Gaussian "
                            "visible units)")
     if args.images is not None and args.dataset != "natural":
         raise FeatvisError("--images is for --dataset natural")
+    if args.model_kind == "cdbn" and args.sizes is not None:
+        raise FeatvisError("--sizes is for --model dbn; the convolutional DBN demo's layers "
+                           f"are {_conv_text(CDBN_DEMO['layers'])} (FILTERSxSIZExPOOL)")
     if args.dataset == "natural":
         index = run_natural_demo(args.out, images=args.images, seed=args.seed,
                                  sizes=args.sizes or NATURAL_SIZES, units=args.units or 100,
                                  device=resolve_device(args.device), progress=not args.quiet,
                                  force=args.force)
+    elif args.model_kind == "cdbn":
+        index = run_cdbn_demo(args.out, data=args.data, seed=args.seed, units=args.units,
+                              epochs=args.epochs,
+                              device=resolve_device(args.device), progress=not args.quiet,
+                              force=args.force)
     elif args.model_kind == "cnn":
         index = run_cnn_demo(args.out, data=args.data, seed=args.seed, units=args.units or 16,
                              device=resolve_device(args.device), progress=not args.quiet,
                              force=args.force)
     else:
-        index = run_demo(args.out, data=args.data, epochs=args.epochs, seed=args.seed,
+        index = run_demo(args.out, data=args.data, epochs=args.epochs or 10, seed=args.seed,
                          sizes=args.sizes or DBN_SIZES, units=args.units or 100,
                          device=resolve_device(args.device), progress=not args.quiet,
                          force=args.force)
@@ -605,37 +704,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"featvis {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a DBN greedily (or the reference CNN) on MNIST",
-                       description="Train a deep belief net one RBM at a time (rbm.m recipe; "
-                                   "a checkpoint is saved after every layer), or with --model "
-                                   "cnn the reference CNN (Adam, seeded; test accuracy "
-                                   "printed; no --resume).")
-    p.add_argument("--model", dest="model_kind", choices=list(TRAIN_DEFAULTS), default="dbn",
-                   help="what to train (default dbn)")
+    p = sub.add_parser("train", help="train a DBN or convolutional DBN greedily (or the "
+                                     "reference CNN) on MNIST",
+                       description="Train a deep belief net one RBM at a time (rbm.m recipe), "
+                                   "or with --model cdbn a convolutional DBN with "
+                                   "probabilistic max-pooling one layer at a time (Lee et al. "
+                                   "2009; the convolutional recipe), saving a checkpoint "
+                                   "after every layer; or with --model cnn the reference CNN "
+                                   "(Adam, seeded; test accuracy printed; no --resume).")
+    p.add_argument("--model", dest="model_kind", choices=["dbn", "cdbn", "cnn"],
+                   default="dbn", help="what to train (default dbn)")
     _add_common_options(p)
     _add_sizes(p)
+    p.add_argument("--conv-layers", type=_conv_layers, default=None,
+                   metavar="FILTERSxSIZExPOOL,...",
+                   help=f"--model cdbn: per layer, from the input up, the number of filters, "
+                        f"their side and the pooling block's side (default "
+                        f"{CDBN_LAYERS['mnist']}; {CDBN_LAYERS['natural']} for natural)")
     p.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
                    help="mnist (default; --data names its folder) or natural: patches of "
                         "photographs (--images DIR, default the grey photographs bundled "
-                        "with scikit-image), a DBN with Gaussian visible units")
+                        "with scikit-image), a model with Gaussian visible units")
     p.add_argument("--images", type=Path, default=None, metavar="DIR",
                    help="--dataset natural: a folder of PNG/JPEG photographs")
     p.add_argument("--patch-size", type=_positive_int, default=None,
-                   help="--dataset natural: patch side in pixels (default 14)")
+                   help=f"--dataset natural: patch side in pixels (default 14; "
+                        f"{CDBN_NATURAL['patch_size']} for cdbn)")
     p.add_argument("--patches", type=_positive_int, default=None,
-                   help="--dataset natural: number of patches (default 100000)")
+                   help=f"--dataset natural: number of patches (default 100000; "
+                        f"{CDBN_NATURAL['patches']} for cdbn)")
     p.add_argument("--whiten", choices=["1/f", "zca", "none"], default=None,
                    help="--dataset natural: 1/f filter on whole photographs (default), ZCA "
-                        "on the patches, or none")
+                        "on the patches (not for cdbn), or none")
     p.add_argument("--recipe", choices=["rbm.m", "hinton", "lee"], default=None,
                    help="DBN training recipe (default rbm.m for mnist, lee for natural; see "
                         "the README's table)")
     p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="epochs (per RBM for a DBN; default 10 for dbn, 4 for cnn)")
+                   help="epochs (per layer for a DBN or cdbn; default 10 for dbn, 5 for "
+                        "cdbn, 4 for cnn)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="default 100 for dbn, 128 for cnn")
+                   help="default 100 for dbn and cdbn, 128 for cnn")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: the recipe's, 0.1 for rbm.m; 0.003 for cnn)")
+                   help="learning rate (default: the recipe's, 0.1 for rbm.m; 0.5 for cdbn "
+                        "on mnist, 0.01 on natural; 0.003 for cnn)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint at --out (skips finished layers)")
@@ -718,23 +829,26 @@ def build_parser() -> argparse.ArgumentParser:
                   "edited or replaced (kept as NAME.kept)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="train the reference DBN (or take the reference CNN), "
-                                    "visualize it, write the gallery",
+    p = sub.add_parser("demo", help="train the reference DBN (or a convolutional DBN, or take "
+                                    "the reference CNN), visualize it, write the gallery",
                        description="End to end on the embedded MNIST subset (or --data): "
-                                   "train a 784-1000-500-250 DBN (or, with --model cnn, take "
-                                   "the reference CNN shipped with featvis), run every method "
-                                   "on its layers and print the path of the gallery.")
+                                   "train a 784-1000-500-250 DBN (or, with --model cdbn, a "
+                                   "two-layer convolutional DBN; with --model cnn, take the "
+                                   "reference CNN shipped with featvis), run every method on "
+                                   "its layers and print the path of the gallery.")
     _add_common_options(p)
     p.add_argument("--out", type=Path, default=Path("featvis-demo"),
                    help="output folder (default ./featvis-demo)")
-    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per RBM (default 10)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="epochs per layer (default 10 for the DBN, 5 for the cdbn)")
     _add_sizes(p)
     p.add_argument("--units", type=_positive_int, default=None,
-                   help="units (channels) shown per layer (default 100 for the DBN, 16 for "
-                        "the CNN)")
-    p.add_argument("--model", dest="model_kind", choices=["dbn", "cnn"], default="dbn",
-                   help="dbn: train the reference DBN (default); cnn: the reference CNN with "
-                        "the weights shipped in featvis, no training")
+                   help="units (channels) shown per layer (default 100 for the DBN, all "
+                        "filters of the cdbn, 16 for the CNN)")
+    p.add_argument("--model", dest="model_kind", choices=["dbn", "cdbn", "cnn"], default="dbn",
+                   help="dbn: train the reference DBN (default); cdbn: a convolutional DBN "
+                        "with probabilistic max-pooling (Lee et al. 2009); cnn: the reference "
+                        "CNN with the weights shipped in featvis, no training")
     p.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
                    help="natural: a sparse DBN with Gaussian visible units on whitened "
                         "patches of photographs (Lee, Ekanadham & Ng 2008), 196-400-200")
@@ -761,9 +875,9 @@ def _add_model_options(p: argparse.ArgumentParser, positional: bool = True) -> N
         p.add_argument("--checkpoint", dest="model", type=Path, default=None,
                        help="the checkpoint the shards were mined from")
     p.add_argument("--model", dest="model_spec", default="dbn", metavar="KIND|MODULE:FACTORY",
-                   help="a built-in kind read from the checkpoint (dbn; cnn, which without a "
-                        "checkpoint is the reference CNN shipped with featvis) or a user's "
-                        "package.module:factory, called with no arguments")
+                   help="a built-in kind read from the checkpoint (dbn; cdbn; cnn, which "
+                        "without a checkpoint is the reference CNN shipped with featvis) or a "
+                        "user's package.module:factory, called with no arguments")
     p.add_argument("--weights", type=Path, default=None,
                    help="safetensors state_dict for --model MODULE:FACTORY (no pickles)")
     p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
@@ -790,9 +904,10 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 def _add_unit_options(p: argparse.ArgumentParser) -> None:
     """Which layers and units are mined and shown, and how many examples each."""
     p.add_argument("--layers", type=_names, default=None,
-                   help="layer keys: hidden depths of a DBN (1 = first hidden layer), module "
+                   help="layer keys: hidden depths of a DBN (1 = first hidden layer), depths "
+                        "of a cdbn (its pooling maps; D.detection: its detection maps), module "
                         "names of any other model (default: every layer of a DBN, every "
-                        "Conv2d and Linear of a module)")
+                        "pooling layer of a cdbn, every Conv2d and Linear of a module)")
     p.add_argument("--units", type=_positive_int, default=None,
                    help="visualize the first N units of each layer (default: all)")
     p.add_argument("--k", type=_positive_int, default=9, help="dataset examples per unit")

@@ -1,9 +1,11 @@
-"""The end-to-end demos: train the reference DBN on MNIST (or take the reference CNN with the
-weights shipped in the package), visualize its layers, build the gallery.
+"""The end-to-end demos: train the reference DBN on MNIST (or a convolutional DBN, or take
+the reference CNN with the weights shipped in the package), visualize its layers, build the
+gallery.
 
 The defaults are sized to finish in a few minutes on a 2-core laptop with the embedded
 10,000-image subset: the full 784-1000-500-250 architecture and rbm.m recipe with the first
-100 units of each layer, or the CNN's two conv layers and penultimate linear layer.
+100 units of each layer, a small two-layer convolutional DBN with every filter, or the CNN's
+two conv layers and penultimate linear layer.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from .data import load_mnist, mnist_info
-from .models import DBN, reference_cnn
+from .data import load_mnist, mnist_info, picture_shape
+from .figures import locality, random_locality
+from .models import DBN, ConvDBN, reference_cnn
 from .natural import natural_info, training_inputs
 from .train import TrainingRecipe
 from .report import INDEX
@@ -25,16 +28,21 @@ from .probe import probe
 from .runfolder import plan_replacement
 from .visualize import VisualizeSettings, visualize
 
-__all__ = ["run_demo", "run_cnn_demo", "run_natural_demo", "DEMO_SIZES", "CNN_LAYERS",
-           "NATURAL_SIZES", "NATURAL_DEMO"]
+__all__ = ["run_demo", "run_cnn_demo", "run_natural_demo", "run_cdbn_demo", "DEMO_SIZES",
+           "CNN_LAYERS", "NATURAL_SIZES", "NATURAL_DEMO", "CDBN_DEMO"]
 
 DEMO_SIZES = (784, 1000, 500, 250)
 CNN_LAYERS = ("features.0", "features.3", "classifier.1")   # conv, conv, penultimate
-MODEL = "model.safetensors"        # the trained DBN, saved inside the output folder
+MODEL = "model.safetensors"        # the trained model, saved inside the output folder
 NATURAL_SIZES = (196, 400, 200)    # 14 x 14 patches, then Lee et al. 2008's layers, scaled
 # The natural-image demo's data and training (see the README's table of recipes).
 NATURAL_DEMO = {"patches": 100_000, "whiten": "1/f", "recipe": "lee", "epochs": 5,
                 "batch_size": 100}
+# The convolutional DBN demo (Lee et al. 2009, scaled down): stroke detectors, then parts made
+# of them; trained with the convolutional recipe on the embedded digits, every filter shown.
+CDBN_DEMO = {"layers": [dict(filters=24, filter_size=10, pool=2),
+                        dict(filters=40, filter_size=6, pool=2)],
+             "images": 10_000, "epochs": 5, "steps": 200, "restarts": 4, "samples": 50}
 
 
 def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | None = None,
@@ -52,21 +60,35 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
     # Ranked filters and combinations use up to 10 units of the layer below.
     settings = settings or VisualizeSettings(units=units, seed=seed,
                                              top=min([10, *dbn.sizes[1:-1]]))
-    settings.check(probe(dbn, images.shape[1:]), n_inputs=len(images))   # before training
-    print(f"featvis demo: DBN {'-'.join(map(str, sizes))}, {epochs} epochs per RBM on "
-          f"{len(images)} MNIST images ({'embedded subset' if data is None else data}); "
-          f"{settings.units or 'all'} units per layer, maximization {settings.steps} steps x "
-          f"{settings.restarts} restarts, {settings.samples} samples per unit", file=sys.stderr)
-    start = time.perf_counter()
     dbn.data_info = mnist_info(data, images)
-    dbn.fit(images, epochs=epochs, seed=seed, progress=progress)
-    trained = time.perf_counter()
-    visualize(dbn, images, out, settings, labels=labels, save_model_as=MODEL, force=force,
-              progress=progress)
-    done = time.perf_counter()
-    print(f"featvis demo: trained in {trained - start:.0f} s, visualized in {done - trained:.0f} s",
-          file=sys.stderr)
+    _, took = _train_and_show(
+        dbn, images, out, settings,
+        f"DBN {'-'.join(map(str, sizes))}, {epochs} epochs per RBM on {len(images)} MNIST "
+        f"images ({'embedded subset' if data is None else data}); {settings.units or 'all'} "
+        f"units per layer, maximization {settings.steps} steps x {settings.restarts} "
+        f"restarts, {settings.samples} samples per unit",
+        lambda: dbn.fit(images, epochs=epochs, seed=seed, progress=progress), labels=labels,
+        force=force, progress=progress)
+    print(f"featvis demo: {took}", file=sys.stderr)
     return out / INDEX
+
+
+def _train_and_show(model: torch.nn.Module, inputs: torch.Tensor, out: Path,
+                    settings: VisualizeSettings, announce: str, fit: Callable[[], object], *,
+                    labels: torch.Tensor | None = None, force: bool, progress: bool
+                    ) -> tuple[dict, str]:
+    """Refuse ``settings`` that cannot work before any training, print ``announce``, run
+    ``fit()``, then visualize ``model`` on ``inputs`` into ``out`` with the model saved as
+    :data:`MODEL`: ``(summary, "trained in T s, visualized in V s")``."""
+    settings.check(probe(model, inputs.shape[1:]), n_inputs=len(inputs))
+    print(f"featvis demo: {announce}", file=sys.stderr)
+    start = time.perf_counter()
+    fit()
+    trained = time.perf_counter()
+    summary = visualize(model, inputs, out, settings, labels=labels, save_model_as=MODEL,
+                        force=force, progress=progress)
+    return summary, (f"trained in {trained - start:.0f} s, visualized in "
+                     f"{time.perf_counter() - trained:.0f} s")
 
 
 def run_cnn_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | None = None,
@@ -114,25 +136,57 @@ def run_natural_demo(out: str | os.PathLike = "featvis-demo",
               seed=seed).to(device)
     settings = settings or VisualizeSettings(units=units, seed=seed,
                                              top=min([10, *dbn.sizes[1:-1]]))
-    start = time.perf_counter()
     inputs, patches, dbn.whitening = training_inputs(
         images, size=side, count=NATURAL_DEMO["patches"], seed=seed,
         whiten=NATURAL_DEMO["whiten"])
-    settings.check(probe(dbn, inputs.shape[1:]), n_inputs=len(inputs))   # before training
-    print(f"featvis demo: DBN {'-'.join(map(str, sizes))} (Gaussian visible units), recipe "
-          f"{NATURAL_DEMO['recipe']}, {recipe.epochs} epochs per RBM on {len(inputs)} "
-          f"{side}x{side} patches of {len(patches.recipe['sources'])} photographs, "
-          f"{NATURAL_DEMO['whiten']}-whitened; {settings.units or 'all'} units per layer",
-          file=sys.stderr)
     dbn.data_info = natural_info(patches, inputs)
-    dbn.fit(inputs, progress=progress, **recipe.to_dict())
-    trained = time.perf_counter()
-    summary = visualize(dbn, inputs, out, settings, save_model_as=MODEL, force=force,
-                        progress=progress)
-    done = time.perf_counter()
+    summary, took = _train_and_show(
+        dbn, inputs, out, settings,
+        f"DBN {'-'.join(map(str, sizes))} (Gaussian visible units), recipe "
+        f"{NATURAL_DEMO['recipe']}, {recipe.epochs} epochs per RBM on {len(inputs)} "
+        f"{side}x{side} patches of {len(patches.recipe['sources'])} photographs, "
+        f"{NATURAL_DEMO['whiten']}-whitened; {settings.units or 'all'} units per layer",
+        lambda: dbn.fit(inputs, progress=progress, **recipe.to_dict()), force=force,
+        progress=progress)
     figures = summary["layers"][0]["figures"].get("filter_views", {})
     told = "; ".join(f"{label} {value}" for label, value in figures.items()
                      if label.startswith(("locality", "share")))
-    print(f"featvis demo: trained in {trained - start:.0f} s, visualized in {done - trained:.0f} "
-          f"s; first-layer filters: {told}", file=sys.stderr)
+    print(f"featvis demo: {took}; first-layer filters: {told}", file=sys.stderr)
+    return out / INDEX
+
+
+def run_cdbn_demo(out: str | os.PathLike = "featvis-demo",
+                  data: str | os.PathLike | None = None, epochs: int | None = None,
+                  seed: int = 0, units: int | None = None, device: torch.device | str = "cpu",
+                  progress: bool = True, settings: VisualizeSettings | None = None,
+                  force: bool = False) -> Path:
+    """Lee et al. (2009) end to end, small: a convolutional DBN with probabilistic
+    max-pooling (:data:`CDBN_DEMO`'s layers) trained on MNIST, every method that applies to
+    its layers (``units`` filters of each, default all), the first-layer bases' locality
+    against random filters, the model saved as ``out/model.safetensors``. ``epochs`` per
+    layer default to :data:`CDBN_DEMO`'s. Returns the path of ``index.html``."""
+    out = Path(out)
+    epochs = CDBN_DEMO["epochs"] if epochs is None else epochs
+    plan_replacement(out, force=force, rewriting=[MODEL])
+    images, labels = load_mnist("train", data)
+    images, labels = images[:CDBN_DEMO["images"]], labels[:CDBN_DEMO["images"]]
+    model = ConvDBN(CDBN_DEMO["layers"], seed=seed,
+                    input_shape=picture_shape(images.shape[1:])).to(device)
+    settings = settings or VisualizeSettings(
+        units=units, seed=seed, steps=CDBN_DEMO["steps"], restarts=CDBN_DEMO["restarts"],
+        samples=CDBN_DEMO["samples"], top=min(10, CDBN_DEMO["layers"][0]["filters"]))
+    model.data_info = mnist_info(data, images)        # of the flat images, as 'featvis train'
+    images = images.view(len(images), *picture_shape(images.shape[1:]))
+    _, took = _train_and_show(
+        model, images, out, settings,
+        f"{probe(model, images.shape[1:]).kind}, {epochs} epochs per layer on {len(images)} "
+        f"MNIST images ({'embedded subset' if data is None else data}); "
+        f"{settings.units or 'all'} filters per layer, maximization {settings.steps} steps x "
+        f"{settings.restarts} restarts, {settings.samples} samples per filter",
+        lambda: model.fit(images, epochs=epochs, seed=seed, progress=progress),
+        labels=labels, force=force, progress=progress)
+    bases = model.bases(1)[:, 0]
+    print(f"featvis demo: {took}; first-layer bases: locality {locality(bases):.3f} (random "
+          f"filters of this size {random_locality(tuple(bases.shape), seed=seed):.3f})",
+          file=sys.stderr)
     return out / INDEX

@@ -5,8 +5,10 @@ activations of several layers in one forward pass, a differentiable per-unit obj
 its capabilities as data (incoming weights, the layer below, first-layer filters, a
 generative model to sample). :func:`probe` is the only place in featvis that dispatches on
 the kind of model: a featvis :class:`~featvis.models.DBN`, whose layers are hidden depths
-``1..L``, or any ``nn.Module``, whose layers are the dotted names of ``named_modules()``
-and whose units are the neurons of a dense output or the channels of a convolutional one.
+``1..L``; a :class:`~featvis.models.ConvDBN`, whose layers are depths ``d`` (pooling maps) and
+``"d.detection"`` (detection maps) and whose units are its filters; or any ``nn.Module``,
+whose layers are the dotted names of ``named_modules()`` and whose units are the neurons of
+a dense output or the channels of a convolutional one.
 
 Reading a module never changes it: activations are read in eval mode (dropout off,
 BatchNorm running statistics used, never updated) with the modes restored afterwards, and
@@ -27,8 +29,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import DataError, FeatvisError, check_int
+from .errors import DataError, FeatvisError, check_int, is_int
 from .units import unit_generator
+from .models.cdbn import ConvDBN
 from .models.dbn import DBN
 from .whitening import Whitening
 
@@ -135,14 +138,36 @@ class Probe:
         """A first layer's filters as pictures ``(units, *shape)``."""
         raise NotImplementedError
 
+    def bases(self, key: Key) -> torch.Tensor | None:
+        """The model's own input-space pictures of the layer's units ``(units, *shape)``, or
+        ``None`` when :func:`~featvis.methods.linear_combination` composes them from
+        :meth:`incoming_weights` and :meth:`filters`."""
+        return None
+
+    def check_deconvnet(self, key: Key) -> None:
+        """:class:`UnsupportedError` unless deconvnet may project the layer: channels of a
+        4-D output (the method itself refuses non-linearities other than ReLUs)."""
+        if len(self.layer(key).unit_shape) != 2:
+            raise UnsupportedError(f"layer {key!r} has no channel maps (a 4-D output) to "
+                                   "project")
+
     def whitening(self) -> Whitening | None:
         """The whitening the model's inputs went through (natural patches), or ``None``."""
         return None
 
-    def generative(self) -> DBN:
+    def generative(self) -> nn.Module:
         """The generative model that unit sampling draws from."""
-        raise UnsupportedError(f"unit sampling needs a generative model (a featvis DBN); "
-                               f"{self.kind} has no p(x | h)")
+        raise UnsupportedError(f"unit sampling needs a generative model (a featvis DBN or "
+                               f"ConvDBN); {self.kind} has no p(x | h)")
+
+    def sample(self, key: Key, units: torch.Tensor, n_samples: int, seed: int,
+               variant: str = "one-hot") -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Samples of the model's own top-down sampler for each unit of ``units``, ``(U,
+        n_samples, *input_shape)`` with the unit on, and the same draws with it off (the
+        contrast's baseline); ``None`` when the model has no sampler of its own and
+        :func:`~featvis.methods.sample_unit` draws from :meth:`generative` itself (a DBN's
+        one-hot and Gibbs variants)."""
+        return None
 
     def randomized(self, key: Key, mode: str, seed: int) -> nn.Module:
         """A deep copy of the model whose incoming weights of ``key`` (``mode="layer"``), or
@@ -180,6 +205,12 @@ def _redraw(model: nn.Module, weights: Mapping[int, str], mode: str, seed: int) 
             weight.normal_(0.0, float(weight.std(correction=0)),
                            generator=unit_generator(seed, position, weight.device))
     return copied
+
+
+def _redraw_stack(model: nn.Module, depth: int, mode: str, seed: int) -> nn.Module:
+    """:func:`_redraw` of a stack of RBMs: the weights ``rbms.{j}.weight`` of layer ``depth``
+    (and of the layers below for ``"cascade"``), the layer ``j + 1`` at position ``j``."""
+    return _redraw(model, {j: f"rbms.{j}.weight" for j in range(depth)}, mode, seed)
 
 
 def _unknown(key: object, known: Sequence[Key], what: str) -> LayerError:
@@ -268,9 +299,151 @@ class DBNProbe(Probe):
         return self.dbn
 
     def randomized(self, key, mode, seed):
-        d = self.layer(key).name
-        return _redraw(self.dbn, {j - 1: f"rbms.{j - 1}.weight" for j in range(1, d + 1)},
-                       mode, seed)
+        return _redraw_stack(self.dbn, self.layer(key).name, mode, seed)
+
+
+# -- convolutional DBN -----------------------------------------------------------------------
+DETECTION = ".detection"       # the suffix of a ConvDBN's detection-layer keys: "2.detection"
+
+
+class ConvDBNProbe(Probe):
+    """A featvis :class:`~featvis.models.ConvDBN`: layer ``d`` (an int) is depth ``d``'s
+    pooling layer and ``"d.detection"`` its detection layer; the units are the layer's
+    ``K_d`` filters, each a map of probabilities from the deterministic up-pass (every layer
+    on the pooling probabilities of the one below), ranked by its maximum."""
+
+    def __init__(self, dbn: ConvDBN, input_shape: Sequence[int] | None = None) -> None:
+        self.model = self.dbn = dbn
+        shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        if shape is not None and dbn.input_shape is not None and shape != dbn.input_shape:
+            raise DataError(f"images: one input has shape {shape}, the convolutional DBN "
+                            f"takes {dbn.input_shape}")
+        self.input_shape = dbn.input_shape or shape
+        self.kind = "ConvDBN " + "-".join(
+            f"{s['filters']}x{s['filter_size']}x{s['pool']}" for s in dbn.layer_specs)
+        self._maps: list[dict] | None = None
+
+    def layer_keys(self):
+        return [key for d in range(1, self.dbn.n_layers + 1) for key in (d, f"{d}{DETECTION}")]
+
+    def default_layers(self):
+        """The pooling layers (what the next layer reads)."""
+        return list(range(1, self.dbn.n_layers + 1))
+
+    def key_from_text(self, text):
+        depth = text.removesuffix(DETECTION)
+        if not depth.isdigit():
+            raise LayerError(f"layer must be a depth in 1..{self.dbn.n_layers} (its pooling "
+                             f"maps) or DEPTH{DETECTION}, got {text!r}")
+        return int(depth) if depth == text else f"{int(depth)}{DETECTION}"
+
+    def _depth(self, key: Key) -> tuple[int, bool]:
+        """``(depth, whether the detection layer)`` of a layer key (else a LayerError)."""
+        detection = isinstance(key, str) and key.endswith(DETECTION)
+        depth = key.removesuffix(DETECTION) if detection else key
+        if detection and depth.isdigit():
+            depth = int(depth)
+        if not is_int(depth) or not 1 <= depth <= self.dbn.n_layers:
+            raise _unknown(key, self.layer_keys(), self.kind)
+        return int(depth), detection
+
+    def layer(self, key):
+        d, detection = self._depth(key)
+        if self._maps is None:
+            if self.input_shape is None:
+                raise FeatvisError(f"{self.kind}: untrained and no input_shape; fit it or pass "
+                                   "input_shape=")
+            self._maps = self.dbn.map_shapes(self.input_shape)
+        shape = self._maps[d - 1]["detection" if detection else "pool"]
+        units = self.dbn.rbms[d - 1].filters
+        return LayerInfo(f"{d}{DETECTION}" if detection else d,
+                         f"ConvRBM {'detection' if detection else 'pooling'}", units,
+                         tuple(shape), (units, *shape))
+
+    def scores(self, x, units):
+        wanted = {key: self._depth(key) for key in units}
+        top = max(depth for depth, _ in wanted.values())
+        out, pooled = {}, x
+        for d, rbm in enumerate(self.dbn.rbms[:top], start=1):     # one pass up the stack
+            detected, pooled = rbm.probs(pooled)
+            for key, (depth, detection) in wanted.items():
+                if depth == d:
+                    maps = detected if detection else pooled
+                    out[key] = _map_scores(maps if units[key] is None else maps[:, units[key]])
+        return out
+
+    def objective(self, key, units, spatial="mean"):
+        d, detection = self._depth(key)
+        read = self.dbn.detection if detection else self.dbn.transform
+
+        def value(x: torch.Tensor) -> torch.Tensor:
+            maps = read(x, d)
+            return _reduce_map(maps[torch.arange(len(units), device=maps.device), units],
+                               spatial)
+        return value
+
+    def default_rho(self):
+        return self.dbn.input_norm
+
+    def describe(self):
+        dbn = self.dbn
+        recipe = {key: value for key, value in dbn.recipe.items() if key != "history"}
+        return super().describe() | {
+            "config": dbn.config, "n_layers": dbn.n_layers, "input_norm": dbn.input_norm,
+            "recipe": recipe or None, "history": dbn.history, "data": dbn.data_info,
+            "trained_layers": dbn.trained_layers, "visible": dbn.visible,
+            "sigma": dbn.sigma if dbn.visible == "gaussian" else None,
+            "whitening": dbn.data_info.get("whitening")}
+
+    def whitening(self):
+        config = self.dbn.data_info.get("whitening")
+        return None if config is None else Whitening.from_parts(config, {})
+
+    def incoming_weights(self, key):
+        """A filter's connection to each map below: the L2 norm of its ``w x w`` weights on
+        that map, ``(K_d, K_{d-1})`` (all positive; ranked filters show the strongest)."""
+        return self.dbn.rbms[self._depth(key)[0] - 1].weight.detach().flatten(2).norm(dim=2)
+
+    def below(self, key):
+        d = self._depth(key)[0]
+        return None if d == 1 else d - 1
+
+    def filters(self, key):
+        if self.below(key) is not None:
+            raise UnsupportedError(f"layer {key} is not a first layer: its filters read layer "
+                                   f"{self.below(key)}'s maps, not the input")
+        return self.dbn.rbms[0].weight.detach()
+
+    def bases(self, key):
+        """:meth:`ConvDBN.bases`: above the first layer, each filter's positive weights
+        upsampled by the pooling below and convolved with the bases below (Lee et al. 2009's
+        display of second-layer bases)."""
+        return self.dbn.bases(self._depth(key)[0])
+
+    def check_deconvnet(self, key):
+        self._depth(key)
+        raise UnsupportedError("a convolutional DBN's maps are probabilities of probabilistic "
+                               "max-pooling (block softmaxes), not a ReLU network's: "
+                               "deconvnet's rectified backward pass does not apply")
+
+    def generative(self):
+        return self.dbn
+
+    def sample(self, key, units, n_samples, seed, variant="one-hot"):
+        """:meth:`ConvDBN.sample` with the centre pooling unit of each filter's map clamped
+        on, and with it off (the same random numbers: one generator seeded by ``seed`` for
+        all the units asked for, as :meth:`ConvDBN.sample` draws them). A detection layer's
+        unit is sampled the same way: its block's pooling unit on is one detection unit on."""
+        if variant != "one-hot":
+            raise UnsupportedError(f"variant {variant!r}: a convolutional DBN is sampled by "
+                                   "its top-down pass with one pooling unit clamped "
+                                   "(variant 'one-hot'); Gibbs chains are for DBNs")
+        d = self._depth(key)[0]
+        return tuple(self.dbn.sample(d, units, n_samples, seed=seed, unit_on=on,
+                                     input_shape=self.input_shape) for on in (True, False))
+
+    def randomized(self, key, mode, seed):
+        return _redraw_stack(self.dbn, self._depth(key)[0], mode, seed)
 
 
 # -- any nn.Module ---------------------------------------------------------------------------
@@ -347,6 +520,13 @@ def run_forward(model: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Modu
     return captured
 
 
+def _map_scores(maps: torch.Tensor) -> Scores:
+    """A channel's score: the maximum of its map ``(N, U, *map)`` and its flat position (the
+    first maximum, row-major)."""
+    values, positions = maps.flatten(2).max(2)
+    return Scores(values, positions)
+
+
 def _reduce_map(output: torch.Tensor, spatial: str) -> torch.Tensor:
     """``(N, *map)`` per-row unit maps -> ``(N,)`` by ``spatial``."""
     if output.dim() == 1:
@@ -406,10 +586,7 @@ class ModuleProbe(Probe):
             """In the hook: only the units asked for, a channel by its maximum."""
             if units[key] is not None:
                 output = output[:, units[key]]
-            if output.dim() == 2:
-                return Scores(output.clone())
-            values, positions = output.flatten(2).max(2)        # first maximum, row-major
-            return Scores(values, positions)
+            return Scores(output.clone()) if output.dim() == 2 else _map_scores(output)
 
         targets = {key: self.modules[key] for key in units}
         with eval_mode(self.model), torch.no_grad():
@@ -570,7 +747,8 @@ def _discover(model: nn.Module, example_batch: torch.Tensor
 def layers(model: nn.Module, example_batch: torch.Tensor) -> list[LayerInfo]:
     """Every module of ``model`` whose output is one tensor with a unit dimension, in
     forward-call order, from one forward pass of ``example_batch`` (in eval mode, no
-    gradients; hooks removed afterwards). A DBN lists its hidden layers.
+    gradients; hooks removed afterwards). A DBN lists its hidden layers, a ConvDBN its pooling
+    and detection layers.
 
     Example:
         >>> for info in layers(cnn, torch.zeros(1, 1, 28, 28)):   # doctest: +SKIP
@@ -578,15 +756,18 @@ def layers(model: nn.Module, example_batch: torch.Tensor) -> list[LayerInfo]:
     """
     if isinstance(model, DBN):
         return [DBNProbe(model).layer(d) for d in range(1, model.n_layers + 1)]
+    if isinstance(model, ConvDBN):
+        seam = ConvDBNProbe(model, example_batch.shape[1:])
+        return [seam.layer(key) for key in seam.layer_keys()]
     return _discover(model, example_batch)[0]
 
 
 def probe(model: nn.Module, input_shape: Sequence[int] | None = None) -> Probe:
     """The :class:`Probe` of ``model``: the one place that dispatches on the model's kind.
 
-    ``input_shape`` is one input's shape, ``(D,)`` or ``(C, H, W)``; a DBN knows its own, any
-    other module needs it to find its layers unless it has an ``input_shape`` attribute
-    (methods that receive data take it from the data).
+    ``input_shape`` is one input's shape, ``(D,)`` or ``(C, H, W)``; a DBN and a trained
+    ConvDBN know their own, any other module needs it to find its layers unless it has an
+    ``input_shape`` attribute (methods that receive data take it from the data).
     """
     if isinstance(model, DBN):
         shape = None if input_shape is None else tuple(input_shape)
@@ -596,6 +777,8 @@ def probe(model: nn.Module, input_shape: Sequence[int] | None = None) -> Probe:
                             f"images: one input has shape {shape}, the DBN takes "
                             f"({model.sizes[0]},)")
         return DBNProbe(model)
+    if isinstance(model, ConvDBN):
+        return ConvDBNProbe(model, input_shape)
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     # A module may declare the shape it takes (featvis's reference CNN does).

@@ -28,7 +28,7 @@ import torch
 
 from ._version import __version__
 from . import distributed
-from .checkpoint import encode_dbn
+from .checkpoint import encode_model
 from .errors import check_int
 from .evaluate import method_agreement
 from .figures import (class_purity, distinctness, example_distinctness, gabor_fit, locality,
@@ -106,7 +106,10 @@ class VisualizeSettings:
                              "some with layers=")
         for key in keys:
             seam.layer(key)
-            if {"filters", "combination"} & set(self.methods):
+            # Ranked filters take top units below; a combination too, unless the model
+            # pictures its units itself (a ConvDBN's bases).
+            if "filters" in self.methods or ("combination" in self.methods
+                                             and seam.bases(key) is None):
                 try:
                     below = seam.below(key)
                     n_below = seam.incoming_weights(key).shape[1] if below is not None else 0
@@ -440,9 +443,10 @@ REGISTRY: tuple[Method, ...] = (
            split=True),
     Method("sampling", "Unit sampling",
            "Inputs sampled from the deep belief net with the unit clamped on, p(x | h = 1) "
-           "(Erhan et al. 2009; Hinton et al. 2006), shown as the contrast with the same "
-           "draws with the unit off, which removes what the generative biases draw for "
-           "every unit; the raw mean is on each unit's page.",
+           "(Erhan et al. 2009; Hinton et al. 2006; in a convolutional DBN the pooling unit "
+           "at the centre of the filter's map, Lee et al. 2009), shown as the contrast with "
+           "the same draws with the unit off, which removes what the generative biases draw "
+           "for every unit; the raw mean is on each unit's page.",
            lambda seam, key: _why_not(seam.generative), _sampling,
            lambda s, inputs: dict(n_samples=SANITY["samples"], variant=s.variant), split=True),
     Method("filters", "Ranked filters",
@@ -464,8 +468,7 @@ REGISTRY: tuple[Method, ...] = (
            "The top examples of each channel beside their projections back to pixel space "
            "(Zeiler & Fergus 2014): the channel's maximum alone, sent down through the "
            "network with the forward pass's max-pool switches and rectified gradients.",
-           lambda seam, key: None if len(seam.layer(key).unit_shape) == 2 else
-           f"layer {key!r} has no channel maps (a 4-D output) to project", _deconvnet,
+           lambda seam, key: _why_not(lambda: seam.check_deconvnet(key)), _deconvnet,
            lambda s, inputs: dict(images=inputs[:SANITY["images"]]), split=True),
     Method("combination", "Linear combination",
            "The weighted sum of the layer below's pictures over the unit's strongest "
@@ -584,9 +587,10 @@ def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
 
 
 def _untrained_note(model: dict) -> None:
-    trained, sizes = model["trained_layers"], model.get("sizes") or []
-    if trained is not None and trained < len(sizes) - 1:
-        print(f"featvis: warning: layers {trained + 1}..{len(sizes) - 1} of the model are "
+    trained = model["trained_layers"]
+    total = model.get("n_layers", len(model.get("sizes") or []) - 1)
+    if trained is not None and trained < total:
+        print(f"featvis: warning: layers {trained + 1}..{total} of the model are "
               "untrained (saved before training finished); their pictures show initial "
               "weights", file=sys.stderr)
 
@@ -609,7 +613,8 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     :mod:`featvis.runfolder`): a folder holding files featvis did not write is refused
     unless ``force``, which carries them over. ``model_path`` is the checkpoint the model
     was read from (recorded; if it lies inside ``out`` it must be featvis's own there and is
-    carried over unchanged); ``save_model_as`` also saves a DBN inside the run. The old
+    carried over unchanged); ``save_model_as`` also saves the model (a built-in kind, see
+    :func:`featvis.checkpoint.encode_model`) inside the run. The old
     run's ``evaluation.json`` is kept if it is of the same model. Returns the summary that
     was written to ``out/summary.json``.
 
@@ -675,7 +680,7 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
         }
         run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
         if save_model_as is not None:
-            run.write(save_model_as, encode_dbn(model))
+            run.write(save_model_as, encode_model(model))
         if EVALUATION in plan.carry:
             run.link(plan.contents.root / EVALUATION, EVALUATION, plan.contents.own[EVALUATION])
         if gallery:

@@ -4,6 +4,9 @@ A first layer's pictures are its filters; above it, ``V[i] = sum_{j in top of W[
 W[i, j] V_below[j]``. Biases and non-linearities are ignored. With ``top=None`` every weight
 is kept and a DBN's ``V_d = W_d ... W_1`` (pylearn2's product image). The chain follows the
 probe's layers below: a DBN's RBMs, or ``nn.Linear`` modules over a first Linear or Conv2d.
+A model with pictures of its own (:meth:`featvis.probe.Probe.bases`) gives those: a
+convolutional DBN's bases, each filter's positive weights upsampled by the pooling below and
+convolved with the bases below (Lee et al. 2009's display; every positive weight is kept).
 """
 
 from __future__ import annotations
@@ -46,13 +49,18 @@ def linear_combination(model: torch.nn.Module, layer: Key, top: int | None = 10,
     """Input-space pictures of units of ``layer``; a first layer gives its filters.
 
     ``rank_by="value"`` keeps the ``top`` largest weights (the original write-up), ``"abs"``
-    the ``top`` largest in magnitude; ``top=None`` keeps all of them. ``input_shape`` (one
-    input's shape) is needed for a module other than a DBN.
+    the ``top`` largest in magnitude; ``top=None`` keeps all of them (neither applies to a
+    model's own bases, see the module docstring). ``input_shape`` (one input's shape) is
+    needed for a module other than a DBN.
     """
     top = renamed_top(top, k, 10)
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by must be one of {RANKINGS}, got {rank_by!r}")
     seam = probe(model, input_shape)
+    own = seam.bases(layer)
+    if own is not None:
+        units = resolve_units(units, own.shape[0], seam.device)
+        return Combination(own[units].clone(), units)
     chain = [layer]                       # this layer, then each layer below to the first
     while (below := seam.below(chain[-1])) is not None:
         chain.append(below)

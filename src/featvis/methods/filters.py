@@ -2,7 +2,10 @@
 
 Ranked by ``|W[i, :]|`` with the signed weights returned, as in pylearn2's top_filters. Any
 layer whose probe has incoming weights and a layer below (a DBN's hidden layers above the
-first, a chain of ``nn.Linear``) supports it.
+first, a chain of ``nn.Linear``, a convolutional DBN's layers above the first) supports it.
+A convolutional DBN's filter connects to each filter below by a ``w x w`` kernel: its
+strength is the kernel's L2 norm (always positive), so the filters below whose maps it
+reads most strongly come first.
 """
 
 from __future__ import annotations

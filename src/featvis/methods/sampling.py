@@ -1,5 +1,10 @@
 """Method 3: unit sampling in a DBN, p_d(x | h_{d,i} = 1) of the DBN truncated at layer d.
 
+A model with a top-down sampler of its own (a convolutional DBN, see
+:meth:`featvis.probe.Probe.sample`) is sampled by it: the pooling unit at the centre of the
+filter's map clamped on, and the same draws with it off for the contrast. The rest of this
+module is the DBN's sampler.
+
 ``"one-hot"``: fix ``h_d = e_i`` (other units of the layer off); the layer below is then
 ``sigmoid(W_d[i] + b_{d-1})``, a row gather rather than a product with a one-hot vector.
 ``"gibbs"`` (Erhan et al. 2009): run block Gibbs chains in the top RBM (RBM_d) with
@@ -12,9 +17,10 @@ draw normal pixels).
 Every picture has a baseline with the unit off, drawn with the same random numbers: the
 all-off state ``h_d = 0`` for one-hot, the same chains clamped to ``h_d[i] = 0`` for Gibbs.
 ``contrast`` is the mean minus the baseline's mean: what switching the unit on changes,
-without the picture that every unit shares. Unit ``u`` draws all its uniforms from its own
-generator seeded by ``(seed, u)``, so its samples do not depend on the other units asked
-for. All units, clamps, chains and samples form one batch.
+without the picture that every unit shares. In a DBN unit ``u`` draws all its uniforms from
+its own generator seeded by ``(seed, u)``, so its samples do not depend on the other units
+asked for (a convolutional DBN's sampler draws every unit from one generator). All units,
+clamps, chains and samples form one batch.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from tqdm.auto import tqdm
 from ..errors import check_int
 from ..models.dbn import DBN
 from ..models.rbm import RBM
-from ..probe import probe
+from ..probe import Key, probe
 from ..units import Units, resolve_units, unit_generator
 
 __all__ = ["UnitSamples", "sample_unit"]
@@ -41,9 +47,10 @@ _BLOCK = 1 << 16
 
 @dataclass
 class UnitSamples:
-    """``samples (U, S, D)`` pixel means (probabilities of binary pixels) given ``h_{d,i} =
-    1``, ``mean (U, D)`` their mean, ``units (U,)``, and ``contrast (U, D)``: the mean minus
-    the mean of the same draws with the unit off."""
+    """``samples (U, S, *input_shape)`` pixel means (probabilities of binary pixels) given
+    ``h_{d,i} = 1`` (a DBN's are ``(U, S, D)``), ``mean (U, *input_shape)`` their mean,
+    ``units (U,)``, and ``contrast (U, *input_shape)``: the mean minus the mean of the same
+    draws with the unit off."""
 
     samples: torch.Tensor
     mean: torch.Tensor
@@ -117,16 +124,19 @@ def _gibbs_below(rbm: RBM, units: torch.Tensor, n_samples: int, n_chains: int, b
     return kept.view(2, n_units, per_chain * n_chains, n_v)[:, :, :n_samples]
 
 
-def sample_unit(model: torch.nn.Module, layer: int, units: Units = None, n_samples: int = 100,
+def sample_unit(model: torch.nn.Module, layer: Key, units: Units = None, n_samples: int = 100,
                 variant: str = "one-hot", n_chains: int = 10, burn_in: int = 1000,
                 interval: int = 10, seed: int = 0, progress: bool = False) -> UnitSamples:
     """Samples of the input given that unit ``i`` of hidden layer ``layer`` is on, and their
     contrast with the unit off (a model with a generative side only:
-    :class:`~featvis.probe.UnsupportedError` otherwise). A unit's random numbers depend on
-    ``(seed, unit)`` only: its results are the same alone or with other units."""
+    :class:`~featvis.probe.UnsupportedError` otherwise). In a DBN a unit's random numbers
+    depend on ``(seed, unit)`` only: its results are the same alone or with other units. A
+    model with its own sampler (a convolutional DBN: ``variant="one-hot"`` only, the chain
+    settings unused) gives its samples for ``seed``."""
     seam = probe(model)
-    dbn = seam.generative()
-    layer = seam.layer(layer).name
+    generative = seam.generative()
+    info = seam.layer(layer)
+    layer = info.name
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     for name, value in (("n_samples", n_samples), ("n_chains", n_chains),
@@ -134,20 +144,33 @@ def sample_unit(model: torch.nn.Module, layer: int, units: Units = None, n_sampl
         check_int(name, value)
     check_int("burn_in", burn_in, minimum=0)
     seed = check_int("seed", seed, minimum=None)
-    rbm = dbn.rbms[layer - 1]
-    units = resolve_units(units, rbm.n_hidden, rbm.weight.device)
-    generators = _generators(units, seed)
+    units = resolve_units(units, info.units, seam.device)
     with torch.no_grad():
-        if variant == "one-hot":
-            on = rbm.visible_mean_one_hot(units)
-            off = rbm.visible_mean(on.new_zeros(1, rbm.n_hidden)).expand_as(on)
-            below = torch.stack([on, off])[:, :, None]
+        drawn = seam.sample(layer, units, n_samples, seed, variant)
+        if drawn is None:
+            pixels = _dbn_pixels(generative, layer, units, n_samples, variant, n_chains,
+                                 burn_in, interval, seed, progress)
         else:
-            below = _gibbs_below(rbm, units, n_samples, n_chains, burn_in, interval,
-                                 generators, progress, f"gibbs layer {layer}")
-        depth = sum(dbn.sizes[1:layer])            # units of layers 1..d-1, drawn per sample
-        noise = _uniforms(generators, (n_samples, depth), rbm.weight)
-        pixels = _down_pass(dbn, below, layer, noise)
+            pixels = torch.stack(drawn)
         means = pixels.mean(2)
     return UnitSamples(samples=pixels[0].contiguous(), mean=means[0], units=units,
                        contrast=means[0] - means[1])
+
+
+def _dbn_pixels(dbn: DBN, layer: int, units: torch.Tensor, n_samples: int, variant: str,
+                n_chains: int, burn_in: int, interval: int, seed: int, progress: bool
+                ) -> torch.Tensor:
+    """A DBN's pixel means ``(2, U, S, D)`` with each unit on (``[0]``) and off (``[1]``),
+    the same uniforms for both (see the module docstring)."""
+    rbm = dbn.rbms[layer - 1]
+    generators = _generators(units, seed)
+    if variant == "one-hot":
+        on = rbm.visible_mean_one_hot(units)
+        off = rbm.visible_mean(on.new_zeros(1, rbm.n_hidden)).expand_as(on)
+        below = torch.stack([on, off])[:, :, None]
+    else:
+        below = _gibbs_below(rbm, units, n_samples, n_chains, burn_in, interval,
+                             generators, progress, f"gibbs layer {layer}")
+    depth = sum(dbn.sizes[1:layer])            # units of layers 1..d-1, drawn per sample
+    noise = _uniforms(generators, (n_samples, depth), rbm.weight)
+    return _down_pass(dbn, below, layer, noise)

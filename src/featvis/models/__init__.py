@@ -1,7 +1,9 @@
-"""Models: the RBM, the DBN built from it, and the reference CNN for MNIST."""
+"""Models: the RBM, the DBN built from it, the convolutional RBM and DBN with probabilistic
+max-pooling, and the reference CNN for MNIST."""
 
+from .cdbn import ConvDBN, ConvRBM
 from .cnn import ReferenceCNN, reference_cnn
 from .dbn import DBN
 from .rbm import RBM
 
-__all__ = ["RBM", "DBN", "ReferenceCNN", "reference_cnn"]
+__all__ = ["RBM", "DBN", "ConvRBM", "ConvDBN", "ReferenceCNN", "reference_cnn"]

@@ -782,43 +782,83 @@ class ConvDBN(nn.Module):
 
     # -- training ----------------------------------------------------------------------------
     def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int = 100, *,
-            seed: int = 0, progress: bool = True,
+            seed: int = 0, progress: bool = True, resume: bool = False,
             on_layer: Callable[["ConvDBN", int], None] | None = None,
+            on_epoch: Callable[[int, dict], None] | None = None,
             **recipe) -> "ConvDBN":
         """Greedy layer-wise training: layer ``d`` is reset from ``seed + d`` and trained
         with CD (see :meth:`ConvRBM.fit`; one ``recipe`` for all layers, the sigma schedule
         for the first only) on the pooling probabilities of the trained layer ``d - 1``.
         ``images`` are ``(N, C, H, W)`` (or flat, square maps), in [0, 1] for binary inputs.
-        Records :attr:`input_shape`, :attr:`input_norm` and :attr:`recipe`; ``on_layer(self,
-        d)`` runs after each layer. Returns ``self``."""
+        Records :attr:`input_shape`, :attr:`input_norm` and :attr:`recipe`; ``on_epoch(d,
+        entry)`` runs after each epoch of layer ``d``, ``on_layer(self, d)`` after each layer
+        trained (e.g. to save a checkpoint). With ``resume`` the layers already trained
+        (:attr:`trained_layers`, e.g. of a checkpoint saved by ``on_layer``) are kept and only
+        read: the result equals an uninterrupted run's, and a recipe or input shape other
+        than theirs is a ``ValueError``. Returns ``self``."""
         recipe = conv_recipe(self.visible, epochs=epochs, batch_size=batch_size, seed=seed,
                              **recipe)
         images = self._inputs(images, "images")
         if self.visible == "binary":
             _check_maps(images, self.channels, unit_range=True)
+        done = self.trained_layers if resume else 0
+        if done:
+            self._check_resume(recipe, tuple(images.shape[1:]))
         self.input_shape = self._check_input_shape(tuple(images.shape[1:]))
         self.input_norm = images.flatten(1).norm(dim=1).mean().item()
-        history: list[list[dict]] = [[] for _ in self.rbms]
+        kept = self.recipe.get("history", []) if done else []
+        history: list[list[dict]] = [list(kept[d]) if d < done else [] for d in
+                                     range(self.n_layers)]
+        for rbm, epochs in zip(self.rbms[:done], history):
+            rbm.history = [dict(entry) for entry in epochs]      # as if trained just now
         self.recipe = {**recipe.to_dict(), "history": history}
         features = images
         with torch.no_grad():
             for d, rbm in enumerate(self.rbms, start=1):
-                layer_recipe = TrainingRecipe(**{**recipe.to_dict(), "seed": recipe.seed + d})
-                rbm.reset_parameters(layer_recipe.seed)
-                fit_conv_rbm(rbm, features, layer_recipe, progress=progress,
-                             description=f"layer {d}/{self.n_layers}")
-                history[d - 1].extend(rbm.history)
+                if done == self.n_layers:
+                    break                       # nothing left to train: no up-pass needed
+                if d > done:
+                    layer_recipe = TrainingRecipe(**{**recipe.to_dict(),
+                                                     "seed": recipe.seed + d})
+                    rbm.reset_parameters(layer_recipe.seed)
+                    fit_conv_rbm(rbm, features, layer_recipe, progress=progress,
+                                 description=f"layer {d}/{self.n_layers}",
+                                 on_epoch=None if on_epoch is None else
+                                 (lambda entry, d=d: on_epoch(d, entry)))
+                    history[d - 1].extend(rbm.history)
                 if d < self.n_layers:
                     features = torch.cat([rbm.pool_probs(chunk)
                                           for chunk in features.split(recipe.batch_size)])
-                if on_layer is not None:
+                if d > done and on_layer is not None:
                     on_layer(self, d)
         return self
+
+    @property
+    def trained_layers(self) -> int:
+        """How many layers, from the bottom, have finished training (recorded in
+        :attr:`recipe`'s history when a layer ends; 0 before :meth:`fit`)."""
+        history = self.recipe.get("history") or []
+        return next((d for d, epochs in enumerate(history) if not epochs), len(history))
+
+    def _check_resume(self, recipe: TrainingRecipe, shape: tuple[int, ...]) -> None:
+        """``ValueError`` unless the trained layers were trained by ``recipe`` on inputs of
+        ``shape``, so that resuming continues the same run."""
+        saved = {key: value for key, value in self.recipe.items() if key != "history"}
+        wanted = recipe.to_dict()
+        changed = [f"{key} {saved.get(key)!r}, not {wanted[key]!r}" for key in wanted
+                   if saved.get(key) != wanted[key]]
+        if changed:
+            raise ValueError(f"resume: layers 1..{self.trained_layers} were trained with "
+                             f"another recipe ({'; '.join(changed)})")
+        if self.input_shape != shape:
+            raise ValueError(f"resume: layers 1..{self.trained_layers} were trained on inputs "
+                             f"of shape {self.input_shape}, not {shape}")
 
     # -- top-down ----------------------------------------------------------------------------
     def sample(self, depth: int, units: Sequence[int] | torch.Tensor | None = None,
                n_samples: int = 10, *, seed: int = 0, mean_field: bool = False,
-               input_shape: Sequence[int] | None = None) -> torch.Tensor:
+               input_shape: Sequence[int] | None = None, unit_on: bool = True
+               ) -> torch.Tensor:
         """``E[v | ...]``, ``(U, n_samples, C, H, W)``: inputs that the pooling unit at the
         centre block (``((Hp - 1) // 2, (Wp - 1) // 2)``) of filter ``u``'s map at ``depth``
         draws, for every ``u`` of ``units`` (default: all filters).
@@ -832,7 +872,9 @@ class ConvDBN(nn.Module):
         one multinomial per block. The result is the visible mean given the first layer's
         sample (bias only at the cropped border). ``mean_field`` propagates probabilities
         instead of samples (every sample is then the same). All units and samples run as one
-        batch from a generator seeded by ``seed``.
+        batch from a generator seeded by ``seed``. ``unit_on=False`` clamps that pooling unit
+        off too (the whole layer off) and draws the same random numbers: the baseline whose
+        mean a sample's mean is contrasted with.
         """
         depth = self.check_depth(depth)
         n_samples = check_int("n_samples", n_samples)
@@ -855,7 +897,7 @@ class ConvDBN(nn.Module):
             hp, wp = maps[depth - 1]["pool"]
             state = p.new_zeros(len(rows), filters, hp, wp)
             state[torch.arange(len(rows), device=p.device), rows, (hp - 1) // 2,
-                  (wp - 1) // 2] = 1.0
+                  (wp - 1) // 2] = 1.0 if unit_on else 0.0
             h = self._draw(depth, None, state, generator, mean_field, maps)
             for d in range(depth - 1, 0, -1):
                 above = self.rbms[d]
