@@ -140,7 +140,8 @@ def _swap_first_two(t):
 
 
 HOSTILE = {
-    "format": (dict(meta=_set(["format"], "featvis.topk/1")), "not a shard file"),
+    "format": (dict(meta=_set(["format"], "featvis.topk/1")),
+               "unsupported shard format 'featvis.topk/1'"),
     "shard": (dict(meta=_set(["shard"], [3, 2])), "shard must be"),
     "fingerprint": (dict(meta=_set(["model_sha256"], "x" * 64)), "model_sha256 must be"),
     "settings": (dict(meta=_set(["settings", "k"], True)), "settings.k must be"),

@@ -271,7 +271,7 @@ def swap_first_two(t):
 
 CASES = {
     "format": (lambda p, s: rewrite(p, format="featvis.dbn/2"),
-               r"not a top-k file \(format 'featvis.dbn/2', expected 'featvis.topk/1'\)"),
+               r"unsupported top-k format 'featvis.dbn/2' \(featvis reads featvis.topk/1\)"),
     "count": (lambda p, s: rewrite(p, count=3), r"values must be F16/BF16/F32/F64 of shape "
                                                 r"\(3, 3\), found F32 \(3, 4\)"),
     "k below count": (lambda p, s: rewrite(p, k=2), r"count must be an integer in 0..k=2"),

@@ -21,13 +21,14 @@ Work is split in fixed global pieces that do not depend on the number of process
 
 Only tensors cross processes (never pickled objects): byte views of the tensors, so nothing
 is rounded on the way. "Bit for bit" is against one process running the same number of
-threads as each rank: a matmul's rounding may depend on torch's thread count. Collectives run inside phases; if one fails or times out, every
-surviving rank raises :class:`PeerFailure`, one line naming the rank that failed. Each rank
-publishes a heartbeat and the phase it is in to the rendezvous store (a daemon thread,
-four times a second), which tells a process that is gone (its heartbeat stopped), one that
-is stuck (alive, but not in the phase) and one that stopped on its own error (it leaves its
-message there on the way out). Under torchrun on one machine, the launcher itself ends the
-other workers (SIGTERM) as soon as one dies, and names the dead one in its own report.
+threads as each rank: a matmul's rounding may depend on torch's thread count. Collectives
+run inside phases; if one fails or times out, every surviving rank raises
+:class:`PeerFailure`, one line naming the rank that failed. Each rank publishes a heartbeat
+and the phase it is in to the rendezvous store (a daemon thread, four times a second), which
+tells a process that is gone (its heartbeat stopped), one that is stuck (alive, but not in
+the phase) and one that stopped on its own error (it leaves its message there on the way
+out). Under torchrun on one machine, the launcher itself ends the other workers (SIGTERM) as
+soon as one dies, and names the dead one in its own report.
 """
 
 from __future__ import annotations

@@ -159,9 +159,9 @@ def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size:
 
     ``whiten`` is ``"1/f"`` (the whole photographs filtered before cutting, as in Lee,
     Ekanadham & Ng 2008), ``"zca"`` (ZCA with ``epsilon`` fitted on the cut patches, its
-    output scaled to unit variance) or ``"none"``; the patches are mean-removed and contrast-normalized (see
-    :func:`natural_patches`). Save ``patches.recipe`` and ``whitening`` with the model:
-    :func:`model_inputs` rebuilds the same inputs from them.
+    output scaled to unit variance) or ``"none"``; the patches are mean-removed and
+    contrast-normalized (see :func:`natural_patches`). Save ``patches.recipe`` and
+    ``whitening`` with the model: :func:`model_inputs` rebuilds the same inputs from them.
     """
     if whiten not in WHITENINGS:
         raise ValueError(f"whiten must be one of {', '.join(WHITENINGS)}, got {whiten!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import reprlib
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 from safetensors import SafetensorError, safe_open
 
@@ -16,6 +16,7 @@ from .errors import CheckpointError, first_line
 __all__ = ["read_safetensors", "featvis_metadata"]
 
 T = TypeVar("T")
+MAX_META_CHARS = 16 * 2**20   # the featvis metadata of a real file is a few kB
 
 
 def read_safetensors(path: Path, read: Callable[[safe_open], T], what: str,
@@ -47,19 +48,23 @@ def read_safetensors(path: Path, read: Callable[[safe_open], T], what: str,
                               f"corrupt: {first_line(exc)})") from None
 
 
-def featvis_metadata(path: Path, f: safe_open, what: str, format: str) -> dict:
-    """The featvis metadata (bounded JSON) of an open safetensors file, which must be of
-    ``format``; a one-line :class:`CheckpointError` naming the ``what`` otherwise."""
-    header = f.metadata() or {}
-    if "featvis" not in header:
+def featvis_metadata(path: Path, header: Mapping[str, str], what: str,
+                     formats: Sequence[str]) -> dict:
+    """The featvis metadata (bounded JSON) of a safetensors header, which must be of one of
+    ``formats``; a one-line :class:`CheckpointError` naming the ``what`` otherwise."""
+    text = header.get("featvis")
+    if text is None:
         raise CheckpointError(f"{path}: safetensors file without featvis metadata (not a "
-                              f"{what} file)")
+                              f"featvis {what} file)")
+    if len(text) > MAX_META_CHARS:
+        raise CheckpointError(f"{path}: featvis metadata of {len(text)} characters, above the "
+                              f"{MAX_META_CHARS} a {what} file ever needs")
     try:
-        meta = safejson.loads(header["featvis"], f"{path}: featvis metadata")
+        meta = safejson.loads(text, f"{path}: featvis metadata")
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
-    if not isinstance(meta, dict) or meta.get("format") != format:
+    if not isinstance(meta, dict) or meta.get("format") not in formats:
         found = meta.get("format") if isinstance(meta, dict) else meta
-        raise CheckpointError(f"{path}: not a {what} file (format {reprlib.repr(found)}, "
-                              f"expected {format!r})")
+        raise CheckpointError(f"{path}: unsupported {what} format {reprlib.repr(found)} "
+                              f"(featvis reads {', '.join(formats)})")
     return meta

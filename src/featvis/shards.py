@@ -198,7 +198,7 @@ def load_shard(path: str | os.PathLike) -> tuple[dict[Key, TopK], dict]:
 
 
 def _read(path: Path, f: safe_open) -> tuple[dict[Key, TopK], dict]:
-    meta = featvis_metadata(path, f, "shard", SHARD_FORMAT)
+    meta = featvis_metadata(path, f.metadata() or {}, "shard", (SHARD_FORMAT,))
     info = _check_info(path, meta)
     settings = info["settings"]
     layers = meta.get("states")

@@ -511,10 +511,7 @@ def fit_rbm(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe, *,
     n = images.shape[0]
     if n == 0:
         raise ValueError("cannot train on an empty data set")
-    if gaussian:
-        start_sigma = rbm.sigma if recipe.sigma is None else recipe.sigma
-        _check_sigma_floor(start_sigma, recipe.sigma_decay, recipe.sigma_floor)
-        rbm.sigma = start_sigma
+    start_sigma = start_sigma_of(rbm, recipe)
     state = _CDState(rbm, min(recipe.batch_size, n), recipe.seed)
     if recipe.persistent:
         state.chain = state.sample_(rbm.hidden_probs(images[:state.hidden_sample.shape[0]]),
@@ -534,20 +531,40 @@ def fit_rbm(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe, *,
                 record = last.hidden
             sigma = rbm.sigma
             error = _epoch(rbm, images, recipe, state, order, epoch, record, bar)
-            if not math.isfinite(error):
-                raise TrainingDivergedError(f"{description}: training diverged at epoch {epoch} "
-                                            f"(reconstruction error {error}); lower lr")
-            entry = {"epoch": epoch, "error_sum": error, "error_per_case": error / n}
-            if gaussian:
-                entry["sigma"] = sigma
-                if recipe.sigma_decay != 1:
-                    rbm.sigma = max(recipe.sigma_floor, start_sigma * recipe.sigma_decay ** epoch)
-            rbm.history.append(entry)
-            bar.set_postfix(error_per_case=f"{error / n:.3f}")
-            if on_epoch is not None:
-                on_epoch(entry)
+            end_epoch(rbm, recipe, epoch, error, n, sigma, start_sigma, description, bar,
+                      on_epoch)
     bar.close()
     return last
+
+
+def start_sigma_of(rbm, recipe: TrainingRecipe) -> float:
+    """The sigma a run starts from, set on a Gaussian ``rbm``: the recipe's, else the
+    model's own, checked against the schedule's floor (1.0 for binary units)."""
+    if rbm.visible != "gaussian":
+        return 1.0
+    start = rbm.sigma if recipe.sigma is None else recipe.sigma
+    _check_sigma_floor(start, recipe.sigma_decay, recipe.sigma_floor)
+    rbm.sigma = start
+    return start
+
+
+def end_epoch(rbm, recipe: TrainingRecipe, epoch: int, error: float, n: int, sigma: float,
+              start_sigma: float, description: str, bar, on_epoch, **figures: float) -> None:
+    """An epoch's bookkeeping, for RBMs and convolutional RBMs alike: refuse a diverged run,
+    append the history entry (the summed squared reconstruction error, its mean per case,
+    ``figures``, and for Gaussian units the sigma the epoch used), anneal sigma, report."""
+    if not math.isfinite(error):
+        raise TrainingDivergedError(f"{description}: training diverged at epoch {epoch} "
+                                    f"(reconstruction error {error}); lower lr")
+    entry = {"epoch": epoch, "error_sum": error, "error_per_case": error / n, **figures}
+    if rbm.visible == "gaussian":
+        entry["sigma"] = sigma
+        if recipe.sigma_decay != 1:
+            rbm.sigma = max(recipe.sigma_floor, start_sigma * recipe.sigma_decay ** epoch)
+    rbm.history.append(entry)
+    bar.set_postfix(error_per_case=f"{error / n:.3f}")
+    if on_epoch is not None:
+        on_epoch(entry)
 
 
 def replay_last_epoch(rbm: RBMLike, images: torch.Tensor, recipe: TrainingRecipe,

@@ -367,7 +367,7 @@ def _refuse(path: Path, problem: str) -> CheckpointError:
 
 def _read(path: Path, f: safe_open) -> TopK:
     """The state in an open safetensors file, its metadata and header checked first."""
-    meta = featvis_metadata(path, f, "top-k", FORMAT)
+    meta = featvis_metadata(path, f.metadata() or {}, "top-k", (FORMAT,))
     for name in ("units", "k"):
         if not (is_int(meta.get(name)) and 1 <= meta[name] <= MAX_UNITS_OR_K):
             raise _refuse(path, f"{name} must be an integer in 1..{MAX_UNITS_OR_K}, got "

@@ -20,11 +20,10 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .. import safejson
 from .._version import __version__
 from ..errors import CheckpointError, first_line
 from ..fileio import atomic_write_bytes
-from ..safetensors_file import read_safetensors
+from ..safetensors_file import featvis_metadata, read_safetensors
 from ..train import VISIBLE_KINDS, TrainingRecipe, check_snapshot
 from ..whitening import KINDS as WHITENING_KINDS
 from ..whitening import Whitening
@@ -40,7 +39,6 @@ FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")   # what a checkpoint's tensor may 
 LAST_EPOCH = "last_epoch"
 WHITENING = "whitening."   # the prefix of a whitening's tensors
 MAX_SIZES = 64   # layer sizes a checkpoint may list (input + 63 hidden layers)
-MAX_META_CHARS = 16 * 2**20   # the metadata of a real checkpoint is a few kB
 # Recipe fields added within format 2 (Gaussian visible units): files without them were
 # trained before they existed, i.e. with their defaults.
 LATER_RECIPE_FIELDS = ("sigma", "sigma_decay", "sigma_floor", "layers")
@@ -163,20 +161,9 @@ def _read_recipe(meta: dict) -> TrainingRecipe | None:
 
 
 def _read_meta(path: Path, header: dict[str, str]) -> dict:
-    """The featvis metadata of a safetensors header, parsed with bounded nesting."""
-    if "featvis" not in header:
-        raise CheckpointError(f"{path}: safetensors file without featvis metadata "
-                              "(not a featvis checkpoint)")
-    if len(header["featvis"]) > MAX_META_CHARS:
-        raise CheckpointError(f"{path}: featvis metadata of {len(header['featvis'])} characters, "
-                              f"above the {MAX_META_CHARS} a checkpoint ever needs")
-    try:
-        meta = safejson.loads(header["featvis"], f"{path}: featvis metadata")
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
-    if not isinstance(meta, dict) or meta.get("format") not in (*DBN_FORMATS, MODEL_FORMAT):
-        found = meta.get("format") if isinstance(meta, dict) else meta
-        raise CheckpointError(f"{path}: unsupported checkpoint format {reprlib.repr(found)}")
+    """The featvis metadata of a checkpoint's safetensors header, parsed with bounded
+    nesting."""
+    meta = featvis_metadata(path, header, "checkpoint", (*DBN_FORMATS, MODEL_FORMAT))
     if meta["format"] == MODEL_FORMAT and not isinstance(meta.get("kind"), str):
         raise CheckpointError(f"{path}: inconsistent checkpoint (kind must be a string, got "
                               f"{reprlib.repr(meta.get('kind'))})")

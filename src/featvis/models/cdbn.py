@@ -47,9 +47,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import DataError, TrainingDivergedError, check_float, check_int, is_int
-from ..train import VISIBLE_KINDS, TrainingRecipe, _check_sigma_floor
+from ..errors import DataError, check_float, check_int, is_int
+from ..train import VISIBLE_KINDS, TrainingRecipe, end_epoch, start_sigma_of
 from ._checkpoint import read_model, save_model
+from ._stack import Stack
+from .rbm import VisibleUnits
 
 __all__ = ["ConvRBM", "ConvDBN", "block_softmax", "sample_blocks", "conv_recipe", "CONV_RECIPE",
            "CONV_RECIPE_GAUSSIAN"]
@@ -204,7 +206,7 @@ def _block_log_partition(logits: torch.Tensor, pool: int) -> torch.Tensor:
 
 
 # -- one layer -------------------------------------------------------------------------------
-class ConvRBM(nn.Module):
+class ConvRBM(VisibleUnits, nn.Module):
     """Convolutional RBM with probabilistic max-pooling (see the module docstring).
 
     Args:
@@ -254,21 +256,6 @@ class ConvRBM(nn.Module):
         self.history: list[dict[str, float]] = []
         if seed is not None:
             self.reset_parameters(seed)
-
-    @property
-    def _gaussian(self) -> bool:
-        return self.visible == "gaussian"
-
-    @property
-    def sigma(self) -> float:
-        """Standard deviation of ``v | h`` now (1.0 for binary units); settable for Gaussian."""
-        return float(self._sigma) if self._gaussian else 1.0
-
-    @sigma.setter
-    def sigma(self, value: float) -> None:
-        if not self._gaussian:
-            raise ValueError("a binary ConvRBM has no sigma to set (visible='binary')")
-        self._sigma.fill_(check_float("sigma", value))
 
     def reset_parameters(self, seed: int | None = 0) -> None:
         """Weights ``0.01 * randn`` from ``seed`` (a private generator), biases zero, sigma
@@ -425,8 +412,8 @@ class ConvRBM(nn.Module):
         the recipe's own defaults (persistent CD is not supported). Per batch: detection
         probabilities of the data (positive statistics), one multinomial sample per block,
         the reconstruction ``E[v | h]``, its detection probabilities (negative statistics,
-        from the mean, not a sample, as featvis's RBM does); gradients are averages over images and map
-        positions, with momentum, weight decay on the weights, and the sparsity term
+        from the mean, not a sample, as featvis's RBM does); gradients are averages over
+        images and map positions, with momentum, weight decay on the weights, and the sparsity term
         ``sparsity_cost * (target - mean detection prob)`` on the hidden biases. Gaussian
         units follow the recipe's sigma schedule. Unless ``warm_start`` the parameters are
         reset from ``seed`` first. ``history`` gets one entry per epoch: ``error_sum`` (summed
@@ -540,11 +527,7 @@ def fit_conv_rbm(rbm: ConvRBM, images: torch.Tensor, recipe: TrainingRecipe, *,
     p = rbm.weight
     images = rbm.crop(images.to(device=p.device, dtype=p.dtype))
     n = images.shape[0]
-    gaussian = rbm._gaussian
-    if gaussian:
-        start_sigma = rbm.sigma if recipe.sigma is None else recipe.sigma
-        _check_sigma_floor(start_sigma, recipe.sigma_decay, recipe.sigma_floor)
-        rbm.sigma = start_sigma
+    start_sigma = start_sigma_of(rbm, recipe)
     generator = torch.Generator(device=p.device).manual_seed(recipe.seed)
     inc = _Increments(rbm)
     batch = min(recipe.batch_size, n)
@@ -567,20 +550,8 @@ def fit_conv_rbm(rbm: ConvRBM, images: torch.Tensor, recipe: TrainingRecipe, *,
                 error += e
                 active += a
                 bar.update()
-            error = error.item()
-            if not math.isfinite(error):
-                raise TrainingDivergedError(f"{description}: training diverged at epoch {epoch} "
-                                            f"(reconstruction error {error}); lower lr")
-            entry = {"epoch": epoch, "error_sum": error, "error_per_case": error / n,
-                     "mean_activation": active.item() / units}
-            if gaussian:
-                entry["sigma"] = sigma
-                if recipe.sigma_decay != 1:
-                    rbm.sigma = max(recipe.sigma_floor, start_sigma * recipe.sigma_decay ** epoch)
-            rbm.history.append(entry)
-            bar.set_postfix(error_per_case=f"{error / n:.3f}")
-            if on_epoch is not None:
-                on_epoch(entry)
+            end_epoch(rbm, recipe, epoch, error.item(), n, sigma, start_sigma, description, bar,
+                      on_epoch, mean_activation=active.item() / units)
     bar.close()
 
 
@@ -603,7 +574,7 @@ def _layer_specs(layers: object) -> list[dict[str, int]]:
     return out
 
 
-class ConvDBN(nn.Module):
+class ConvDBN(Stack, nn.Module):
     """A stack of :class:`ConvRBM` s trained greedily, layer ``d`` on the pooling
     probabilities of layer ``d - 1`` (Lee et al. 2009).
 
@@ -653,28 +624,6 @@ class ConvDBN(nn.Module):
     @property
     def channels(self) -> int:
         return self.rbms[0].channels
-
-    @property
-    def visible(self) -> str:
-        return self.rbms[0].visible
-
-    @property
-    def sigma(self) -> float:
-        """The first layer's current sigma (1.0 for binary inputs)."""
-        return self.rbms[0].sigma
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.rbms)
-
-    @property
-    def input_norm(self) -> float | None:
-        value = float(self._input_norm)
-        return None if value != value else value
-
-    @input_norm.setter
-    def input_norm(self, value: float | None) -> None:
-        self._input_norm.fill_(float("nan") if value is None else float(value))
 
     @property
     def history(self) -> list[list[dict]]:

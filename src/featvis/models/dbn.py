@@ -22,12 +22,13 @@ from ..errors import check_int, is_int
 from ..train import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
 from ..whitening import Whitening
 from ._checkpoint import read_dbn, save_dbn
+from ._stack import Stack
 from .rbm import RBM
 
 __all__ = ["DBN"]
 
 
-class DBN(nn.Module):
+class DBN(Stack, nn.Module):
     """A stack of :class:`RBM` s with sizes ``[n_visible, h_1, ..., h_L]``.
 
     ``visible`` and ``sigma`` are those of the first RBM (see :class:`RBM`): ``"gaussian"``
@@ -67,30 +68,6 @@ class DBN(nn.Module):
         # Layer d -> the state at the start of its last epoch, kept until all layers are
         # trained so that an interrupted fit can resume exactly (see fit).
         self.last_epoch_starts: dict[int, dict[str, torch.Tensor]] = {}
-
-    @property
-    def visible(self) -> str:
-        """The input units: ``"binary"`` or ``"gaussian"``."""
-        return self.rbms[0].visible
-
-    @property
-    def sigma(self) -> float:
-        """The first RBM's current sigma (1.0 for binary inputs; training may anneal it)."""
-        return self.rbms[0].sigma
-
-    @property
-    def n_layers(self) -> int:
-        """Number of hidden layers L."""
-        return len(self.rbms)
-
-    @property
-    def input_norm(self) -> float | None:
-        value = float(self._input_norm)
-        return None if value != value else value
-
-    @input_norm.setter
-    def input_norm(self, value: float | None) -> None:
-        self._input_norm.fill_(float("nan") if value is None else float(value))
 
     @property
     def trained_layers(self) -> int:

@@ -14,10 +14,35 @@ from torch import nn
 from ..errors import check_float, check_int
 from ..train import VISIBLE_KINDS, TrainingRecipe, fit_rbm
 
-__all__ = ["RBM"]
+__all__ = ["RBM", "VisibleUnits"]
 
 
-class RBM(nn.Module):
+class VisibleUnits:
+    """Binary or Gaussian visible units with one ``sigma``, for the RBMs and convolutional
+    RBMs: the class sets ``visible`` and, for Gaussian units, the buffer ``_sigma``."""
+
+    visible: str
+
+    @property
+    def _gaussian(self) -> bool:
+        """Whether the visible units are Gaussian."""
+        return self.visible == "gaussian"
+
+    @property
+    def sigma(self) -> float:
+        """Standard deviation of ``v | h`` now (1.0 for binary units); settable for Gaussian
+        units (the training schedule does)."""
+        return float(self._sigma) if self._gaussian else 1.0
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        if not self._gaussian:
+            raise ValueError(f"a binary {type(self).__name__} has no sigma to set "
+                             "(visible='binary')")
+        self._sigma.fill_(check_float("sigma", value))
+
+
+class RBM(VisibleUnits, nn.Module):
     """RBM with binary hidden units h and binary or Gaussian visible units v.
 
     Binary: ``E(v, h) = -v.b - h.c - h W v``. Gaussian (Hinton's practical guide, one
@@ -56,23 +81,6 @@ class RBM(nn.Module):
             self.register_buffer("_sigma", torch.tensor(sigma))
         self.history: list[dict[str, float]] = []
         self.reset_parameters(seed)
-
-    @property
-    def _gaussian(self) -> bool:
-        """Whether the visible units are Gaussian."""
-        return self.visible == "gaussian"
-
-    @property
-    def sigma(self) -> float:
-        """Standard deviation of ``v | h`` now (1.0 for binary units); settable for Gaussian
-        units (the training schedule does)."""
-        return float(self._sigma) if self._gaussian else 1.0
-
-    @sigma.setter
-    def sigma(self, value: float) -> None:
-        if not self._gaussian:
-            raise ValueError("a binary RBM has no sigma to set (visible='binary')")
-        self._sigma.fill_(check_float("sigma", value))
 
     def reset_parameters(self, seed: int | None = 0) -> None:
         """Weights ``0.1 * randn`` (``0.01 * randn`` for Gaussian units) from ``seed``

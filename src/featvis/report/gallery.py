@@ -132,7 +132,9 @@ def _index_page(summary: dict, has_curves: bool, evaluation: dict | None) -> str
                     f'<td><div class="units">{thumbs}</div></td></tr>')
     curves = figure(_url(CURVES, 0), "Training reconstruction error per epoch, one line per "
                     "RBM.", "training curves") if has_curves else ""
-    trained, total = summary.get("trained_layers"), len(summary["model"].get("sizes") or []) - 1
+    model = summary["model"]
+    trained = summary.get("trained_layers")
+    total = model.get("n_layers") or len(model.get("sizes") or []) - 1
     warning = "" if trained is None or trained >= total else (
         f'<p class="warning">Only {e(trained)} of the model\'s {e(total)} layers are '
         "trained (the checkpoint was saved before training finished): the pictures of layers "
