@@ -233,8 +233,9 @@ def test_gaussian_gibbs_reaches_the_clamped_marginal_of_h():
 
 def test_a_cdbn_is_sampled_by_its_own_top_down_pass():
     """A convolutional DBN's samples are ConvDBN.sample's for the seed (the centre pooling
-    unit clamped on); the baseline is the same down-pass with that layer off: for a single
-    layer, every detection unit off, so the visible mean is sigmoid(b) everywhere."""
+    unit clamped on); the contrast is the mean-field down-pass with the unit on minus with
+    it off: for a single layer, the clamped block's softmax (given on) times the filter,
+    through the sigmoid, minus sigmoid(b) everywhere."""
     from featvis import ConvDBN, UnsupportedError
 
     g = torch.Generator().manual_seed(0)
@@ -247,14 +248,24 @@ def test_a_cdbn_is_sampled_by_its_own_top_down_pass():
             rbm.visible_bias.normal_(-0.5, 0.3, generator=g)
     out = sample_unit(dbn, 2, units=[3, 1], n_samples=6, seed=5)
     assert torch.equal(out.samples, dbn.sample(2, [3, 1], n_samples=6, seed=5))
-    off = dbn.sample(2, [3, 1], n_samples=6, seed=5, unit_on=False)
-    torch.testing.assert_close(out.contrast, out.mean - off.mean(1))
+    on, off = (dbn.sample(2, [3, 1], n_samples=1, seed=5, unit_on=state, mean_field=True)[:, 0]
+               for state in (True, False))
+    torch.testing.assert_close(out.contrast, on - off)
     torch.testing.assert_close(out.mean, out.samples.mean(1))
     assert torch.equal(out.units, torch.tensor([3, 1]))
     assert torch.equal(sample_unit(dbn, "2.detection", units=[3, 1], n_samples=6,
                                    seed=5).samples, out.samples)
     first = sample_unit(dbn, 1, units=[0, 2], n_samples=8, seed=1)
-    baseline = torch.sigmoid(dbn.rbms[0].visible_bias)[:, None, None].expand(1, 11, 11)
-    torch.testing.assert_close(first.contrast, first.mean - baseline)
+    rbm = dbn.rbms[0]
+    baseline = torch.sigmoid(rbm.visible_bias)[:, None, None].expand(1, 11, 11)
+    # Clamped on, the centre block (rows, cols 2..3 of the 8 x 8 detection map) is a softmax
+    # of the unit's hidden bias over its 4 positions: equal weights, each a quarter.
+    for j, unit in enumerate([0, 2]):
+        expected = torch.zeros(1, 11, 11)
+        for r in (2, 3):
+            for c in (2, 3):
+                expected[:, r:r + 4, c:c + 4] += 0.25 * rbm.weight[unit].detach()
+        torch.testing.assert_close(first.contrast[j], torch.sigmoid(
+            expected + rbm.visible_bias[:, None, None]) - baseline, atol=1e-5, rtol=1e-4)
     with pytest.raises(UnsupportedError, match="Gibbs chains are for DBNs"):
         sample_unit(dbn, 1, variant="gibbs")

@@ -162,11 +162,11 @@ class Probe:
 
     def sample(self, key: Key, units: torch.Tensor, n_samples: int, seed: int,
                variant: str = "one-hot") -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Samples of the model's own top-down sampler for each unit of ``units``, ``(U,
-        n_samples, *input_shape)`` with the unit on, and the same draws with it off (the
-        contrast's baseline); ``None`` when the model has no sampler of its own and
-        :func:`~featvis.methods.sample_unit` draws from :meth:`generative` itself (a DBN's
-        one-hot and Gibbs variants)."""
+        """``(samples, contrast)`` of the model's own top-down sampler for each unit of
+        ``units``: ``(U, n_samples, *input_shape)`` drawn with the unit on, and ``(U,
+        *input_shape)`` what switching it on changes in the inputs' mean; ``None`` when the
+        model has no sampler of its own and :func:`~featvis.methods.sample_unit` draws from
+        :meth:`generative` itself (a DBN's one-hot and Gibbs variants)."""
         return None
 
     def randomized(self, key: Key, mode: str, seed: int) -> nn.Module:
@@ -431,16 +431,21 @@ class ConvDBNProbe(Probe):
 
     def sample(self, key, units, n_samples, seed, variant="one-hot"):
         """:meth:`ConvDBN.sample` with the centre pooling unit of each filter's map clamped
-        on, and with it off (the same random numbers: one generator seeded by ``seed`` for
-        all the units asked for, as :meth:`ConvDBN.sample` draws them). A detection layer's
+        on (one generator seeded by ``seed`` for all the units asked for, as
+        :meth:`ConvDBN.sample` draws them), and as contrast the mean-field down-pass with the
+        unit on minus with it off: a sparse layer's blocks are mostly off in any one draw,
+        so the draws' average misses (often entirely) what a unit adds. A detection layer's
         unit is sampled the same way: its block's pooling unit on is one detection unit on."""
         if variant != "one-hot":
             raise UnsupportedError(f"variant {variant!r}: a convolutional DBN is sampled by "
                                    "its top-down pass with one pooling unit clamped "
                                    "(variant 'one-hot'); Gibbs chains are for DBNs")
         d = self._depth(key)[0]
-        return tuple(self.dbn.sample(d, units, n_samples, seed=seed, unit_on=on,
-                                     input_shape=self.input_shape) for on in (True, False))
+        drawn = self.dbn.sample(d, units, n_samples, seed=seed, input_shape=self.input_shape)
+        on, off = (self.dbn.sample(d, units, 1, seed=seed, unit_on=state, mean_field=True,
+                                   input_shape=self.input_shape)[:, 0]
+                   for state in (True, False))
+        return drawn, on - off
 
     def randomized(self, key, mode, seed):
         return _redraw_stack(self.dbn, self._depth(key)[0], mode, seed)

@@ -150,11 +150,11 @@ def sample_unit(model: torch.nn.Module, layer: Key, units: Units = None, n_sampl
         if drawn is None:
             pixels = _dbn_pixels(generative, layer, units, n_samples, variant, n_chains,
                                  burn_in, interval, seed, progress)
+            means = pixels.mean(2)
+            samples, contrast = pixels[0].contiguous(), means[0] - means[1]
         else:
-            pixels = torch.stack(drawn)
-        means = pixels.mean(2)
-    return UnitSamples(samples=pixels[0].contiguous(), mean=means[0], units=units,
-                       contrast=means[0] - means[1])
+            samples, contrast = drawn
+    return UnitSamples(samples=samples, mean=samples.mean(1), units=units, contrast=contrast)
 
 
 def _dbn_pixels(dbn: DBN, layer: int, units: torch.Tensor, n_samples: int, variant: str,
