@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import DataError, check_float, check_int, is_int
-from ..train import VISIBLE_KINDS, TrainingRecipe, end_epoch, start_sigma_of
+from ..errors import DataError, check_int, is_int
+from ..train import TrainingRecipe, end_epoch, start_sigma_of
 from ._checkpoint import read_model, save_model
 from ._stack import Stack
 from .rbm import VisibleUnits
@@ -238,21 +238,13 @@ class ConvRBM(VisibleUnits, nn.Module):
         if self.filter_size > MAX_FILTER or self.pool > MAX_POOL:
             raise ValueError(f"filter_size must be at most {MAX_FILTER} and pool at most "
                              f"{MAX_POOL}, got {self.filter_size} and {self.pool}")
-        if not isinstance(visible, str) or visible not in VISIBLE_KINDS:
-            raise ValueError(f"visible must be 'binary' or 'gaussian', got {visible!r}")
-        sigma = check_float("sigma", sigma)
-        if visible == "binary" and sigma != 1.0:
-            raise ValueError(f"sigma applies to Gaussian visible units only, got sigma={sigma:g} "
-                             "with visible='binary'")
+        self._init_visible(visible, sigma)
         seed = None if seed is None else check_int("seed", seed, minimum=None)
-        self.visible, self.initial_sigma = visible, sigma
         w = self.filter_size
         self.weight = nn.Parameter(torch.empty(self.filters, self.channels, w, w),
                                    requires_grad=False)
         self.hidden_bias = nn.Parameter(torch.zeros(self.filters), requires_grad=False)
         self.visible_bias = nn.Parameter(torch.zeros(self.channels), requires_grad=False)
-        if visible == "gaussian":
-            self.register_buffer("_sigma", torch.tensor(sigma))
         self.history: list[dict[str, float]] = []
         if seed is not None:
             self.reset_parameters(seed)

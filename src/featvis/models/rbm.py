@@ -23,6 +23,19 @@ class VisibleUnits:
 
     visible: str
 
+    def _init_visible(self, visible: str, sigma: float) -> None:
+        """Check and set ``visible`` and ``initial_sigma``; Gaussian units get the buffer
+        ``_sigma`` (saved with the model, annealed by training)."""
+        if not isinstance(visible, str) or visible not in VISIBLE_KINDS:
+            raise ValueError(f"visible must be 'binary' or 'gaussian', got {visible!r}")
+        sigma = check_float("sigma", sigma)
+        if visible == "binary" and sigma != 1.0:
+            raise ValueError(f"sigma applies to Gaussian visible units only, got sigma={sigma:g} "
+                             "with visible='binary'")
+        self.visible, self.initial_sigma = visible, sigma
+        if visible == "gaussian":
+            self.register_buffer("_sigma", torch.tensor(sigma))
+
     @property
     def _gaussian(self) -> bool:
         """Whether the visible units are Gaussian."""
@@ -65,20 +78,12 @@ class RBM(VisibleUnits, nn.Module):
                  sigma: float = 1.0, seed: int | None = 0) -> None:
         super().__init__()
         n_visible, n_hidden = check_int("n_visible", n_visible), check_int("n_hidden", n_hidden)
-        if not isinstance(visible, str) or visible not in VISIBLE_KINDS:
-            raise ValueError(f"visible must be 'binary' or 'gaussian', got {visible!r}")
-        sigma = check_float("sigma", sigma)
-        if visible == "binary" and sigma != 1.0:
-            raise ValueError(f"sigma applies to Gaussian visible units only, got sigma={sigma:g} "
-                             "with visible='binary'")
+        self._init_visible(visible, sigma)
         seed = None if seed is None else check_int("seed", seed, minimum=None)
         self.n_visible, self.n_hidden = n_visible, n_hidden
-        self.visible, self.initial_sigma = visible, sigma
         self.weight = nn.Parameter(torch.empty(n_hidden, n_visible), requires_grad=False)
         self.visible_bias = nn.Parameter(torch.zeros(n_visible), requires_grad=False)
         self.hidden_bias = nn.Parameter(torch.zeros(n_hidden), requires_grad=False)
-        if visible == "gaussian":
-            self.register_buffer("_sigma", torch.tensor(sigma))
         self.history: list[dict[str, float]] = []
         self.reset_parameters(seed)
 
