@@ -141,3 +141,17 @@ def test_the_lock_goes_and_nothing_else(tmp_path):
         assert len(list(tmp_path.iterdir())) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "other.txt"]
     assert target.read_bytes() == b"the user's model"
+
+
+def test_a_lock_swapped_for_a_symlink_loses_only_the_link(tmp_path):
+    """If the lock's name is taken by a symlink to a user's file while it is held, leaving
+    removes the link itself: the user's file stays."""
+    target = tmp_path / "m.safetensors"
+    user = tmp_path / "user.txt"
+    user.write_text("mine")
+    with holding(target):
+        lock = next(p for p in tmp_path.iterdir() if p.name.endswith(".lock"))
+        lock.unlink()
+        os.symlink(user, lock)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user.txt"]
+    assert user.read_text() == "mine"

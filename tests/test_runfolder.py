@@ -424,3 +424,30 @@ def test_stale_temporaries_inside_a_run_go_and_foreign_files_stay(capsys, run, m
     assert run_cli(capsys, "report", run)[0] == 0
     assert not os.path.lexists(page) and not os.path.lexists(folder)
     assert outside.read_text() == "mine" and inspect_folder(run).foreign == []
+
+
+def test_a_replaced_folder_loses_only_featvis_own_files(tmp_path):
+    """Discarding a folder moved aside deletes the files its manifest lists, as regular
+    files of the recorded size, and files carried into the new folder; a symlink or a
+    changed file put where a listed file was, and any foreign file, stay (kept beside the
+    target), and no symlink is followed."""
+    from featvis.runfolder import _discard_aside
+
+    user = tmp_path / "thesis.tex"
+    user.write_text("years of work")
+    target, aside = tmp_path / "run", tmp_path / "aside"
+    target.mkdir()
+    (aside / "layer").mkdir(parents=True)
+    (aside / "layer" / "a.png").write_bytes(b"png")             # featvis's own
+    (aside / "b.png").write_bytes(b"edited since")              # listed, but changed
+    os.symlink(user, aside / "c.png")                            # listed, but a symlink
+    (aside / "notes.txt").write_text("mine")                     # foreign
+    (aside / "carried.txt").write_text("carried over")
+    os.link(aside / "carried.txt", target / "carried.txt")       # lives in the target too
+    own = {rel: {"size": 3, "sha256": "0" * 64} for rel in ("layer/a.png", "b.png", "c.png")}
+    _discard_aside(aside, target, own)
+    kept = next(p for p in tmp_path.iterdir() if p.name not in ("run", "thesis.tex"))
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*")) == [
+        "b.png", "c.png", "notes.txt"]
+    assert (kept / "c.png").is_symlink() and user.read_text() == "years of work"
+    assert (target / "carried.txt").read_text() == "carried over"

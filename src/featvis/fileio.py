@@ -134,8 +134,7 @@ def holding(target: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
+        remove_temporary(lock)        # the lock's own name only, never followed
 
 
 def write_new(path: Path, data: bytes, *, durable: bool = False) -> None:

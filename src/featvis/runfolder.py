@@ -476,9 +476,11 @@ def _files(root: Path) -> Iterator[os.DirEntry]:
 
 
 def _discard_aside(aside: Path, target: Path, own: Mapping[str, dict] | None = None) -> None:
-    """Delete a replaced folder moved aside, file by file: only featvis's own files and
-    files that also live in ``target`` (hard-linked there when carried over). Anything else
-    stays, with a note, so a failure half-way can never lose a foreign file."""
+    """Delete a replaced folder moved aside, file by file: only featvis's own files (regular
+    files listed in ``own`` with their recorded size: a symlink or a changed file put in
+    one's place since is not one) and files that also live in ``target`` (hard-linked there
+    when carried over). Anything else stays, with a note, so a failure half-way can never
+    lose a foreign file."""
     if own is None:
         own = inspect_folder(aside).own
     in_target = {(e.stat(follow_symlinks=False).st_dev, e.stat(follow_symlinks=False).st_ino)
@@ -486,9 +488,10 @@ def _discard_aside(aside: Path, target: Path, own: Mapping[str, dict] | None = N
     for entry in list(_files(aside)):
         rel = Path(entry.path).relative_to(aside).as_posix()
         stat = entry.stat(follow_symlinks=False)
-        if rel in own or rel == MANIFEST or (stat.st_dev, stat.st_ino) in in_target or \
-                stale_temporary(entry.name):
-            os.unlink(entry.path)
+        listed = entry.is_file(follow_symlinks=False) and (
+            rel == MANIFEST or rel in own and own[rel].get("size") == stat.st_size)
+        if listed or (stat.st_dev, stat.st_ino) in in_target or stale_temporary(entry.name):
+            os.unlink(entry.path)             # the entry itself: a symlink is never followed
     for folder, _, _ in sorted(os.walk(aside), key=lambda t: -len(t[0])):
         with contextlib.suppress(OSError):
             os.rmdir(folder)
