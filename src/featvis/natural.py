@@ -167,12 +167,12 @@ def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size:
         raise ValueError(f"whiten must be one of {', '.join(WHITENINGS)}, got {whiten!r}")
     patches = natural_patches(images, size, count, seed,
                               whiten="1/f" if whiten == "1/f" else "none")
-    whitening = patches.whitening
-    if whiten == "zca":                 # scaled back to unit variance, as the recipes expect
-        zca = ZCA.fit(patches.patches, epsilon)
-        whitening = Whitening("zca", zca=zca,
-                              scale=1 / zca.transform(patches.patches).std().item())
-    return whitening.inputs(patches.patches), patches, whitening
+    if whiten != "zca":                 # 1/f was applied to the photographs themselves
+        return patches.patches, patches, patches.whitening
+    zca = ZCA.fit(patches.patches, epsilon)
+    whitened = zca.transform(patches.patches)
+    scale = 1 / whitened.std().item()   # back to unit variance, as the recipes expect
+    return whitened.mul_(scale), patches, Whitening("zca", zca=zca, scale=scale)
 
 
 def natural_info(patches: Patches, inputs: torch.Tensor) -> dict:
