@@ -18,8 +18,8 @@ ratio taken between runs of the same round (so a busy machine affects both sides
    conv layer in one batch vs one channel at a time, with 1 and 4 restarts.
 5. The same CNN with a 64-channel second conv layer: maximize of its 64 channels x 4
    restarts with the standard transforms in one batch vs a lucent-style loop (per channel:
-   hooks on every module, the whole forward pass, Adam on the 4 pictures clamped to the box;
-   the goal's peer), and vs featvis itself one channel per call (the stricter peer);
+   hooks on every module, the whole forward pass, lucent's transforms one op at a time, Adam
+   on the 4 pictures clamped to the box; the goal's peer), and vs featvis itself one channel per call (the stricter peer);
    deconvnet projections of its 64 channels' top 9 of 1,000 inputs, batched vs one example at
    a time. Mining runs at the same batch size, so it is timed alone and subtracted from both.
 
@@ -34,6 +34,7 @@ alone.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -43,11 +44,10 @@ from _timing import extra_peak, seconds, set_threads, spread  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from featvis import DBN, deconvnet, load_mnist, maximize, sample_unit, top_examples  # noqa: E402
-from featvis.methods.parameterization import (hashed_uniforms, standard_transforms,  # noqa: E402
-                                              transform)
 
 SIZES = [784, 1000, 500, 250]
 MNIST_NORM = 9.215               # mean L2 norm of an MNIST image: maximization's radius
@@ -178,25 +178,48 @@ def bench_cnn(cnn: nn.Sequential, images: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def lucent_transforms(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Lucent's standard transforms scaled to 28 x 28, one op each and one draw per batch as
+    lucent does: pad 4, a random crop of 4 (its jitter), bilinear rescaling by 0.95-1.05,
+    rotation by -5..5 degrees on an affine grid, a random crop of 2; then the centre crop
+    the model's Linear layer needs."""
+    def draw(n: int) -> int:
+        return int(torch.randint(n, (), generator=generator))
+
+    def crop(image: torch.Tensor, d: int) -> torch.Tensor:
+        top, left = draw(d), draw(d)
+        return image[..., top:top + image.shape[-2] - d, left:left + image.shape[-1] - d]
+
+    size = x.shape[-1]
+    image = crop(F.pad(x, (4, 4, 4, 4)), 4)
+    scale = 0.95 + 0.01 * draw(11)
+    image = F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=True)
+    angle = math.radians(draw(11) - 5)
+    theta = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0],
+                          [math.sin(angle), math.cos(angle), 0.0]]).expand(len(image), 2, 3)
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    image = crop(F.grid_sample(image, grid, align_corners=False), 2)
+    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+    return image[..., top:top + size, left:left + size]
+
+
 def lucent_style(cnn: nn.Sequential, layer: str, channel: int, steps: int, restarts: int
                  ) -> torch.Tensor:
     """One channel rendered the way lucent's ``render_vis`` does: forward hooks on every
     module (its ``hook_model``), the whole model run every step, the channel's mean as the
-    objective, Adam on ``restarts`` pictures kept in the box [0, 1], featvis's standard
-    transforms."""
+    objective, Adam on ``restarts`` pictures kept in the box [0, 1], lucent's transforms
+    (``lucent_transforms``)."""
     captured = {}
     hooks = [module.register_forward_hook(
         lambda m, i, out, name=name: captured.__setitem__(name, out))
         for name, module in cnn.named_modules()]
     try:
-        x = torch.rand(restarts, 1, 28, 28, generator=torch.Generator().manual_seed(channel))
+        generator = torch.Generator().manual_seed(channel)
+        x = torch.rand(restarts, 1, 28, 28, generator=generator)
         x.requires_grad_(True)
         adam = torch.optim.Adam([x], lr=0.05)
-        chain, rows = standard_transforms(), torch.arange(restarts)
-        draws = sum(t.draws for t in chain)
-        for step in range(steps):
-            u = hashed_uniforms(0, torch.full((restarts,), channel), rows, step, draws)
-            cnn(transform(x, chain, u))
+        for _ in range(steps):
+            cnn(lucent_transforms(x, generator))
             loss = -captured[layer][:, channel].mean()
             adam.zero_grad()
             loss.backward()

@@ -79,9 +79,11 @@ def test_a_unit_that_never_fires_is_reported_dead():
     with torch.no_grad():
         linear.weight.fill_(0.1)
         linear.bias.copy_(torch.tensor([0.0, -100.0]))     # unit 1: dead behind the ReLU
-    for penalty in ({}, {"tv": 1.0, "l2": 0.1}):          # penalties have gradients too
-        mx = maximize(nn.Sequential(linear, nn.ReLU()), "1", bounds=(0.0, 1.0), steps=5,
-                      restarts=3, input_shape=(9,), **penalty)
+    model = nn.Sequential(nn.Flatten(), linear, nn.ReLU())
+    # Penalties have gradients too; with transforms, the first step's pictures are moved.
+    for options in ({}, {"tv": 1.0, "l2": 0.1}, {"transforms": "standard"}):
+        mx = maximize(model, "2", bounds=(0.0, 1.0), steps=5, restarts=3,
+                      input_shape=(1, 3, 3), **options)
         assert mx.dead.tolist() == [False, True]
 
 

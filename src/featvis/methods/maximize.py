@@ -39,8 +39,9 @@ class Maximization:
     reports its unit's probability), ``invariance (U,)`` mean pairwise cosine between the
     restarts' optima (NaN for a single restart), ``saturation (U,)`` the fraction of the best
     picture's pixels at a bound of the box (NaN without one), ``dead (U,)`` True for a unit
-    whose gradient was exactly zero for every restart at the first step (its picture is only
-    the starting point: report it, never show it as a feature), ``snapshots`` step ->
+    whose objective's gradient was exactly zero for every restart at the first step (on the
+    transformed pictures, with transforms; its picture is then only the starting point:
+    report it, never show it as a feature), ``snapshots`` step ->
     ``(U, *input_shape)`` the best restart's picture after that many steps (0: the start)."""
 
     images: torch.Tensor
@@ -311,10 +312,10 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
     x.requires_grad_(True)
     adam = torch.optim.Adam([x], lr=lr, maximize=True) if optimizer == "adam" else None
     with torch.enable_grad():           # the objective alone: a penalty is never zero
-        (grad,) = torch.autograd.grad(objective(x).sum(), x)
+        (grad,) = torch.autograd.grad(objective(seen(x, 0)).sum(), x)
     dead = (grad == 0).all(1).view(n_units, restarts).all(1)
-    # Without transforms or penalties that is step 0's gradient too: not computed twice.
-    first = grad if not (chain or l2 or tv or diversity) else None
+    # Without penalties that is step 0's gradient too: not computed twice.
+    first = grad if not (l2 or tv or diversity) else None
     kept = {}
 
     def snapshot(step: int) -> None:

@@ -54,9 +54,9 @@ class Transform:
 
 
 class Pad(Transform):
-    """Pad every side by ``pixels`` with ``value``, so that later shifts, scalings and
-    rotations bring in that value instead of the opposite edge; the pipeline crops back
-    to the centre at the end."""
+    """Grow the canvas by ``pixels`` on every side, filled with ``value``, so that later
+    shifts, scalings and rotations bring in that value; :func:`transform` crops back to the
+    centre at the end."""
 
     def __init__(self, pixels: int, value: float = 0.0):
         self.pixels, self.value = int(pixels), float(value)
@@ -69,53 +69,41 @@ class Pad(Transform):
         return f"Pad({self.pixels}, value={self.value:g})"
 
 
-class Jitter(Transform):
-    """Shift each row by whole pixels, uniform in ``[-pixels, pixels]`` on each axis, wrapping
-    around (``torch.roll`` per row)."""
+class Affine(Transform):
+    """A random affine map of each row's pixel coordinates about the picture's centre.
+    :func:`transform` composes consecutive ones (and the pads between them) into one
+    resampling: one interpolation, and no pass over a padded canvas."""
+
+    def matrix(self, u: torch.Tensor) -> torch.Tensor:
+        """``(N, 2, 3)``: where each output position ``(x, y, 1)`` samples its input, in
+        pixels from the centre."""
+        raise NotImplementedError
+
+    def __call__(self, pictures: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return transform(pictures, [self], u)
+
+
+def _linear(matrix: torch.Tensor) -> torch.Tensor:
+    """``(N, 2, 2)`` linear maps as ``(N, 2, 3)`` affine ones."""
+    return F.pad(matrix, (0, 1))
+
+
+class Jitter(Affine):
+    """Shift each row by whole pixels, uniform in ``[-pixels, pixels]`` on each axis (rows
+    first), bringing in the canvas's fill (a :class:`Pad`'s value, else 0) at the edges."""
 
     draws = 2
 
     def __init__(self, pixels: int):
         self.pixels = int(pixels)
 
-    def __call__(self, pictures: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = pictures.shape
-        shift = (u * (2 * self.pixels + 1)).floor().long() - self.pixels
-        device = pictures.device
-        rows = (torch.arange(h, device=device) - shift[:, :1]) % h
-        cols = (torch.arange(w, device=device) - shift[:, 1:]) % w
-        out = pictures.gather(2, rows[:, None, :, None].expand(n, c, h, w))
-        return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+    def matrix(self, u: torch.Tensor) -> torch.Tensor:
+        shift = (u * (2 * self.pixels + 1)).floor() - self.pixels        # (N, 2): rows, cols
+        eye = torch.eye(2, dtype=u.dtype, device=u.device).expand(len(u), 2, 2)
+        return torch.cat([eye, -shift.flip(1)[:, :, None]], 2)
 
     def __repr__(self) -> str:
         return f"Jitter({self.pixels})"
-
-
-def _resample(pictures: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Resample each row at ``matrix @ (x, y)`` in normalized coordinates (bilinear, 0
-    outside); the grid is built by broadcasting (``F.affine_grid``'s batched product of
-    ``(H W, 3)`` by ``(3, 2)`` costs more than the resampling)."""
-    n, _, h, w = pictures.shape
-    matrix = matrix.to(pictures.dtype)
-    xs = (torch.arange(w, device=pictures.device, dtype=pictures.dtype) * 2 + 1) / w - 1
-    ys = (torch.arange(h, device=pictures.device, dtype=pictures.dtype) * 2 + 1) / h - 1
-    grid = (matrix[:, None, None, :, 0] * xs[None, None, :, None]
-            + matrix[:, None, None, :, 1] * ys[None, :, None, None])      # (N, H, W, 2)
-    return F.grid_sample(pictures, grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
-
-
-class Affine(Transform):
-    """A random linear map about the picture's centre: consecutive ones are composed by
-    :func:`transform` and resampled once (one interpolation, not one per transform)."""
-
-    def matrix(self, u: torch.Tensor) -> torch.Tensor:
-        """``(N, 2, 2)``: where each output position samples its input, in normalized
-        coordinates."""
-        raise NotImplementedError
-
-    def __call__(self, pictures: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return _resample(pictures, self.matrix(u))
 
 
 class Scale(Affine):
@@ -128,7 +116,7 @@ class Scale(Affine):
 
     def matrix(self, u: torch.Tensor) -> torch.Tensor:
         inverse = 1 / (self.low + (self.high - self.low) * u[:, 0])
-        return torch.eye(2, dtype=u.dtype, device=u.device) * inverse[:, None, None]
+        return _linear(torch.eye(2, dtype=u.dtype, device=u.device) * inverse[:, None, None])
 
     def __repr__(self) -> str:
         return f"Scale({self.low:g}, {self.high:g})"
@@ -145,7 +133,8 @@ class Rotate(Affine):
     def matrix(self, u: torch.Tensor) -> torch.Tensor:
         angle = math.radians(self.degrees) * (2 * u[:, 0] - 1)
         cos, sin = angle.cos(), angle.sin()
-        return torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+        return _linear(torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)],
+                                   1))
 
     def __repr__(self) -> str:
         return f"Rotate({self.degrees:g})"
@@ -157,28 +146,71 @@ def standard_transforms() -> list[Transform]:
     return [Pad(4), Jitter(4), Scale(0.95, 1.05), Rotate(5.0), Jitter(2)]
 
 
+def _then(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The sampling map of applying ``first`` then ``second``: output p samples the input
+    at ``first(second(p))``."""
+    linear = first[:, :, :2]
+    return torch.cat([linear @ second[:, :, :2],
+                      linear @ second[:, :, 2:] + first[:, :, 2:]], 2)
+
+
+def _render(source: torch.Tensor, matrix: torch.Tensor | None, canvas: tuple[int, int],
+            size: tuple[int, int], fill: float) -> torch.Tensor:
+    """The centre ``size`` window of a ``canvas`` whose pixel at ``p`` (from the canvas's
+    centre, which is the source's) is ``source`` at ``matrix @ (p, 1)``: bilinear, ``fill``
+    outside the source. Without a matrix, a window whole pixels from the source's is cut
+    (and padded with ``fill``) instead of interpolated."""
+    _, _, hs, ws = source.shape
+    (hc, wc), (h, w) = canvas, size
+    top, left = (hc - h) // 2, (wc - w) // 2
+    # The window's pixel (i, j) from the centre, in the source's pixels: i + offset[0], ...
+    offset = (top - (hc - 1) / 2, left - (wc - 1) / 2)
+    if matrix is None:
+        row, col = (offset[0] + (hs - 1) / 2, offset[1] + (ws - 1) / 2)
+        if row == int(row) and col == int(col):
+            row, col = int(row), int(col)
+            return F.pad(source, (-col, col + w - ws, -row, row + h - hs), value=fill)
+        matrix = _linear(torch.eye(2, device=source.device).expand(len(source), 2, 2))
+    m = matrix.to(source.dtype)
+    xs = torch.arange(w, device=source.device, dtype=source.dtype) + offset[1]
+    ys = torch.arange(h, device=source.device, dtype=source.dtype) + offset[0]
+    # grid_sample's normalized coordinates (align_corners=False) are pixels from the centre
+    # times 2 / side.
+    xs, ys = xs[None, None, :], ys[None, :, None]
+    gx = (m[:, 0, 0, None, None] * xs + m[:, 0, 1, None, None] * ys + m[:, 0, 2, None, None])
+    gy = (m[:, 1, 0, None, None] * xs + m[:, 1, 1, None, None] * ys + m[:, 1, 2, None, None])
+    grid = torch.stack([gx * (2 / ws), gy * (2 / hs)], 3)                  # (N, h, w, 2)
+    shifted = source - fill if fill else source
+    out = F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out + fill if fill else out
+
 
 def transform(pictures: torch.Tensor, transforms: Sequence[Transform],
               u: torch.Tensor) -> torch.Tensor:
     """Apply ``transforms`` in order, transform k reading its columns of the uniforms ``u``
-    ``(N, sum of draws)``, then crop back to the centre ``(H, W)``. A run of consecutive
-    :class:`Affine` transforms is one resampling by their composed matrix."""
-    h, w = pictures.shape[-2:]
-    column, pending = 0, None
+    ``(N, sum of draws)``, then crop back to the centre ``(H, W)``. Pads and :class:`Affine`
+    maps only change where each output pixel samples the input: a run of them, the final crop
+    included, is one resampling of the input at their composed map, whatever the pads' size.
+    Any other transform sees the canvas as it is at its turn."""
+    size = tuple(pictures.shape[-2:])
+    source, canvas, fill, pending = pictures, size, 0.0, None
+    column = 0
     for t in transforms:
         drawn = u[:, column:column + t.draws]
         column += t.draws
-        if isinstance(t, Affine):
-            # Applying A then B samples the input at A (B p): the matrices compose as A @ B.
-            pending = t.matrix(drawn) if pending is None else pending @ t.matrix(drawn)
-            continue
-        if pending is not None:
-            pictures, pending = _resample(pictures, pending), None
-        pictures = t(pictures, drawn)
-    if pending is not None:
-        pictures = _resample(pictures, pending)
-    top, left = (pictures.shape[-2] - h) // 2, (pictures.shape[-1] - w) // 2
-    return pictures[..., top:top + h, left:left + w]
+        if isinstance(t, Pad):
+            if t.value != fill:
+                source, pending, fill = _render(source, pending, canvas, canvas, fill), None, \
+                    t.value
+            canvas = (canvas[0] + 2 * t.pixels, canvas[1] + 2 * t.pixels)
+        elif isinstance(t, Affine):
+            step = t.matrix(drawn)
+            pending = step if pending is None else _then(pending, step)
+        else:
+            source = t(_render(source, pending, canvas, canvas, fill), drawn)
+            canvas, pending = tuple(source.shape[-2:]), None
+    return _render(source, pending, canvas, size, fill)
 
 
 def fourier_filter(pictures: torch.Tensor, decay: float = 1.0) -> torch.Tensor:
