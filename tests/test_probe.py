@@ -310,7 +310,8 @@ def test_a_cdbn_probe_reads_pooling_and_detection_maps_in_one_pass():
     (det1, pool1), (det2, pool2) = up_pass_by_hand(dbn, x)
     for key, maps in ((1, pool1), ("2.detection", det2[:, units]), (2, pool2)):
         values, positions = maps.flatten(2).max(2)
-        torch.testing.assert_close(scores[key].values.double(), values, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(seam.activation(key, scores[key].values).double(), values,
+                                   atol=1e-6, rtol=1e-5)
         assert torch.equal(scores[key].positions, positions)
     ex = top_examples(dbn, x, "1.detection", k=2)
     best = det1.flatten(2).amax(2)
@@ -324,14 +325,35 @@ def test_maximize_a_cdbn_filter_raises_its_pooling_map():
     units = torch.tensor([0, 2, 2])
     x = torch.rand(3, 1, 14, 14, generator=torch.Generator().manual_seed(3))
     pool2 = up_pass_by_hand(dbn, x)[1][1][torch.arange(3), units]
-    torch.testing.assert_close(probe(dbn).objective(2, units, "mean")(x).double(),
+    seam = probe(dbn)
+    torch.testing.assert_close(seam.activation(2, seam.objective(2, units, "mean")(x)).double(),
                                pool2.flatten(1).mean(1), atol=1e-6, rtol=1e-5)
     mx = maximize(dbn, 2, units=[0, 2], steps=40, restarts=2, seed=1, spatial="mean",
                   snapshots=(0,))
-    start = probe(dbn).objective(2, torch.tensor([0, 2]), "mean")(mx.snapshots[0])
+    start = seam.activation(2, seam.objective(2, torch.tensor([0, 2]), "mean")(mx.snapshots[0]))
     assert (mx.activation > start + 0.03).all()          # from the best start, up
     assert mx.images.shape == (2, 1, 14, 14)
     torch.testing.assert_close(mx.images.flatten(1).norm(dim=1), torch.full((2,), 3.0))
+
+
+def test_maximize_a_sparse_cdbn_filter_far_below_its_threshold():
+    """Probabilities of e^-60 underflow a normalized step's reach; their logs do not: the
+    objective is the log of the mean pooling probability, with a gradient, and maximization
+    turns at least one block of every filter on."""
+    dbn = random_cdbn(seed=5)
+    with torch.no_grad():
+        dbn.rbms[0].hidden_bias.fill_(-60.0)
+    x = torch.rand(6, 1, 14, 14, generator=torch.Generator().manual_seed(6))
+    units = torch.arange(6)
+    x.requires_grad_(True)
+    value = probe(dbn).objective(1, units, "mean")(x)
+    pool1 = up_pass_by_hand(dbn, x.detach())[0][1][torch.arange(6), units]
+    torch.testing.assert_close(value.detach().double(), pool1.flatten(1).mean(1).log(),
+                               atol=1e-4, rtol=1e-5)
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    assert grad.isfinite().all() and (grad.flatten(1).norm(dim=1) > 1e-3).all()
+    mx = maximize(dbn, 1, rho=60.0, steps=100, restarts=2)
+    assert (mx.activation > 0.99 / 25).all()        # a block of the 5 x 5 pooling map on
 
 
 def test_cdbn_filters_combinations_and_randomization():

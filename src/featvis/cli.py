@@ -175,7 +175,7 @@ def _check_same_data(saved: dict, current: dict) -> None:
 
 TRAIN_DEFAULTS = {"dbn": {"epochs": 10, "batch_size": 100, "recipe": "rbm.m"},   # rbm.m
                   "natural": {"epochs": 5, "batch_size": 100, "recipe": "lee"},
-                  "cdbn": {"epochs": 5, "batch_size": 100},       # the convolutional recipe
+                  "cdbn": {"epochs": 5},     # the convolutional recipe's batch sizes
                   "cnn": {"epochs": 4, "batch_size": 128, "lr": 3e-3}}   # the reference CNN
 DBN_SIZES = [784, 1000, 500, 250]
 NATURAL_HIDDEN = [400, 200]      # a natural-patch DBN's hidden layers (Lee et al. 2008 scale)
@@ -743,10 +743,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs (per layer for a DBN or cdbn; default 10 for dbn, 5 for "
                         "cdbn, 4 for cnn)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="default 100 for dbn and cdbn, 128 for cnn")
+                   help="default 100 for dbn, 128 for cnn; cdbn: the recipe's per layer (100, "
+                        "25 for layer 2, 10 for a natural first layer); a value given applies "
+                        "to every layer")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: the recipe's, 0.1 for rbm.m; 0.5 for cdbn "
-                        "on mnist, 0.01 on natural; 0.003 for cnn)")
+                        "on mnist, 0.02 for a natural first layer; 0.003 for cnn)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint at --out (skips finished layers)")

@@ -31,7 +31,7 @@ from torch import nn
 
 from .errors import DataError, FeatvisError, check_int, is_int
 from .units import unit_generator
-from .models.cdbn import ConvDBN
+from .models.cdbn import ConvDBN, block_softmax, log_block_softmax
 from .models.dbn import DBN
 from .whitening import Whitening
 
@@ -365,21 +365,35 @@ class ConvDBNProbe(Probe):
         top = max(depth for depth, _ in wanted.values())
         out, pooled = {}, x
         for d, rbm in enumerate(self.dbn.rbms[:top], start=1):     # one pass up the stack
-            detected, pooled = rbm.probs(pooled)
-            for key, (depth, detection) in wanted.items():
-                if depth == d:
-                    maps = detected if detection else pooled
+            logits = rbm.hidden_logits(pooled)
+            if d < top:
+                pooled = block_softmax(logits, rbm.pool)[1]
+            here = {key: detection for key, (depth, detection) in wanted.items() if depth == d}
+            if here:
+                logs = log_block_softmax(logits, rbm.pool)
+                for key, detection in here.items():
+                    maps = logs[0] if detection else logs[1]
                     out[key] = _map_scores(maps if units[key] is None else maps[:, units[key]])
         return out
 
+    def activation(self, key, values):
+        return values.exp()
+
     def objective(self, key, units, spatial="mean"):
+        """The log of the unit's probability over its map, of the mean for ``"mean"`` and
+        ``"positive"`` (probabilities have no negative part), of the centre for ``"center"``:
+        the same maximizers, and a gradient where a sparse layer's probability underflows."""
         d, detection = self._depth(key)
-        read = self.dbn.detection if detection else self.dbn.transform
+        rbm = self.dbn.rbms[d - 1]
 
         def value(x: torch.Tensor) -> torch.Tensor:
-            maps = read(x, d)
-            return _reduce_map(maps[torch.arange(len(units), device=maps.device), units],
-                               spatial)
+            x = self.dbn._inputs(x)
+            below = x if d == 1 else self.dbn._up(x, d - 1)[1]
+            logs = log_block_softmax(rbm.unit_logits(below, units)[:, None], rbm.pool)
+            maps = (logs[0] if detection else logs[1])[:, 0]
+            if spatial == "center":
+                return _reduce_map(maps, spatial)
+            return maps.flatten(1).logsumexp(1) - math.log(maps[0].numel())
         return value
 
     def default_rho(self):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from featvis import RBM, DataError
 from featvis.figures import locality, random_locality
-from featvis.models.cdbn import ConvDBN, ConvRBM, block_softmax, sample_blocks
+from featvis.models.cdbn import ConvDBN, ConvRBM, block_softmax, log_block_softmax, sample_blocks
 
 
 def random_crbm(channels, filters, size, pool, seed=0, scale=1.0, **kwargs):
@@ -89,6 +89,9 @@ def test_block_softmax_matches_enumeration(pool):
     want_det, want_pool = block_states_by_enumeration(logits, pool)
     torch.testing.assert_close(det.double(), want_det, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(pooled.double(), want_pool, atol=1e-6, rtol=1e-5)
+    log_det, log_pool = log_block_softmax(logits, pool)
+    torch.testing.assert_close(log_det.double(), want_det.log(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(log_pool.double(), want_pool.log(), atol=1e-5, rtol=1e-5)
     # P(pool on) is the block's total, and the top-down input shifts every on state.
     torch.testing.assert_close(pooled, F.avg_pool2d(det, pool, divisor_override=1))
     det, pooled = block_softmax(logits, pool, top_down)
@@ -113,8 +116,16 @@ def test_block_softmax_is_stable_for_huge_logits():
     torch.testing.assert_close(det[0, 0, 2:, :2], torch.tensor([[0.5, 0.5], [0.0, 0.0]]))
     torch.testing.assert_close(det[0, 0, 2:, 2:], torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     torch.testing.assert_close(pooled, torch.tensor([[[[1.0, p], [1.0, 1.0]]]]))
+    pooled_huge = pooled
     det, pooled = block_softmax(torch.full((1, 1, 2, 2), -1e3), 2)
     assert det.abs().max() == 0 and pooled.item() == 0
+    # Their logs stay finite where the probabilities are 0: log 4 - 1e3 for the pool unit.
+    log_det, log_pool = log_block_softmax(torch.full((1, 1, 2, 2), -1e3), 2)
+    torch.testing.assert_close(log_det, torch.full((1, 1, 2, 2), -1e3))
+    torch.testing.assert_close(log_pool, torch.full((1, 1, 1, 1), math.log(4) - 1e3))
+    log_det, log_pool = log_block_softmax(logits, 2)
+    torch.testing.assert_close(log_pool.exp(), pooled_huge)
+    assert log_det.isfinite().all()
     # Conditioned on the pool unit, equal logits share the block evenly at any magnitude.
     for value in (-1e3, 1e3):
         det, pooled = block_softmax(torch.full((1, 1, 2, 2), value), 2,

@@ -38,6 +38,7 @@ CPU when the visible layer has few channels), ``conv2d_weight`` for the weight g
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Callable, Iterable, Sequence
@@ -53,8 +54,8 @@ from ._checkpoint import read_model, save_model
 from ._stack import Stack
 from .rbm import VisibleUnits
 
-__all__ = ["ConvRBM", "ConvDBN", "block_softmax", "sample_blocks", "conv_recipe", "CONV_RECIPE",
-           "CONV_RECIPE_GAUSSIAN"]
+__all__ = ["ConvRBM", "ConvDBN", "block_softmax", "log_block_softmax", "sample_blocks",
+           "conv_recipe", "CONV_RECIPE", "CONV_RECIPE_GAUSSIAN"]
 
 MAX_WIDTH = 4096        # filters or channels a config may ask for
 MAX_FILTER = 256        # largest filter side
@@ -67,12 +68,24 @@ LAYER_KEYS = ("filters", "filter_size", "pool")
 # defaults). Gradients are averages over the detection map (Lee's code), so the learning
 # rate is per position; the sparsity target keeps few detection units on (Lee's code uses
 # 0.002-0.02). Tuned on MNIST (24 filters of 8x8, pool 2, 2,000 digits, 5 epochs: local
-# stroke detectors, see tests/test_cdbn.py). Gaussian inputs take a far smaller rate:
-# CONV_RECIPE_GAUSSIAN's fields replace these for them.
+# stroke detectors, see tests/test_cdbn.py). Layer 2 (``layers[1]``) is less sparse and takes
+# four times the updates: with the first layer's values its filters stayed undertrained
+# templates sharing one central blob (bases' distinctness 0.52; 0.35 with these, CDBN_DEMO).
+CONV_LAYER_2 = dict(sparsity_target=0.03, batch_size=25)
 CONV_RECIPE = dict(lr=0.5, momentum=0.5, final_momentum=0.9, momentum_switch=3,
                    weight_decay=1e-3, sparsity_target=0.01, sparsity_cost=1.0,
-                   next_layer_data="final")
-CONV_RECIPE_GAUSSIAN = dict(lr=0.01, weight_decay=1e-2)
+                   next_layer_data="final", layers=({}, CONV_LAYER_2))
+# A Gaussian first layer (whitened natural images at unit variance) follows Lee's crbm code
+# (honglaklee/convDBN, demo_cdbn.m) rescaled to featvis's parametrisation: his sigma 0.2 ->
+# 0.1 on images of variance 0.1 is 0.63 -> 0.32 here, epsilon 0.02 is lr 0.02, and his hidden
+# biases, divided by sigma^2 in the energy, learn 25 times faster than his weights: sparsity
+# cost 5 / 0.2^2 = 125 at pbias 0.002. Batches of 10 patches of 32x32 (~4,800 positions,
+# Lee's one 70x70 image per update) give 1,000 updates an epoch; sigma shrinks by 0.9 an
+# epoch (Lee's 0.99 per 100 updates, ten times rarer). Layers above are binary: CONV_RECIPE's.
+CONV_RECIPE_GAUSSIAN = dict(layers=(dict(batch_size=10, lr=0.02, momentum_switch=2,
+                                         weight_decay=1e-2, sparsity_target=0.002,
+                                         sparsity_cost=125.0, sigma=0.63, sigma_decay=0.9,
+                                         sigma_floor=0.316), CONV_LAYER_2))
 
 # -- probabilistic max-pooling --------------------------------------------------------------
 # Blocks are handled in a "phase" layout (C^2, N, K, H / C, W / C): phase (a, b) holds the
@@ -200,9 +213,18 @@ def sample_blocks(probs: torch.Tensor, pool: int, generator: torch.Generator | N
 
 def _block_log_partition(logits: torch.Tensor, pool: int) -> torch.Tensor:
     """``log(1 + sum_j exp(I_j))`` per block, ``(N, K, H / C, W / C)``, stably."""
+    return F.softplus(_phases(logits, pool).logsumexp(0))
+
+
+def log_block_softmax(logits: torch.Tensor, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logs of :func:`block_softmax`'s ``(detection_probs, pool_probs)``, from the logits
+    without forming the probabilities: finite, and with a gradient of the logits' size, where
+    a probability underflows (a sparse layer's units far below their threshold, whose
+    probabilities of ``e^-30`` give gradients that a normalized step cannot see)."""
     x = _phases(logits, pool)
-    shift = x.detach().amax(0).clamp_min_(0)
-    return shift + ((x - shift).exp_().sum(0) + (-shift).exp()).log_()
+    on = x.logsumexp(0)                                   # log sum_j exp(I_j)
+    log_total = F.softplus(on)                            # log(1 + sum_j exp(I_j))
+    return _unphase(x - log_total, pool), on - log_total
 
 
 # -- one layer -------------------------------------------------------------------------------
@@ -304,6 +326,17 @@ class ConvRBM(VisibleUnits, nn.Module):
         pooling units, see :func:`block_softmax`)."""
         return block_softmax(self.hidden_logits(v), self.pool, top_down)
 
+    def unit_logits(self, v: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """Detection inputs ``(N, Hd, Wd)`` of filter ``units[n]`` on ``v[n]`` alone: one
+        grouped convolution, not every filter on every row."""
+        v = self.crop(v)
+        if self._gaussian:
+            v = v / self._sigma
+        n, c, h, w = v.shape
+        out = F.conv2d(v.reshape(1, n * c, h, w), self.weight[units], self.hidden_bias[units],
+                       groups=n)
+        return out[0]
+
     def hidden_probs(self, v: torch.Tensor, top_down: torch.Tensor | None = None
                      ) -> torch.Tensor:
         """``P(h = 1 | v)`` of the detection units, ``(N, K, Hd, Wd)``."""
@@ -393,14 +426,15 @@ class ConvRBM(VisibleUnits, nn.Module):
         return self.pool_probs(v)
 
     # -- training ----------------------------------------------------------------------------
-    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int = 100, *,
+    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int | None = None, *,
             seed: int = 0, warm_start: bool = False, progress: bool = True,
             **recipe) -> "ConvRBM":
         """Train with CD-k on ``images (N, channels, H, W)`` (in [0, 1] for binary units);
         returns ``self``.
 
         ``recipe`` takes the fields of :class:`featvis.TrainingRecipe`; unset ones default to
-        :data:`CONV_RECIPE` (with :data:`CONV_RECIPE_GAUSSIAN` for Gaussian inputs), then to
+        :data:`CONV_RECIPE` (with :data:`CONV_RECIPE_GAUSSIAN` for Gaussian inputs; their
+        first layer's entries, e.g. its batch size when ``batch_size`` is ``None``), then to
         the recipe's own defaults (persistent CD is not supported). Per batch: detection
         probabilities of the data (positive statistics), one multinomial sample per block,
         the reconstruction ``E[v | h]``, its detection probabilities (negative statistics,
@@ -416,7 +450,7 @@ class ConvRBM(VisibleUnits, nn.Module):
         if "next_layer_data" in recipe:
             raise TypeError("next_layer_data applies to ConvDBN.fit, not to a single ConvRBM")
         recipe = conv_recipe(self.visible, epochs=epochs, batch_size=batch_size, seed=seed,
-                             **recipe)
+                             **recipe).for_layer(1)
         images = _check_maps(images, self.channels, unit_range=not self._gaussian)
         if not warm_start:
             self.reset_parameters(recipe.seed)
@@ -426,11 +460,18 @@ class ConvRBM(VisibleUnits, nn.Module):
 
 def conv_recipe(visible: str = "binary", **fields) -> TrainingRecipe:
     """The :class:`TrainingRecipe` of ``fields`` over :data:`CONV_RECIPE`'s defaults (and
-    :data:`CONV_RECIPE_GAUSSIAN`'s for ``visible="gaussian"``); ``ValueError`` for what
-    convolutional training does not support."""
+    :data:`CONV_RECIPE_GAUSSIAN`'s for ``visible="gaussian"``), per-layer defaults
+    included; a field given here (``batch_size=None``: not given) replaces the default of
+    every layer unless ``layers`` is given too. ``ValueError`` for what convolutional
+    training does not support."""
     defaults = {**CONV_RECIPE, **(CONV_RECIPE_GAUSSIAN if visible == "gaussian" else {})}
+    if fields.get("batch_size", 0) is None:
+        del fields["batch_size"]                  # the recipe's (and its layers') own
+    if "layers" not in fields:        # a field given explicitly wins over every layer's default
+        defaults["layers"] = tuple({k: v for k, v in entry.items() if k not in fields}
+                                   for entry in defaults["layers"])
     recipe = TrainingRecipe(**{**defaults, **fields})
-    if recipe.persistent:
+    if recipe.persistent or any(entry.get("persistent") for entry in recipe.layers):
         raise ValueError("persistent CD is not supported for convolutional RBMs (use CD-k)")
     if recipe.next_layer_data != "final":
         raise ValueError("a ConvDBN trains each layer on the trained layer below's pooling "
@@ -722,14 +763,15 @@ class ConvDBN(Stack, nn.Module):
         return self.transform(x, self.n_layers if depth is None else depth)
 
     # -- training ----------------------------------------------------------------------------
-    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int = 100, *,
+    def fit(self, images: torch.Tensor, epochs: int = 10, batch_size: int | None = None, *,
             seed: int = 0, progress: bool = True, resume: bool = False,
             on_layer: Callable[["ConvDBN", int], None] | None = None,
             on_epoch: Callable[[int, dict], None] | None = None,
             **recipe) -> "ConvDBN":
         """Greedy layer-wise training: layer ``d`` is reset from ``seed + d`` and trained
-        with CD (see :meth:`ConvRBM.fit`; one ``recipe`` for all layers, the sigma schedule
-        for the first only) on the pooling probabilities of the trained layer ``d - 1``.
+        with CD (see :meth:`ConvRBM.fit`) by ``recipe.for_layer(d)`` (the recipe with its
+        ``layers[d - 1]`` overrides; the sigma schedule applies to a Gaussian first layer
+        only) on the pooling probabilities of the trained layer ``d - 1``.
         ``images`` are ``(N, C, H, W)`` (or flat, square maps), in [0, 1] for binary inputs.
         Records :attr:`input_shape`, :attr:`input_norm` and :attr:`recipe`; ``on_epoch(d,
         entry)`` runs after each epoch of layer ``d``, ``on_layer(self, d)`` after each layer
@@ -759,8 +801,7 @@ class ConvDBN(Stack, nn.Module):
                 if done == self.n_layers:
                     break                       # nothing left to train: no up-pass needed
                 if d > done:
-                    layer_recipe = TrainingRecipe(**{**recipe.to_dict(),
-                                                     "seed": recipe.seed + d})
+                    layer_recipe = dataclasses.replace(recipe.for_layer(d), seed=recipe.seed + d)
                     rbm.reset_parameters(layer_recipe.seed)
                     fit_conv_rbm(rbm, features, layer_recipe, progress=progress,
                                  description=f"layer {d}/{self.n_layers}",
