@@ -219,6 +219,31 @@ def test_flat_and_dead_maximization_pictures_are_named(tmp_path):
     assert captions[0].startswith("FLAT PICTURE") and captions[2].startswith("DEAD UNIT")
 
 
+@pytest.mark.parametrize("first_bias, faint", [(-40.0, True), (0.0, False)])
+def test_sampling_that_changes_nothing_is_named_and_flagged(tmp_path, first_bias, faint):
+    """Below a first layer whose biases keep it off, switching a second-layer unit on moves
+    the visible mean by about e^-40: said in the captions, counted and flagged."""
+    from featvis import ConvDBN
+
+    dbn = ConvDBN([dict(filters=3, filter_size=3, pool=2), dict(filters=2, filter_size=2,
+                                                                  pool=2)],
+                  visible="gaussian", sigma=0.5, input_shape=(1, 10, 10), seed=3)
+    with torch.no_grad():
+        dbn.rbms[0].hidden_bias.fill_(first_bias)
+        for rbm in dbn.rbms:
+            rbm.weight.mul_(100)                       # weights of order 1, as trained ones
+    images = 0.3 * torch.randn(20, 1, 10, 10, generator=torch.Generator().manual_seed(0))
+    summary = visualize(dbn, images, tmp_path / "run",
+                        VisualizeSettings(layers=[2], methods=["sampling"], samples=4,
+                                          figures=False), progress=False)
+    layer = summary["layers"][0]
+    label = "faint contrasts (peak under 1% of the data's range)"
+    assert layer["figures"]["sampling"][label] == (2 if faint else 0)
+    assert [f["figure"] for f in layer["flags"]] == ([label] if faint else [])
+    captions = [u["panels"][0]["images"][1]["caption"] for u in layer["unit_details"]]
+    assert [c.startswith("NO VISIBLE EFFECT") for c in captions] == [faint, faint]
+
+
 def test_a_cdbn_saved_after_its_first_layer_is_shown_with_a_warning(tmp_path, capsys,
                                                                     mnist_small):
     """A convolutional DBN stopped after layer 1 (the checkpoint 'featvis train' leaves):

@@ -446,20 +446,18 @@ class ConvDBNProbe(Probe):
     def sample(self, key, units, n_samples, seed, variant="one-hot"):
         """:meth:`ConvDBN.sample` with the centre pooling unit of each filter's map clamped
         on (one generator seeded by ``seed`` for all the units asked for, as
-        :meth:`ConvDBN.sample` draws them), and as contrast the mean-field down-pass with the
-        unit on minus with it off: a sparse layer's blocks are mostly off in any one draw,
-        so the draws' average misses (often entirely) what a unit adds. A detection layer's
-        unit is sampled the same way: its block's pooling unit on is one detection unit on."""
+        :meth:`ConvDBN.sample` draws them), and as contrast :meth:`ConvDBN.contrast`, the
+        mean-field down-pass with the unit on minus with it off: a sparse layer's blocks are
+        mostly off in any one draw, so the draws' average misses (often entirely) what a unit
+        adds. A detection layer's unit is sampled the same way: its block's pooling unit on
+        is one detection unit on."""
         if variant != "one-hot":
             raise UnsupportedError(f"variant {variant!r}: a convolutional DBN is sampled by "
                                    "its top-down pass with one pooling unit clamped "
                                    "(variant 'one-hot'); Gibbs chains are for DBNs")
         d = self._depth(key)[0]
         drawn = self.dbn.sample(d, units, n_samples, seed=seed, input_shape=self.input_shape)
-        on, off = (self.dbn.sample(d, units, 1, seed=seed, unit_on=state, mean_field=True,
-                                   input_shape=self.input_shape)[:, 0]
-                   for state in (True, False))
-        return drawn, on - off
+        return drawn, self.dbn.contrast(d, units, input_shape=self.input_shape)
 
     def randomized(self, key, mode, seed):
         return _redraw_stack(self.dbn, self._depth(key)[0], mode, seed)

@@ -318,14 +318,28 @@ def _sampling(layer: LayerRun) -> None:
     layer.section(method, tile(sm.contrast, upscale=up),
                   "what switching each unit on adds (light) and removes (dark): "
                   "E[x | unit on] - E[x | unit off]")
+    # A contrast far below the data's range: the layers below hardly respond top-down (a
+    # sparse layer whose biases keep it off), and scaled up it would show rounding.
+    low, high = torch.aminmax(layer.images if layer.model_images is None else
+                              layer.model_images)
+    faint = sm.contrast.flatten(1).abs().amax(1) < _FLAT * (high - low).item()
     for j in range(len(layer.units)):
+        caption = "contrast: their mean minus the mean with the unit off"
+        if faint[j]:
+            caption = (f"NO VISIBLE EFFECT: switching the unit on changes the mean by under "
+                       f"{_FLAT:.0%} of the data's range; the layers below hardly respond to it")
         layer.panel(method, j, [
             ("samples_strip", tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP,
                                    upscale=up), "samples", "strip"),
-            ("samples_contrast", tile(sm.contrast[j:j + 1], upscale=up),
-             "contrast: their mean minus the mean with the unit off", "single"),
+            ("samples_contrast", tile(sm.contrast[j:j + 1], upscale=up), caption, "single"),
             ("samples_mean", tile(sm.mean[j:j + 1], scale="minmax", upscale=up),
              "their mean, p(x | unit on)", "single")])
+    label = f"faint contrasts (peak under {_FLAT:.0%} of the data's range)"
+    layer.figure("sampling", label, faint.sum().item())
+    if faint.float().mean() > _SUSPECT:
+        layer.flags.append({"method": "sampling", "figure": label,
+                            "value": _json_float(faint.sum().item()),
+                            "explanation": _FAINT})
     layer.pictures["sampling"] = sm.contrast
 
 
@@ -516,6 +530,9 @@ def _sanity_figures(layer: LayerRun, ran: list[str], model_images: torch.Tensor,
                 _SURVIVES_INDICES if method.indices else _SURVIVES)
 
 
+_FAINT = ("switching most units on barely changes the visible mean: the layers below stay "
+          "off top-down, so their sampling shows no feature (the bases or the maximization "
+          "show what they prefer)")
 _LOOK_ALIKE = ("the units' pictures look alike: they show what the method or the data puts "
                "into every picture more than what each unit learned")
 _SURVIVES = ("the pictures barely change when the weights are re-drawn at random: they do "

@@ -2,6 +2,7 @@
 against independent computations: brute-force enumeration of block states and hidden
 configurations, a dense RBM with the explicit (Toeplitz) weight matrix, explicit loops."""
 
+import copy
 import itertools
 import math
 
@@ -431,6 +432,36 @@ def test_mean_field_sampling_through_two_layers(small_cdbn):
                           + first.visible_bias[:, None, None])
         torch.testing.assert_close(got[row, 0, :, :, :], v[0, :, :28, :28], atol=1e-5,
                                    rtol=1e-4)
+
+
+def test_contrast_is_the_mean_field_on_minus_off(small_cdbn):
+    on, off = (small_cdbn.sample(2, [1, 3], n_samples=1, mean_field=True, unit_on=state)[:, 0]
+               for state in (True, False))
+    torch.testing.assert_close(small_cdbn.contrast(2, [1, 3]), on - off, atol=1e-6, rtol=1e-4)
+
+
+def test_contrast_below_a_sparse_gaussian_layer_is_not_lost_to_rounding():
+    """First-layer biases of -40: both means are the visible bias plus e^-40 terms, equal in
+    float32; the contrast is still the change they carry, as float64 computes it with the
+    (cancelling) visible bias left out."""
+    dbn = ConvDBN([dict(filters=3, filter_size=3, pool=2), dict(filters=2, filter_size=2,
+                                                                  pool=2)],
+                  visible="gaussian", sigma=0.5, input_shape=(1, 10, 10), seed=3)
+    with torch.no_grad():
+        dbn.rbms[0].hidden_bias.fill_(-40.0)
+        dbn.rbms[0].visible_bias.fill_(0.1)
+        dbn.rbms[1].weight.mul_(100)      # a top-down input of order 1, as a trained layer's
+    on, off = (dbn.sample(2, None, 1, mean_field=True, unit_on=state) for state in (True, False))
+    assert torch.equal(on, off)                          # the plain difference: exactly 0
+    reference = copy.deepcopy(dbn).double()
+    with torch.no_grad():
+        reference.rbms[0].visible_bias.zero_()
+    on, off = (reference.sample(2, None, 1, mean_field=True, unit_on=state)[:, 0]
+               for state in (True, False))
+    contrast = dbn.contrast(2)
+    assert contrast.abs().amax() > 0
+    scale = (on - off).abs().amax().item()
+    torch.testing.assert_close(contrast.double(), on - off, atol=1e-4 * scale, rtol=0)
 
 
 def test_resume_continues_the_same_run(mnist_small, tmp_path):

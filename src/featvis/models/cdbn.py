@@ -858,37 +858,74 @@ class ConvDBN(Stack, nn.Module):
         off too (the whole layer off) and draws the same random numbers: the baseline whose
         mean a sample's mean is contrasted with.
         """
-        depth = self.check_depth(depth)
         n_samples = check_int("n_samples", n_samples)
         seed = check_int("seed", seed, minimum=None)
-        if input_shape is not None:
-            input_shape = self._check_input_shape(input_shape)
-        maps = self.map_shapes(input_shape)
-        filters = self.rbms[depth - 1].filters
-        if units is None:
-            units = torch.arange(filters)
-        units = torch.as_tensor(units)
-        if units.dim() != 1 or units.is_floating_point() or units.dtype == torch.bool or \
-                units.numel() == 0 or \
-                units.min() < 0 or units.max() >= filters:
-            raise ValueError(f"units must be a non-empty list of filters in 0..{filters - 1}")
+        depth, units, maps = self._down_pass_args(depth, units, input_shape)
         p = self.rbms[0].weight
         generator = torch.Generator(device=p.device).manual_seed(seed)
         with torch.no_grad():
             rows = units.to(p.device).repeat_interleave(n_samples)         # (U * n,)
-            hp, wp = maps[depth - 1]["pool"]
-            state = p.new_zeros(len(rows), filters, hp, wp)
-            state[torch.arange(len(rows), device=p.device), rows, (hp - 1) // 2,
-                  (wp - 1) // 2] = 1.0 if unit_on else 0.0
-            h = self._draw(depth, None, state, generator, mean_field, maps)
-            for d in range(depth - 1, 0, -1):
-                above = self.rbms[d]
-                top_down = above.visible_input(h, maps[d]["input"])
-                top_down += above.visible_bias[:, None, None]
-                h = self._draw(d, top_down, None, generator, mean_field, maps)
-            first = self.rbms[0]
-            v = first.visible_mean(h, maps[0]["input"])
+            h = self._down_pass(depth, rows, 1.0 if unit_on else 0.0, generator, mean_field,
+                                maps)
+            v = self.rbms[0].visible_mean(h, maps[0]["input"])
         return v.view(len(units), n_samples, *v.shape[1:])
+
+    def contrast(self, depth: int, units: Sequence[int] | torch.Tensor | None = None, *,
+                 input_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """``E[v | unit on] - E[v | unit off]`` of the mean-field down-pass (see :meth:`sample`),
+        ``(U, C, H, W)``: what switching filter ``u``'s centre pooling unit on adds to the
+        visible mean. Computed from the first layer's change of detection probabilities
+        (``W (*) dh``, times sigma for Gaussian units; for binary ones ``sigmoid(y) -
+        sigmoid(x) = sigmoid(y) sigmoid(-x) (1 - e^(x - y))``), never as the difference of the
+        two means: below a sparse first layer both means differ from the visible bias by
+        far less than float32 resolves of it (e^-50 against 1e-4), so that difference is
+        exactly 0. (``dh`` is the difference of the two passes' probabilities, as precise as
+        float32 resolves the change that the unit's top-down input makes to them.)"""
+        depth, units, maps = self._down_pass_args(depth, units, input_shape)
+        first, size = self.rbms[0], maps[0]["input"]
+        with torch.no_grad():
+            rows = units.to(first.weight.device).repeat(2)
+            on = torch.arange(len(rows), device=rows.device) < len(units)
+            h = self._down_pass(depth, rows, on.to(first.weight.dtype), None, True, maps)
+            h_on, h_off = h.chunk(2)
+            change = first.visible_input(h_on - h_off, size)
+            if first.visible == "gaussian":
+                return change.mul_(first.sigma)
+            x = first.visible_input(h_off, size).add_(first.visible_bias[:, None, None])
+            return torch.sigmoid(x + change) * torch.sigmoid(-x) * -torch.expm1(-change)
+
+    def _down_pass_args(self, depth: int, units: object, input_shape: object
+                        ) -> tuple[int, torch.Tensor, list[dict]]:
+        """Checked ``(depth, units, maps)`` of a down-pass (units default to all filters)."""
+        depth = self.check_depth(depth)
+        if input_shape is not None:
+            input_shape = self._check_input_shape(input_shape)
+        filters = self.rbms[depth - 1].filters
+        units = torch.arange(filters) if units is None else torch.as_tensor(units)
+        if units.dim() != 1 or units.is_floating_point() or units.dtype == torch.bool or \
+                units.numel() == 0 or \
+                units.min() < 0 or units.max() >= filters:
+            raise ValueError(f"units must be a non-empty list of filters in 0..{filters - 1}")
+        return depth, units, self.map_shapes(input_shape)
+
+    def _down_pass(self, depth: int, rows: torch.Tensor, on: float | torch.Tensor,
+                   generator: torch.Generator | None, mean_field: bool, maps: list[dict]
+                   ) -> torch.Tensor:
+        """The first layer's detection states (or probabilities) of the down-pass from the
+        centre pooling unit of filter ``rows[i]`` at ``depth`` clamped to ``on`` (per row or
+        for all) and every other one off."""
+        filters = self.rbms[depth - 1].filters
+        hp, wp = maps[depth - 1]["pool"]
+        state = self.rbms[0].weight.new_zeros(len(rows), filters, hp, wp)
+        state[torch.arange(len(rows), device=rows.device), rows, (hp - 1) // 2,
+              (wp - 1) // 2] = on
+        h = self._draw(depth, None, state, generator, mean_field, maps)
+        for d in range(depth - 1, 0, -1):
+            above = self.rbms[d]
+            top_down = above.visible_input(h, maps[d]["input"])
+            top_down += above.visible_bias[:, None, None]
+            h = self._draw(d, top_down, None, generator, mean_field, maps)
+        return h
 
     def _draw(self, depth: int, top_down: torch.Tensor | None, state: torch.Tensor | None,
               generator: torch.Generator, mean_field: bool, maps: list[dict]) -> torch.Tensor:
