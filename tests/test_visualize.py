@@ -220,7 +220,7 @@ def test_flat_and_dead_maximization_pictures_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("first_bias, faint", [(-40.0, True), (0.0, False)])
-def test_sampling_that_changes_nothing_is_named_and_flagged(tmp_path, first_bias, faint):
+def test_faint_sampling_contrasts_are_named_and_flagged(tmp_path, first_bias, faint):
     """Below a first layer whose biases keep it off, switching a second-layer unit on moves
     the visible mean by about e^-40: said in the captions, counted and flagged."""
     from featvis import ConvDBN
@@ -241,7 +241,7 @@ def test_sampling_that_changes_nothing_is_named_and_flagged(tmp_path, first_bias
     assert layer["figures"]["sampling"][label] == (2 if faint else 0)
     assert [f["figure"] for f in layer["flags"]] == ([label] if faint else [])
     captions = [u["panels"][0]["images"][1]["caption"] for u in layer["unit_details"]]
-    assert [c.startswith("NO VISIBLE EFFECT") for c in captions] == [faint, faint]
+    assert [c.startswith("FAINT") for c in captions] == [faint, faint]
 
 
 def test_a_cdbn_saved_after_its_first_layer_is_shown_with_a_warning(tmp_path, capsys,

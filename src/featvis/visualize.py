@@ -319,15 +319,15 @@ def _sampling(layer: LayerRun) -> None:
                   "what switching each unit on adds (light) and removes (dark): "
                   "E[x | unit on] - E[x | unit off]")
     # A contrast far below the data's range: the layers below hardly respond top-down (a
-    # sparse layer whose biases keep it off), and scaled up it would show rounding.
+    # sparse layer whose biases keep it off); each tile is scaled on its own, so say so.
     low, high = torch.aminmax(layer.images if layer.model_images is None else
                               layer.model_images)
     faint = sm.contrast.flatten(1).abs().amax(1) < _FLAT * (high - low).item()
     for j in range(len(layer.units)):
         caption = "contrast: their mean minus the mean with the unit off"
         if faint[j]:
-            caption = (f"NO VISIBLE EFFECT: switching the unit on changes the mean by under "
-                       f"{_FLAT:.0%} of the data's range; the layers below hardly respond to it")
+            caption = (f"FAINT: switching the unit on changes the mean by under {_FLAT:.0%} of "
+                       f"the data's range (shown scaled up): the layers below hardly respond")
         layer.panel(method, j, [
             ("samples_strip", tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP,
                                    upscale=up), "samples", "strip"),
@@ -530,9 +530,9 @@ def _sanity_figures(layer: LayerRun, ran: list[str], model_images: torch.Tensor,
                 _SURVIVES_INDICES if method.indices else _SURVIVES)
 
 
-_FAINT = ("switching most units on barely changes the visible mean: the layers below stay "
-          "off top-down, so their sampling shows no feature (the bases or the maximization "
-          "show what they prefer)")
+_FAINT = (f"switching most units on changes the visible mean by under {_FLAT:.0%} of the "
+          "data's range: the layers below mostly stay off top-down, so the contrasts show the "
+          "direction of a very small effect, scaled up")
 _LOOK_ALIKE = ("the units' pictures look alike: they show what the method or the data puts "
                "into every picture more than what each unit learned")
 _SURVIVES = ("the pictures barely change when the weights are re-drawn at random: they do "
