@@ -237,7 +237,7 @@ def test_faint_sampling_contrasts_are_named_and_flagged(tmp_path, first_bias, fa
                         VisualizeSettings(layers=[2], methods=["sampling"], samples=4,
                                           figures=False), progress=False)
     layer = summary["layers"][0]
-    label = "faint contrasts (peak under 1% of the data's range)"
+    label = "faint contrasts (peak under 1% of the data's standard deviation)"
     assert layer["figures"]["sampling"][label] == (2 if faint else 0)
     assert [f["figure"] for f in layer["flags"]] == ([label] if faint else [])
     captions = [u["panels"][0]["images"][1]["caption"] for u in layer["unit_details"]]

@@ -318,23 +318,24 @@ def _sampling(layer: LayerRun) -> None:
     layer.section(method, tile(sm.contrast, upscale=up),
                   "what switching each unit on adds (light) and removes (dark): "
                   "E[x | unit on] - E[x | unit off]")
-    # A contrast far below the data's range: the layers below hardly respond top-down (a
-    # sparse layer whose biases keep it off); each tile is scaled on its own, so say so.
-    low, high = torch.aminmax(layer.images if layer.model_images is None else
-                              layer.model_images)
-    faint = sm.contrast.flatten(1).abs().amax(1) < _FLAT * (high - low).item()
+    # A contrast far below the data's spread (its standard deviation: a whitened data set's
+    # range is its outliers'): the layers below hardly respond top-down (a sparse layer whose
+    # biases keep it off); each tile is scaled on its own, so say so.
+    spread = (layer.images if layer.model_images is None else layer.model_images).std()
+    faint = sm.contrast.flatten(1).abs().amax(1) < _FLAT * spread.item()
     for j in range(len(layer.units)):
         caption = "contrast: their mean minus the mean with the unit off"
         if faint[j]:
             caption = (f"FAINT: switching the unit on changes the mean by under {_FLAT:.0%} of "
-                       f"the data's range (shown scaled up): the layers below hardly respond")
+                       "the data's standard deviation (shown scaled up): the layers below "
+                       "hardly respond")
         layer.panel(method, j, [
             ("samples_strip", tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP,
                                    upscale=up), "samples", "strip"),
             ("samples_contrast", tile(sm.contrast[j:j + 1], upscale=up), caption, "single"),
             ("samples_mean", tile(sm.mean[j:j + 1], scale="minmax", upscale=up),
              "their mean, p(x | unit on)", "single")])
-    label = f"faint contrasts (peak under {_FLAT:.0%} of the data's range)"
+    label = f"faint contrasts (peak under {_FLAT:.0%} of the data's standard deviation)"
     layer.figure("sampling", label, faint.sum().item())
     if faint.float().mean() > _SUSPECT:
         layer.flags.append({"method": "sampling", "figure": label,
@@ -531,8 +532,8 @@ def _sanity_figures(layer: LayerRun, ran: list[str], model_images: torch.Tensor,
 
 
 _FAINT = (f"switching most units on changes the visible mean by under {_FLAT:.0%} of the "
-          "data's range: the layers below mostly stay off top-down, so the contrasts show the "
-          "direction of a very small effect, scaled up")
+          "data's standard deviation: the layers below mostly stay off top-down, so the "
+          "contrasts show the direction of a very small effect, scaled up")
 _LOOK_ALIKE = ("the units' pictures look alike: they show what the method or the data puts "
                "into every picture more than what each unit learned")
 _SURVIVES = ("the pictures barely change when the weights are re-drawn at random: they do "

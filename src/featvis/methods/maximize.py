@@ -340,7 +340,10 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
                 x.grad = grad
                 adam.step()
             else:
-                x.add_(F.normalize(grad, dim=1), alpha=lr * radius)
+                # The direction of any nonzero gradient, however small (a unit above a
+                # sparse layer that is off: 1e-20), where F.normalize's eps stops it.
+                x.add_(F.normalize(grad, dim=1, eps=torch.finfo(grad.dtype).tiny),
+                       alpha=lr * radius)
             x.copy_(project(x.clone()))
         snapshot(step + 1)
     x = x.detach()

@@ -81,11 +81,17 @@ CONV_RECIPE = dict(lr=0.5, momentum=0.5, final_momentum=0.9, momentum_switch=3,
 # biases, divided by sigma^2 in the energy, learn 25 times faster than his weights: sparsity
 # cost 5 / 0.2^2 = 125 at pbias 0.002. Batches of 10 patches of 32x32 (~4,800 positions,
 # Lee's one 70x70 image per update) give 1,000 updates an epoch; sigma shrinks by 0.9 an
-# epoch (Lee's 0.99 per 100 updates, ten times rarer). Layers above are binary: CONV_RECIPE's.
+# epoch (Lee's 0.99 per 100 updates, ten times rarer). Layers above are binary: CONV_RECIPE's,
+# but layer 2 targets 0.12: the pooled edges it sees are ~1% on, so at 0.03 its units met the
+# target by their biases alone, firing where the input is empty, and CD drove their weights
+# negative (free under sigmoid reconstructions; 90% negative): blank or vertical-bar bases,
+# distinctness 0.43 / 0.90 on seeds 0 / 1. Near 0.1 and above they must fire on the input:
+# contours and corners of several orientations, distinctness -0.01 / -0.00 (0.05: 0.7).
 CONV_RECIPE_GAUSSIAN = dict(layers=(dict(batch_size=10, lr=0.02, momentum_switch=2,
                                          weight_decay=1e-2, sparsity_target=0.002,
                                          sparsity_cost=125.0, sigma=0.63, sigma_decay=0.9,
-                                         sigma_floor=0.316), CONV_LAYER_2))
+                                         sigma_floor=0.316),
+                                    dict(CONV_LAYER_2, sparsity_target=0.12)))
 
 # -- probabilistic max-pooling --------------------------------------------------------------
 # Blocks are handled in a "phase" layout (C^2, N, K, H / C, W / C): phase (a, b) holds the
