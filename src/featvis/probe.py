@@ -393,7 +393,7 @@ class ConvDBNProbe(Probe):
             maps = (logs[0] if detection else logs[1])[:, 0]
             if spatial == "center":
                 return _reduce_map(maps, spatial)
-            return maps.flatten(1).logsumexp(1) - math.log(maps[0].numel())
+            return maps.flatten(1).logsumexp(1) - math.log(maps.shape[1:].numel())
         return value
 
     def default_rho(self):

@@ -37,11 +37,24 @@ def test_a_module_s_parameters_get_no_gradient_and_keep_their_values():
     assert all(torch.equal(before[k], v) for k, v in conv.state_dict().items())
 
 
-@pytest.mark.parametrize("case", ["channels", "groups", "same", "no grad"])
+def test_autocast_s_lower_precision_comes_back_in_the_input_s_dtype():
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    weight = torch.rand(3, 1, 3, 3)
+    with OneChannelConvolutions(), torch.autocast("cpu", torch.bfloat16):
+        out = F.conv2d(x, weight)
+    (got,) = torch.autograd.grad(out.float().sum(), x)
+    (want,) = torch.autograd.grad(F.conv2d(x, weight).sum(), x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("case", ["channels", "groups", "same", "no grad", "computed kernel"])
 def test_other_convolutions_are_pytorchs_own(case):
     x = torch.rand(2, 2 if case in ("channels", "groups") else 1, 6, 6,
                    requires_grad=case != "no grad")
     weight = torch.rand(2, 1 if case == "groups" else x.shape[1], 3, 3)
+    if case == "computed kernel":               # its gradient reaches x through the weight
+        weight = weight * x.mean()
     options = {"groups": 2} if case == "groups" else {"padding": "same"} if case == "same" \
         else {}
     with OneChannelConvolutions():

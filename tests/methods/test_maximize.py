@@ -74,6 +74,21 @@ def test_penalties_pull_the_pictures_their_way():
     assert diverse.invariance.mean() < maximize(dbn, 2, **sphere).invariance.mean()
 
 
+def test_the_normalized_ascent_follows_gradients_too_small_to_square():
+    """Weights of 1e-28 (their squares underflow in float32) take the same steps as weights
+    of 1: only the gradient's direction moves the picture."""
+    pictures = []
+    for scale in (1.0, 1e-28):
+        linear = nn.Linear(16, 2)
+        with torch.no_grad():
+            linear.weight.copy_(scale * torch.randn(2, 16, generator=torch.Generator()
+                                                    .manual_seed(0)))
+            linear.bias.zero_()
+        pictures.append(maximize(nn.Sequential(linear), "0", rho=2.0, steps=20, restarts=2,
+                                 input_shape=(16,)).images)
+    torch.testing.assert_close(pictures[1], pictures[0], atol=1e-5, rtol=0)
+
+
 def test_a_unit_that_never_fires_is_reported_dead():
     linear = nn.Linear(9, 2)
     with torch.no_grad():

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featvis.methods.parameterization import (Jitter, Pad, Rotate, Scale, Transform, _linear,
-                                              _render, standard_transforms, transform)
+from featvis.methods.parameterization import (Affine, Jitter, Pad, Rotate, Scale, Transform,
+                                              _linear, _render, standard_transforms,
+                                              transform)
 
 
 def _shifted(x: torch.Tensor, rows: int, cols: int, fill: float = 0.0) -> torch.Tensor:
@@ -94,6 +95,16 @@ def test_a_chain_is_its_transforms_one_at_a_time_on_the_padded_canvas(fill):
         canvas = _shifted(scaled + fill, *shift, fill=fill)
         expected.append(canvas[..., pad:pad + size, pad:pad + size])
     torch.testing.assert_close(transform(x, chain, u), torch.cat(expected), atol=1e-5, rtol=0)
+
+
+def test_a_user_s_affine_map_of_any_dtype_composes():
+    class HalfTurn(Affine):
+        def matrix(self, u):
+            return torch.tensor([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]).expand(len(u), 2, 3)
+
+    x = torch.rand(2, 1, 5, 7)
+    u = torch.full((2, 2), 0.5, dtype=torch.float64)          # Jitter(1): no shift
+    torch.testing.assert_close(transform(x, [Jitter(1), HalfTurn()], u), x.flip(2, 3))
 
 
 def test_other_transforms_see_the_padded_canvas():

@@ -464,6 +464,29 @@ def test_contrast_below_a_sparse_gaussian_layer_is_not_lost_to_rounding():
     torch.testing.assert_close(contrast.double(), on - off, atol=1e-4 * scale, rtol=0)
 
 
+def test_a_binary_contrast_stays_finite_for_huge_changes():
+    """Weights of -150: sigmoid(y) underflows where e^(y - x) overflows; the contrast is the
+    plain difference of the means, as float64 computes it, not NaN."""
+    dbn = ConvDBN([dict(filters=2, filter_size=3, pool=2)], input_shape=(1, 8, 8), seed=0)
+    with torch.no_grad():
+        dbn.rbms[0].weight.fill_(-150.0)
+        dbn.rbms[0].visible_bias.fill_(3.0)
+    on, off = (copy.deepcopy(dbn).double().sample(1, None, 1, mean_field=True,
+                                                   unit_on=state)[:, 0]
+               for state in (True, False))
+    contrast = dbn.contrast(1)
+    assert contrast.isfinite().all()
+    torch.testing.assert_close(contrast.double(), on - off, atol=1e-6, rtol=1e-5)
+
+
+def test_a_given_sigma_replaces_the_default_schedule():
+    from featvis.models.cdbn import conv_recipe
+
+    recipe = conv_recipe("gaussian", sigma=0.2).for_layer(1)
+    assert (recipe.sigma, recipe.sigma_decay, recipe.sigma_floor) == (0.2, 1.0, 0.1)
+    assert conv_recipe("gaussian").for_layer(1).sigma == 0.63
+
+
 def test_resume_continues_the_same_run(mnist_small, tmp_path):
     """Stopped after layer 1 and its checkpoint, resumed from the file: the result is the
     uninterrupted run's; another recipe is refused. featvis.load reads the checkpoint."""

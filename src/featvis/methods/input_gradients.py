@@ -34,7 +34,7 @@ class _OneChannelConv(torch.autograd.Function):
                 stride: tuple[int, int], padding: tuple[int, int],
                 dilation: tuple[int, int]) -> torch.Tensor:
         ctx.geometry = stride, padding, dilation
-        ctx.size = tuple(x.shape[-2:])
+        ctx.size, ctx.dtype = tuple(x.shape[-2:]), x.dtype
         ctx.save_for_backward(weight)
         return F.conv2d(x, weight, bias, stride, padding, dilation)
 
@@ -43,18 +43,19 @@ class _OneChannelConv(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (weight,) = ctx.saved_tensors
         stride, padding, dilation = ctx.geometry
-        n, k = grad.shape[:2]
-        columns = torch.matmul(weight.reshape(k, -1).t(), grad.reshape(n, k, -1))
-        return (F.fold(columns, ctx.size, weight.shape[-2:], dilation, padding, stride),
-                None, None, None, None, None)
+        n, k = grad.shape[:2]          # (autocast may have run the forward in another dtype)
+        columns = torch.matmul(weight.reshape(k, -1).t().to(grad.dtype), grad.reshape(n, k, -1))
+        grad_x = F.fold(columns, ctx.size, weight.shape[-2:], dilation, padding, stride)
+        return grad_x.to(ctx.dtype), None, None, None, None, None
 
 
 def _one_channel_args(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """``conv2d``'s arguments if this module's backward applies to them, else None."""
     if (groups != 1 or isinstance(padding, str) or input.dim() != 4 or input.shape[1] != 1
             or input.device.type != "cpu" or not input.requires_grad
-            or not input.is_floating_point()):
-        return None
+            or not input.is_floating_point() or weight.grad_fn is not None
+            or (bias is not None and bias.grad_fn is not None)):
+        return None                  # (a kernel computed from the input needs its gradient)
     return (input, weight.detach(), None if bias is None else bias.detach(), _pair(stride),
             _pair(padding), _pair(dilation))
 

@@ -341,8 +341,10 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
                 adam.step()
             else:
                 # The direction of any nonzero gradient, however small (a unit above a
-                # sparse layer that is off: 1e-20), where F.normalize's eps stops it.
-                x.add_(F.normalize(grad, dim=1, eps=torch.finfo(grad.dtype).tiny),
+                # sparse layer that is off: 1e-20), which F.normalize's eps would stop
+                # and whose squares underflow: scaled to a largest entry of 1 first.
+                peak = grad.abs().amax(1, keepdim=True)
+                x.add_(F.normalize(grad / torch.where(peak > 0, peak, 1), dim=1),
                        alpha=lr * radius)
             x.copy_(project(x.clone()))
         snapshot(step + 1)

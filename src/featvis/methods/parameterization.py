@@ -205,7 +205,7 @@ def transform(pictures: torch.Tensor, transforms: Sequence[Transform],
                     t.value
             canvas = (canvas[0] + 2 * t.pixels, canvas[1] + 2 * t.pixels)
         elif isinstance(t, Affine):
-            step = t.matrix(drawn)
+            step = t.matrix(drawn).to(torch.float64)
             pending = step if pending is None else _then(pending, step)
         else:
             source = t(_render(source, pending, canvas, canvas, fill), drawn)

@@ -244,8 +244,9 @@ class ConvRBM(VisibleUnits, nn.Module):
         pool: pooling block side ``C`` (1: no pooling, a convolutional RBM whose detection
             units are independent given the input).
         visible: ``"binary"`` or ``"gaussian"`` input units.
-        sigma: starting standard deviation of Gaussian inputs (buffer ``_sigma``, annealed by
-            training); 1.0 for binary ones.
+        sigma: standard deviation of Gaussian inputs (buffer ``_sigma``, annealed by
+            training, which starts from the recipe's sigma when it has one: 0.63 by default);
+            1.0 for binary ones.
         seed: seed of the initial weights, ``0.01 * randn`` as in Lee's code; biases start at
             0. ``None`` leaves the parameters uninitialised (a checkpoint fills them).
 
@@ -464,17 +465,22 @@ class ConvRBM(VisibleUnits, nn.Module):
         return self
 
 
+SIGMA_FIELDS = {"sigma", "sigma_decay", "sigma_floor"}    # one schedule: given together
+
+
 def conv_recipe(visible: str = "binary", **fields) -> TrainingRecipe:
     """The :class:`TrainingRecipe` of ``fields`` over :data:`CONV_RECIPE`'s defaults (and
     :data:`CONV_RECIPE_GAUSSIAN`'s for ``visible="gaussian"``), per-layer defaults
     included; a field given here (``batch_size=None``: not given) replaces the default of
-    every layer unless ``layers`` is given too. ``ValueError`` for what convolutional
+    every layer unless ``layers`` is given too (any of the sigma schedule's fields replaces
+    the whole default schedule). ``ValueError`` for what convolutional
     training does not support."""
     defaults = {**CONV_RECIPE, **(CONV_RECIPE_GAUSSIAN if visible == "gaussian" else {})}
     if fields.get("batch_size", 0) is None:
         del fields["batch_size"]                  # the recipe's (and its layers') own
     if "layers" not in fields:        # a field given explicitly wins over every layer's default
-        defaults["layers"] = tuple({k: v for k, v in entry.items() if k not in fields}
+        given = set(fields) | (SIGMA_FIELDS if SIGMA_FIELDS & set(fields) else set())
+        defaults["layers"] = tuple({k: v for k, v in entry.items() if k not in given}
                                    for entry in defaults["layers"])
     recipe = TrainingRecipe(**{**defaults, **fields})
     if recipe.persistent or any(entry.get("persistent") for entry in recipe.layers):
@@ -882,7 +888,8 @@ class ConvDBN(Stack, nn.Module):
         ``(U, C, H, W)``: what switching filter ``u``'s centre pooling unit on adds to the
         visible mean. Computed from the first layer's change of detection probabilities
         (``W (*) dh``, times sigma for Gaussian units; for binary ones ``sigmoid(y) -
-        sigmoid(x) = sigmoid(y) sigmoid(-x) (1 - e^(x - y))``), never as the difference of the
+        sigmoid(x) = sigmoid(y) sigmoid(-x) (1 - e^(x - y))``, or its mirror image where
+        ``y < x``), never as the difference of the
         two means: below a sparse first layer both means differ from the visible bias by
         far less than float32 resolves of it (e^-50 against 1e-4), so that difference is
         exactly 0. (``dh`` is the difference of the two passes' probabilities, as precise as
@@ -898,7 +905,10 @@ class ConvDBN(Stack, nn.Module):
             if first.visible == "gaussian":
                 return change.mul_(first.sigma)
             x = first.visible_input(h_off, size).add_(first.visible_bias[:, None, None])
-            return torch.sigmoid(x + change) * torch.sigmoid(-x) * -torch.expm1(-change)
+            y = x + change          # the form whose factors stay finite for change's sign
+            return torch.where(change >= 0,
+                               torch.sigmoid(y) * torch.sigmoid(-x) * -torch.expm1(-change),
+                               -torch.sigmoid(x) * torch.sigmoid(-y) * -torch.expm1(change))
 
     def _down_pass_args(self, depth: int, units: object, input_shape: object
                         ) -> tuple[int, torch.Tensor, list[dict]]:
