@@ -408,6 +408,20 @@ def test_the_builder_rewrites_only_its_own_files(tmp_path):
     with pytest.raises(FileExistsError):
         builder.write("a/user.html", b"featvis")     # not its own: never deleted
     assert (tmp_path / "a" / "user.html").read_text() == "mine"
+    # Its own file swapped for a symlink to the user's file, or for another file: both stay.
+    thesis = tmp_path / "thesis.tex"
+    thesis.write_text("years of work")
+    page = tmp_path / "a" / "page.html"
+    page.unlink()
+    os.symlink(thesis, page)
+    with pytest.raises(FileExistsError):
+        builder.write("a/page.html", b"third")
+    assert page.is_symlink() and thesis.read_text() == "years of work"
+    page.unlink()
+    page.write_text("the user's page")
+    with pytest.raises(FileExistsError):
+        builder.write("a/page.html", b"third")
+    assert page.read_text() == "the user's page"
 
 
 def test_stale_temporaries_inside_a_run_go_and_foreign_files_stay(capsys, run, model_path):

@@ -393,6 +393,12 @@ def plan_replacement(out: str | os.PathLike, *, force: bool = False,
     return plan
 
 
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    """What tells a file from another put in its place: its inode (which a new file may
+    reuse), size and change time."""
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_ctime_ns
+
+
 class RunBuilder:
     """A new run folder being written in a private temporary folder: every file goes
     through :meth:`write`, which records it for the manifest."""
@@ -400,15 +406,21 @@ class RunBuilder:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.records: dict[str, dict] = {}
+        self._own_files: dict[str, tuple[int, ...]] = {}     # what each own file is
+
+    def _own(self, rel: str, path: Path) -> None:
+        self._own_files[rel] = _identity(path.lstat())
 
     def write(self, rel: str, data: bytes) -> str:
         """Write ``data`` at the relative path ``rel``; returns ``rel``."""
         path = self.root / check_segments(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if rel in self.records:               # this builder's own file, written again
-            path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            if self._own_files.get(rel) == _identity(path.lstat()):
+                path.unlink()                 # the very file this builder put there
         write_new(path, data)                 # anything else in the way: FileExistsError
         self.records[rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        self._own(rel, path)
         return rel
 
     def link(self, source: Path, rel: str, record: dict | None = None) -> None:
@@ -428,6 +440,7 @@ class RunBuilder:
                 shutil.copy2(source, path)
         if record is not None:
             self.records[rel] = dict(record)
+            self._own(rel, path)
 
 
 
