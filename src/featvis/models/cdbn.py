@@ -281,21 +281,11 @@ class ConvRBM(VisibleUnits, nn.Module):
     def reset_parameters(self, seed: int | None = 0) -> None:
         """Weights ``0.01 * randn`` from ``seed`` (a private generator), biases zero, sigma
         back to :attr:`initial_sigma`, history cleared."""
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.weight.device).manual_seed(seed)
-        with torch.no_grad():
-            self.weight.normal_(0.0, 0.01, generator=generator)
-            self.hidden_bias.zero_()
-            self.visible_bias.zero_()
-            if self._gaussian:
-                self._sigma.fill_(self.initial_sigma)
-        self.history = []
+        self._reset(seed, 0.01)
 
     def extra_repr(self) -> str:
-        text = (f"channels={self.channels}, filters={self.filters}, "
-                f"filter_size={self.filter_size}, pool={self.pool}")
-        return text + (f", visible='gaussian', sigma={self.sigma:g}" if self._gaussian else "")
+        return (f"channels={self.channels}, filters={self.filters}, "
+                f"filter_size={self.filter_size}, pool={self.pool}" + self._visible_repr())
 
     # -- shapes ------------------------------------------------------------------------------
     def map_shapes(self, height: int, width: int) -> dict[str, tuple[int, int]]:

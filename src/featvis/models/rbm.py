@@ -54,6 +54,23 @@ class VisibleUnits:
                              "(visible='binary')")
         self._sigma.fill_(check_float("sigma", value))
 
+    def _reset(self, seed: int | None, weight_std: float) -> None:
+        """Weights ``weight_std * randn`` from ``seed`` (a private generator), biases zero,
+        sigma back to :attr:`initial_sigma`, history cleared."""
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.weight.device).manual_seed(seed)
+        with torch.no_grad():
+            self.weight.normal_(0.0, weight_std, generator=generator)
+            self.hidden_bias.zero_()
+            self.visible_bias.zero_()
+            if self._gaussian:
+                self._sigma.fill_(self.initial_sigma)
+        self.history = []
+
+    def _visible_repr(self) -> str:
+        return f", visible='gaussian', sigma={self.sigma:g}" if self._gaussian else ""
+
 
 class RBM(VisibleUnits, nn.Module):
     """RBM with binary hidden units h and binary or Gaussian visible units v.
@@ -90,20 +107,10 @@ class RBM(VisibleUnits, nn.Module):
     def reset_parameters(self, seed: int | None = 0) -> None:
         """Weights ``0.1 * randn`` (``0.01 * randn`` for Gaussian units) from ``seed``
         (Hinton's rbm.m), biases zero, sigma back to :attr:`initial_sigma`."""
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.weight.device).manual_seed(seed)
-        with torch.no_grad():
-            self.weight.normal_(0.0, 0.01 if self._gaussian else 0.1, generator=generator)
-            self.visible_bias.zero_()
-            self.hidden_bias.zero_()
-            if self._gaussian:
-                self._sigma.fill_(self.initial_sigma)
-        self.history = []
+        self._reset(seed, 0.01 if self._gaussian else 0.1)
 
     def extra_repr(self) -> str:
-        text = f"n_visible={self.n_visible}, n_hidden={self.n_hidden}"
-        return text + (f", visible='gaussian', sigma={self.sigma:g}" if self._gaussian else "")
+        return f"n_visible={self.n_visible}, n_hidden={self.n_hidden}" + self._visible_repr()
 
     # -- conditionals -------------------------------------------------------------------
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
