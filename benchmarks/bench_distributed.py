@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from bench_methods import CNN_LAYERS, goal, lenet, load_images, reference_dbn  # noqa: E402
 from featvis import distributed  # noqa: E402
-from featvis.probe import probe  # noqa: E402
+from featvis.seam import probe  # noqa: E402
 
 # processes, threads each, a process group: "shards" is 2 processes mining a shard each, with
 # no group and no exchange: what the machine allows two processes at that moment.

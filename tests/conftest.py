@@ -29,7 +29,7 @@ def small_dbn(mnist_small):
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, small_dbn, mnist_small):
     """A small visualize run with its gallery: every layer, 3 units each (read-only)."""
-    from featvis.visualize import VisualizeSettings, visualize
+    from featvis.visualization import VisualizeSettings, visualize
 
     out = tmp_path_factory.mktemp("runs") / "run"
     settings = VisualizeSettings(units=3, steps=10, restarts=2, samples=10, top=4)
@@ -139,3 +139,15 @@ def cnn_run(tmp_path_factory, user_cnn):
                  "--quiet", "--device", "cpu"])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def baseline_rss(tmp_path_factory):
+    """Peak RSS of a featvis command that loads torch and fails at once (a missing
+    checkpoint): ``featvis --version`` no longer loads torch, which every case needs."""
+    from helpers import measured_cli
+
+    missing = tmp_path_factory.mktemp("baseline") / "missing.safetensors"
+    status, err, rss = measured_cli("visualize", str(missing), "--out", str(missing) + ".run")
+    assert status == 2 and "no such checkpoint file" in err, err
+    return rss

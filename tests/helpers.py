@@ -6,7 +6,10 @@ import gzip
 import importlib.util
 import inspect
 import itertools
+import os
 import struct
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,6 +17,27 @@ from safetensors import safe_open
 
 from featvis import DBN, RBM
 from featvis.cli import main
+
+
+RSS_MARGIN_KIB = 150 * 1024       # ru_maxrss is in KiB on Linux
+
+# Runs a command and prints its exit status and peak RSS; its stderr passes through.
+WRAPPER = ("import resource, subprocess, sys\n"
+           "child = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+           "stderr=subprocess.PIPE)\n"
+           "sys.stderr.buffer.write(child.stderr)\n"
+           "print(child.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def measured_cli(*argv, cwd=None):
+    """``(exit status, stderr, peak RSS in KiB)`` of ``featvis *argv`` in a fresh process
+    (started in ``cwd``)."""
+    command = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "featvis.cli",
+               *map(str, argv)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    status, rss = map(int, done.stdout.split())
+    return status, done.stderr, rss
 
 
 HOSTILE = "<script>alert(1)</script>"            # a name that must render as text

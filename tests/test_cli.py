@@ -70,7 +70,7 @@ def _bad_data_folder(tmp_path):
     (["--sizes", "784,a"], "expected comma-separated integers"),
     (["--sizes", "784,-3"], "expected positive integers"),
     (["--sizes", "700,10"], "784 pixels per image but the model's input layer has 700"),
-    (["--epochs", "0"], "expected a positive integer"),
+    (["--epochs", "0"], r"expected an integer in 1..10,000"),
     (["--data", "{tmp}/absent"], "not a folder"),
     (["--data", "{tmp}/data"], "truncated"),
     (["--resume"], "no checkpoint"),
@@ -272,7 +272,7 @@ def test_evaluate_checks_its_outputs_before_computing(tmp_path, capsys, run_dir,
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
     for args, message in ((["--json", notes], "exists; refusing to overwrite it (--force"),
-                          (["--json", model], "exists; refusing to overwrite it"),
+                          (["--json", model], "is the model being read"),
                           (["--json", tmp_path], "is a folder"),
                           (["--json", run_dir / "e.json", "--run", run_dir],
                            "inside --run")):
@@ -324,7 +324,7 @@ def test_train_the_reference_cnn(tmp_path, capsys, tiny_mnist_dir):
 
 
 def test_the_methods_option_lists_every_registered_method(capsys):
-    from featvis.visualize import METHODS
+    from featvis.visualization import METHODS
 
     with pytest.raises(SystemExit):
         main(["visualize", "--help"])

@@ -349,7 +349,7 @@ def test_torchrun_visualize_writes_the_bytes_of_one_process(tmp_path):
     from featvis import DBN
 
     g = torch.Generator().manual_seed(0)
-    np.save(tmp_path / "x.npy", (torch.rand(600, 8, 8, generator=g) * 255).byte().numpy())
+    np.save(tmp_path / "x.npy", (torch.rand(1200, 8, 8, generator=g) * 255).byte().numpy())
     dbn = DBN([64, 260, 4], seed=0)
     dbn.fit((torch.rand(200, 64, generator=g) < 0.3).float(), epochs=1, progress=False)
     dbn.save(tmp_path / "m.safetensors")

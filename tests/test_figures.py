@@ -13,8 +13,8 @@ from featvis import ranked_filters, top_examples
 from featvis.figures import (GABOR_COLUMNS, GaborFit, Purity, class_purity, distinctness,
                              example_distinctness, gabor_fit, locality, random_locality,
                              randomized_similarity)
-from featvis.probe import UnsupportedError, probe
-from featvis.visualize import METHODS
+from featvis.seam import UnsupportedError, probe
+from featvis.visualization import METHODS
 
 from helpers import random_dbn
 

@@ -3,11 +3,8 @@ refused with one line before they cost anything."""
 
 import gzip
 import json
-import os
 import re
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,37 +15,7 @@ from featvis import DBN, CheckpointError
 from featvis.checkpoint import FORMAT, MAX_SIZES
 from featvis.safejson import MAX_DEPTH, loads
 
-from helpers import read_checkpoint, stopped_checkpoint
-
-RSS_MARGIN_KIB = 150 * 1024       # ru_maxrss is in KiB on Linux
-
-# Runs a command and prints its exit status and peak RSS; its stderr passes through.
-WRAPPER = ("import resource, subprocess, sys\n"
-           "child = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
-           "stderr=subprocess.PIPE)\n"
-           "sys.stderr.buffer.write(child.stderr)\n"
-           "print(child.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-
-
-def measured_cli(*argv):
-    """``(exit status, stderr, peak RSS in KiB)`` of ``featvis *argv`` in a fresh process."""
-    command = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "featvis.cli",
-               *map(str, argv)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
-    status, rss = map(int, done.stdout.split())
-    return status, done.stderr, rss
-
-
-@pytest.fixture(scope="module")
-def baseline_rss(tmp_path_factory):
-    """Peak RSS of a featvis command that loads torch and fails at once (a missing
-    checkpoint): ``featvis --version`` no longer loads torch, which every case needs."""
-    missing = tmp_path_factory.mktemp("baseline") / "missing.safetensors"
-    status, err, rss = measured_cli("visualize", str(missing), "--out", str(missing) + ".run")
-    assert status == 2 and "no such checkpoint file" in err, err
-    return rss
-
+from helpers import RSS_MARGIN_KIB, measured_cli, read_checkpoint, stopped_checkpoint
 
 def checkpoint_text(meta_text, path):
     """A tiny real 784-8-4 checkpoint at ``path`` whose metadata is ``meta_text``."""

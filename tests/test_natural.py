@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-import featvis.natural
 from featvis.errors import DataError, FeatvisError
 from featvis.natural import (BUNDLED, MissingDependencyError, Patches, natural_patches,
                              rebuild)
@@ -193,7 +192,7 @@ def test_bundled_photograph_saved_as_png_has_the_same_hash(tmp_path, bundled):
     assert result.recipe["sources"][0]["sha256"] == bundled.recipe["sources"][0]["sha256"]
 
 
-def test_folder_refusals(tmp_path, photos, monkeypatch):
+def test_folder_refusals(tmp_path, photos):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no PNG/JPEG images") as info:
@@ -206,12 +205,11 @@ def test_folder_refusals(tmp_path, photos, monkeypatch):
     with pytest.raises(DataError, match=r"a\.png: 32x32 pixels, smaller than the 33x33") as info:
         natural_patches(photos, size=33)
     one_line(info)
-    monkeypatch.setattr(featvis.natural, "MAX_IMAGE_PIXELS", 1500)
-    with pytest.raises(DataError, match=r"b\.png: 40x56 = 2240 pixels, above") as info:
-        natural_patches(photos)
+    with pytest.raises(DataError, match=r"b\.png: 40x56 = 2240 pixels, above the limit "
+                                        r"max_pixels=1500 per image \(--max-pixels") as info:
+        natural_patches(photos, max_pixels=1500)
     one_line(info)
     (photos / "z.png").write_bytes(b"not a png")
-    monkeypatch.setattr(featvis.natural, "MAX_IMAGE_PIXELS", 10**6)
     with pytest.raises(DataError, match="z.png: not a PNG or JPEG image"):
         natural_patches(photos)
 

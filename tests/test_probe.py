@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from featvis import DataError, linear_combination, maximize, ranked_filters, top_examples
-from featvis.probe import LayerError, LayerInfo, UnsupportedError, layers, probe
+from featvis.seam import LayerError, LayerInfo, UnsupportedError, layers, probe
+from featvis.errors import UserCodeError
 
 from helpers import random_dbn
 
@@ -133,10 +134,12 @@ def test_no_hooks_are_left_behind(residual):
     def explode(*args):
         raise RuntimeError("boom inside forward")
 
-    for error in (RuntimeError, KeyboardInterrupt):
+    # The user's error is one line quoting it; Ctrl-C passes unchanged.
+    for error, raised in ((RuntimeError, UserCodeError), (KeyboardInterrupt, KeyboardInterrupt)):
         handle = residual.bn.register_forward_pre_hook(
             explode if error is RuntimeError else lambda *a: (_ for _ in ()).throw(error()))
-        with pytest.raises(error):
+        with pytest.raises(raised, match="raised RuntimeError: boom inside forward"
+                           if error is RuntimeError else None):
             seam.scores(x, {"head": None})
         handle.remove()
         assert hooks_left(residual) == 0 and residual.training

@@ -8,7 +8,7 @@ from PIL import Image
 from featvis import (linear_combination, load_mnist, maximize, ranked_filters, sample_unit,
                      top_examples)
 from featvis.render import tile
-from featvis.visualize import METHODS, VisualizeSettings, visualize
+from featvis.visualization import METHODS, VisualizeSettings, visualize
 
 from helpers import run_cli
 
@@ -74,12 +74,12 @@ def test_visualize_writes_every_grid_and_summary(tmp_path, capsys, model_path, s
 @pytest.mark.parametrize("args,message", [
     (["--layers", "0"], "layer must be a hidden depth in 1..3, got 0"),
     (["--layers", "x"], "layer must be a hidden depth in 1..3, got 'x'"),
-    (["--k", "20000", "--methods", "examples"], "k=20000 is larger than the number of inputs"),
+    (["--k", "20000", "--methods", "examples"], "argument --k: expected an integer in 1..1,000"),
     (["--layers", "4"], "layer must be a hidden depth in 1..3"),
     (["--methods", "examples,colour"], "unknown method 'colour'"),
     (["--top", "65", "--layers", "2", "--methods", "filters"], "top=65 is larger"),
-    (["--steps", "0"], "expected a positive integer"),
-    (["--k", "-1"], "expected a positive integer"),
+    (["--steps", "0"], "expected an integer in 1..100,000"),
+    (["--k", "-1"], "expected an integer in 1..1,000"),
 ])
 def test_visualize_bad_input(tmp_path, capsys, model_path, args, message):
     out = tmp_path / "run"
@@ -103,7 +103,7 @@ def test_failed_run_leaves_previous_output_intact(tmp_path, small_dbn, mnist_sma
     settings = VisualizeSettings(layers=[1], methods=["combination"], units=2)
     visualize(small_dbn, mnist_small[0], out, settings, progress=False)
     before = (out / "summary.json").read_bytes()
-    import featvis.visualize as vis
+    import featvis.visualization as vis
 
     def explode(*args, **kwargs):
         raise RuntimeError("out of memory")

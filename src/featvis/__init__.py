@@ -18,8 +18,8 @@ _PUBLIC = {
     "RBM": "models", "DBN": "models", "ConvRBM": "models", "ConvDBN": "models",
     "reference_cnn": "models", "TrainingRecipe": "train",
     "load": "checkpoint",
-    "probe": "probe", "layers": "probe", "LayerInfo": "probe",
-    "UnsupportedError": "probe", "LayerError": "probe",
+    "probe": "seam", "layers": "seam", "LayerInfo": "seam",
+    "UnsupportedError": "seam", "LayerError": "seam",
     "top_examples": "methods", "TopExamples": "methods", "maximize": "methods",
     "Maximization": "methods", "sample_unit": "methods", "UnitSamples": "methods",
     "ranked_filters": "methods", "RankedFilters": "methods",
@@ -28,7 +28,7 @@ _PUBLIC = {
     "TopK": "methods.topk",
     "locality": "figures", "random_locality": "figures", "gabor_fit": "figures",
     "GaborFit": "figures",
-    "visualize": "visualize", "VisualizeSettings": "visualize",
+    "visualize": "visualization", "VisualizeSettings": "visualization",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -16,12 +16,66 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ._version import __version__
-from .errors import FeatvisError, first_line
+from .errors import FeatvisError, Terminated, UserCodeError, first_line
 
 if TYPE_CHECKING:
     import torch
 
 EXIT_USAGE = 2
+MAX_PIXELS = 50_000_000      # --max-pixels' default (featvis.data.MAX_PIXELS, not imported:
+MAX_BYTES = 4 * 2**30        # --max-bytes' (featvis.data.MAX_IDX_BYTES); torch loads late)
+# The bounds of every count the command line takes, checked before any work (the README's
+# table lists them): option -> (lowest, highest).
+LIMITS = {
+    "--seed": (0, 2**63 - 1), "--epochs": (1, 10_000), "--batch-size": (1, 100_000),
+    "--patch-size": (2, 512), "--patches": (1, 10_000_000), "--units": (1, 1_000_000),
+    "--k": (1, 1000), "--top": (1, 1000), "--steps": (1, 100_000), "--restarts": (1, 1000),
+    "--samples": (1, 10_000), "--ais-runs": (2, 10_000), "--max-pixels": (1, 2**31),
+    "--max-bytes": (1, 2**40),
+}
+MAX_LAYER_UNITS = 65_536                 # one entry of --sizes
+MAX_WEIGHTS = 2**28                      # all of --sizes' weights (1 GiB of float32)
+CONV_LIMITS = {"filters": (1, 1024), "filter_size": (1, 64), "pool": (1, 16)}
+MAX_CONV_LAYERS = 8
+MAX_SNAPSHOTS = 64
+MAX_TIMEOUT = 86_400.0
+
+
+def _count(option: str) -> Callable[[str], int]:
+    """The argparse type of ``option``: an integer within its :data:`LIMITS`."""
+    low, high = LIMITS[option]
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low:,}..{high:,}, got "
+                                             f"{text!r}")
+        return value
+    return parse
+
+
+def _positive_number(text: str) -> float:
+    """A finite number > 0 (a learning rate, a norm)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = _positive_number(text)
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_TIMEOUT:g} seconds, got "
+                                         f"{text!r}")
+    return value
 
 
 def _int_list(text: str) -> list[int]:
@@ -35,14 +89,17 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _sizes_list(text: str) -> list[int]:
+    """``--sizes``: 2 to 64 layer sizes of at most 65,536 units, at most 2^28 weights."""
+    sizes = _int_list(text)
+    if not 2 <= len(sizes) <= 64 or max(sizes) > MAX_LAYER_UNITS:
+        raise argparse.ArgumentTypeError(f"expected 2 to 64 sizes of 1..{MAX_LAYER_UNITS:,} "
+                                         f"units, got {text!r}")
+    weights = sum(v * h for v, h in zip(sizes, sizes[1:]))
+    if weights > MAX_WEIGHTS:
+        raise argparse.ArgumentTypeError(f"{text!r} needs {weights:,} weights, above the "
+                                         f"{MAX_WEIGHTS:,} (1 GiB of float32) featvis trains")
+    return sizes
 
 
 def _number_list(text: str, kind: type = int) -> list:
@@ -63,7 +120,14 @@ def _conv_layers(text: str) -> list[dict[str, int]]:
                for values in layers):
         raise argparse.ArgumentTypeError(f"expected FILTERSxSIZExPOOL,... of positive integers "
                                          f"(e.g. 40x10x2,40x6x2), got {text!r}")
-    return [dict(zip(CONV_LAYER_KEYS, map(int, values))) for values in layers]
+    specs = [dict(zip(CONV_LAYER_KEYS, map(int, values))) for values in layers]
+    odd = next((f"{key} {spec[key]}" for spec in specs for key, (low, high)
+                in CONV_LIMITS.items() if not low <= spec[key] <= high), None)
+    if odd is not None or len(specs) > MAX_CONV_LAYERS:
+        bounds = ", ".join(f"{key} {low}..{high}" for key, (low, high) in CONV_LIMITS.items())
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_CONV_LAYERS} layers with "
+                                         f"{bounds}, got {odd or text!r}")
+    return specs
 
 
 def _conv_text(layers: Sequence[dict]) -> str:
@@ -86,10 +150,21 @@ def _bounds(text: str) -> tuple[float, float] | str | None:
 
 
 def _pair(text: str) -> tuple[float, float]:
+    import math
+
     values = _number_list(text, float)
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"expected two numbers LO,HI, got {text!r}")
+    if len(values) != 2 or not all(map(math.isfinite, values)) or values[0] >= values[1]:
+        raise argparse.ArgumentTypeError(f"expected two finite numbers LO,HI with LO < HI, "
+                                         f"got {text!r}")
     return values[0], values[1]
+
+
+def _snapshots(text: str) -> list[int]:
+    steps = _number_list(text)
+    if len(steps) > MAX_SNAPSHOTS or any(step < 0 for step in steps):
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SNAPSHOTS} steps >= 0, got "
+                                         f"{text!r}")
+    return steps
 
 
 def _names(text: str) -> list[str]:
@@ -100,22 +175,30 @@ def _names(text: str) -> list[str]:
 
 
 def resolve_device(name: str) -> "torch.device":
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    import torch
+    """``--device``: ``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device that is
+    not there is an error naming the option."""
+    from .devices import resolve_device as resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FeatvisError("--device cuda: no CUDA device is available")
-    return torch.device(name)
+    try:
+        return resolve(name)
+    except FeatvisError as exc:
+        raise FeatvisError(f"--device {first_line(exc).removeprefix('device ')}") from None
+
+
+def _device_name(text: str) -> str:
+    import re
+
+    if not re.match(r"^(auto|cpu|cuda(:[0-9]+)?)$", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:INDEX, got {text!r}")
+    return text
 
 
 def _add_common_options(p: argparse.ArgumentParser) -> None:
     """--data, --seed, --device and --quiet, shared by the commands that compute."""
     p.add_argument("--data", metavar="DIR", type=Path, default=None,
                    help="folder with the four MNIST IDX files (default: the embedded subset)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    p.add_argument("--seed", type=_count("--seed"), default=0, help="random seed (default 0)")
+    p.add_argument("--device", type=_device_name, default="auto", metavar="auto|cpu|cuda[:i]",
                    help="where to compute (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -141,20 +224,53 @@ def _mnist(split: str, data: Path | None, width: int | None
     return images, labels
 
 
-def _check_new_file(path: Path, option: str, force: bool, resume: bool = False) -> None:
-    """Refuse, before any work, a file ``path`` that the command may not write: a folder,
-    a path under a file, or an existing file without ``--force`` (``--resume`` for train)."""
+def _check_new_file(path: Path, option: str, force: bool, resume: bool = False,
+                    reading: Sequence[tuple[str, Path | None]] = ()) -> None:
+    """Refuse, before any work, a file ``path`` that the command may not write: one of the
+    inputs it reads (``reading``: option and path; never, ``--force`` or not), a folder, a
+    path it cannot create, or an existing file without ``--force`` (``--resume`` for
+    train)."""
+    from .fileio import check_creatable
+
+    if not resume:
+        _check_not_input(path, option, reading)
+    check_creatable(path, option)
     if path.is_dir():
         raise FeatvisError(f"{option} {path}: is a folder; give a file name")
-    above = next((p for p in path.parents if os.path.lexists(p)), None)
-    if above is not None and not above.is_dir():
-        raise FeatvisError(f"{option} {path}: {above} is not a folder")
     if resume and not path.is_file():
         raise FeatvisError(f"--resume: no checkpoint at {path}")
     if os.path.lexists(path) and not resume and not force:
         again = "--resume continues its training, " if option == "--out" else ""
         raise FeatvisError(f"{option} {path}: exists; refusing to overwrite it ({again}--force "
                            "replaces it)")
+
+
+def _check_not_input(out: Path, option: str, reading: Sequence[tuple[str, Path | None]]
+                     ) -> None:
+    """Refuse an output ``out`` that is one of the inputs being read, or lies inside an
+    input folder (which the next run would read it from)."""
+    for name, source in reading:
+        if source is None or not os.path.lexists(source):
+            continue
+        same = os.path.realpath(out) == os.path.realpath(source) or (
+            os.path.exists(out) and os.path.samefile(out, source))
+        if same:
+            raise FeatvisError(f"{option} {out}: is the {name} being read ({source}); featvis never "
+                               "replaces its input, --force or not: choose another "
+                               f"{option}")
+        if name == "--images" and os.path.isdir(source):
+            from .runfolder import path_inside
+
+            if path_inside(out, source) is not None:
+                raise FeatvisError(f"{option} {out}: lies inside the {name} folder {source}, "
+                                   f"which featvis reads; choose an {option} outside it")
+
+
+def _reading(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """The inputs a command reads, by option: the checkpoint, weights, images and data."""
+    return [(name, getattr(args, attr)) for name, attr in (
+        ("model", "model"), ("--weights file", "weights"), ("--images", "images"),
+        ("--data", "data")) if getattr(args, attr, None) is not None]
 
 
 def _check_same_data(saved: dict, current: dict) -> None:
@@ -280,7 +396,7 @@ def _training_data(args: argparse.Namespace):
 
         inputs, patches, whitening = training_inputs(
             args.images, size=args.patch_size, count=args.patches, seed=args.seed,
-            whiten=args.whiten)
+            whiten=args.whiten, max_pixels=args.max_pixels)
         return inputs, natural_info(patches, inputs), whitening
     images, _ = _mnist("train", args.data, args.sizes[0] if args.sizes else None)
     return images, mnist_info(args.data, images), None
@@ -385,14 +501,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _ais_runs(text: str) -> int:
-    value = _positive_int(text) if text.strip() != "0" else 0
-    if value == 1:
-        raise argparse.ArgumentTypeError("AIS needs at least 2 runs (or 0 to skip it)")
-    return value
+    if text.strip() == "0":
+        return 0
+    try:
+        return _count("--ais-runs")(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (AIS needs at least 2 runs; 0 skips it)") \
+            from None
 
 
 def _methods(text: str) -> list[str]:
-    from .visualize import METHODS
+    from .visualization import METHODS
 
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in METHODS]
@@ -435,9 +554,7 @@ def _load_model(args: argparse.Namespace, device: "torch.device"):
 def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, object]:
     """The images a command shows, shaped for the model, their labels (or None) and their
     normalization."""
-    import math
-
-    from .data import Normalization, load_images, load_mnist, parse_normalize, picture_shape
+    from .data import Normalization, load_mnist, open_images, parse_normalize, picture_shape
 
     shape = args.input_shape or seam.input_shape
     recipe = seam.describe().get("data", {}).get("patches")
@@ -447,18 +564,22 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, obj
         if args.normalize is not None:
             raise FeatvisError("--normalize: a model of natural patches reads them as it was "
                                "trained (whitened, contrast-normalized)")
-        patches = model_inputs(recipe, seam.whitening(), args.images)
+        patches = model_inputs(recipe, seam.whitening(), args.images,
+                               max_pixels=args.max_pixels)
         return patches.view(len(patches), *(shape or patches.shape[1:])), None, None
     if args.images is not None:
         channels = shape[0] if shape is not None and len(shape) == 3 else None
-        images, labels, _ = load_images(args.images, channels=channels, resize=args.resize)
+        source = open_images(args.images, channels=channels, resize=args.resize,
+                             max_pixels=args.max_pixels, max_bytes=args.max_bytes)
+        _check_shape(source.input_shape, shape, "the images")
+        _check_forward(seam, shape or source.input_shape, args)       # before decoding
+        images, labels = source.load(), source.labels
     else:
         images, labels = load_mnist(args.split, args.data)
         shape = shape or picture_shape(images.shape[1:])     # MNIST as (1, 28, 28)
+        _check_shape(tuple(images.shape[1:]), shape, "the MNIST images")
+        _check_forward(seam, shape, args)
     if shape is not None:
-        if images[0].numel() != math.prod(shape):
-            raise FeatvisError(f"one input of the data has shape {tuple(images.shape[1:])}, "
-                               f"the model takes {tuple(shape)}")
         images = images.reshape(len(images), *shape)
     normalization = None
     if args.normalize is not None:
@@ -467,13 +588,63 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, obj
     return images, labels, normalization
 
 
+def _check_shape(given: tuple[int, ...], shape: tuple[int, ...] | None, what: str) -> None:
+    """The data's one input must hold as many values as the model's (reshaped to it)."""
+    import math
+
+    if shape is not None and math.prod(given) != math.prod(shape):
+        raise FeatvisError(f"one input of {what} has shape {given} ({math.prod(given)} values), "
+                           f"the model takes {tuple(shape)}: give --input-shape C,H,W of the "
+                           "data's values, or --resize H,W for images")
+
+
+def _check_forward(seam, shape: tuple[int, ...], args: argparse.Namespace) -> None:
+    """Run a module once on one zero input of ``shape`` (its layer discovery), before the
+    data is decoded: a model that cannot take it is one line naming the flags to change."""
+    from .seam import probe
+
+    try:
+        probe(seam.model, shape).layer_keys()
+    except UserCodeError as exc:
+        raise _shape_hint(exc, "--input-shape C,H,W" +
+                          (" or --resize H,W" if args.images is not None else "")) from None
+
+
+def _shape_hint(exc: UserCodeError, flags: str) -> UserCodeError:
+    """``exc`` with the flags that change the input's shape, where the model's error may be
+    about the shape (not an exit)."""
+    if not isinstance(exc.__cause__, (RuntimeError, ValueError, TypeError, IndexError)):
+        return exc
+    return UserCodeError(f"{first_line(exc)}; change the input's shape with {flags}")
+
+
+def _check_input_limits(args: argparse.Namespace) -> None:
+    """``--input-shape`` and ``--resize`` within ``--max-pixels``; ``--resize`` only with
+    ``--images`` (checked before any work)."""
+    import math
+
+    limit = getattr(args, "max_pixels", MAX_PIXELS)
+    for option, value in (("--input-shape", getattr(args, "input_shape", None)),
+                          ("--resize", getattr(args, "resize", None))):
+        if value is not None and math.prod(value) > limit:
+            raise FeatvisError(f"{option} {','.join(map(str, value))}: "
+                               f"{math.prod(value)} values in one input, above "
+                               f"--max-pixels {limit}")
+    if getattr(args, "resize", None) is not None:
+        if len(args.resize) != 2:
+            raise FeatvisError("--resize takes H,W (two sizes)")
+        if args.images is None:
+            raise FeatvisError("--resize resizes the --images; without --images there is "
+                               "nothing to resize (MNIST is 28x28)")
+
+
 def _settings(args: argparse.Namespace, seam, **given):
-    """The :class:`~featvis.visualize.VisualizeSettings` of the options the command has
+    """The :class:`~featvis.visualization.VisualizeSettings` of the options the command has
     (the others keep their defaults); ``given`` overrides, e.g. what merged shards were
     mined with."""
     import dataclasses
 
-    from .visualize import VisualizeSettings
+    from .visualization import VisualizeSettings
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(VisualizeSettings)
               if getattr(args, f.name, None) is not None}
@@ -487,12 +658,16 @@ def _settings(args: argparse.Namespace, seam, **given):
 def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_out: bool):
     """``(model, model_path, images, labels, normalization, seam)`` of the command line;
     with ``check_out`` the output folder is checked before the data is read."""
-    from .probe import probe
+    from .seam import probe
     from .runfolder import plan_replacement
 
     model, model_path = _load_model(args, device)
     seam = probe(model, args.input_shape)
     if check_out:
+        from .fileio import check_creatable
+
+        _check_not_input(args.out, "--out", _reading(args))
+        check_creatable(args.out, "--out")
         plan_replacement(args.out, force=args.force,                   # before reading data
                          reading=[model_path] if model_path else ())
     images, labels, normalization = _inputs(args, seam)
@@ -501,10 +676,11 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
 
 def cmd_visualize(args: argparse.Namespace) -> int:
     from . import distributed
-    from .visualize import visualize
+    from .visualization import visualize
 
-    ctx = distributed.from_environment(resolve_device(args.device), args.timeout) \
-        if args.distributed else distributed.Context()
+    device = resolve_device(args.device)
+    ctx = distributed.from_environment(device, args.timeout) if args.distributed \
+        else distributed.Context(device=device)
     with ctx:
         model, model_path, images, labels, normalization, seam = _model_and_inputs(
             args, ctx.device, check_out=ctx.is_main)
@@ -528,26 +704,28 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
+    from .fileio import holding
     from .shards import mine_shard, save_shard
-    from .visualize import shown_units
+    from .visualization import shown_units
 
-    _check_new_file(args.out, "--out", args.force)
+    _check_new_file(args.out, "--out", args.force, reading=_reading(args))
     model, _, images, _, normalization, seam = _model_and_inputs(
         args, resolve_device(args.device), check_out=False)
     settings = _settings(args, seam, methods=("examples",))
     keys = settings.check(seam, n_inputs=len(images))
     inputs = images if normalization is None else normalization.normalize(images)
-    states = mine_shard(model, inputs, keys, settings.k,
-                        {key: shown_units(seam.layer(key), settings) for key in keys},
-                        shard=args.shard)
-    save_shard(args.out, states)
+    with holding(args.out):      # a second run to the same --out refuses while this one runs
+        states = mine_shard(model, inputs, keys, settings.k,
+                            {key: shown_units(seam.layer(key), settings) for key in keys},
+                            shard=args.shard)
+        save_shard(args.out, states)
     print(args.out)
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from .shards import merge_shards, shard_examples
-    from .visualize import shown_units, visualize
+    from .visualization import shown_units, visualize
 
     states, info = merge_shards(args.states)                  # refusals before the model
     model, model_path, images, labels, normalization, seam = _model_and_inputs(
@@ -572,11 +750,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from .probe import probe
+    from .seam import probe
 
     model, _ = _load_model(args, resolve_device("cpu"))
     seam = probe(model, args.input_shape)
-    infos = [seam.layer(key) for key in seam.layer_keys()]
+    try:
+        infos = [seam.layer(key) for key in seam.layer_keys()]
+    except UserCodeError as exc:
+        raise _shape_hint(exc, "--input-shape C,H,W") from None
     rows = [(str(i.name), i.type, str(i.units), "x".join(map(str, i.unit_shape)) or "-",
              "x".join(map(str, i.output_shape))) for i in infos]
     header = ("layer", "type", "units", "unit shape", "output shape")
@@ -606,7 +787,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise FeatvisError("--sizes is for --model dbn; the convolutional DBN demo's layers "
                            f"are {_conv_text(CDBN_DEMO['layers'])} (FILTERSxSIZExPOOL)")
     if args.dataset == "natural":
-        index = run_natural_demo(args.out, images=args.images, seed=args.seed,
+        index = run_natural_demo(args.out, images=args.images, max_pixels=args.max_pixels,
+                                 seed=args.seed,
                                  sizes=args.sizes or NATURAL_SIZES, units=args.units or 100,
                                  device=resolve_device(args.device), progress=not args.quiet,
                                  force=args.force)
@@ -672,7 +854,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dbn = DBN.load(args.model, device=device)
     fingerprint = model_fingerprint(dbn)
     if args.json is not None:               # everything the arguments decide, before any work
-        _check_new_file(args.json, "--json", args.force)
+        _check_new_file(args.json, "--json", args.force, reading=_reading(args))
         if args.run is not None and path_inside(args.json, args.run) is not None:
             raise FeatvisError(f"--json {args.json}: inside --run {args.run}, where featvis "
                                f"writes {EVALUATION} itself")
@@ -727,10 +909,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "with scikit-image), a model with Gaussian visible units")
     p.add_argument("--images", type=Path, default=None, metavar="DIR",
                    help="--dataset natural: a folder of PNG/JPEG photographs")
-    p.add_argument("--patch-size", type=_positive_int, default=None,
+    _add_max_pixels(p)
+    p.add_argument("--patch-size", type=_count("--patch-size"), default=None,
                    help=f"--dataset natural: patch side in pixels (default 14; "
                         f"{CDBN_NATURAL['patch_size']} for cdbn)")
-    p.add_argument("--patches", type=_positive_int, default=None,
+    p.add_argument("--patches", type=_count("--patches"), default=None,
                    help=f"--dataset natural: number of patches (default 100000; "
                         f"{CDBN_NATURAL['patches']} for cdbn)")
     p.add_argument("--whiten", choices=["1/f", "zca", "none"], default=None,
@@ -739,14 +922,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=["rbm.m", "hinton", "lee"], default=None,
                    help="DBN training recipe (default rbm.m for mnist, lee for natural; see "
                         "the README's table)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
+    p.add_argument("--epochs", type=_count("--epochs"), default=None,
                    help="epochs (per layer for a DBN or cdbn; default 10 for dbn, 5 for "
                         "cdbn, 4 for cnn)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=_count("--batch-size"), default=None,
                    help="default 100 for dbn, 128 for cnn; cdbn: the recipe's per layer (100, "
                         "25 for layer 2, 10 for a natural first layer); a value given applies "
                         "to every layer")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=_positive_number, default=None,
                    help="learning rate (default: the recipe's, 0.1 for rbm.m; 0.5 for cdbn "
                         "on mnist, 0.02 for a natural first layer; 0.003 for cnn)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
@@ -769,7 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true",
                    help="one of the processes of 'torchrun --nproc_per_node=N -m featvis "
                         "visualize ...' (gloo on CPU, nccl on CUDA)")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=_timeout, default=600.0, metavar="SECONDS",
                    help="--distributed: end every rank, naming the culprit, when another "
                         "stops answering for this long (default 600)")
     _add_force(p, _FORCE_RUN)
@@ -797,7 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p, positional=False)
     _add_data_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--units", type=_positive_int, default=None,
+    p.add_argument("--units", type=_count("--units"), default=None,
                    help="as given to 'featvis mine'")
     _add_method_options(p)
     _add_force(p, _FORCE_RUN)
@@ -841,10 +1024,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(p)
     p.add_argument("--out", type=Path, default=Path("featvis-demo"),
                    help="output folder (default ./featvis-demo)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
+    p.add_argument("--epochs", type=_count("--epochs"), default=None,
                    help="epochs per layer (default 10 for the DBN, 5 for the cdbn)")
     _add_sizes(p)
-    p.add_argument("--units", type=_positive_int, default=None,
+    p.add_argument("--units", type=_count("--units"), default=None,
                    help="units (channels) shown per layer (default 100 for the DBN, all "
                         "filters of the cdbn, 16 for the CNN)")
     p.add_argument("--model", dest="model_kind", choices=["dbn", "cdbn", "cnn"], default="dbn",
@@ -857,15 +1040,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, default=None, metavar="DIR",
                    help="--dataset natural: your photographs (default: the grey ones "
                         "bundled with scikit-image)")
+    _add_max_pixels(p)
     _add_force(p, _FORCE_RUN)
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def _add_sizes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sizes", type=_int_list, default=None,
+    p.add_argument("--sizes", type=_sizes_list, default=None,
                    help="layer sizes, input first (default 784,1000,500,250)")
-    p.add_argument("--layers", type=_int_list, default=None, dest="old_sizes",
+    p.add_argument("--layers", type=_sizes_list, default=None, dest="old_sizes",
                    help=argparse.SUPPRESS)          # the old spelling of --sizes
 
 
@@ -883,7 +1067,9 @@ def _add_model_options(p: argparse.ArgumentParser, positional: bool = True) -> N
     p.add_argument("--weights", type=Path, default=None,
                    help="safetensors state_dict for --model MODULE:FACTORY (no pickles)")
     p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
-                   help="one input's shape, for a module (default: from the data)")
+                   help="one input's shape, for a module (default: from the data); at most "
+                        "--max-pixels values")
+    _add_max_pixels(p)
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -897,10 +1083,19 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                         "a model of natural patches, the photographs its patches were cut "
                         "from (default: those its checkpoint names)")
     p.add_argument("--resize", type=_shape, default=None, metavar="H,W",
-                   help="resize every image of --images to H,W")
+                   help="resize every image of --images to H,W (at most --max-pixels)")
+    p.add_argument("--max-bytes", type=_count("--max-bytes"), default=MAX_BYTES,
+                   metavar="BYTES", help="refuse inputs that take more memory than this once "
+                                         f"decoded (float32; default {MAX_BYTES}, 4 GiB)")
     p.add_argument("--normalize", default=None, metavar="MEAN,STD",
                    help="feed the model (x - mean) / std (MEAN,STD, or C means then C stds); "
                         "pictures are shown de-normalized")
+
+
+def _add_max_pixels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=_count("--max-pixels"), default=MAX_PIXELS,
+                   metavar="N", help="refuse an image of more pixels (HxW), read from its "
+                                     f"header before decoding (default {MAX_PIXELS:,})")
 
 
 def _add_unit_options(p: argparse.ArgumentParser) -> None:
@@ -910,14 +1105,14 @@ def _add_unit_options(p: argparse.ArgumentParser) -> None:
                         "of a cdbn (its pooling maps; D.detection: its detection maps), module "
                         "names of any other model (default: every layer of a DBN, every "
                         "pooling layer of a cdbn, every Conv2d and Linear of a module)")
-    p.add_argument("--units", type=_positive_int, default=None,
+    p.add_argument("--units", type=_count("--units"), default=None,
                    help="visualize the first N units of each layer (default: all)")
-    p.add_argument("--k", type=_positive_int, default=9, help="dataset examples per unit")
+    p.add_argument("--k", type=_count("--k"), default=9, help="dataset examples per unit")
 
 
 def _add_method_options(p: argparse.ArgumentParser) -> None:
     """The methods and their knobs (visualize, merge)."""
-    p.add_argument("--rho", type=float, default=None,
+    p.add_argument("--rho", type=_positive_number, default=None,
                    help="maximization's norm (default: a DBN's input norm, else the mean "
                         "norm of the inputs)")
     p.add_argument("--transforms", choices=["standard"], default=None,
@@ -926,7 +1121,7 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spatial", choices=["positive", "mean", "center"], default="positive",
                    help="maximization's objective for a channel: the mean of its map's "
                         "positive part (default), its mean, or its centre position")
-    p.add_argument("--snapshots", type=_number_list, default=(), metavar="STEP,...",
+    p.add_argument("--snapshots", type=_snapshots, default=(), metavar="STEP,...",
                    help="also show maximization's pictures after these steps")
     p.add_argument("--bounds", type=_bounds, default="data", metavar="LO,HI|data|none",
                    help="keep maximization's pixels in LO..HI (default data: the inputs' "
@@ -935,11 +1130,11 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
                    help="comma-separated subset of: examples, maximize, sampling, filters, "
                         "filter_views, deconvnet, combination (default: all that apply to "
                         "each layer)")
-    p.add_argument("--top", type=_positive_int, default=10,
+    p.add_argument("--top", type=_count("--top"), default=10,
                    help="ranked filters / linear-combination terms per unit (default 10)")
-    p.add_argument("--steps", type=_positive_int, default=300, help="maximization steps")
-    p.add_argument("--restarts", type=_positive_int, default=9, help="maximization restarts")
-    p.add_argument("--samples", type=_positive_int, default=100, help="samples per unit")
+    p.add_argument("--steps", type=_count("--steps"), default=300, help="maximization steps")
+    p.add_argument("--restarts", type=_count("--restarts"), default=9, help="maximization restarts")
+    p.add_argument("--samples", type=_count("--samples"), default=100, help="samples per unit")
     p.add_argument("--variant", choices=["one-hot", "gibbs"], default="one-hot",
                    help="unit-sampling variant (default one-hot)")
 
@@ -955,7 +1150,7 @@ def _sizes(args: argparse.Namespace) -> None:
 
 
 def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -983,10 +1178,23 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
     try:
         if hasattr(args, "old_sizes"):
             _sizes(args)
+        _check_input_limits(args)
         return func(args)
     except KeyboardInterrupt:
         print("featvis: interrupted", file=sys.stderr)
         return 130
+    except UserCodeError as exc:
+        spec = getattr(args, "model_spec", "")
+        named = f"--model {spec}: " if ":" in spec and not str(exc).startswith("--model") \
+            else ""
+        print(f"featvis {args.command}: error: {named}{first_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Terminated:
+        raise
+    except SystemExit as exc:       # the user's code outside the seam's guard
+        print(f"featvis {args.command}: error: the model's code called sys.exit({exc.code!r})",
+              file=sys.stderr)
+        return EXIT_USAGE
     except FeatvisError as exc:
         print(f"featvis {args.command}: error: {first_line(exc)}", file=sys.stderr)
         # 1 where another process of a distributed run failed, not this one's usage.

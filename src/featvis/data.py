@@ -16,9 +16,10 @@ import stat
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, NoReturn, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -28,8 +29,9 @@ from PIL import Image
 from .errors import DataError, check_int, is_int
 
 __all__ = ["read_idx", "load_mnist", "mnist_info", "check_images", "check_inputs",
-           "picture_shape", "iter_batches", "load_images", "parse_normalize", "Normalization",
-           "MAX_IDX_BYTES", "MAX_GZIP_RATIO", "IMAGE_SUFFIXES"]
+           "picture_shape", "iter_batches", "load_images", "open_images", "ImageSource",
+           "check_pixels", "parse_normalize", "Normalization", "MAX_IDX_BYTES", "MAX_GZIP_RATIO",
+           "MAX_PIXELS", "IMAGE_SUFFIXES"]
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).
 _IDX_DTYPES = {
@@ -42,6 +44,7 @@ _IDX_DTYPES = {
 }
 MAX_IDX_BYTES = 4 * 2**30   # default limit on the payload an IDX header may declare
 MAX_GZIP_RATIO = 1000       # limit on payload / gzip file size (MNIST: ~5, zeros: ~1030)
+MAX_PIXELS = 50_000_000     # default limit on one image's pixels (H x W), read from its header
 _CHUNK = 2**24              # bytes per read while streaming a payload
 _MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -159,6 +162,8 @@ def load_mnist(split: str = "train", root: str | os.PathLike | None = None, *,
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(f"{image_stem}: expected uint8 images (N, H, W), got "
                         f"{images.dtype} {images.shape}")
+    if len(images) == 0 or images.shape[1] * images.shape[2] == 0:
+        raise DataError(f"{image_stem}: holds no images (shape {images.shape})")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{label_stem}: {labels.shape[0] if labels.ndim else 0} labels for "
                         f"{len(images)} images")
@@ -263,9 +268,29 @@ _BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 _NPY_MAGIC = b"\x93NUMPY"
 
 
+@dataclass(frozen=True)
+class ImageSource:
+    """A model's inputs on disk whose headers are read and checked but whose pixels are not
+    decoded yet: :meth:`load` returns float32 ``shape``; ``input_shape`` is one input's."""
+
+    path: Path
+    shape: tuple[int, ...]
+    labels: torch.Tensor | None
+    classes: list[str]
+    _decode: Callable[[], torch.Tensor] = field(repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.shape[1:]
+
+    def load(self) -> torch.Tensor:
+        """The inputs, decoded into one tensor of :attr:`shape`."""
+        return self._decode()
+
+
 def load_images(path: str | os.PathLike, *, channels: int | None = None,
                 resize: tuple[int, int] | None = None, max_images: int | None = None,
-                max_bytes: int = MAX_IDX_BYTES
+                max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IDX_BYTES
                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """Load a model's inputs as ``(images float32, labels int64 (N,) or None, classes)``.
 
@@ -278,25 +303,52 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
     and gives a folder 1 if every image is greyscale, else 3. Without ``resize=(H, W)``
     every image must have one size. Hidden entries and other files are skipped; only the
     PNG and JPEG decoders run, and Pillow's decompression-bomb limit is enforced.
-    ``max_images`` keeps the first images; the output is refused before decoding if it would
-    exceed ``max_bytes``.
+    ``max_images`` keeps the first images. Two budgets are checked from the headers, before
+    anything is decoded: ``max_pixels`` per image (and per ``resize``), ``max_bytes`` for the
+    whole float32 output (see :func:`open_images`).
+
+    Example:
+        >>> images, labels, classes = load_images("photos/", channels=3, resize=(64, 64))
+        ... # doctest: +SKIP
     """
+    source = open_images(path, channels=channels, resize=resize, max_images=max_images,
+                         max_pixels=max_pixels, max_bytes=max_bytes)
+    return source.load(), source.labels, source.classes
+
+
+def open_images(path: str | os.PathLike, *, channels: int | None = None,
+                resize: tuple[int, int] | None = None, max_images: int | None = None,
+                max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IDX_BYTES) -> ImageSource:
+    """The :class:`ImageSource` of :func:`load_images` (same arguments): every header read
+    and every budget checked, nothing decoded, so that a caller can check the shape against
+    a model before paying for the pixels."""
     path = Path(path)
     if channels is not None and not (is_int(channels) and channels in (1, 3)):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    max_pixels = check_int("max_pixels", max_pixels)
     if resize is not None:
         if not (isinstance(resize, (tuple, list)) and len(resize) == 2
                 and all(is_int(v) and v >= 1 for v in resize)):
             raise ValueError(f"resize must be two positive integers (H, W), got {resize!r}")
         resize = (int(resize[0]), int(resize[1]))
+        check_pixels("resize", resize, max_pixels)
     if max_images is not None:
         max_images = check_int("max_images", max_images)
     max_bytes = check_int("max_bytes", max_bytes)
     if stat.S_ISDIR(_stat(path)):
-        return _load_folder(path, channels, resize, max_images, max_bytes)
+        return _open_folder(path, channels, resize, max_images, max_pixels, max_bytes)
     if path.suffix.lower() == ".npy":
-        return _load_npy(path, channels, resize, max_images, max_bytes), None, []
+        return _open_npy(path, channels, resize, max_images, max_pixels, max_bytes)
     raise DataError(f"{path}: expected a folder of PNG/JPEG images or a .npy file")
+
+
+def check_pixels(where: object, size: Sequence[int], max_pixels: int) -> None:
+    """Refuse an image of ``size`` (H, W) above ``max_pixels``, naming the option that
+    raises the budget."""
+    count = math.prod(size)
+    if count > max_pixels:
+        raise DataError(f"{where}: {'x'.join(map(str, size))} = {count} pixels, above the "
+                        f"limit max_pixels={max_pixels} per image (--max-pixels raises it)")
 
 
 def _stat(path: Path) -> int:
@@ -389,34 +441,42 @@ def _decode(file: Path, channels: int, size: tuple[int, int], out: np.ndarray) -
     np.divide(array, scale, out=out, dtype=np.float32)   # (H, W) broadcasts to 3 channels
 
 
-def _load_folder(root: Path, channels: int | None, resize: tuple[int, int] | None,
-                 max_images: int | None, max_bytes: int
-                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """:func:`load_images` on a folder: every header is read and the output sized before
-    any image is decoded."""
+def _open_folder(root: Path, channels: int | None, resize: tuple[int, int] | None,
+                 max_images: int | None, max_pixels: int, max_bytes: int) -> ImageSource:
+    """:func:`open_images` on a folder: every header read and the output sized."""
     paths, labels, classes = _list_images(root)
     paths = paths[:max_images]
     if labels is not None:
         labels = labels[:max_images]
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        headers = [_probe(file) for file in paths]
-        size = resize or headers[0][0]
-        if resize is None:
-            for file, (other, _) in zip(paths, headers):
-                if other != size:
-                    raise DataError(f"{file}: {other[0]}x{other[1]} pixels (HxW), but "
-                                    f"{paths[0].relative_to(root)} is {size[0]}x{size[1]}; "
-                                    "resize them all with --resize H,W (resize=(H, W))")
-        if channels is None:
-            channels = 1 if all(grey for _, grey in headers) else 3
-        shape = (len(paths), channels, *size)
-        _check_output(root, shape, max_bytes)
+        headers = []
+        for file in paths:
+            headers.append(_probe(file))
+            check_pixels(file, headers[-1][0], max_pixels)
+    size = resize or headers[0][0]
+    if resize is None:
+        for file, (other, _) in zip(paths, headers):
+            if other != size:
+                raise DataError(f"{file}: {other[0]}x{other[1]} pixels (HxW), but "
+                                f"{paths[0].relative_to(root)} is {size[0]}x{size[1]}; "
+                                "resize them all with --resize H,W (resize=(H, W))")
+    if channels is None:
+        channels = 1 if all(grey for _, grey in headers) else 3
+    shape = (len(paths), channels, *size)
+    _check_output(root, shape, max_bytes)
+
+    def decode() -> torch.Tensor:
         images = torch.empty(shape, dtype=torch.float32)
         buffer = images.numpy()
-        for index, file in enumerate(paths):
-            _decode(file, channels, size, buffer[index])
-    return images, None if labels is None else torch.tensor(labels, dtype=torch.int64), classes
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for index, file in enumerate(paths):
+                _decode(file, channels, size, buffer[index])
+        return images
+
+    return ImageSource(root, shape, None if labels is None else
+                       torch.tensor(labels, dtype=torch.int64), classes, decode)
 
 
 def _check_output(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
@@ -424,13 +484,15 @@ def _check_output(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
     size = math.prod(shape) * 4
     if size > max_bytes:
         raise DataError(f"{path}: {shape} float32 = {size} bytes, above the limit "
-                        f"max_bytes={max_bytes} ({max_bytes / 2**30:.3g} GiB); read fewer "
-                        "images (max_images) or smaller ones (resize)")
+                        f"max_bytes={max_bytes} ({max_bytes / 2**30:.3g} GiB) of inputs held "
+                        "in memory (--max-bytes raises it); read fewer images (max_images) "
+                        "or smaller ones (--resize)")
 
 
-def _load_npy(path: Path, channels: int | None, resize: tuple[int, int] | None,
-              max_images: int | None, max_bytes: int) -> torch.Tensor:
-    """:func:`load_images` on a ``.npy`` file: memory-mapped, converted in chunks."""
+def _open_npy(path: Path, channels: int | None, resize: tuple[int, int] | None,
+              max_images: int | None, max_pixels: int, max_bytes: int) -> ImageSource:
+    """:func:`open_images` on a ``.npy`` file: memory-mapped, converted in chunks when
+    loaded."""
     try:
         with open(path, "rb") as file:
             magic = file.read(6)
@@ -453,9 +515,19 @@ def _load_npy(path: Path, channels: int | None, resize: tuple[int, int] | None,
     given = 1 if array.ndim < 4 else array.shape[1]
     if channels not in (None, given) and (given, channels) not in ((1, 3), (3, 1)):
         raise DataError(f"{path}: cannot convert {given} channels to {channels}")
+    check_pixels(path, array.shape[1:] if flat else array.shape[-2:], max_pixels)
     shape = array.shape if flat else (len(array), channels or given,
                                       *(resize or array.shape[-2:]))
     _check_output(path, shape, max_bytes)
+    return ImageSource(path, tuple(shape), None, [],
+                       lambda: _read_npy(path, array, channels, resize, shape))
+
+
+def _read_npy(path: Path, array: np.ndarray, channels: int | None,
+              resize: tuple[int, int] | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """The memory-mapped ``array`` as float32 ``shape``, converted in chunks."""
+    flat = array.ndim == 2
+    given = 1 if array.ndim < 4 else array.shape[1]
     images = torch.empty(shape, dtype=torch.float32)
     rows = max(1, _CHUNK // (4 * max(math.prod(array.shape[1:]), math.prod(shape[1:]))))
     for start in range(0, len(array), rows):

@@ -21,12 +21,12 @@ import torch
 from .data import load_mnist, mnist_info, picture_shape
 from .figures import locality, random_locality
 from .models import DBN, ConvDBN, reference_cnn
-from .natural import natural_info, training_inputs
+from .natural import MAX_IMAGE_PIXELS, natural_info, training_inputs
 from .train import TrainingRecipe
 from .report import INDEX
-from .probe import probe
+from .seam import probe
 from .runfolder import plan_replacement
-from .visualize import VisualizeSettings, visualize
+from .visualization import VisualizeSettings, visualize
 
 __all__ = ["run_demo", "run_cnn_demo", "run_natural_demo", "run_cdbn_demo", "DEMO_SIZES",
            "CNN_LAYERS", "NATURAL_SIZES", "NATURAL_DEMO", "CDBN_DEMO"]
@@ -52,7 +52,7 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
              settings: VisualizeSettings | None = None, force: bool = False) -> Path:
     """Train, visualize and write the gallery into ``out`` (with the trained model as
     ``out/model.safetensors``); returns the path of ``index.html``. An ``out`` that
-    :func:`featvis.visualize.visualize` would refuse is refused before training."""
+    :func:`featvis.visualization.visualize` would refuse is refused before training."""
     out = Path(out)
     plan_replacement(out, force=force, rewriting=[MODEL])
     images, labels = load_mnist("train", data)
@@ -118,9 +118,10 @@ def run_natural_demo(out: str | os.PathLike = "featvis-demo",
                      images: str | os.PathLike | None = None, seed: int = 0,
                      sizes: Sequence[int] = NATURAL_SIZES, units: int = 100,
                      device: torch.device | str = "cpu", progress: bool = True,
-                     settings: VisualizeSettings | None = None, force: bool = False) -> Path:
-    """Lee, Ekanadham & Ng (2008) end to end: patches of natural photographs (``images``, or
-    those bundled with scikit-image), 1/f-whitened; a DBN with Gaussian visible units
+                     settings: VisualizeSettings | None = None, force: bool = False,
+                     max_pixels: int = MAX_IMAGE_PIXELS) -> Path:
+    """Lee, Ekanadham & Ng (2008) end to end: patches of natural photographs (``images``, at
+    most ``max_pixels`` each, or those bundled with scikit-image), 1/f-whitened; a DBN with Gaussian visible units
     trained by the ``lee`` recipe; every method on its layers, the first-layer filters in
     three views with their locality and Gabor figures; the model saved as
     ``out/model.safetensors``. Returns the path of ``index.html``."""
@@ -138,7 +139,7 @@ def run_natural_demo(out: str | os.PathLike = "featvis-demo",
                                              top=min([10, *dbn.sizes[1:-1]]))
     inputs, patches, dbn.whitening = training_inputs(
         images, size=side, count=NATURAL_DEMO["patches"], seed=seed,
-        whiten=NATURAL_DEMO["whiten"])
+        whiten=NATURAL_DEMO["whiten"], max_pixels=max_pixels)
     dbn.data_info = natural_info(patches, inputs)
     summary, took = _train_and_show(
         dbn, inputs, out, settings,

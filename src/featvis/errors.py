@@ -1,8 +1,10 @@
 """Exceptions that carry a one-line, user-facing message (the CLI prints it and exits 2),
 and the argument checks the public functions share."""
 
+import contextlib
 import math
 from numbers import Integral, Real
+from typing import Iterator
 
 
 class FeatvisError(Exception):
@@ -19,6 +21,32 @@ class CheckpointError(FeatvisError, ValueError):
 
 class TrainingDivergedError(FeatvisError, FloatingPointError):
     """Training produced NaN or infinite values (learning rate too high)."""
+
+
+class UserCodeError(FeatvisError):
+    """The user's own code (a model factory, forward pass or hook) raised; the message
+    quotes the first line of what it raised."""
+
+
+class Terminated(SystemExit):
+    """A termination signal (SIGTERM), unwinding like Ctrl-C: never taken for the user's
+    code calling ``sys.exit``."""
+
+
+@contextlib.contextmanager
+def user_code(what: str) -> Iterator[None]:
+    """Run the user's code: anything it raises, ``SystemExit`` included, becomes a one-line
+    :class:`UserCodeError` "``what`` raised ..." (its ``__cause__`` the original exception;
+    none for an exit). Ctrl-C, a :class:`Terminated` and featvis's own errors (from its
+    hooks) pass unchanged."""
+    try:
+        yield
+    except (FeatvisError, Terminated):
+        raise
+    except SystemExit as exc:
+        raise UserCodeError(f"{what} called sys.exit({exc.code!r})") from None
+    except Exception as exc:  # noqa: BLE001 - any error of the user's code
+        raise UserCodeError(f"{what} raised {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def is_int(value: object) -> bool:

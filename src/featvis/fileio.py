@@ -11,6 +11,7 @@ with mode 0666 and folders with 0777, so the user's umask decides, as for any ot
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ from typing import Callable, Iterator
 from .errors import FeatvisError
 
 __all__ = ["BusyError", "clear_stale", "claim", "holding", "write_new", "atomic_write_bytes",
-           "stale_temporary", "remove_temporary"]
+           "stale_temporary", "remove_temporary", "check_creatable", "NAME_MAX"]
 
 KINDS = ("tmp", "old", "lock")
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
@@ -29,8 +30,21 @@ _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.featvis-(?P<pid>[0-9]+)@(?P<host>[A
                         r"\.(?P<kind>tmp|old|lock)$")
 
 
+NAME_MAX = 255            # bytes in one file name (Linux, macOS)
+
+
 class BusyError(FeatvisError):
     """Another featvis process is writing the same output."""
+
+
+def _stem(name: str) -> str:
+    """What a temporary of ``name`` is called after: ``name`` itself, or for a name too
+    long to take the temporary's affixes, its start and a hash of the rest."""
+    longest = f".{name}.featvis-{2**22}@{_HOST}.lock"
+    if len(os.fsencode(longest)) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return f"{os.fsencode(name)[:80].decode(errors='ignore')}~{digest}"
 
 
 def _alive(pid: int) -> bool:
@@ -96,7 +110,7 @@ def clear_stale(target: str | os.PathLike,
     if parent.is_dir():
         for entry in sorted(parent.iterdir()):
             match = _TEMPORARY.match(entry.name)
-            if match is None or match["target"] != target.name:
+            if match is None or match["target"] != _stem(target.name):
                 continue
             if match["host"] != _HOST:
                 continue                      # cannot tell whether it is alive: leave it
@@ -116,7 +130,7 @@ def claim(target: str | os.PathLike, kind: str,
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     clear_stale(target, stale_aside)
     target = Path(target)
-    path = target.parent / f".{target.name}.featvis-{os.getpid()}@{_HOST}.{kind}"
+    path = target.parent / f".{_stem(target.name)}.featvis-{os.getpid()}@{_HOST}.{kind}"
     if os.path.lexists(path):                 # left by an earlier failure of this process
         _clear(path, kind, target, stale_aside)
     if os.path.lexists(path):
@@ -135,6 +149,29 @@ def holding(target: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         remove_temporary(lock)        # the lock's own name only, never followed
+
+
+def check_creatable(path: str | os.PathLike, option: str) -> None:
+    """Refuse, in one line naming ``option`` and ``path``, a file or folder featvis could not
+    create: a name too long, a path under a file, or a folder where nothing can be written
+    (tried with a temporary file, removed at once); nothing is left behind."""
+    path = Path(os.path.abspath(path))
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise FeatvisError(f"{option} {path}: the name has {len(os.fsencode(path.name))} "
+                           f"bytes, above the {NAME_MAX} a file name may have")
+    missing = path
+    while not os.path.lexists(missing.parent) and missing.parent != missing:
+        missing = missing.parent
+    above = missing.parent
+    if not above.is_dir():
+        raise FeatvisError(f"{option} {path}: {above} is not a folder")
+    try:
+        trial = claim(missing, "tmp")
+        write_new(trial, b"")
+    except OSError as exc:
+        raise FeatvisError(f"{option} {path}: cannot write in {above} "
+                           f"({exc.strerror or exc})") from None
+    remove_temporary(trial)
 
 
 def write_new(path: Path, data: bytes, *, durable: bool = False) -> None:

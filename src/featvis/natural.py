@@ -38,7 +38,7 @@ BUNDLED = ("camera", "grass", "gravel", "brick", "moon", "astronaut", "coffee", 
            "rocket")
 WHITEN = ("1/f", "none")        # what natural_patches applies to whole photographs
 WHITENINGS = ("1/f", "zca", "none")   # what a model's inputs may go through
-MAX_IMAGE_PIXELS = 50_000_000       # refuse larger photographs before decoding them
+MAX_IMAGE_PIXELS = data.MAX_PIXELS  # the default budget of one photograph (max_pixels)
 MAX_PATCH_BYTES = 4 * 2**30         # refuse count * size^2 float32 above this
 RECIPE_FORMAT = "featvis.patches/1"
 _INSTALL = "pip install 'featvis[natural]'"
@@ -84,13 +84,14 @@ class _Source:
 def natural_patches(images: str | os.PathLike | Sequence | None = None, size: int = 14,
                     count: int = 20000, seed: int = 0, remove_mean: bool = True,
                     normalize_contrast: bool = True, whiten: str = "1/f", *,
-                    f0: float = F0) -> Patches:
+                    f0: float = F0, max_pixels: int = MAX_IMAGE_PIXELS) -> Patches:
     """``count`` grey ``size`` x ``size`` patches of natural photographs, flat and float32.
 
     ``images`` is ``None`` for the photographs of :data:`BUNDLED` (scikit-image, no
     download; install it with ``pip install 'featvis[natural]'``), a folder of PNG/JPEG
     photographs of any size (read in sorted order, converted to grey, at most
-    :data:`MAX_IMAGE_PIXELS` each), or a sequence of 2-D float images in [0, 1].
+    ``max_pixels`` each, checked from their headers), or a sequence of 2-D float images in
+    [0, 1].
 
     Each photograph is whitened whole by the 1/f filter (``whiten="1/f"``, roll-off ``f0``
     in cycles per pixel; ``"none"`` keeps the pixels), then patches are cut at random
@@ -103,11 +104,12 @@ def natural_patches(images: str | os.PathLike | Sequence | None = None, size: in
     shuffled by the same generator, so any prefix mixes every photograph.
     """
     settings = _settings(size, count, seed, remove_mean, normalize_contrast, whiten, f0)
-    kind, folder, sources = _sources(images)
+    kind, folder, sources = _sources(images, max_pixels)
     return _build(kind, folder, sources, settings)
 
 
-def rebuild(recipe: Mapping, images: str | os.PathLike | Sequence | None = None) -> Patches:
+def rebuild(recipe: Mapping, images: str | os.PathLike | Sequence | None = None, *,
+            max_pixels: int = MAX_IMAGE_PIXELS) -> Patches:
     """The patches of ``recipe`` (a :class:`Patches`' recipe, e.g. read back from JSON),
     identical to the bit on the same software, with the recorded contrast scale.
 
@@ -139,7 +141,7 @@ def rebuild(recipe: Mapping, images: str | os.PathLike | Sequence | None = None)
         elif recipe["source"] != "bundled":
             raise DataError(f"recipe: its {recipe['source']!r} images are not stored; give "
                             "them again (images=...)")
-    kind, folder, sources = _sources(images)
+    kind, folder, sources = _sources(images, max_pixels)
     names = [s.name for s in sources]
     for index, entry in enumerate(recorded):
         if index >= len(names) or names[index] != entry["name"]:
@@ -154,7 +156,8 @@ def rebuild(recipe: Mapping, images: str | os.PathLike | Sequence | None = None)
 
 def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size: int = 14,
                     count: int = 20000, seed: int = 0, whiten: str = "1/f",
-                    epsilon: float = 0.1) -> tuple[torch.Tensor, Patches, Whitening]:
+                    epsilon: float = 0.1, max_pixels: int = MAX_IMAGE_PIXELS
+                    ) -> tuple[torch.Tensor, Patches, Whitening]:
     """What a model of natural patches trains on: ``(inputs, patches, whitening)``.
 
     ``whiten`` is ``"1/f"`` (the whole photographs filtered before cutting, as in Lee,
@@ -166,7 +169,7 @@ def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size:
     if whiten not in WHITENINGS:
         raise ValueError(f"whiten must be one of {', '.join(WHITENINGS)}, got {whiten!r}")
     patches = natural_patches(images, size, count, seed,
-                              whiten="1/f" if whiten == "1/f" else "none")
+                              whiten="1/f" if whiten == "1/f" else "none", max_pixels=max_pixels)
     if whiten != "zca":                 # 1/f was applied to the photographs themselves
         return patches.patches, patches, patches.whitening
     zca = ZCA.fit(patches.patches, epsilon)
@@ -187,10 +190,11 @@ def natural_info(patches: Patches, inputs: torch.Tensor) -> dict:
 
 
 def model_inputs(recipe: Mapping, whitening: Whitening,
-                 images: str | os.PathLike | Sequence | None = None) -> torch.Tensor:
+                 images: str | os.PathLike | Sequence | None = None, *,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """The inputs a model of natural patches was trained on, from its saved recipe and
     whitening (``images``: the photographs again, see :func:`rebuild`)."""
-    return whitening.inputs(rebuild(recipe, images).patches)
+    return whitening.inputs(rebuild(recipe, images, max_pixels=max_pixels).patches)
 
 
 # --- Settings and sources -----------------------------------------------------------------
@@ -223,17 +227,19 @@ def _settings(size: object, count: object, seed: object, remove_mean: object,
             "whiten": whiten, "f0": check_float("f0", f0)}
 
 
-def _sources(images: object) -> tuple[str, str | None, list[_Source]]:
-    """``(kind, folder, sources)`` of a natural_patches ``images`` argument."""
+def _sources(images: object, max_pixels: int) -> tuple[str, str | None, list[_Source]]:
+    """``(kind, folder, sources)`` of a natural_patches ``images`` argument, each image at
+    most ``max_pixels``."""
+    max_pixels = check_int("max_pixels", max_pixels)
     if images is None:
         return "bundled", None, _bundled()
     if isinstance(images, (str, os.PathLike)):
-        return "folder", os.fspath(images), _folder(Path(images))
+        return "folder", os.fspath(images), _folder(Path(images), max_pixels)
     if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 2:
         images = [images]
     if isinstance(images, (list, tuple)) or (
             isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 3):
-        return "arrays", None, _arrays(images)
+        return "arrays", None, _arrays(images, max_pixels)
     raise DataError(f"images: expected None (the bundled photographs), a folder or a list "
                     f"of 2-D images, got {type(images).__name__}")
 
@@ -269,7 +275,7 @@ def _bundled() -> list[_Source]:
     return sources
 
 
-def _folder(root: Path) -> list[_Source]:
+def _folder(root: Path, max_pixels: int) -> list[_Source]:
     """The PNG/JPEG photographs of ``root`` (and its subfolders, one level), headers read,
     pixels decoded later, one at a time."""
     if not stat.S_ISDIR(data._stat(root)):
@@ -280,9 +286,7 @@ def _folder(root: Path) -> list[_Source]:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         for path in paths:
             (height, width), _ = data._probe(path)
-            if height * width > MAX_IMAGE_PIXELS:
-                raise DataError(f"{path}: {height}x{width} = {height * width} pixels, above "
-                                f"the limit MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS}; shrink it")
+            data.check_pixels(path, (height, width), max_pixels)
             sources.append(_Source(path.relative_to(root).as_posix(), str(path),
                                    (height, width), lambda p=path, s=(height, width):
                                    _decode(p, s)))
@@ -297,7 +301,7 @@ def _decode(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return out[0]
 
 
-def _arrays(images: Sequence) -> list[_Source]:
+def _arrays(images: Sequence, max_pixels: int) -> list[_Source]:
     """Images given in memory, named ``image 0``, ``image 1``, ..."""
     if len(images) == 0:
         raise DataError("images: an empty list")
@@ -315,9 +319,7 @@ def _arrays(images: Sequence) -> list[_Source]:
         if image.ndim != 2:
             raise DataError(f"{name}: expected a 2-D grey image (H, W), got shape "
                             f"{image.shape}")
-        if image.size > MAX_IMAGE_PIXELS:
-            raise DataError(f"{name}: {image.size} pixels, above the limit "
-                            f"MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS}")
+        data.check_pixels(name, image.shape, max_pixels)
         with np.errstate(over="ignore"):
             grey = np.ascontiguousarray(image, dtype=np.float32)
         if not np.isfinite(grey).all():

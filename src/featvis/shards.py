@@ -37,7 +37,7 @@ from .errors import CheckpointError, DataError, check_int, first_line, is_int
 from .fileio import atomic_write_bytes
 from .fingerprint import data_fingerprint, model_fingerprint
 from .methods.topk import VALUE_DTYPES, TopExamples, TopK
-from .probe import Key, probe
+from .seam import Key, probe
 from .safetensors_file import featvis_metadata, read_safetensors
 from .units import Units, resolve_units
 
@@ -84,6 +84,11 @@ def shard_info(model: torch.nn.Module, images: torch.Tensor, layers: Key | Seque
     ``settings``) and its place (``shard: [i, N]``)."""
     index, count = _split(None, shard)
     seam, infos, wanted, resolved = _plan(model, images, layers, k, units, batch_size)
+    batches = -(-images.shape[0] // batch_size)
+    if count > batches:
+        raise ValueError(f"shard {index}/{count}: {images.shape[0]} inputs make {batches} "
+                         f"batch(es) of {batch_size}, so at most {batches} shard(s): give "
+                         f"--shard i/N with N <= {batches}")
     return {"shard": [index, count], "model_sha256": model_fingerprint(model),
             "data_sha256": data_fingerprint(images), "inputs": int(images.shape[0]),
             "settings": {"k": k, "batch_size": batch_size, "layers": list(infos),

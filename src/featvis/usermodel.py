@@ -17,14 +17,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from .errors import FeatvisError, first_line
+from .errors import Terminated, UserCodeError, first_line
 
 __all__ = ["ModelSpecError", "load_factory", "load_weights"]
 
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-class ModelSpecError(FeatvisError):
+class ModelSpecError(UserCodeError):
     """A ``module:factory`` that cannot be imported or called, or weights that do not fit."""
 
 
@@ -39,21 +39,31 @@ def load_factory(spec: str) -> nn.Module:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:           # noqa: BLE001 - any error in the user's import
+    except Terminated:
+        raise
+    except (Exception, SystemExit) as exc:   # noqa: BLE001 - anything the user's import does
         raise ModelSpecError(f"--model {spec}: cannot import {module_name} "
-                             f"({type(exc).__name__}: {first_line(exc)})") from None
+                             f"({_raised(exc)})") from None
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise ModelSpecError(f"--model {spec}: {module_name} has no callable {factory_name}")
     try:
         model = factory()
-    except Exception as exc:           # noqa: BLE001 - any error in the user's factory
-        raise ModelSpecError(f"--model {spec}: {factory_name}() raised "
-                             f"{type(exc).__name__}: {first_line(exc)}") from None
+    except Terminated:
+        raise
+    except (Exception, SystemExit) as exc:   # noqa: BLE001 - anything the user's factory does
+        raise ModelSpecError(f"--model {spec}: {factory_name}() {_raised(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"--model {spec}: {factory_name}() returned "
                              f"{type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _raised(exc: BaseException) -> str:
+    """What the user's code did: "called sys.exit(3)" or "raised ValueError: ..."."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"raised {type(exc).__name__}: {first_line(exc)}"
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:

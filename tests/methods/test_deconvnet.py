@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featvis import deconvnet
-from featvis.probe import UnsupportedError
+from featvis.seam import UnsupportedError
 
 # The tiny CNN: conv(1->3), ReLU, conv(3->4), ReLU, 2x2 max pool, conv(4->5); 3x3 kernels,
 # padding 1, on 1x16x16 inputs: an 8x8 map whose fields are 10x10, cut by the image edges.

@@ -262,7 +262,7 @@ def test_linear_combination_checks_top_against_every_layer_first():
 
 
 def test_a_method_a_layer_cannot_support_says_why():
-    from featvis.probe import UnsupportedError
+    from featvis.seam import UnsupportedError
 
     dbn = random_dbn([6, 5, 3], seed=11)
     with pytest.raises(UnsupportedError, match="^ranked filters need a layer above the first"):

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from featvis import CheckpointError, DataError, top_examples
 from featvis.methods.topk import FORMAT, MAX_HEADER_BYTES, TopK
-from featvis.probe import probe
+from featvis.seam import probe
 
 from helpers import random_dbn, read_checkpoint, refuse_unpickling
 

@@ -1,10 +1,10 @@
 """The visualization methods; each works on all (or some) units of a layer at once."""
 
 from .combination import Combination, linear_combination
-from .deconvnet import Projections, deconvnet
+from .deconvolution import Projections, deconvnet
 from .examples import TopExamples, top_examples
 from .filters import RankedFilters, ranked_filters
-from .maximize import Maximization, maximize
+from .maximization import Maximization, maximize
 from .parameterization import fit_color_decorrelation
 from .sampling import UnitSamples, sample_unit
 

@@ -4,7 +4,7 @@ A first layer's pictures are its filters; above it, ``V[i] = sum_{j in top of W[
 W[i, j] V_below[j]``. Biases and non-linearities are ignored. With ``top=None`` every weight
 is kept and a DBN's ``V_d = W_d ... W_1`` (pylearn2's product image). The chain follows the
 probe's layers below: a DBN's RBMs, or ``nn.Linear`` modules over a first Linear or Conv2d.
-A model with pictures of its own (:meth:`featvis.probe.Probe.bases`) gives those: a
+A model with pictures of its own (:meth:`featvis.seam.Probe.bases`) gives those: a
 convolutional DBN's bases, each filter's positive weights upsampled by the pooling below and
 convolved with the bases below (Lee et al. 2009's display; every positive weight is kept).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..probe import Key, probe
+from ..seam import Key, probe
 from ..units import Units, resolve_units
 from .filters import _UNSET, check_top, renamed_top
 

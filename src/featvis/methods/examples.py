@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data import check_inputs, iter_batches
 from ..errors import check_int
-from ..probe import Key, Probe, probe
+from ..seam import Key, Probe, probe
 from ..units import Units, resolve_units
 from .topk import TopExamples, TopK
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import check_int
-from ..probe import Key, UnsupportedError, probe
+from ..seam import Key, UnsupportedError, probe
 from ..units import Units, resolve_units
 
 __all__ = ["RankedFilters", "ranked_filters", "check_top", "renamed_top"]

@@ -1,7 +1,7 @@
 """Method 3: unit sampling in a DBN, p_d(x | h_{d,i} = 1) of the DBN truncated at layer d.
 
 A model with a top-down sampler of its own (a convolutional DBN, see
-:meth:`featvis.probe.Probe.sample`) is sampled by it: the pooling unit at the centre of the
+:meth:`featvis.seam.Probe.sample`) is sampled by it: the pooling unit at the centre of the
 filter's map clamped on, and the same draws with it off for the contrast. The rest of this
 module is the DBN's sampler.
 
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..errors import check_int
 from ..models.dbn import DBN
 from ..models.rbm import RBM
-from ..probe import Key, probe
+from ..seam import Key, probe
 from ..units import Units, resolve_units, unit_generator
 
 __all__ = ["UnitSamples", "sample_unit"]
@@ -129,7 +129,7 @@ def sample_unit(model: torch.nn.Module, layer: Key, units: Units = None, n_sampl
                 interval: int = 10, seed: int = 0, progress: bool = False) -> UnitSamples:
     """Samples of the input given that unit ``i`` of hidden layer ``layer`` is on, and their
     contrast with the unit off (a model with a generative side only:
-    :class:`~featvis.probe.UnsupportedError` otherwise). In a DBN a unit's random numbers
+    :class:`~featvis.seam.UnsupportedError` otherwise). In a DBN a unit's random numbers
     depend on ``(seed, unit)`` only: its results are the same alone or with other units. A
     model with its own sampler (a convolutional DBN: ``variant="one-hot"`` only, the chain
     settings unused) gives its samples for ``seed``."""

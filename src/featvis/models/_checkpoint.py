@@ -21,10 +21,12 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .._version import __version__
+from ..devices import check_device
 from ..errors import CheckpointError, first_line
 from ..fileio import atomic_write_bytes
 from ..safetensors_file import featvis_metadata, read_safetensors
 from ..train import VISIBLE_KINDS, TrainingRecipe, check_snapshot
+from ._metadata import check_data_info, check_history, check_test_accuracy, recipe_from
 from ..whitening import KINDS as WHITENING_KINDS
 from ..whitening import Whitening
 
@@ -86,6 +88,7 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
     without ``visible`` (written before Gaussian visible units) hold binary models.
     """
     path = Path(path)
+    device = check_device(device)
 
     def read(f: safe_open) -> tuple[dict, nn.Module, dict[str, torch.Tensor]]:
         meta = _read_meta(path, f.metadata() or {})
@@ -115,19 +118,19 @@ def read_dbn(cls: type[Model], path: str | os.PathLike,
         whitening = {name.removeprefix(WHITENING): tensors.pop(name)
                      for name in [n for n in tensors if n.startswith(WHITENING)]}
         for name in [name for name in tensors if name.startswith(LAST_EPOCH + ".")]:
-            _, d, field = name.split(".", 2)
-            if not 1 <= int(d) < dbn.n_layers:
+            _, d, field = (name.split(".", 2) + ["", ""])[:3]
+            if not (d.isdigit() and field and 1 <= int(d) < dbn.n_layers):
                 raise ValueError(f"tensor {name} names no hidden layer below the top")
             dbn.last_epoch_starts.setdefault(int(d), {})[field] = tensors.pop(name)
         dbn.load_state_dict(tensors, strict=True)
-        for rbm, history in zip(dbn.rbms, meta["history"], strict=True):
+        for rbm, history in zip(dbn.rbms, meta["history"], strict=True):   # checked
             rbm.history = [dict(entry) for entry in history]
         dbn.recipe = _read_recipe(meta)
         for d, start in dbn.last_epoch_starts.items():
             if dbn.recipe is None:
                 raise ValueError("a record of the last epoch without a training recipe")
             check_snapshot(dbn.rbms[d - 1], start, dbn.recipe, f"{LAST_EPOCH}.{d}.")
-        dbn.data_info = dict(meta.get("data") or {})
+        dbn.data_info = check_data_info(meta.get("data"))
         if meta.get("whitening") is not None:
             dbn.whitening = Whitening.from_parts(meta["whitening"], whitening)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -157,7 +160,7 @@ def _read_recipe(meta: dict) -> TrainingRecipe | None:
                    if f.name not in recipe and f.name not in LATER_RECIPE_FIELDS]
         if missing:
             raise ValueError(f"recipe lacks {', '.join(missing)}")
-    return TrainingRecipe(**recipe)
+    return recipe_from(recipe)
 
 
 def _read_meta(path: Path, header: dict[str, str]) -> dict:
@@ -221,6 +224,7 @@ def read_model(cls: type[Model], path: str | os.PathLike,
     tensor is read; NaN and infinite weights are refused.
     """
     path = Path(path)
+    device = check_device(device)
 
     def read(f: safe_open) -> tuple[dict, nn.Module, dict[str, torch.Tensor]]:
         meta = _read_meta(path, f.metadata() or {})
@@ -244,10 +248,25 @@ def read_model(cls: type[Model], path: str | os.PathLike,
         if not torch.isfinite(t).all():
             raise CheckpointError(f"{path}: {name} contains NaN or infinite values")
     model.load_state_dict(tensors, strict=True, assign=True)    # the shell takes them as is
-    model.data_info = dict(meta.get("data") or {})
-    model.recipe = dict(meta.get("recipe") or {})
-    model.test_accuracy = dict(meta.get("test_accuracy") or {})
+    try:
+        model.data_info = check_data_info(meta.get("data"))
+        model.recipe = _layerwise_recipe(model, meta.get("recipe"))
+        model.test_accuracy = check_test_accuracy(meta.get("test_accuracy"))
+    except (TypeError, ValueError) as exc:
+        raise _refuse(path, first_line(exc)) from None
     return model.eval().to(device)
+
+
+def _layerwise_recipe(model: nn.Module, recipe: dict | None) -> dict:
+    """A built-in kind's recipe; one with a ``history`` (a layer-wise model's) must hold a
+    valid :class:`TrainingRecipe` and one list of epochs per layer."""
+    recipe = dict(recipe or {})
+    if "history" in recipe:
+        recipe["history"] = check_history(recipe["history"], len(model.rbms))
+        fields = {key: value for key, value in recipe.items() if key != "history"}
+        if fields:
+            recipe_from(fields)
+    return recipe
 
 
 def _refuse(path: Path, problem: str) -> CheckpointError:
@@ -301,8 +320,7 @@ def _check_layout(path: Path, meta: dict, f: safe_open, visible: str = "binary")
     kind = " with Gaussian visible units" if visible == "gaussian" else ""
     _check_tensors(path, f, expected, f"sizes {reprlib.repr(sizes)}{kind} need",
                    also=LAST_EPOCH + ".")
-    history = meta.get("history")
-    if not (isinstance(history, list) and len(history) == len(sizes) - 1
-            and all(isinstance(h, list) for h in history)):
-        raise _refuse(path, f"history must hold one list per layer ({len(sizes) - 1}), "
-                            f"got {reprlib.repr(history)}")
+    try:
+        check_history(meta.get("history"), len(sizes) - 1)
+    except ValueError as exc:
+        raise _refuse(path, str(exc)) from None

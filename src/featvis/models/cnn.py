@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import check_inputs
+from ..devices import check_device
 from ..errors import CheckpointError, DataError, check_float, check_int, is_int
 from ..train import batch_order
 from ._checkpoint import read_model, save_model
@@ -195,7 +196,7 @@ def reference_cnn(pretrained: bool = True, *, seed: int = 0,
     """The reference CNN: with the weights shipped in the package, in eval mode
     (``pretrained=True``), or freshly initialised from ``seed``, in train mode."""
     if not pretrained:
-        return ReferenceCNN(seed=seed).to(device)
+        return ReferenceCNN(seed=seed).to(check_device(device))
     shipped = resources.files("featvis") / "_weights" / WEIGHTS
     if not shipped.is_file():
         raise CheckpointError(f"featvis/_weights/{WEIGHTS} is missing from this installation "

@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..data import check_inputs
 from ..errors import DataError, check_int
-from ..probe import Key, UnsupportedError, affine, eval_mode, probe, run_forward
+from ..seam import Key, UnsupportedError, affine, eval_mode, probe, run_forward
 from ..units import Units
 from .examples import TopExamples, top_examples
 

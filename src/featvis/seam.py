@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import DataError, FeatvisError, check_int, is_int
+from .errors import DataError, FeatvisError, UserCodeError, check_int, is_int, user_code
 from .units import unit_generator
 from .models.cdbn import ConvDBN, block_softmax, log_block_softmax
 from .models.dbn import DBN
@@ -526,7 +526,8 @@ def run_forward(model: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Modu
                 at: str = "output") -> dict:
     """The outputs (or inputs, see :func:`capture`) of ``targets`` for input ``x``, or their
     ``reduce``, from one (truncated) forward pass."""
-    with capture(targets, reduce=reduce, at=at) as captured:
+    with capture(targets, reduce=reduce, at=at) as captured, \
+            user_code(f"the model's forward pass on inputs of shape {tuple(x.shape)}"):
         try:
             model(x)
         except _Stop:
@@ -727,9 +728,12 @@ def _has_weights(module: nn.Module) -> bool:
 
 def _discover(model: nn.Module, example_batch: torch.Tensor
               ) -> tuple[list[LayerInfo], dict[str, str]]:
-    """The layers of ``model`` in forward-call order, and why each other module is not one."""
+    """The layers of ``model`` in forward-call order, and why each other module is not one.
+    A forward pass that fails is one line naming the input's shape and what the model's
+    first layer expects."""
     found: dict[str, LayerInfo] = {}
     reasons: dict[str, str] = {}
+    started: list[str] = []
 
     def hook_for(name: str):
         def hook(module: nn.Module, args: object, output: object) -> None:
@@ -745,20 +749,42 @@ def _discover(model: nn.Module, example_batch: torch.Tensor
                                         tuple(output.shape[2:]), tuple(output.shape[1:]))
         return hook
 
+    modules = dict(model.named_modules())
     handles = []
     try:
-        for name, module in model.named_modules():
+        for name, module in modules.items():
             if name:
                 handles.append(module.register_forward_hook(hook_for(name)))
-        with eval_mode(model), torch.no_grad():
+                handles.append(module.register_forward_pre_hook(
+                    lambda module, args, name=name: started.append(name)))
+        with eval_mode(model), torch.no_grad(), user_code(
+                f"the model's forward pass on one input of shape "
+                f"{tuple(example_batch.shape[1:])}"):
             model(example_batch)
+    except UserCodeError as exc:
+        raise UserCodeError(f"{exc}{_first_layer(modules, started)}") from exc.__cause__
     finally:
         for handle in handles:
             handle.remove()
-    for name, _ in model.named_modules():
+    for name in modules:
         if name and name not in found:
             reasons.setdefault(name, "never runs in the model's forward pass")
     return list(found.values()), reasons
+
+
+def _first_layer(modules: Mapping[str, nn.Module], started: Sequence[str]) -> str:
+    """What the first Linear or Conv that ``started`` in a forward pass expects of its input:
+    "; its first layer 'conv1', a Conv2d, expects 1 input channel(s) on axis 1"."""
+    for name in started:
+        module = modules[name]
+        if isinstance(module, nn.Linear):
+            needs = f"{module.in_features} features on the last axis"
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            needs = f"{module.in_channels} input channel(s) on axis 1"
+        else:
+            continue
+        return f"; its first layer {name!r}, a {type(module).__name__}, expects {needs}"
+    return ""
 
 
 def layers(model: nn.Module, example_batch: torch.Tensor) -> list[LayerInfo]:

@@ -36,7 +36,7 @@ from .figures import (class_purity, distinctness, example_distinctness, gabor_fi
 from .fingerprint import data_fingerprint, model_fingerprint
 from .methods import (TopExamples, deconvnet, linear_combination, maximize, ranked_filters,
                       sample_unit)
-from .probe import RANDOMIZATIONS, SPATIAL, Key, LayerInfo, Probe, UnsupportedError, probe
+from .seam import RANDOMIZATIONS, SPATIAL, Key, LayerInfo, Probe, UnsupportedError, probe
 from .render import encode_png, signed_border_grid, tile
 from .report import gallery_files
 from .runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder,

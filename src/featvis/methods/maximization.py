@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data import picture_shape
 from ..errors import check_float, check_int
-from ..probe import SPATIAL, Key, probe
+from ..seam import SPATIAL, Key, probe
 from ..units import Units, resolve_units, unit_generator
 from .input_gradients import OneChannelConvolutions
 from .parameterization import (Transform, color_filter, fourier_filter, hashed_uniforms,
