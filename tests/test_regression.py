@@ -1,0 +1,36 @@
+"""The outputs of small end-to-end runs stay those pinned before the redesign (issue 21)."""
+
+import json
+import math
+
+import pytest
+
+from regression import CASES, REFERENCE, fingerprint, run_case
+
+
+def _differences(old, new, where="summary"):
+    """Where two JSON values differ, floats allowed 1e-6 apart."""
+    if isinstance(old, float) or isinstance(new, float):
+        same = (isinstance(new, (int, float)) and isinstance(old, (int, float))
+                and math.isclose(old, new, rel_tol=0, abs_tol=1e-6))
+        return [] if same else [f"{where}: {old!r} -> {new!r}"]
+    if isinstance(old, dict) and isinstance(new, dict):
+        if old.keys() != new.keys():
+            return [f"{where}: keys {sorted(old.keys() ^ new.keys())} differ"]
+        return [d for key in old for d in _differences(old[key], new[key], f"{where}.{key}")]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new))
+                for d in _differences(a, b, f"{where}[{i}]")]
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_outputs_match_the_pinned_run(case, tmp_path):
+    pinned = json.loads((REFERENCE / f"{case}.json").read_text())
+    now = fingerprint(run_case(case, tmp_path))
+    for record in (pinned, now):
+        record["summary"].pop("featvis_version")
+    assert _differences(pinned["summary"], now["summary"]) == []
+    changed = {name for name in pinned["pngs"].keys() | now["pngs"].keys()
+               if pinned["pngs"].get(name) != now["pngs"].get(name)}
+    assert not changed, f"PNGs that differ: {sorted(changed)[:10]}"
