@@ -40,7 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 from scipy.signal import convolve2d, correlate2d  # noqa: E402
 
 from featvis import load_mnist  # noqa: E402
-from featvis.models.cdbn import ConvRBM, block_softmax, sample_blocks  # noqa: E402
+from featvis.models.conv import ConvRBM, block_softmax, sample_blocks  # noqa: E402
 
 BATCH = 100
 RECIPE = dict(lr=0.5, sparsity_target=0.01, sparsity_cost=1.0, weight_decay=1e-3)

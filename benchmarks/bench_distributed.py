@@ -5,7 +5,7 @@ Mining every unit of a 784-1000-500-250 DBN (random weights, ``DBN(SIZES, seed=0
 CNN over --cnn-rows, three ways, each in fresh processes started for the round:
 
 * 1 process x 1 thread (the baseline),
-* 2 processes x 1 thread each (``featvis.distributed.mine_top_examples`` on a gloo group of
+* 2 processes x 1 thread each (``featvis.pipeline.distributed.mine_top_examples`` on a gloo group of
   2; batch ``b`` on rank ``b % 2``, the states exchanged and merged on both ranks),
 * 1 process x 2 threads (the other way to use two cores),
 * 2 processes mining one offline shard each, with no process group and no exchange: the
@@ -40,7 +40,7 @@ from _timing import set_threads, spread  # noqa: E402
 import torch  # noqa: E402
 
 from bench_methods import CNN_LAYERS, goal, lenet, load_images, reference_dbn  # noqa: E402
-from featvis import distributed  # noqa: E402
+from featvis.pipeline import distributed  # noqa: E402
 from featvis.seam import probe  # noqa: E402
 
 # processes, threads each, a process group: "shards" is 2 processes mining a shard each, with

@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from featvis import DBN, RBM, load_mnist  # noqa: E402
-from featvis.evaluate import linear_probe, log_likelihood, log_partition_ais  # noqa: E402
+from featvis.models.evaluation import linear_probe, log_likelihood, log_partition_ais  # noqa: E402
 
 
 def main() -> None:

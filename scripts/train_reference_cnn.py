@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from featvis import load_mnist
-from featvis.checkpoint import save_model
+from featvis.models.checkpoint import save_model
 from featvis.data import mnist_info
 from featvis.models import ReferenceCNN
 

@@ -29,7 +29,7 @@ def small_dbn(mnist_small):
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, small_dbn, mnist_small):
     """A small visualize run with its gallery: every layer, 3 units each (read-only)."""
-    from featvis.visualization import VisualizeSettings, visualize
+    from featvis.pipeline.visualization import VisualizeSettings, visualize
 
     out = tmp_path_factory.mktemp("runs") / "run"
     settings = VisualizeSettings(units=3, steps=10, restarts=2, samples=10, top=4)

@@ -1,4 +1,4 @@
-"""Checkpoint files (featvis.checkpoint): exact round trips, atomic saves, files that are
+"""Checkpoint files (featvis.models.checkpoint): exact round trips, atomic saves, files that are
 truncated, foreign or inconsistent, and the older format."""
 
 import dataclasses
@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 import featvis.models
 from featvis import DBN, CheckpointError
 from featvis._version import __version__
-from featvis.checkpoint import FORMAT, encode_dbn, load_dbn, save_dbn
+from featvis.models.checkpoint import FORMAT, encode_dbn, load_dbn, save_dbn
 
 from helpers import imported_modules, read_checkpoint, refuse_unpickling, stopped_checkpoint
 
@@ -64,7 +64,7 @@ def test_save_is_atomic(tmp_path, small_dbn, monkeypatch):
     path = tmp_path / "model.safetensors"
     small_dbn.save(path)
     before = path.read_bytes()
-    import featvis.fileio as fileio
+    import featvis.io.fileio as fileio
 
     def crash(*args):
         raise OSError("disk full")
@@ -184,12 +184,12 @@ def test_format_2_recipes_must_be_complete(tmp_path, small_dbn, edit, problem):
 
 
 def test_the_models_do_not_import_the_checkpoint_module():
-    """featvis.checkpoint imports the DBN; DBN.save and DBN.load use the format below it."""
+    """featvis.models.checkpoint imports the DBN; DBN.save and DBN.load use the format below it."""
     modules = [featvis.models] + [importlib.import_module(f"featvis.models.{info.name}")
                                   for info in pkgutil.iter_modules(featvis.models.__path__)]
     assert len(modules) >= 4
     for module in modules:
-        assert "featvis.checkpoint" not in imported_modules(module), module.__name__
+        assert "featvis.models.checkpoint" not in imported_modules(module), module.__name__
 
 
 def gaussian_dbn():
@@ -266,7 +266,7 @@ def refuse_edited(tmp_path, dbn, edit, problem):
 
 def whitened_dbn() -> DBN:
     """A Gaussian DBN with a ZCA whitening fitted on random patches of its input width."""
-    from featvis.whitening import ZCA, Whitening
+    from featvis.data.whitening import ZCA, Whitening
 
     dbn = gaussian_dbn()
     patches = torch.randn(50, dbn.sizes[0], generator=torch.Generator().manual_seed(0))
@@ -275,7 +275,7 @@ def whitened_dbn() -> DBN:
 
 
 def test_whitening_round_trips_with_the_model(tmp_path):
-    from featvis.whitening import Whitening
+    from featvis.data.whitening import Whitening
 
     path = tmp_path / "w.safetensors"
     dbn = whitened_dbn()

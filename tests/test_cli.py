@@ -207,7 +207,7 @@ def test_layers_lists_a_users_model(capsys, user_cnn):
 def test_visualize_a_users_cnn(cnn_run):
     import json
 
-    from featvis.runfolder import load_summary
+    from featvis.io.runfolder import load_summary
 
     summary = load_summary(cnn_run)
     assert [layer["layer"] for layer in summary["layers"]] == ["0", "3", "7", "9"]
@@ -301,7 +301,7 @@ def test_the_reference_cnn_on_the_command_line(tmp_path, capsys):
                            "--units", 2, "--k", 3, "--steps", 5, "--restarts", 1, "--quiet",
                            "--out", run)
     assert code == 0, err
-    from featvis.runfolder import load_summary
+    from featvis.io.runfolder import load_summary
     layer = load_summary(run)["layers"][0]
     assert layer["layer"] == "features.3" and "deconvnet" in layer["methods"]
 
@@ -324,7 +324,7 @@ def test_train_the_reference_cnn(tmp_path, capsys, tiny_mnist_dir):
 
 
 def test_the_methods_option_lists_every_registered_method(capsys):
-    from featvis.visualization import METHODS
+    from featvis.pipeline.visualization import METHODS
 
     with pytest.raises(SystemExit):
         main(["visualize", "--help"])
@@ -400,7 +400,7 @@ def test_train_resume_and_visualize_a_cdbn(tmp_path, capsys, tiny_mnist_dir):
     checkpoint), and a run with the methods that apply to a convolutional DBN."""
     import featvis
     from featvis import ConvDBN
-    from featvis.runfolder import load_summary
+    from featvis.io.runfolder import load_summary
 
     out = tmp_path / "cdbn.safetensors"
     train = ["train", "--model", "cdbn", "--data", tiny_mnist_dir, "--epochs", 1, "--quiet",

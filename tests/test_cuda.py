@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from featvis import linear_combination, maximize, ranked_filters, sample_unit, top_examples
-from featvis.evaluate import log_partition_ais
+from featvis.models.evaluation import log_partition_ais
 
 from helpers import random_dbn, stopped_checkpoint
 

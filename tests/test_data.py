@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-import featvis.data
+import featvis.data.idx
+import featvis.data.images
 from featvis import DataError, load_mnist, read_idx
 from featvis.data import Normalization, load_images, parse_normalize
 
@@ -153,9 +154,9 @@ def test_read_idx_refuses_a_gzip_bomb_before_decompressing(tmp_path, monkeypatch
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("dtype,code", [(np.uint8, 0x08), (np.int16, 0x0B), (np.float64, 0x0E)])
 def test_read_idx_streams_in_chunks(tmp_path, monkeypatch, compress, dtype, code):
-    import featvis.data
+    import featvis.data.idx
 
-    monkeypatch.setattr(featvis.data, "_CHUNK", 7)   # reads that split items and rows
+    monkeypatch.setattr(featvis.data.idx, "READ_CHUNK", 7)   # reads that split items and rows
     array = (np.arange(5 * 13) * 37 % 251 - 100).reshape(5, 13).astype(dtype)
     if dtype == np.uint8:
         array = (np.arange(5 * 13) * 37 % 251).reshape(5, 13).astype(np.uint8)
@@ -374,7 +375,7 @@ def test_load_images_refuses_missing_paths_and_symlink_loops(tmp_path):
 def test_load_images_refuses_a_large_output_before_decoding(tmp_path, monkeypatch):
     for name in "ab":
         _png(tmp_path / f"{name}.png", _pixels(1, 4, 4, 3)[0])
-    monkeypatch.setattr(featvis.data, "_decode", None)     # never reached
+    monkeypatch.setattr(featvis.data.images, "decode_into", None)     # never reached
     _refused(load_images, r"\(2, 3, 4, 4\) float32 = 384 bytes, above the limit "
                           r"max_bytes=383", tmp_path, max_bytes=383)
     _refused(load_images, r"\(2, 3, 8, 8\) float32 = 1536 bytes", tmp_path, resize=(8, 8),
@@ -418,7 +419,7 @@ def test_load_images_npy_uint8_and_float(tmp_path):
 
 
 def test_load_images_npy_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(featvis.data, "_CHUNK", 200)         # 2 rows of 5x5 float32 a chunk
+    monkeypatch.setattr(featvis.data.images, "NPY_CHUNK", 200)         # 2 rows of 5x5 float32 a chunk
     grey = _pixels(7, 5, 5)
     assert torch.equal(load_images(_npy(tmp_path, grey))[0], _as_float(grey))
     bad = grey.astype(np.float32)

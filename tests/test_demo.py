@@ -10,10 +10,10 @@ from helpers import run_cli
 
 
 def test_natural_demo_end_to_end_tiny(tmp_path, capsys, monkeypatch):
-    import featvis.demo
+    import featvis.pipeline.demo
 
-    monkeypatch.setitem(featvis.demo.NATURAL_DEMO, "patches", 600)
-    monkeypatch.setitem(featvis.demo.NATURAL_DEMO, "epochs", 1)
+    monkeypatch.setitem(featvis.pipeline.demo.NATURAL_DEMO, "patches", 600)
+    monkeypatch.setitem(featvis.pipeline.demo.NATURAL_DEMO, "epochs", 1)
     out = tmp_path / "demo"
     code, stdout, stderr = run_cli(capsys, "demo", "--dataset", "natural", "--out", out,
                                    "--sizes", "64,10,5", "--units", 2, "--quiet")
@@ -36,13 +36,13 @@ def test_natural_demo_is_for_the_dbn(tmp_path, capsys):
 
 
 def test_cdbn_demo_end_to_end_tiny(tmp_path, capsys, monkeypatch):
-    import featvis.demo
+    import featvis.pipeline.demo
     from featvis import ConvDBN, load
 
-    monkeypatch.setitem(featvis.demo.CDBN_DEMO, "layers", [
+    monkeypatch.setitem(featvis.pipeline.demo.CDBN_DEMO, "layers", [
         dict(filters=4, filter_size=5, pool=2), dict(filters=3, filter_size=3, pool=2)])
     for key, value in (("images", 300), ("steps", 5), ("restarts", 2), ("samples", 4)):
-        monkeypatch.setitem(featvis.demo.CDBN_DEMO, key, value)
+        monkeypatch.setitem(featvis.pipeline.demo.CDBN_DEMO, key, value)
     out = tmp_path / "demo"
     code, stdout, stderr = run_cli(capsys, "demo", "--model", "cdbn", "--out", out, "--epochs",
                                    1, "--units", 2, "--quiet")

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from featvis import FeatvisError, top_examples
-from featvis import distributed as D
+from featvis.pipeline import distributed as D
 from featvis.methods.topk import TopK
 
 # The models and data, built the same way in the test and in every rank.
@@ -62,9 +62,9 @@ build, unit_results, unit_result = (_NAMES[name] for name in ("build", "unit_res
 
 WORKER = MODELS + textwrap.dedent('''
     import os, signal, sys, time
-    from featvis import distributed as D
+    from featvis.pipeline import distributed as D
     from featvis.errors import FeatvisError
-    from featvis.fingerprint import model_fingerprint
+    from featvis.io.fingerprint import model_fingerprint
     from safetensors.torch import save_file
 
     torch.set_num_threads(1)

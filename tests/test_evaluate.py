@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from featvis import RBM
-from featvis.evaluate import (binarize, default_betas, linear_probe, log_likelihood,
+from featvis.models.evaluation import (binarize, default_betas, linear_probe, log_likelihood,
                               log_partition_ais, log_partition_exact, method_agreement,
                               pseudo_likelihood, reconstruction_error)
-from featvis.runfolder import layer_folder
+from featvis.io.runfolder import layer_folder
 
 from helpers import binary_states, random_rbm, run_cli
 

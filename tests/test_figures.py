@@ -14,7 +14,7 @@ from featvis.figures import (GABOR_COLUMNS, GaborFit, Purity, class_purity, dist
                              example_distinctness, gabor_fit, locality, random_locality,
                              randomized_similarity)
 from featvis.seam import UnsupportedError, probe
-from featvis.visualization import METHODS
+from featvis.pipeline.visualization import METHODS
 
 from helpers import random_dbn
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from featvis.fileio import BusyError, atomic_write_bytes, claim, holding
+from featvis.io.fileio import BusyError, atomic_write_bytes, claim, holding
 
 from helpers import run_cli
 
@@ -98,7 +98,7 @@ def test_a_stale_temporary_goes_without_following_any_symlink(tmp_path):
 
 
 def test_remove_temporary_refuses_any_other_name(tmp_path):
-    from featvis.fileio import remove_temporary
+    from featvis.io.fileio import remove_temporary
 
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -108,7 +108,7 @@ def test_remove_temporary_refuses_any_other_name(tmp_path):
 
 
 def test_a_failed_write_removes_only_its_own_temporary(tmp_path, monkeypatch):
-    import featvis.fileio as fileio
+    import featvis.io.fileio as fileio
 
     user = tmp_path / "user.txt"
     user.write_text("mine")

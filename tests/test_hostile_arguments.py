@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import featvis
 from featvis import DBN, CheckpointError, DataError, load_images
-from featvis.fileio import _HOST
+from featvis.io.fileio import _HOST
 
 from helpers import RSS_MARGIN_KIB, measured_cli, run_cli
 
@@ -222,7 +222,7 @@ def test_train_sizes_and_conv_layers_are_bounded(user, capsys, monkeypatch):
 
 
 def test_the_readme_lists_every_bound():
-    from featvis.cli import LIMITS
+    from featvis.cli.commands import LIMITS
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     table = readme[readme.index("| option | bound |"):]
@@ -291,7 +291,7 @@ def test_a_recipe_with_an_unknown_field_is_named(user):
 
 def test_a_cdbn_or_cnn_checkpoint_s_metadata_is_checked(tmp_path):
     from featvis import reference_cnn
-    from featvis.checkpoint import load
+    from featvis.models.checkpoint import load
 
     path = tmp_path / "cnn.safetensors"
     reference_cnn().save(path)
@@ -368,7 +368,7 @@ def test_two_mine_runs_into_one_out_cannot_both_succeed(user, capsys, monkeypatc
 
 
 def test_public_functions_stay_functions_whatever_is_imported_first():
-    code = ("import featvis.visualization, featvis.seam, featvis.methods.maximization, "
+    code = ("import featvis.pipeline.visualization, featvis.seam, featvis.methods.maximization, "
             "featvis.methods.deconvolution, featvis\n"
             "assert callable(featvis.visualize) and callable(featvis.probe)\n"
             "assert callable(featvis.methods.maximize) and callable(featvis.methods.deconvnet)\n")

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from featvis import DBN, CheckpointError
-from featvis.checkpoint import FORMAT, MAX_SIZES
-from featvis.safejson import MAX_DEPTH, loads
+from featvis.models.checkpoint import FORMAT, MAX_SIZES
+from featvis.io.safejson import MAX_DEPTH, loads
 
 from helpers import RSS_MARGIN_KIB, measured_cli, read_checkpoint, stopped_checkpoint
 

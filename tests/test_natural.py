@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from featvis.errors import DataError, FeatvisError
-from featvis.natural import (BUNDLED, MissingDependencyError, Patches, natural_patches,
+from featvis.data.natural import (BUNDLED, MissingDependencyError, Patches, natural_patches,
                              rebuild)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featvis.render import save_png, scale_tiles, signed_border_grid, tile
+from featvis.report.render import save_png, scale_tiles, signed_border_grid, tile
 
 
 def test_symmetric_scaling_maps_zero_to_128_and_keeps_sign():

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from featvis.fileio import BusyError
+from featvis.io.fileio import BusyError
 from featvis.report import INDEX, ReportError, build_gallery
-from featvis.runfolder import (MANIFEST, OwnershipError, inspect_folder, layer_folder,
+from featvis.io.runfolder import (MANIFEST, OwnershipError, inspect_folder, layer_folder,
                                load_summary, plan_replacement, write_into_run)
-from featvis.visualization import VisualizeSettings, visualize
+from featvis.pipeline.visualization import VisualizeSettings, visualize
 
 from helpers import run_cli, snapshot
 
@@ -299,7 +299,7 @@ def test_visualize_refuses_to_delete_a_model_featvis_saved(capsys, tmp_path, sma
 
 
 def test_an_interrupted_update_leaves_only_featvis_files(run, monkeypatch):
-    import featvis.runfolder as runfolder
+    import featvis.io.runfolder as runfolder
 
     writes = []
     real = runfolder.atomic_write_bytes
@@ -399,7 +399,7 @@ def test_sigterm_during_visualize_leaves_no_temporary(tmp_path, model_path):
 
 
 def test_the_builder_rewrites_only_its_own_files(tmp_path):
-    from featvis.runfolder import RunBuilder
+    from featvis.io.runfolder import RunBuilder
 
     builder = RunBuilder(tmp_path)
     builder.write("a/page.html", b"first")
@@ -446,7 +446,7 @@ def test_a_replaced_folder_loses_only_featvis_own_files(tmp_path):
     files of the recorded size, and files carried into the new folder; a symlink or a
     changed file put where a listed file was, and any foreign file, stay (kept beside the
     target), and no symlink is followed."""
-    from featvis.runfolder import _discard_aside
+    from featvis.io.runfolder import _discard_aside
 
     user = tmp_path / "thesis.tex"
     user.write_text("years of work")

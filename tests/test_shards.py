@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from featvis import CheckpointError, DataError, top_examples
-from featvis.shards import (MAX_SHARD_HEADER, SHARD_FORMAT, load_shard, merge_shards,
+from featvis.pipeline.shards import (MAX_SHARD_HEADER, SHARD_FORMAT, load_shard, merge_shards,
                             mine_shard, save_shard, shard_examples, shard_info)
 
 from helpers import random_dbn, read_checkpoint, refuse_unpickling

@@ -1,4 +1,4 @@
-"""The training algorithm (featvis.train): CD steps against a hand computation, recipes,
+"""The training algorithm (featvis.models.training): CD steps against a hand computation, recipes,
 batch orders, the last epoch's hand-over and exact resumes."""
 
 import dataclasses
@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import featvis.train
+import featvis.models.training
 from featvis import DBN, RBM
-from featvis.train import TrainingRecipe, fit_rbm
+from featvis.models.training import TrainingRecipe, fit_rbm
 
 from helpers import imported_modules, random_rbm, read_checkpoint, stopped_checkpoint
 
@@ -241,7 +241,7 @@ def test_resume_refuses_or_warns_about_a_record_it_cannot_replay(tmp_path, mnist
 
 def test_training_does_not_import_the_models():
     """featvis.models import the training algorithm, never the other way round."""
-    assert not [name for name in imported_modules(featvis.train)
+    assert not [name for name in imported_modules(featvis.models.training)
                 if name.startswith("featvis.models")]
 
 
@@ -436,7 +436,7 @@ def test_per_layer_entries_are_checked_and_applied_to_their_layer_only():
 def test_a_dbn_trains_each_layer_with_its_own_recipe(mnist_small):
     """Layer 1 with its entry's settings, layer 2 with the recipe's: the same as RBMs
     trained one by one with those settings on the same batches."""
-    from featvis.train import batch_order
+    from featvis.models.training import batch_order
 
     images = mnist_small[0][:500]
     dbn = DBN([784, 12, 6], seed=0).fit(images, epochs=1, lr=0.05, progress=False,

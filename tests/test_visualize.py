@@ -7,8 +7,8 @@ from PIL import Image
 
 from featvis import (linear_combination, load_mnist, maximize, ranked_filters, sample_unit,
                      top_examples)
-from featvis.render import tile
-from featvis.visualization import METHODS, VisualizeSettings, visualize
+from featvis.report.render import tile
+from featvis.pipeline.visualization import METHODS, VisualizeSettings, visualize
 
 from helpers import run_cli
 
@@ -103,7 +103,7 @@ def test_failed_run_leaves_previous_output_intact(tmp_path, small_dbn, mnist_sma
     settings = VisualizeSettings(layers=[1], methods=["combination"], units=2)
     visualize(small_dbn, mnist_small[0], out, settings, progress=False)
     before = (out / "summary.json").read_bytes()
-    import featvis.visualization as vis
+    import featvis.pipeline.visualization as vis
 
     def explode(*args, **kwargs):
         raise RuntimeError("out of memory")

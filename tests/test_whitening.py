@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import load as load_tensors, save as save_tensors
 
 from featvis.errors import CheckpointError, DataError
-from featvis.whitening import ZCA, Whitening, one_over_f_unwhiten, one_over_f_whiten
+from featvis.data.whitening import ZCA, Whitening, one_over_f_unwhiten, one_over_f_whiten
 
 
 def correlated(n=4000, d=16, seed=0):

@@ -12,12 +12,12 @@ from ._version import __version__
 _PUBLIC = {
     "read_idx": "data", "load_mnist": "data", "load_images": "data",
     "Normalization": "data",
-    "natural_patches": "natural", "Patches": "natural",
-    "ZCA": "whitening", "Whitening": "whitening",
+    "natural_patches": "data.natural", "Patches": "data.natural",
+    "ZCA": "data.whitening", "Whitening": "data.whitening",
     "FeatvisError": "errors", "DataError": "errors", "CheckpointError": "errors",
     "RBM": "models", "DBN": "models", "ConvRBM": "models", "ConvDBN": "models",
-    "reference_cnn": "models", "TrainingRecipe": "train",
-    "load": "checkpoint",
+    "reference_cnn": "models", "TrainingRecipe": "models.training",
+    "load": "models.checkpoint",
     "probe": "seam", "layers": "seam", "LayerInfo": "seam",
     "UnsupportedError": "seam", "LayerError": "seam",
     "top_examples": "methods", "TopExamples": "methods", "maximize": "methods",
@@ -28,7 +28,8 @@ _PUBLIC = {
     "TopK": "methods.topk",
     "locality": "figures", "random_locality": "figures", "gabor_fit": "figures",
     "GaborFit": "figures",
-    "visualize": "visualization", "VisualizeSettings": "visualization",
+    "visualize": "pipeline.visualization",
+    "VisualizeSettings": "pipeline.visualization",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from .errors import check_float, check_int
 from .methods import (deconvnet, linear_combination, maximize, ranked_filters, sample_unit,
                       top_examples)
-from .seam import Key, probe
+from .seam.base import Key
+from .seam.dispatch import probe
 from .units import Units, resolve_units
 
 __all__ = ["distinctness", "example_distinctness", "randomized_similarity", "Purity",
@@ -145,7 +146,7 @@ def randomized_similarity(model: torch.nn.Module, layer: Key,
     flat); for ``"examples"`` and ``"filters"``, whose results are index sets, their mean
     Jaccard overlap.
 
-    ``method`` is a name of :data:`featvis.visualization.METHODS` (run with small defaults that
+    ``method`` is a name of :data:`featvis.pipeline.visualization.METHODS` (run with small defaults that
     ``method_kwargs`` override; ``"examples"`` needs ``images=``) or a callable
     ``f(model, layer, units, **method_kwargs) -> (U, ...)`` pictures, given ``units`` as an
     index tensor. ``input_shape`` (one input's shape) is needed for a module other than a

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from featvis import RBM, DataError
 from featvis.figures import locality, random_locality
-from featvis.models.cdbn import ConvDBN, ConvRBM, block_softmax, log_block_softmax, sample_blocks
+from featvis.models.conv import ConvDBN, ConvRBM, block_softmax, log_block_softmax, sample_blocks
 
 
 def random_crbm(channels, filters, size, pool, seed=0, scale=1.0, **kwargs):
@@ -480,7 +480,7 @@ def test_a_binary_contrast_stays_finite_for_huge_changes():
 
 
 def test_a_given_sigma_replaces_the_default_schedule():
-    from featvis.models.cdbn import conv_recipe
+    from featvis.models.conv import conv_recipe
 
     recipe = conv_recipe("gaussian", sigma=0.2).for_layer(1)
     assert (recipe.sigma, recipe.sigma_decay, recipe.sigma_floor) == (0.2, 1.0, 0.1)
@@ -491,7 +491,7 @@ def test_resume_continues_the_same_run(mnist_small, tmp_path):
     """Stopped after layer 1 and its checkpoint, resumed from the file: the result is the
     uninterrupted run's; another recipe is refused. featvis.load reads the checkpoint."""
     import featvis
-    from featvis.checkpoint import save_model
+    from featvis.models.checkpoint import save_model
 
     x = mnist_small[0][:200]
     whole = ConvDBN(LAYERS).fit(x, epochs=1, seed=4, progress=False)

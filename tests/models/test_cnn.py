@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import featvis
 from featvis import DBN, CheckpointError
-from featvis.checkpoint import MODEL_FORMAT, encode_model, save_model
+from featvis.models.checkpoint import MODEL_FORMAT, encode_model, save_model
 from featvis.models import ReferenceCNN
 
 from helpers import random_dbn, read_checkpoint, refuse_unpickling

@@ -7,7 +7,7 @@ import torch
 
 import featvis.models.dbn
 from featvis import DBN, RBM, DataError, maximize
-from featvis.train import TrainingRecipe, batch_order, fit_rbm
+from featvis.models.training import TrainingRecipe, batch_order, fit_rbm
 
 
 def test_greedy_training_lowers_error_every_layer(small_dbn):

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from featvis.report import INDEX, ReportError, build_gallery
-from featvis.runfolder import layer_folder
+from featvis.io.runfolder import layer_folder
 
 from helpers import HOSTILE, HOSTILE_ATTRIBUTE, run_cli
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from featvis.report import INDEX
-from featvis.runfolder import layer_folder
+from featvis.io.runfolder import layer_folder
 
 from helpers import HOSTILE
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..seam import Key, probe
+from ..seam.base import Key
+from ..seam.dispatch import probe
 from ..units import Units, resolve_units
 from .filters import _UNSET, check_top, renamed_top
 

@@ -27,9 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..data import check_inputs
+from ..data.tensors import check_inputs
 from ..errors import DataError, check_int
-from ..seam import Key, UnsupportedError, affine, eval_mode, probe, run_forward
+from ..seam.base import Key, UnsupportedError
+from ..seam.module import affine
+from ..seam.hooks import eval_mode, run_forward
+from ..seam.dispatch import probe
 from ..units import Units
 from .examples import TopExamples, top_examples
 

@@ -19,9 +19,10 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..data import check_inputs, iter_batches
+from ..data.tensors import check_inputs, iter_batches
 from ..errors import check_int
-from ..seam import Key, Probe, probe
+from ..seam.base import Key, Probe
+from ..seam.dispatch import probe
 from ..units import Units, resolve_units
 from .topk import TopExamples, TopK
 
@@ -106,7 +107,7 @@ def mine(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.Tensor],
     """The probe and each layer's running top-k after one pass over ``images`` (see
     :func:`top_examples`), or over the share ``(i, n)`` of its batches: batch ``b`` is
     mined when ``b % n == i``, with its global example indices, so that the states of the
-    ``n`` shares merge into the single pass's (:mod:`featvis.distributed`)."""
+    ``n`` shares merge into the single pass's (:mod:`featvis.pipeline.distributed`)."""
     keys = list(layers)
     if not keys:
         raise ValueError("layer: no layers given")

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import check_int
-from ..seam import Key, UnsupportedError, probe
+from ..seam.base import Key, UnsupportedError
+from ..seam.dispatch import probe
 from ..units import Units, resolve_units
 
 __all__ = ["RankedFilters", "ranked_filters", "check_top", "renamed_top"]

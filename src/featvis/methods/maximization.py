@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import picture_shape
+from ..data.tensors import picture_shape
 from ..errors import check_float, check_int
-from ..seam import SPATIAL, Key, probe
+from ..seam.base import SPATIAL, Key
+from ..seam.dispatch import probe
 from ..units import Units, resolve_units, unit_generator
 from .input_gradients import OneChannelConvolutions
 from .parameterization import (Transform, color_filter, fourier_filter, hashed_uniforms,

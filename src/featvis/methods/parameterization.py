@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data import check_inputs
+from ..data.tensors import check_inputs
 
 __all__ = ["Transform", "Affine", "Pad", "Jitter", "Scale", "Rotate", "standard_transforms",
            "transform", "hashed_uniforms", "fourier_filter", "color_filter",

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from ..errors import check_int
 from ..models.dbn import DBN
 from ..models.rbm import RBM
-from ..seam import Key, probe
+from ..seam.base import Key
+from ..seam.dispatch import probe
 from ..units import Units, resolve_units, unit_generator
 
 __all__ = ["UnitSamples", "sample_unit"]

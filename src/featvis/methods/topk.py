@@ -35,8 +35,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from .._version import __version__
 from ..errors import CheckpointError, DataError, check_int, first_line, is_int
-from ..fileio import atomic_write_bytes
-from ..safetensors_file import featvis_metadata, read_safetensors
+from ..io.fileio import atomic_write_bytes
+from ..io.safetensors_file import featvis_metadata, read_safetensors
 
 __all__ = ["TopK", "TopExamples", "FORMAT", "MAX_HEADER_BYTES"]
 

@@ -1,7 +1,8 @@
 """Models: the RBM, the DBN built from it, the convolutional RBM and DBN with probabilistic
 max-pooling, and the reference CNN for MNIST."""
 
-from .cdbn import ConvDBN, ConvRBM
+from .conv.cdbn import ConvDBN
+from .conv.crbm import ConvRBM
 from .cnn import ReferenceCNN, reference_cnn
 from .dbn import DBN
 from .rbm import RBM

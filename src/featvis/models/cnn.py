@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import check_inputs
+from ..data.tensors import check_inputs
 from ..devices import check_device
 from ..errors import CheckpointError, DataError, check_float, check_int, is_int
-from ..train import batch_order
-from ._checkpoint import read_model, save_model
+from .training import batch_order
+from .codec import read_model, save_model
 
 __all__ = ["ReferenceCNN", "reference_cnn", "WEIGHTS"]
 
@@ -149,7 +149,7 @@ class ReferenceCNN(nn.Module):
         self.eval()
         self.recipe = {"optimizer": "Adam", "lr": lr, "lr_decay": decay, "epochs": epochs,
                        "batch_size": batch_size, "seed": seed,
-                       "batch_order": "featvis.train.batch_order(n, seed + epoch)",
+                       "batch_order": "featvis.models.training.batch_order(n, seed + epoch)",
                        "threads": torch.get_num_threads(), "torch": torch.__version__}
         return self
 
@@ -180,7 +180,8 @@ class ReferenceCNN(nn.Module):
                 labels.to(device, torch.long))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write a ``featvis.model/1`` checkpoint atomically (see :mod:`featvis.checkpoint`)."""
+        """Write a ``featvis.model/1`` checkpoint atomically 
+        (see :mod:`featvis.models.checkpoint`)."""
         save_model(self, path)
 
     @classmethod

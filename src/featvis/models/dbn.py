@@ -17,12 +17,12 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..data import check_images
+from ..data.tensors import check_images
 from ..errors import check_int, is_int
-from ..train import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
-from ..whitening import Whitening
-from ._checkpoint import read_dbn, save_dbn
-from ._stack import Stack
+from .training import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
+from ..data.whitening import Whitening
+from .codec import read_dbn, save_dbn
+from .stack import Stack
 from .rbm import RBM
 
 __all__ = ["DBN"]
@@ -40,11 +40,11 @@ class DBN(Stack, nn.Module):
             default radius ``rho`` of activation maximization.
         recipe: the :class:`TrainingRecipe` of the last :meth:`fit` (``None`` before).
         data_info: free-form description of the training data, saved with the model.
-        whitening: the :class:`~featvis.whitening.Whitening` the inputs went through (natural
+        whitening: the :class:`~featvis.data.whitening.Whitening` the inputs went through (natural
             patches), saved with the model, or ``None``; first-layer filters are shown
             through it.
         last_epoch_starts: while training is incomplete, per trained layer d the state at
-            the start of its last epoch (see :class:`featvis.train.LastEpoch`); saved.
+            the start of its last epoch (see :class:`featvis.models.training.LastEpoch`); saved.
     """
 
     def __init__(self, sizes: Sequence[int], *, visible: str = "binary", sigma: float = 1.0,
@@ -181,7 +181,7 @@ class DBN(Stack, nn.Module):
         return replay_last_epoch(rbm, features, recipe, self.last_epoch_starts[d], order)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write safetensors + JSON metadata atomically (see :mod:`featvis.checkpoint`)."""
+        """Write safetensors + JSON metadata atomically (see :mod:`featvis.models.checkpoint`)."""
         save_dbn(self, path)
 
     @classmethod

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import check_float, check_int
-from ..train import VISIBLE_KINDS, TrainingRecipe, fit_rbm
+from .training import VISIBLE_KINDS, TrainingRecipe, fit_rbm
 
 __all__ = ["RBM", "VisibleUnits"]
 
@@ -196,7 +196,7 @@ class RBM(VisibleUnits, nn.Module):
         Gaussian units ``sigma``, ``sigma_decay``, ``sigma_floor``). Unless ``warm_start``,
         parameters (and sigma) are first reset from ``seed``, so the result depends on
         ``seed`` alone.
-        ``self.history`` gets one entry per epoch (see :func:`featvis.train.fit_rbm`).
+        ``self.history`` gets one entry per epoch (see :func:`featvis.models.training.fit_rbm`).
         """
         if recipe.get("next_layer_data", "last_epoch") != "last_epoch":
             raise TypeError("next_layer_data applies to DBN.fit, not to a single RBM")

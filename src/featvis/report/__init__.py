@@ -1,4 +1,4 @@
-"""The HTML gallery over a run folder written by :func:`featvis.visualization.visualize`."""
+"""The HTML gallery over a run folder written by :func:`featvis.visualize`."""
 
 from .gallery import INDEX, ReportError, build_gallery, gallery_files
 

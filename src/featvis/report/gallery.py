@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote
 
-from ..runfolder import RunFolderError, load_evaluation, load_summary, recover, write_into_run
+from ..io.runfolder import RunFolderError, load_evaluation, load_summary, recover, write_into_run
 from .templates import e, figure, number, page, table
 
 __all__ = ["ReportError", "gallery_files", "build_gallery", "INDEX"]
@@ -226,7 +226,7 @@ def build_gallery(run_dir: str | os.PathLike, *, force: bool = False) -> Path:
     """(Re)build the gallery of the run folder ``run_dir``; returns its ``index.html``.
 
     Only featvis's own pages are replaced: a page the user edited, or a symlink in the way,
-    makes it refuse (:class:`~featvis.runfolder.OwnershipError`) unless ``force``, which
+    makes it refuse (:class:`~featvis.io.runfolder.OwnershipError`) unless ``force``, which
     keeps such a file as ``NAME.kept``.
     """
     recover(run_dir)

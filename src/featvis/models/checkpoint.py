@@ -18,7 +18,7 @@ tensor is read. Two formats:
 
 :func:`load` reads either; unknown formats and kinds are refused with one line.
 
-The code lives in :mod:`featvis.models._checkpoint`, below the models, so that ``DBN.save``
+The code lives in :mod:`featvis.models.codec`, below the models, so that ``DBN.save``
 and ``DBN.load`` call it without an import circle; this module, above them, is its public
 face.
 """
@@ -30,13 +30,13 @@ import os
 import torch
 from torch import nn
 
-from .errors import CheckpointError
-from .fileio import atomic_write_bytes
-from .models import _checkpoint
-from .models._checkpoint import FORMAT, MAX_SIZES, MODEL_FORMAT, encode_dbn, save_dbn
-from .models.cdbn import ConvDBN
-from .models.cnn import ReferenceCNN
-from .models.dbn import DBN
+from ..errors import CheckpointError
+from ..io.fileio import atomic_write_bytes
+from . import codec
+from .codec import FORMAT, MAX_SIZES, MODEL_FORMAT, encode_dbn, save_dbn
+from .conv.cdbn import ConvDBN
+from .cnn import ReferenceCNN
+from .dbn import DBN
 
 __all__ = ["load", "encode_model", "save_model", "encode_dbn", "save_dbn", "load_dbn",
            "FORMAT", "MODEL_FORMAT", "KINDS", "MAX_SIZES"]
@@ -48,13 +48,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
     """The model in any featvis checkpoint: a :class:`DBN` (``featvis.dbn/1`` or ``/2``) or a
     built-in kind of ``featvis.model/1`` (in eval mode); :class:`CheckpointError` if the file
     is not one, or of a format or kind this featvis does not know."""
-    fmt, kind = _checkpoint.read_format(path)
+    fmt, kind = codec.read_format(path)
     if fmt != MODEL_FORMAT:
         return DBN.load(path, device)
     if kind not in KINDS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r} (this featvis reads "
                               f"{', '.join(sorted(KINDS))}; a newer featvis may read it)")
-    return _checkpoint.read_model(KINDS[kind], path, device)
+    return codec.read_model(KINDS[kind], path, device)
 
 
 def encode_model(model: nn.Module) -> bytes:
@@ -66,7 +66,7 @@ def encode_model(model: nn.Module) -> bytes:
         raise TypeError(f"cannot save a {type(model).__name__}: featvis checkpoints hold its "
                         f"own models (DBN, {', '.join(c.__name__ for c in KINDS.values())}); "
                         "save a state_dict with safetensors instead")
-    return _checkpoint.encode_model(model)
+    return codec.encode_model(model)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:

@@ -1,4 +1,4 @@
-"""The checkpoint file formats (described in :mod:`featvis.checkpoint`, their public face).
+"""The checkpoint file formats (described in :mod:`featvis.models.checkpoint`, their public face).
 
 They live below the models so that ``DBN.save``, ``ReferenceCNN.load`` and the like can use
 them without an import circle: this module imports no model, :func:`read_dbn` and
@@ -23,12 +23,12 @@ from torch import nn
 from .._version import __version__
 from ..devices import check_device
 from ..errors import CheckpointError, first_line
-from ..fileio import atomic_write_bytes
-from ..safetensors_file import featvis_metadata, read_safetensors
-from ..train import VISIBLE_KINDS, TrainingRecipe, check_snapshot
-from ._metadata import check_data_info, check_history, check_test_accuracy, recipe_from
-from ..whitening import KINDS as WHITENING_KINDS
-from ..whitening import Whitening
+from ..io.fileio import atomic_write_bytes
+from ..io.safetensors_file import featvis_metadata, read_safetensors
+from .training import VISIBLE_KINDS, TrainingRecipe, check_snapshot
+from .metadata import check_data_info, check_history, check_test_accuracy, recipe_from
+from ..data.whitening import KINDS as WHITENING_KINDS
+from ..data.whitening import Whitening
 
 __all__ = ["encode_dbn", "save_dbn", "read_dbn", "encode_model", "save_model", "read_model",
            "read_format", "FORMAT", "MODEL_FORMAT", "MAX_SIZES"]

@@ -18,14 +18,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from .data import load_mnist, mnist_info, picture_shape
-from .figures import locality, random_locality
-from .models import DBN, ConvDBN, reference_cnn
-from .natural import MAX_IMAGE_PIXELS, natural_info, training_inputs
-from .train import TrainingRecipe
-from .report import INDEX
-from .seam import probe
-from .runfolder import plan_replacement
+from ..data.mnist import load_mnist, mnist_info
+from ..data.tensors import picture_shape
+from ..figures import locality, random_locality
+from ..models import DBN, ConvDBN, reference_cnn
+from ..data.natural import MAX_IMAGE_PIXELS, natural_info, training_inputs
+from ..models.training import TrainingRecipe
+from ..report import INDEX
+from ..seam.dispatch import probe
+from ..io.runfolder import plan_replacement
 from .visualization import VisualizeSettings, visualize
 
 __all__ = ["run_demo", "run_cnn_demo", "run_natural_demo", "run_cdbn_demo", "DEMO_SIZES",
@@ -52,7 +53,7 @@ def run_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | 
              settings: VisualizeSettings | None = None, force: bool = False) -> Path:
     """Train, visualize and write the gallery into ``out`` (with the trained model as
     ``out/model.safetensors``); returns the path of ``index.html``. An ``out`` that
-    :func:`featvis.visualization.visualize` would refuse is refused before training."""
+    :func:`featvis.pipeline.visualization.visualize` would refuse is refused before training."""
     out = Path(out)
     plan_replacement(out, force=force, rewriting=[MODEL])
     images, labels = load_mnist("train", data)
@@ -121,8 +122,8 @@ def run_natural_demo(out: str | os.PathLike = "featvis-demo",
                      settings: VisualizeSettings | None = None, force: bool = False,
                      max_pixels: int = MAX_IMAGE_PIXELS) -> Path:
     """Lee, Ekanadham & Ng (2008) end to end: patches of natural photographs (``images``, at
-    most ``max_pixels`` each, or those bundled with scikit-image), 1/f-whitened; a DBN with Gaussian visible units
-    trained by the ``lee`` recipe; every method on its layers, the first-layer filters in
+    most ``max_pixels`` each, or those bundled with scikit-image), 1/f-whitened; a DBN with
+    Gaussian visible units trained by the ``lee`` recipe; every method on its layers, the first-layer filters in
     three views with their locality and Gabor figures; the model saved as
     ``out/model.safetensors``. Returns the path of ``index.html``."""
     out = Path(out)

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from .errors import Terminated, UserCodeError, first_line
+from ..errors import Terminated, UserCodeError, first_line
 
 __all__ = ["ModelSpecError", "load_factory", "load_weights"]
 

@@ -18,7 +18,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from .errors import CheckpointError, DataError, check_float
+from ..errors import CheckpointError, DataError, check_float
+
 
 __all__ = ["one_over_f_whiten", "one_over_f_unwhiten", "ZCA", "Whitening", "F0", "KINDS"]
 
@@ -149,7 +150,7 @@ class ZCA:
         their covariance (divided by N), both computed in float64.
 
         ``epsilon`` is in the units of the patches' variance; 0.1 suits the unit-variance
-        patches of :func:`featvis.natural.natural_patches`.
+        patches of :func:`featvis.data.natural.natural_patches`.
         """
         epsilon = check_float("epsilon", epsilon)
         if not isinstance(patches, torch.Tensor):

@@ -48,11 +48,12 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import FeatvisError, check_float, check_int, first_line
-from .methods.examples import mine
-from .methods.topk import TopExamples, TopK
-from .seam import Key, probe
-from .units import Units, resolve_units
+from ..errors import FeatvisError, check_float, check_int, first_line
+from ..methods.examples import mine
+from ..methods.topk import TopExamples, TopK
+from ..seam.base import Key
+from ..seam.dispatch import probe
+from ..units import Units, resolve_units
 
 __all__ = ["Context", "PeerFailure", "RankMismatch", "DEFAULT_TIMEOUT", "UNIT_CHUNK",
            "from_environment", "close", "collective_wait", "chunks", "my_chunks", "share",
@@ -508,7 +509,7 @@ def mine_top_examples(model: torch.nn.Module, images: torch.Tensor,
     then one of their tensors' bytes) and merged
     in rank order, so every rank returns what :func:`~featvis.top_examples` mines in one
     pass, bit for bit; with ``shard=(i, N)`` the states of shard ``i`` alone are returned
-    (see :mod:`featvis.shards`). Memory is O(units x k + batch) per rank."""
+    (see :mod:`featvis.pipeline.shards`). Memory is O(units x k + batch) per rank."""
     index, count = _split(ctx, shard)
     single = not isinstance(layers, Iterable) or isinstance(layers, str)
     _, mined = mine(model, images, [layers] if single else layers, k, units, batch_size,

@@ -3,7 +3,7 @@
 
 :func:`natural_patches` reads grey photographs (those bundled with scikit-image, a folder of
 the user's PNG/JPEG files, or images in memory), whitens each whole photograph by the 1/f
-filter of :func:`featvis.whitening.one_over_f_whiten`, cuts square patches at seeded random
+filter of :func:`featvis.data.whitening.one_over_f_whiten`, cuts square patches at seeded random
 positions and normalizes their contrast. Its :class:`Patches` carry a JSON ``recipe``
 (sources with the sha256 of their pixels, every setting, the contrast scale) from which
 :func:`rebuild` makes the same patches again, to the bit, or says which photograph changed.
@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import data
-from .errors import DataError, FeatvisError, check_float, check_int
+from .images import MAX_PIXELS, check_pixels, decode_into, file_mode, list_images, read_header
+from ..errors import DataError, FeatvisError, check_float, check_int
 from .whitening import F0, ZCA, Whitening, one_over_f_whiten
+
 
 __all__ = ["natural_patches", "rebuild", "training_inputs", "natural_info", "model_inputs",
            "WHITENINGS", "Patches", "MissingDependencyError", "BUNDLED",
@@ -38,7 +39,7 @@ BUNDLED = ("camera", "grass", "gravel", "brick", "moon", "astronaut", "coffee", 
            "rocket")
 WHITEN = ("1/f", "none")        # what natural_patches applies to whole photographs
 WHITENINGS = ("1/f", "zca", "none")   # what a model's inputs may go through
-MAX_IMAGE_PIXELS = data.MAX_PIXELS  # the default budget of one photograph (max_pixels)
+MAX_IMAGE_PIXELS = MAX_PIXELS  # the default budget of one photograph (max_pixels)
 MAX_PATCH_BYTES = 4 * 2**30         # refuse count * size^2 float32 above this
 RECIPE_FORMAT = "featvis.patches/1"
 _INSTALL = "pip install 'featvis[natural]'"
@@ -181,7 +182,7 @@ def training_inputs(images: str | os.PathLike | Sequence | None = None, *, size:
 def natural_info(patches: Patches, inputs: torch.Tensor) -> dict:
     """What a model records about its natural-patch training data (saved with the
     checkpoint): the patch recipe that rebuilds them, how many, their fingerprint."""
-    from .fingerprint import data_fingerprint
+    from ..io.fingerprint import data_fingerprint
 
     sources = ", ".join(s["name"] for s in patches.recipe["sources"])
     return {"name": "natural patches", "source": f"{patches.recipe['source']}: {sources}",
@@ -278,15 +279,15 @@ def _bundled() -> list[_Source]:
 def _folder(root: Path, max_pixels: int) -> list[_Source]:
     """The PNG/JPEG photographs of ``root`` (and its subfolders, one level), headers read,
     pixels decoded later, one at a time."""
-    if not stat.S_ISDIR(data._stat(root)):
+    if not stat.S_ISDIR(file_mode(root)):
         raise DataError(f"{root}: not a folder of PNG/JPEG photographs")
-    paths, _, _ = data._list_images(root)
+    paths, _, _ = list_images(root)
     sources = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         for path in paths:
-            (height, width), _ = data._probe(path)
-            data.check_pixels(path, (height, width), max_pixels)
+            (height, width), _ = read_header(path)
+            check_pixels(path, (height, width), max_pixels)
             sources.append(_Source(path.relative_to(root).as_posix(), str(path),
                                    (height, width), lambda p=path, s=(height, width):
                                    _decode(p, s)))
@@ -297,7 +298,7 @@ def _decode(path: Path, shape: tuple[int, int]) -> np.ndarray:
     out = np.empty((1, *shape), dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        data._decode(path, 1, shape, out)
+        decode_into(path, 1, shape, out)
     return out[0]
 
 
@@ -319,7 +320,7 @@ def _arrays(images: Sequence, max_pixels: int) -> list[_Source]:
         if image.ndim != 2:
             raise DataError(f"{name}: expected a 2-D grey image (H, W), got shape "
                             f"{image.shape}")
-        data.check_pixels(name, image.shape, max_pixels)
+        check_pixels(name, image.shape, max_pixels)
         with np.errstate(over="ignore"):
             grey = np.ascontiguousarray(image, dtype=np.float32)
         if not np.isfinite(grey).all():

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import picture_shape
-from .fileio import atomic_write_bytes
+from ..data.tensors import picture_shape
+from ..io.fileio import atomic_write_bytes
 
 __all__ = ["SCALES", "scale_tiles", "tile", "signed_border_grid", "encode_png", "save_png"]
 

@@ -10,7 +10,7 @@ import re
 import reprlib
 
 from ..errors import is_int
-from ..train import TrainingRecipe
+from .training import TrainingRecipe
 
 __all__ = ["check_history", "check_data_info", "check_test_accuracy", "recipe_from"]
 
@@ -93,7 +93,7 @@ def check_test_accuracy(results: object) -> dict:
 
 
 def recipe_from(fields: object) -> TrainingRecipe:
-    """The :class:`~featvis.train.TrainingRecipe` of a checkpoint's recipe fields; an
+    """The :class:`~featvis.models.training.TrainingRecipe` of a checkpoint's recipe fields; an
     unknown field is a ValueError naming it (the recipe's own checks do the rest)."""
     if not isinstance(fields, dict):
         raise ValueError(f"recipe must be an object, got {reprlib.repr(fields)}")

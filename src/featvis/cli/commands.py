@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ._version import __version__
-from .errors import FeatvisError, Terminated, UserCodeError, first_line
+from .._version import __version__
+from ..errors import FeatvisError, Terminated, UserCodeError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -177,7 +177,7 @@ def _names(text: str) -> list[str]:
 def resolve_device(name: str) -> "torch.device":
     """``--device``: ``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device that is
     not there is an error naming the option."""
-    from .devices import resolve_device as resolve
+    from ..devices import resolve_device as resolve
 
     try:
         return resolve(name)
@@ -215,7 +215,7 @@ def _mnist(split: str, data: Path | None, width: int | None
            ) -> tuple["torch.Tensor", "torch.Tensor"]:
     """An MNIST split (embedded or from ``data``) whose images are ``width`` pixels wide (any
     width for ``None``)."""
-    from .data import load_mnist
+    from ..data.mnist import load_mnist
 
     images, labels = load_mnist(split, data)
     if width is not None and images.shape[1] != width:
@@ -230,7 +230,7 @@ def _check_new_file(path: Path, option: str, force: bool, resume: bool = False,
     inputs it reads (``reading``: option and path; never, ``--force`` or not), a folder, a
     path it cannot create, or an existing file without ``--force`` (``--resume`` for
     train)."""
-    from .fileio import check_creatable
+    from ..io.fileio import check_creatable
 
     if not resume:
         _check_not_input(path, option, reading)
@@ -255,11 +255,12 @@ def _check_not_input(out: Path, option: str, reading: Sequence[tuple[str, Path |
         same = os.path.realpath(out) == os.path.realpath(source) or (
             os.path.exists(out) and os.path.samefile(out, source))
         if same:
-            raise FeatvisError(f"{option} {out}: is the {name} being read ({source}); featvis never "
+            raise FeatvisError(f"{option} {out}: is the {name} being read ({source}); "
+                               "featvis never "
                                "replaces its input, --force or not: choose another "
                                f"{option}")
         if name == "--images" and os.path.isdir(source):
-            from .runfolder import path_inside
+            from ..io.runfolder import path_inside
 
             if path_inside(out, source) is not None:
                 raise FeatvisError(f"{option} {out}: lies inside the {name} folder {source}, "
@@ -365,9 +366,9 @@ def _announce(args: argparse.Namespace, recipe=None) -> None:
 
 
 def _train_cnn(args: argparse.Namespace, out: Path) -> int:
-    from .data import load_mnist, mnist_info
-    from .fileio import holding
-    from .models import ReferenceCNN
+    from ..data.mnist import load_mnist, mnist_info
+    from ..io.fileio import holding
+    from ..models import ReferenceCNN
 
     images, labels = load_mnist("train", args.data)
     model = ReferenceCNN(seed=args.seed).to(resolve_device(args.device))
@@ -389,10 +390,10 @@ def _training_data(args: argparse.Namespace):
     """``(inputs, data_info, whitening)`` of ``--dataset``: MNIST's training images, or
     natural patches cut from ``--images`` (or the bundled photographs) and whitened; flat,
     as a DBN reads them."""
-    from .data import mnist_info
+    from ..data.mnist import mnist_info
 
     if args.dataset == "natural":
-        from .natural import natural_info, training_inputs
+        from ..data.natural import natural_info, training_inputs
 
         inputs, patches, whitening = training_inputs(
             args.images, size=args.patch_size, count=args.patches, seed=args.seed,
@@ -409,10 +410,10 @@ def _train_recipe(args: argparse.Namespace):
     given = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                  **({} if args.lr is None else {"lr": args.lr}))
     if args.model_kind == "cdbn":
-        from .models.cdbn import conv_recipe
+        from ..models.conv.crbm import conv_recipe
 
         return conv_recipe("gaussian" if args.dataset == "natural" else "binary", **given)
-    from .train import TrainingRecipe
+    from ..models.training import TrainingRecipe
 
     return TrainingRecipe.preset(args.recipe, **given)
 
@@ -420,7 +421,7 @@ def _train_recipe(args: argparse.Namespace):
 def _new_model(args: argparse.Namespace, recipe, whitening):
     """The untrained DBN or convolutional DBN of the options (Gaussian visible units on
     natural patches)."""
-    from .models import DBN, ConvDBN
+    from ..models import DBN, ConvDBN
 
     gaussian = args.dataset == "natural"
     visible = "gaussian" if gaussian else "binary"
@@ -435,8 +436,8 @@ def _new_model(args: argparse.Namespace, recipe, whitening):
 def _resumed(args: argparse.Namespace, out: Path, device: "torch.device"):
     """The model of the checkpoint at ``out``, refused unless it is of ``--model``'s kind and
     layers."""
-    from .checkpoint import load
-    from .models import DBN
+    from ..models.checkpoint import load
+    from ..models import DBN
 
     model = load(out, device=device)
     kind = "dbn" if isinstance(model, DBN) else model.kind
@@ -452,8 +453,8 @@ def _resumed(args: argparse.Namespace, out: Path, device: "torch.device"):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .data import picture_shape
-    from .fileio import holding
+    from ..data.tensors import picture_shape
+    from ..io.fileio import holding
 
     out: Path = args.out
     _train_defaults(args)
@@ -511,7 +512,7 @@ def _ais_runs(text: str) -> int:
 
 
 def _methods(text: str) -> list[str]:
-    from .visualization import METHODS
+    from ..pipeline.visualization import METHODS
 
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in METHODS]
@@ -525,9 +526,9 @@ def _load_model(args: argparse.Namespace, device: "torch.device"):
     """The model of ``--model``: a user's ``module:factory`` (with ``--weights``), or a
     built-in kind read from the positional checkpoint (any featvis checkpoint); ``--model
     cnn`` without one is the reference CNN with the weights shipped in the package."""
-    from .checkpoint import KINDS, load
-    from .models import reference_cnn
-    from .usermodel import load_factory, load_weights
+    from ..models.checkpoint import KINDS, load
+    from ..models import reference_cnn
+    from ..models.usermodel import load_factory, load_weights
 
     spec = args.model_spec
     if ":" in spec:
@@ -554,12 +555,15 @@ def _load_model(args: argparse.Namespace, device: "torch.device"):
 def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, object]:
     """The images a command shows, shaped for the model, their labels (or None) and their
     normalization."""
-    from .data import Normalization, load_mnist, open_images, parse_normalize, picture_shape
+    from ..data.normalization import Normalization, parse_normalize
+    from ..data.mnist import load_mnist
+    from ..data.images import open_images
+    from ..data.tensors import picture_shape
 
     shape = args.input_shape or seam.input_shape
     recipe = seam.describe().get("data", {}).get("patches")
     if recipe is not None:                  # a model of natural patches: the same patches
-        from .natural import model_inputs
+        from ..data.natural import model_inputs
 
         if args.normalize is not None:
             raise FeatvisError("--normalize: a model of natural patches reads them as it was "
@@ -601,7 +605,7 @@ def _check_shape(given: tuple[int, ...], shape: tuple[int, ...] | None, what: st
 def _check_forward(seam, shape: tuple[int, ...], args: argparse.Namespace) -> None:
     """Run a module once on one zero input of ``shape`` (its layer discovery), before the
     data is decoded: a model that cannot take it is one line naming the flags to change."""
-    from .seam import probe
+    from ..seam.dispatch import probe
 
     try:
         probe(seam.model, shape).layer_keys()
@@ -639,12 +643,12 @@ def _check_input_limits(args: argparse.Namespace) -> None:
 
 
 def _settings(args: argparse.Namespace, seam, **given):
-    """The :class:`~featvis.visualization.VisualizeSettings` of the options the command has
+    """The :class:`~featvis.VisualizeSettings` of the options the command has
     (the others keep their defaults); ``given`` overrides, e.g. what merged shards were
     mined with."""
     import dataclasses
 
-    from .visualization import VisualizeSettings
+    from ..pipeline.visualization import VisualizeSettings
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(VisualizeSettings)
               if getattr(args, f.name, None) is not None}
@@ -658,13 +662,13 @@ def _settings(args: argparse.Namespace, seam, **given):
 def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_out: bool):
     """``(model, model_path, images, labels, normalization, seam)`` of the command line;
     with ``check_out`` the output folder is checked before the data is read."""
-    from .seam import probe
-    from .runfolder import plan_replacement
+    from ..seam.dispatch import probe
+    from ..io.runfolder import plan_replacement
 
     model, model_path = _load_model(args, device)
     seam = probe(model, args.input_shape)
     if check_out:
-        from .fileio import check_creatable
+        from ..io.fileio import check_creatable
 
         _check_not_input(args.out, "--out", _reading(args))
         check_creatable(args.out, "--out")
@@ -675,8 +679,8 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .visualization import visualize
+    from ..pipeline import distributed
+    from ..pipeline.visualization import visualize
 
     device = resolve_device(args.device)
     ctx = distributed.from_environment(device, args.timeout) if args.distributed \
@@ -704,9 +708,9 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from .fileio import holding
-    from .shards import mine_shard, save_shard
-    from .visualization import shown_units
+    from ..io.fileio import holding
+    from ..pipeline.shards import mine_shard, save_shard
+    from ..pipeline.visualization import shown_units
 
     _check_new_file(args.out, "--out", args.force, reading=_reading(args))
     model, _, images, _, normalization, seam = _model_and_inputs(
@@ -724,8 +728,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .shards import merge_shards, shard_examples
-    from .visualization import shown_units, visualize
+    from ..pipeline.shards import merge_shards, shard_examples
+    from ..pipeline.visualization import shown_units, visualize
 
     states, info = merge_shards(args.states)                  # refusals before the model
     model, model_path, images, labels, normalization, seam = _model_and_inputs(
@@ -750,7 +754,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from .seam import probe
+    from ..seam.dispatch import probe
 
     model, _ = _load_model(args, resolve_device("cpu"))
     seam = probe(model, args.input_shape)
@@ -768,15 +772,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_gallery
+    from ..report import build_gallery
 
     print(build_gallery(args.run_dir, force=args.force))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import (CDBN_DEMO, NATURAL_SIZES, run_cdbn_demo, run_cnn_demo, run_demo,
-                       run_natural_demo)
+    from ..pipeline.demo import (CDBN_DEMO, NATURAL_SIZES, run_cdbn_demo, run_cnn_demo, run_demo,
+                                 run_natural_demo)
 
     if args.dataset == "natural" and args.model_kind != "dbn":
         raise FeatvisError("--dataset natural is for --model dbn (a DBN with Gaussian "
@@ -832,7 +836,7 @@ def _format_evaluation(result: dict) -> str:
 
 def _check_run_of(run: Path, fingerprint: str) -> None:
     """``evaluate --run`` must be given a run of the model being evaluated."""
-    from .runfolder import load_summary
+    from ..io.runfolder import load_summary
 
     if load_summary(run)["model_sha256"] != fingerprint:
         raise FeatvisError(f"--run {run}: that run shows another model (its model_sha256 "
@@ -842,13 +846,13 @@ def _check_run_of(run: Path, fingerprint: str) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluate import evaluate_model
-    from .fileio import atomic_write_bytes
-    from .fingerprint import model_fingerprint
-    from .models import DBN
-    from .report import gallery_files
-    from .runfolder import (EVALUATION, EVALUATION_FORMAT, check_run_targets, path_inside,
-                            recover, write_into_run)
+    from ..models.evaluation import evaluate_model
+    from ..io.fileio import atomic_write_bytes
+    from ..io.fingerprint import model_fingerprint
+    from ..models import DBN
+    from ..report import gallery_files
+    from ..io.runfolder import (EVALUATION, EVALUATION_FORMAT, check_run_targets, path_inside,
+                                recover, write_into_run)
 
     device = resolve_device(args.device)
     dbn = DBN.load(args.model, device=device)
@@ -1133,7 +1137,8 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=_count("--top"), default=10,
                    help="ranked filters / linear-combination terms per unit (default 10)")
     p.add_argument("--steps", type=_count("--steps"), default=300, help="maximization steps")
-    p.add_argument("--restarts", type=_count("--restarts"), default=9, help="maximization restarts")
+    p.add_argument("--restarts", type=_count("--restarts"), default=9,
+                   help="maximization restarts")
     p.add_argument("--samples", type=_count("--samples"), default=100, help="samples per unit")
     p.add_argument("--variant", choices=["one-hot", "gibbs"], default="one-hot",
                    help="unit-sampling variant (default one-hot)")
@@ -1203,6 +1208,3 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
         print(f"featvis {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

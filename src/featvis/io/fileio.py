@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import FeatvisError
+from ..errors import FeatvisError
 
 __all__ = ["BusyError", "clear_stale", "claim", "holding", "write_new", "atomic_write_bytes",
            "stale_temporary", "remove_temporary", "check_creatable", "NAME_MAX"]

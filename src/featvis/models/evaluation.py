@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import check_images, iter_batches
-from .errors import FeatvisError, check_int
-from .models.dbn import DBN
-from .models.rbm import RBM, bernoulli
+from ..data.tensors import check_images, iter_batches
+from ..errors import FeatvisError, check_int
+from .dbn import DBN
+from .rbm import RBM, bernoulli
 
 __all__ = ["reconstruction_error", "pseudo_likelihood", "log_partition_exact",
            "default_betas", "AISEstimate", "log_partition_ais", "log_likelihood",
@@ -31,7 +31,7 @@ __all__ = ["reconstruction_error", "pseudo_likelihood", "log_partition_exact",
 MAX_EXACT_UNITS = 25
 
 
-_CHUNK = 10_000     # rows per chunk when a whole data set is pushed through a model
+READ_CHUNK = 10_000     # rows per chunk when a whole data set is pushed through a model
 
 
 def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -54,7 +54,7 @@ def reconstruction_error(model: DBN | RBM, images: torch.Tensor) -> list[float]:
     images = check_images(images, rbms[0].n_visible, unit_range=rbms[0].visible == "binary")
     totals = [0.0] * len(rbms)
     with torch.no_grad():
-        for batch in iter_batches(images.to(rbms[0].weight.device), _CHUNK):
+        for batch in iter_batches(images.to(rbms[0].weight.device), READ_CHUNK):
             h = batch
             for d, rbm in enumerate(rbms):
                 hidden = rbm.hidden_probs(h)
@@ -73,7 +73,7 @@ def pseudo_likelihood(rbm: RBM, images: torch.Tensor, seed: int = 0) -> torch.Te
     device = rbm.weight.device
     out = []
     with torch.no_grad():
-        for v, idx in zip(iter_batches(images, _CHUNK), iter_batches(flip, _CHUNK)):
+        for v, idx in zip(iter_batches(images, READ_CHUNK), iter_batches(flip, READ_CHUNK)):
             v = v.to(device)
             flipped = v.clone()
             rows = torch.arange(v.shape[0], device=device)
@@ -196,7 +196,7 @@ def log_likelihood(rbm: RBM, images: torch.Tensor, log_z: float) -> float:
     images = check_images(images, rbm.n_visible)
     with torch.no_grad():
         total = sum(rbm.free_energy(v.to(rbm.weight.device)).double().sum().item()
-                    for v in iter_batches(images, _CHUNK))
+                    for v in iter_batches(images, READ_CHUNK))
     return -total / images.shape[0] - log_z
 
 
@@ -205,7 +205,7 @@ def _features(model: DBN, images: torch.Tensor, layer: int) -> torch.Tensor:
     if layer == 0:
         return images
     with torch.no_grad():
-        return torch.cat([model.transform(x, layer) for x in iter_batches(images, _CHUNK)])
+        return torch.cat([model.transform(x, layer) for x in iter_batches(images, READ_CHUNK)])
 
 
 def linear_probe(model: DBN, train: tuple[torch.Tensor, torch.Tensor],

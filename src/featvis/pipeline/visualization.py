@@ -9,9 +9,9 @@ wrote into ``summary.json``. Output layout (written aside, then moved into place
     OUT/summary.json                          model, settings, per-layer and per-unit figures
     OUT/{folder}/{method}.png                 overview of a method over the layer's units
     OUT/{folder}/units/{i}/{picture}.png      the pictures of one unit, for the gallery
-    OUT/manifest.json                         every file featvis wrote (featvis.runfolder)
+    OUT/manifest.json                         every file featvis wrote (featvis.io.runfolder)
 
-where ``folder`` is :func:`featvis.runfolder.layer_folder` of the layer's key.
+where ``folder`` is :func:`featvis.io.runfolder.layer_folder` of the layer's key.
 """
 
 from __future__ import annotations
@@ -26,22 +26,23 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._version import __version__
+from .._version import __version__
 from . import distributed
-from .checkpoint import encode_model
-from .errors import check_int
-from .evaluate import method_agreement
-from .figures import (class_purity, distinctness, example_distinctness, gabor_fit, locality,
-                      random_locality, randomized_similarity)
-from .fingerprint import data_fingerprint, model_fingerprint
-from .methods import (TopExamples, deconvnet, linear_combination, maximize, ranked_filters,
-                      sample_unit)
-from .seam import RANDOMIZATIONS, SPATIAL, Key, LayerInfo, Probe, UnsupportedError, probe
-from .render import encode_png, signed_border_grid, tile
-from .report import gallery_files
-from .runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder,
-                        RunFolderError, build_run, layer_folder, load_evaluation,
-                        plan_replacement)
+from ..models.checkpoint import encode_model
+from ..errors import check_int
+from ..models.evaluation import method_agreement
+from ..figures import (class_purity, distinctness, example_distinctness, gabor_fit, locality,
+                       random_locality, randomized_similarity)
+from ..io.fingerprint import data_fingerprint, model_fingerprint
+from ..methods import (TopExamples, deconvnet, linear_combination, maximize, ranked_filters,
+                       sample_unit)
+from ..seam.base import RANDOMIZATIONS, SPATIAL, Key, LayerInfo, Probe, UnsupportedError
+from ..seam.dispatch import probe
+from ..report.render import encode_png, signed_border_grid, tile
+from ..report import gallery_files
+from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder,
+                            RunFolderError, build_run, layer_folder, load_evaluation,
+                            plan_replacement)
 
 __all__ = ["Method", "REGISTRY", "METHODS", "VisualizeSettings", "visualize", "shown_units"]
 
@@ -155,8 +156,8 @@ class LayerRun:
 
     def split(self, compute: Callable[[list[int]], object]):
         """``compute(units)`` over the layer's shown units in the fixed global chunks of
-        :mod:`featvis.distributed` (this rank's share), gathered on rank 0; ``None`` on the
-        other ranks. One process computes the same chunks, so it writes the same bytes."""
+        :mod:`featvis.pipeline.distributed` (this rank's share), gathered on rank 0; ``None``
+        on the other ranks. One process computes the same chunks, so it writes the same bytes."""
         return distributed.per_unit(self.ctx, len(self.units),
                                     lambda chunk: compute([self.units[j] for j in chunk]))
 
@@ -628,15 +629,15 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     ``normalization`` (:class:`featvis.data.Normalization`) the model is fed
     ``normalization.normalize(images)`` and input-space pictures are shown de-normalized.
     ``out`` is replaced only when everything succeeded and only by featvis's rule (see
-    :mod:`featvis.runfolder`): a folder holding files featvis did not write is refused
+    :mod:`featvis.io.runfolder`): a folder holding files featvis did not write is refused
     unless ``force``, which carries them over. ``model_path`` is the checkpoint the model
     was read from (recorded; if it lies inside ``out`` it must be featvis's own there and is
     carried over unchanged); ``save_model_as`` also saves the model (a built-in kind, see
-    :func:`featvis.checkpoint.encode_model`) inside the run. The old
+    :func:`featvis.models.checkpoint.encode_model`) inside the run. The old
     run's ``evaluation.json`` is kept if it is of the same model. Returns the summary that
     was written to ``out/summary.json``.
 
-    With a distributed ``ctx`` (:func:`featvis.distributed.from_environment`, every rank
+    With a distributed ``ctx`` (:func:`featvis.pipeline.distributed.from_environment`, every rank
     calling with the same arguments) the ranks first check that they hold the same model,
     data and settings, mine the data in shares and merge, and share the units of
     maximization, sampling and deconvnet in fixed chunks; rank 0 alone writes ``out`` and

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from .errors import FeatvisError
+from ..errors import FeatvisError
 from .fileio import (atomic_write_bytes, claim, clear_stale, remove_temporary, stale_temporary,
                      write_new)
 from .safejson import loads as parse_json
@@ -352,7 +352,7 @@ class Replacement:
 
 def recover(folder: str | os.PathLike) -> None:
     """Clean up after featvis runs on ``folder`` that were killed (put a folder moved aside
-    back, remove their temporaries); :class:`~featvis.fileio.BusyError` if one is running."""
+    back, remove their temporaries); :class:`~featvis.io.fileio.BusyError` if one is running."""
     clear_stale(folder, _recover_aside)
 
 

@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Sequence, TypeVar
 from safetensors import SafetensorError, safe_open
 
 from . import safejson
-from .errors import CheckpointError, first_line
+from ..errors import CheckpointError, first_line
 
 __all__ = ["read_safetensors", "featvis_metadata"]
 

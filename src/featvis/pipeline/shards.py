@@ -1,7 +1,7 @@
 """Offline shards of dataset-example mining, for clusters without a process group.
 
 Each machine mines one shard ``i/N`` of the data (:func:`mine_shard`: the global batches
-``b`` of ``batch_size`` inputs with ``b % N == i``, as :func:`featvis.distributed
+``b`` of ``batch_size`` inputs with ``b % N == i``, as :func:`featvis.pipeline.distributed
 .mine_top_examples` splits them) and writes one safetensors file (:func:`save_shard`,
 format ``featvis.shard/1``): every layer's :class:`~featvis.methods.topk.TopK` tensors under
 ``layer{j}.`` and JSON metadata with the shard's place, the fingerprints of the model and
@@ -30,16 +30,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from ._version import __version__
-from .data import check_inputs
+from .._version import __version__
+from ..data.tensors import check_inputs
 from .distributed import _split, examples_from_states, mine_top_examples
-from .errors import CheckpointError, DataError, check_int, first_line, is_int
-from .fileio import atomic_write_bytes
-from .fingerprint import data_fingerprint, model_fingerprint
-from .methods.topk import VALUE_DTYPES, TopExamples, TopK
-from .seam import Key, probe
-from .safetensors_file import featvis_metadata, read_safetensors
-from .units import Units, resolve_units
+from ..errors import CheckpointError, DataError, check_int, first_line, is_int
+from ..io.fileio import atomic_write_bytes
+from ..io.fingerprint import data_fingerprint, model_fingerprint
+from ..methods.topk import VALUE_DTYPES, TopExamples, TopK
+from ..seam.base import Key
+from ..seam.dispatch import probe
+from ..io.safetensors_file import featvis_metadata, read_safetensors
+from ..units import Units, resolve_units
 
 __all__ = ["SHARD_FORMAT", "MAX_SHARD_HEADER", "shard_info", "mine_shard", "save_shard",
            "load_shard", "merge_shards", "shard_examples"]

@@ -33,8 +33,8 @@ from typing import Callable, Iterator, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .data import check_images
-from .errors import TrainingDivergedError, check_float, check_int
+from ..data.tensors import check_images
+from ..errors import TrainingDivergedError, check_float, check_int
 
 __all__ = ["TrainingRecipe", "LastEpoch", "RBMLike", "batch_order", "check_snapshot",
            "fit_rbm", "replay_last_epoch", "VISIBLE_KINDS"]
@@ -125,7 +125,7 @@ class TrainingRecipe:
 
     :meth:`preset` gives ``"rbm.m"`` (the defaults) and two recipes for Gaussian visible
     units on whitened image patches with zero mean and unit variance over all pixels (as
-    :func:`featvis.natural.natural_patches` makes them); every other field keeps its
+    :func:`featvis.data.natural.natural_patches` makes them); every other field keeps its
     default:
 
     ========================  ==========  ====================  ==================

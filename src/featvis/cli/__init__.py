@@ -1,0 +1,5 @@
+"""The ``featvis`` command: thin sub-commands over the library."""
+
+from .commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,321 @@
+"""The inputs of any model: a folder of PNG/JPEG images or a ``.npy`` array, with
+pixel and memory budgets checked from the headers before anything is decoded."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import DataError, check_int, is_int
+from .idx import MAX_IDX_BYTES
+
+
+MAX_PIXELS = 50_000_000     # default limit on one image's pixels (H x W), read from its header
+NPY_CHUNK = 2**24           # bytes of a .npy array converted to float32 at a time
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")   # matched case-insensitively
+_IMAGE_FORMATS = ("PNG", "JPEG")             # the only decoders Pillow may try
+_GREY_BANDS = ("1", "L", "I")                # first band of a greyscale mode (L, LA, I;16...)
+_LUMA = (0.299, 0.587, 0.114)                # ITU-R 601-2 weights, as Pillow's RGB -> L
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A model's inputs on disk whose headers are read and checked but whose pixels are not
+    decoded yet: :meth:`load` returns float32 ``shape``; ``input_shape`` is one input's."""
+
+    path: Path
+    shape: tuple[int, ...]
+    labels: torch.Tensor | None
+    classes: list[str]
+    decode_into: Callable[[], torch.Tensor] = field(repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.shape[1:]
+
+    def load(self) -> torch.Tensor:
+        """The inputs, decoded into one tensor of :attr:`shape`."""
+        return self.decode_into()
+
+
+def load_images(path: str | os.PathLike, *, channels: int | None = None,
+                resize: tuple[int, int] | None = None, max_images: int | None = None,
+                max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IDX_BYTES
+                ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Load a model's inputs as ``(images float32, labels int64 (N,) or None, classes)``.
+
+    ``path`` is either a folder of PNG/JPEG images, directly inside it (no labels) or in one
+    level of class subfolders (``labels`` index the sorted folder names ``classes``), read
+    in sorted order into ``(N, C, H, W)`` in [0, 1]; or a ``.npy`` array, read without
+    unpickling: uint8 (divided by 255) or float (kept as is, must be finite) of shape
+    ``(N, D)`` (returned as is), ``(N, H, W)`` (one channel) or ``(N, C, H, W)``.
+    ``channels`` converts to greyscale (1) or RGB (3); ``None`` keeps an array's channels
+    and gives a folder 1 if every image is greyscale, else 3. Without ``resize=(H, W)``
+    every image must have one size. Hidden entries and other files are skipped; only the
+    PNG and JPEG decoders run, and Pillow's decompression-bomb limit is enforced.
+    ``max_images`` keeps the first images. Two budgets are checked from the headers, before
+    anything is decoded: ``max_pixels`` per image (and per ``resize``), ``max_bytes`` for the
+    whole float32 output (see :func:`open_images`).
+
+    Example:
+        >>> images, labels, classes = load_images("photos/", channels=3, resize=(64, 64))
+        ... # doctest: +SKIP
+    """
+    source = open_images(path, channels=channels, resize=resize, max_images=max_images,
+                         max_pixels=max_pixels, max_bytes=max_bytes)
+    return source.load(), source.labels, source.classes
+
+
+def open_images(path: str | os.PathLike, *, channels: int | None = None,
+                resize: tuple[int, int] | None = None, max_images: int | None = None,
+                max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IDX_BYTES) -> ImageSource:
+    """The :class:`ImageSource` of :func:`load_images` (same arguments): every header read
+    and every budget checked, nothing decoded, so that a caller can check the shape against
+    a model before paying for the pixels."""
+    path = Path(path)
+    if channels is not None and not (is_int(channels) and channels in (1, 3)):
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    max_pixels = check_int("max_pixels", max_pixels)
+    if resize is not None:
+        if not (isinstance(resize, (tuple, list)) and len(resize) == 2
+                and all(is_int(v) and v >= 1 for v in resize)):
+            raise ValueError(f"resize must be two positive integers (H, W), got {resize!r}")
+        resize = (int(resize[0]), int(resize[1]))
+        check_pixels("resize", resize, max_pixels)
+    if max_images is not None:
+        max_images = check_int("max_images", max_images)
+    max_bytes = check_int("max_bytes", max_bytes)
+    if stat.S_ISDIR(file_mode(path)):
+        return _open_folder(path, channels, resize, max_images, max_pixels, max_bytes)
+    if path.suffix.lower() == ".npy":
+        return _open_npy(path, channels, resize, max_images, max_pixels, max_bytes)
+    raise DataError(f"{path}: expected a folder of PNG/JPEG images or a .npy file")
+
+
+def check_pixels(where: object, size: Sequence[int], max_pixels: int) -> None:
+    """Refuse an image of ``size`` (H, W) above ``max_pixels``, naming the option that
+    raises the budget."""
+    count = math.prod(size)
+    if count > max_pixels:
+        raise DataError(f"{where}: {'x'.join(map(str, size))} = {count} pixels, above the "
+                        f"limit max_pixels={max_pixels} per image (--max-pixels raises it)")
+
+
+def file_mode(path: Path) -> int:
+    """The mode of ``path`` (symlinks followed): a missing file or a symlink loop is a
+    DataError."""
+    try:
+        return os.stat(path).st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The PNG/JPEG files and the subfolders of ``folder``, sorted by name; hidden entries
+    and other files are skipped."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list ({exc.strerror or exc})") from None
+    files, folders = [], []
+    for name in names:
+        if name.startswith("."):
+            continue
+        mode = file_mode(folder / name)
+        if stat.S_ISDIR(mode):
+            folders.append(folder / name)
+        elif stat.S_ISREG(mode) and name.lower().endswith(IMAGE_SUFFIXES):
+            files.append(folder / name)
+    return files, folders
+
+
+def list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
+    """The images of ``root`` in reading order, their class indices (None without class
+    subfolders) and the class names."""
+    files, folders = _scan(root)
+    if files and folders:
+        raise DataError(f"{root}: holds both images ({files[0].name}) and subfolders "
+                        f"({folders[0].name}); put every image in a class subfolder or none")
+    if files:
+        return files, None, []
+    if not folders:
+        raise DataError(f"{root}: no PNG/JPEG images ({', '.join(IMAGE_SUFFIXES)})")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for index, folder in enumerate(folders):
+        inner, nested = _scan(folder)
+        if nested:
+            raise DataError(f"{nested[0]}: folders nest one level at most (class subfolders "
+                            "of images)")
+        if not inner:
+            raise DataError(f"{folder}: class folder without PNG/JPEG images")
+        paths += inner
+        labels += [index] * len(inner)
+    return paths, labels, [folder.name for folder in folders]
+
+
+def _image_error(file: Path, exc: Exception) -> DataError:
+    """The one-line DataError for Pillow's failure ``exc`` on ``file``."""
+    if isinstance(exc, _BOMB):
+        return DataError(f"{file}: refused as a possible decompression bomb ({exc})")
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return DataError(f"{file}: not a PNG or JPEG image")
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return DataError(f"{file}: corrupt or unreadable image ({detail})")
+
+
+def read_header(file: Path) -> tuple[tuple[int, int], bool]:
+    """``(height, width)`` of ``file`` and whether it is greyscale, from its header."""
+    try:
+        with Image.open(file, formats=_IMAGE_FORMATS) as image:
+            return (image.height, image.width), image.getbands()[0] in _GREY_BANDS
+    except (OSError, SyntaxError, ValueError, *_BOMB) as exc:
+        raise _image_error(file, exc) from None
+
+
+def decode_into(file: Path, channels: int, size: tuple[int, int], out: np.ndarray) -> None:
+    """Decode ``file`` into ``out`` (float32 ``(channels, H, W)`` = ``size``) in [0, 1]."""
+    try:
+        with Image.open(file, formats=_IMAGE_FORMATS) as image:
+            if image.mode.startswith("I"):     # 16-bit greyscale PNG
+                image, scale = image.convert("F"), 65535.0
+            else:
+                image, scale = image.convert("L" if channels == 1 else "RGB"), 255.0
+            if (image.height, image.width) != size:
+                image = image.resize(size[::-1], Image.Resampling.BILINEAR)
+            array = np.asarray(image)
+    except (OSError, SyntaxError, ValueError, *_BOMB) as exc:
+        raise _image_error(file, exc) from None
+    if array.ndim == 3:
+        array = array.transpose(2, 0, 1)
+    np.divide(array, scale, out=out, dtype=np.float32)   # (H, W) broadcasts to 3 channels
+
+
+def _open_folder(root: Path, channels: int | None, resize: tuple[int, int] | None,
+                 max_images: int | None, max_pixels: int, max_bytes: int) -> ImageSource:
+    """:func:`open_images` on a folder: every header read and the output sized."""
+    paths, labels, classes = list_images(root)
+    paths = paths[:max_images]
+    if labels is not None:
+        labels = labels[:max_images]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        headers = []
+        for file in paths:
+            headers.append(read_header(file))
+            check_pixels(file, headers[-1][0], max_pixels)
+    size = resize or headers[0][0]
+    if resize is None:
+        for file, (other, _) in zip(paths, headers):
+            if other != size:
+                raise DataError(f"{file}: {other[0]}x{other[1]} pixels (HxW), but "
+                                f"{paths[0].relative_to(root)} is {size[0]}x{size[1]}; "
+                                "resize them all with --resize H,W (resize=(H, W))")
+    if channels is None:
+        channels = 1 if all(grey for _, grey in headers) else 3
+    shape = (len(paths), channels, *size)
+    _check_output(root, shape, max_bytes)
+
+    def decode() -> torch.Tensor:
+        images = torch.empty(shape, dtype=torch.float32)
+        buffer = images.numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for index, file in enumerate(paths):
+                decode_into(file, channels, size, buffer[index])
+        return images
+
+    return ImageSource(root, shape, None if labels is None else
+                       torch.tensor(labels, dtype=torch.int64), classes, decode)
+
+
+def _check_output(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
+    """Refuse a float32 output of ``shape`` above ``max_bytes``, before allocating it."""
+    size = math.prod(shape) * 4
+    if size > max_bytes:
+        raise DataError(f"{path}: {shape} float32 = {size} bytes, above the limit "
+                        f"max_bytes={max_bytes} ({max_bytes / 2**30:.3g} GiB) of inputs held "
+                        "in memory (--max-bytes raises it); read fewer images (max_images) "
+                        "or smaller ones (--resize)")
+
+
+def _open_npy(path: Path, channels: int | None, resize: tuple[int, int] | None,
+              max_images: int | None, max_pixels: int, max_bytes: int) -> ImageSource:
+    """:func:`open_images` on a ``.npy`` file: memory-mapped, converted in chunks when
+    loaded."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(6)
+        # Never unpickles: an object array fails here, as does a pickle without the magic.
+        array = np.load(path, allow_pickle=False, mmap_mode="r") if magic == _NPY_MAGIC else None
+    except (OSError, ValueError, EOFError) as exc:
+        detail = getattr(exc, "strerror", None) or exc
+        raise DataError(f"{path}: corrupt or unsupported .npy file ({detail})") from None
+    if array is None:
+        raise DataError(f"{path}: not a .npy file (no NUMPY magic number)")
+    if not (array.dtype == np.uint8 or array.dtype.kind == "f" and array.dtype.itemsize <= 8):
+        raise DataError(f"{path}: dtype {array.dtype} not supported (uint8 or float)")
+    if array.ndim not in (2, 3, 4) or array.size == 0:
+        raise DataError(f"{path}: expected a non-empty (N, D), (N, H, W) or (N, C, H, W) "
+                        f"array, got shape {array.shape}")
+    array = array[:max_images]
+    flat = array.ndim == 2
+    if flat and (channels not in (None, 1) or resize is not None):
+        raise DataError(f"{path}: a flat (N, D) array has no channels or size to convert")
+    given = 1 if array.ndim < 4 else array.shape[1]
+    if channels not in (None, given) and (given, channels) not in ((1, 3), (3, 1)):
+        raise DataError(f"{path}: cannot convert {given} channels to {channels}")
+    check_pixels(path, array.shape[1:] if flat else array.shape[-2:], max_pixels)
+    shape = array.shape if flat else (len(array), channels or given,
+                                      *(resize or array.shape[-2:]))
+    _check_output(path, shape, max_bytes)
+    return ImageSource(path, tuple(shape), None, [],
+                       lambda: _read_npy(path, array, channels, resize, shape))
+
+
+def _read_npy(path: Path, array: np.ndarray, channels: int | None,
+              resize: tuple[int, int] | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """The memory-mapped ``array`` as float32 ``shape``, converted in chunks."""
+    flat = array.ndim == 2
+    given = 1 if array.ndim < 4 else array.shape[1]
+    images = torch.empty(shape, dtype=torch.float32)
+    rows = max(1, NPY_CHUNK // (4 * max(math.prod(array.shape[1:]), math.prod(shape[1:]))))
+    for start in range(0, len(array), rows):
+        with np.errstate(over="ignore"):     # a float64 beyond float32 becomes inf: refused
+            block = torch.from_numpy(np.array(array[start:start + rows], dtype=np.float32))
+        if array.dtype == np.uint8:
+            block.div_(255.0)
+        elif not torch.isfinite(block).all():
+            raise DataError(f"{path}: contains NaN or infinite values (as float32) in rows "
+                            f"{start}..{start + len(block) - 1}")
+        if not flat:
+            block = _convert(block.view(len(block), given, *array.shape[-2:]), channels, resize)
+        images[start:start + len(block)] = block
+    return images
+
+
+def _convert(block: torch.Tensor, channels: int | None, resize: tuple[int, int] | None
+             ) -> torch.Tensor:
+    """``block`` (n, C, H, W) with ``channels`` (1 -> 3 repeats, 3 -> 1 weighs by luma),
+    resized (antialiased bilinear) to ``resize``."""
+    if channels == 3 and block.shape[1] == 1:
+        block = block.expand(-1, 3, -1, -1)
+    elif channels == 1 and block.shape[1] == 3:
+        block = torch.einsum("nchw,c->nhw", block, torch.tensor(_LUMA))[:, None]
+    if resize is not None and tuple(block.shape[-2:]) != resize:
+        block = F.interpolate(block, size=resize, mode="bilinear", antialias=True,
+                              align_corners=False)
+    return block

@@ -1,0 +1,241 @@
+"""The probe of any ``nn.Module``: layers by dotted module name, found by one forward pass."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import FeatvisError, UserCodeError, user_code
+from .base import (Key, LINEAR_SPATIAL, LayerError, LayerInfo, Probe, Scores, UnsupportedError,
+                   map_scores, redraw, reduce_map, unknown_layer)
+from .hooks import eval_mode, run_forward
+
+
+class ModuleProbe(Probe):
+    """Any ``nn.Module``: layers by dotted module name, discovered by one forward pass on a
+    zero input of ``input_shape``."""
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int] | None) -> None:
+        self.model = model
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self.kind = type(model).__name__
+        self.modules = dict(model.named_modules())
+        self._infos: dict[Key, LayerInfo] | None = None
+        self._reasons: dict[str, str] = {}
+
+    @property
+    def infos(self) -> dict[Key, LayerInfo]:
+        """The layers, found by one forward pass of a zero input (on first use)."""
+        if self._infos is None:
+            if self.input_shape is None:
+                raise FeatvisError(f"{self.kind}: pass input_shape= (one input's shape, e.g. "
+                                   "(1, 28, 28)); featvis cannot guess it from the model")
+            example = torch.zeros((1, *self.input_shape), device=self.device, dtype=self.dtype)
+            found, self._reasons = discover(self.model, example)
+            self._infos = {info.name: info for info in found}
+        return self._infos
+
+    def _module(self, key: Key) -> nn.Module:
+        self.layer(key)
+        return self.modules[key]
+
+    def layer_keys(self):
+        return list(self.infos)
+
+    def layer(self, key):
+        if key not in self.infos:
+            if isinstance(key, str) and key in self._reasons:
+                raise LayerError(f"layer {key!r} {self._reasons[key]}; featvis reads layers "
+                                 "that return one tensor once per forward pass")
+            raise unknown_layer(key, list(self.infos), self.kind)
+        return self.infos[key]
+
+    def scores(self, x, units):
+        def reduce(key: str, output: torch.Tensor) -> Scores:
+            """In the hook: only the units asked for, a channel by its maximum."""
+            if units[key] is not None:
+                output = output[:, units[key]]
+            return Scores(output.clone()) if output.dim() == 2 else map_scores(output)
+
+        targets = {key: self.modules[key] for key in units}
+        with eval_mode(self.model), torch.no_grad():
+            return run_forward(self.model, x, targets, reduce)
+
+    def objective(self, key, units, spatial="mean"):
+        info, module = self.layer(key), self.modules[key]
+        targets = {key: module}
+        if affine(module) and (not info.unit_shape or spatial in LINEAR_SPATIAL):
+            # The layer is affine in its input: unit u reads ``row_u . input + offset_u``, so
+            # the forward pass stops before the layer, whose own work (64 channels where one
+            # is wanted, and its backward) is never done.
+            rows, offsets = self._affine_readout(key, units, spatial)
+
+            def value(x: torch.Tensor) -> torch.Tensor:
+                with eval_mode(self.model):
+                    inputs = run_forward(self.model, x, targets, at="input")[key]
+                return (inputs.flatten(1) * rows).sum(1) + offsets
+            return value
+
+        def value(x: torch.Tensor) -> torch.Tensor:
+            with eval_mode(self.model):
+                output = run_forward(self.model, x, targets)[key]
+            picked = output[torch.arange(len(units), device=output.device), units]
+            return reduce_map(picked, spatial) if info.unit_shape else picked
+        return value
+
+    def _affine_readout(self, key: str, units: torch.Tensor, spatial: str
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For an affine layer, ``(N, D)`` rows and ``(N,)`` offsets with ``unit(x) = row .
+        input + offset`` per entry of ``units``: the gradient and the value at a zero input
+        of the layer alone, one row per distinct unit."""
+        module = self.modules[key]
+        example = torch.zeros((1, *self.input_shape), device=self.device, dtype=self.dtype)
+        with eval_mode(self.model), torch.no_grad():
+            shape = run_forward(self.model, example, {key: module}, at="input")[key].shape[1:]
+        distinct, inverse = units.unique(return_inverse=True)
+        zero = torch.zeros((len(distinct), *shape), device=self.device, dtype=self.dtype,
+                           requires_grad=True)
+        with torch.enable_grad():
+            output = module(zero)
+            picked = reduce_map(output[torch.arange(len(distinct)), distinct], spatial)
+            (rows,) = torch.autograd.grad(picked.sum(), zero)
+        return rows.flatten(1)[inverse], picked.detach()[inverse]
+
+    def default_layers(self):
+        """Every Conv2d and Linear, in forward order."""
+        return self._ordered((nn.Linear, nn.Conv2d))
+
+    def _ordered(self, kind: type) -> list[str]:
+        return [key for key in self.infos if isinstance(self.modules[key], kind)]
+
+    def _first(self) -> str | None:
+        """The first Linear or Conv2d in forward order: the one that reads the input."""
+        ordered = self._ordered((nn.Linear, nn.Conv2d))
+        return ordered[0] if ordered else None
+
+    def incoming_weights(self, key):
+        module = self._module(key)
+        if not isinstance(module, nn.Linear):
+            raise UnsupportedError(f"layer {key!r} is a {type(module).__name__}: ranked "
+                                   "filters and linear combinations follow nn.Linear weights")
+        return module.weight.detach()
+
+    def below(self, key):
+        module = self._module(key)
+        if key == self._first():
+            return None
+        if isinstance(module, nn.Linear):
+            linears = self._ordered(nn.Linear)
+            earlier = linears[:linears.index(key)]
+            for candidate in reversed(earlier):
+                if self.modules[candidate].out_features == module.in_features:
+                    return candidate
+            raise UnsupportedError(f"layer {key!r}: no earlier nn.Linear has "
+                                   f"{module.in_features} outputs to feed it, so its weights "
+                                   "do not connect to a layer featvis can picture")
+        raise UnsupportedError(f"layer {key!r} is a {type(module).__name__}: only chains of "
+                               "nn.Linear and a first nn.Conv2d have pictures of their weights")
+
+    def filters(self, key):
+        module = self._module(key)
+        if key != self._first():
+            raise UnsupportedError(f"layer {key!r} does not read the input (the first Linear "
+                                   f"or Conv2d is {self._first()!r}): it has no filters in "
+                                   "input space")
+        weight = module.weight.detach()
+        if isinstance(module, nn.Conv2d):
+            return weight                                  # (units, C_in, kh, kw)
+        if module.in_features != math.prod(self.input_shape):
+            raise UnsupportedError(f"layer {key!r} takes {module.in_features} features, not the "
+                                   f"{math.prod(self.input_shape)} values of one input")
+        return weight.reshape(weight.shape[0], *self.input_shape)
+
+    def randomized(self, key, mode, seed):
+        module = self._module(key)
+        if not _has_weights(module):
+            raise UnsupportedError(f"layer {key!r} is a {type(module).__name__}: it has no "
+                                   "weight parameter of 2 or more dims (Linear, Conv) to "
+                                   "re-draw")
+        weighted = [name for name in self.infos if _has_weights(self.modules[name])]
+        below = weighted[:weighted.index(key) + 1]
+        return redraw(self.model, {position: f"{name}.weight"
+                                    for position, name in enumerate(below)}, mode, seed)
+
+
+def affine(module: nn.Module) -> bool:
+    """Whether ``module`` is exactly a Linear or Conv (no subclass with its own forward)
+    without hooks of its own or global ones: its output is affine in its one input."""
+    return (type(module) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+            and not (module._forward_hooks or module._forward_pre_hooks)
+            and not (nn.modules.module._global_forward_hooks
+                     or nn.modules.module._global_forward_pre_hooks))
+
+
+def _has_weights(module: nn.Module) -> bool:
+    """Whether ``module`` has a ``weight`` parameter of a Linear or Conv (2 or more dims)."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, nn.Parameter) and weight.dim() >= 2
+
+
+def discover(model: nn.Module, example_batch: torch.Tensor
+              ) -> tuple[list[LayerInfo], dict[str, str]]:
+    """The layers of ``model`` in forward-call order, and why each other module is not one.
+    A forward pass that fails is one line naming the input's shape and what the model's
+    first layer expects."""
+    found: dict[str, LayerInfo] = {}
+    reasons: dict[str, str] = {}
+    started: list[str] = []
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if name in found or name in reasons:
+                found.pop(name, None)
+                reasons[name] = "runs more than once in one forward pass"
+            elif not isinstance(output, torch.Tensor) or output.dim() < 2:
+                shape = f" of shape {tuple(output.shape)}" \
+                    if isinstance(output, torch.Tensor) else ""
+                reasons[name] = f"returns {type(output).__name__}{shape}, not a batch of units"
+            else:
+                found[name] = LayerInfo(name, type(module).__name__, int(output.shape[1]),
+                                        tuple(output.shape[2:]), tuple(output.shape[1:]))
+        return hook
+
+    modules = dict(model.named_modules())
+    handles = []
+    try:
+        for name, module in modules.items():
+            if name:
+                handles.append(module.register_forward_hook(hook_for(name)))
+                handles.append(module.register_forward_pre_hook(
+                    lambda module, args, name=name: started.append(name)))
+        with eval_mode(model), torch.no_grad(), user_code(
+                f"the model's forward pass on one input of shape "
+                f"{tuple(example_batch.shape[1:])}"):
+            model(example_batch)
+    except UserCodeError as exc:
+        raise UserCodeError(f"{exc}{_first_layer(modules, started)}") from exc.__cause__
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name in modules:
+        if name and name not in found:
+            reasons.setdefault(name, "never runs in the model's forward pass")
+    return list(found.values()), reasons
+
+
+def _first_layer(modules: Mapping[str, nn.Module], started: Sequence[str]) -> str:
+    """What the first Linear or Conv that ``started`` in a forward pass expects of its input:
+    "; its first layer 'conv1', a Conv2d, expects 1 input channel(s) on axis 1"."""
+    for name in started:
+        module = modules[name]
+        if isinstance(module, nn.Linear):
+            needs = f"{module.in_features} features on the last axis"
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            needs = f"{module.in_channels} input channel(s) on axis 1"
+        else:
+            continue
+        return f"; its first layer {name!r}, a {type(module).__name__}, expects {needs}"
+    return ""
