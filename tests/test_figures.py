@@ -11,8 +11,8 @@ from torch import nn
 import featvis
 from featvis import ranked_filters, top_examples
 from featvis.figures import (GABOR_COLUMNS, GaborFit, Purity, class_purity, distinctness,
-                             example_distinctness, gabor_fit, locality, random_locality,
-                             randomized_similarity)
+                             example_distinctness, gabor_fit, locality, random_locality)
+from featvis.pipeline.sanity import randomized_similarity
 from featvis.seam import UnsupportedError, probe
 from featvis.pipeline.visualization import METHODS
 

@@ -103,7 +103,7 @@ def test_failed_run_leaves_previous_output_intact(tmp_path, small_dbn, mnist_sma
     settings = VisualizeSettings(layers=[1], methods=["combination"], units=2)
     visualize(small_dbn, mnist_small[0], out, settings, progress=False)
     before = (out / "summary.json").read_bytes()
-    import featvis.pipeline.visualization as vis
+    import featvis.methods.maximization as vis
 
     def explode(*args, **kwargs):
         raise RuntimeError("out of memory")

@@ -3,9 +3,9 @@ whether they change when the weights are re-drawn, and how pure a unit's top exa
 
 * :func:`distinctness`: the mean centred cosine between the pictures of different units
   (1: every unit looks the same, so the pictures say nothing about any one unit).
-* :func:`randomized_similarity`: the sanity check of Adebayo et al. (2018), "Sanity checks
-  for saliency maps": a method is re-run on a copy of the model whose weights are re-drawn;
-  pictures that barely change (figure near 1) show the method or the data, not the model.
+* :func:`centred_cosine` and :func:`jaccard_overlap`: how much of each unit's pictures (or
+  index sets) survives re-drawing the weights, for the sanity check of Adebayo et al. (2018)
+  (:func:`featvis.pipeline.sanity.randomized_similarity`).
 * :func:`class_purity`: how much of a unit's top-k dataset examples share one label.
 * :func:`locality` and :func:`random_locality`: how much of a filter's energy sits in a
   small disc around its peak, against the same figure for random Gaussian filters.
@@ -21,23 +21,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from .errors import check_float, check_int
-from .methods import (deconvnet, linear_combination, maximize, ranked_filters, sample_unit,
-                      top_examples)
-from .seam.base import Key
-from .seam.dispatch import probe
-from .units import Units, resolve_units
 
-__all__ = ["distinctness", "example_distinctness", "randomized_similarity", "Purity",
-           "class_purity", "locality", "random_locality", "GaborFit", "GABOR_COLUMNS",
-           "gabor_fit", "MAX_UNITS"]
+__all__ = ["distinctness", "example_distinctness", "centred_cosine", "jaccard_overlap",
+           "Purity", "class_purity", "locality", "random_locality", "GaborFit", "GABOR_COLUMNS",
+           "gabor_fit", "MAX_UNITS", "SUSPECT", "FLAT"]
 
 MAX_UNITS = 50   # distinctness looks at the first 50 units: 2,450 ordered pairs
+SUSPECT = 0.5    # a distinctness or randomized similarity above this is flagged
+FLAT = 0.01      # a picture (or a contrast) varying by under this share of its range is flat
 
 
 def _centred(pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,99 +75,18 @@ def example_distinctness(means: torch.Tensor, data_mean: torch.Tensor, *,
     return distinctness(means - shift, max_units=max_units)
 
 
-def _cosine(trained: torch.Tensor, randomized: torch.Tensor) -> torch.Tensor:
+def centred_cosine(trained: torch.Tensor, randomized: torch.Tensor) -> torch.Tensor:
     """``(U,)`` centred cosine between each unit's two pictures (1 if either is flat)."""
     a, blank_a = _centred(trained)
     b, blank_b = _centred(randomized)
     return (a * b).sum(1).masked_fill(blank_a | blank_b, 1.0)
 
 
-def _jaccard(trained: torch.Tensor, randomized: torch.Tensor) -> torch.Tensor:
+def jaccard_overlap(trained: torch.Tensor, randomized: torch.Tensor) -> torch.Tensor:
     """``(U,)`` Jaccard overlap ``|A & B| / |A | B|`` of each unit's two index sets ``(U, k)``
     (indices distinct within a row)."""
     shared = (trained[:, :, None] == randomized[:, None, :]).any(2).sum(1).double()
     return shared / (trained.shape[1] + randomized.shape[1] - shared)
-
-
-def _examples(model, layer, units, input_shape, images, k=9, **kwargs):
-    return top_examples(model, images, layer, k=k, units=units, **kwargs).indices
-
-
-def _maximize(model, layer, units, input_shape, steps=100, restarts=3, **kwargs):
-    return maximize(model, layer, units=units, steps=steps, restarts=restarts,
-                    input_shape=input_shape, **kwargs).images
-
-
-def _sampling(model, layer, units, input_shape, n_samples=20, **kwargs):
-    return sample_unit(model, layer, units=units, n_samples=n_samples, **kwargs).contrast
-
-
-def _filters(model, layer, units, input_shape, **kwargs):
-    return ranked_filters(model, layer, units=units, input_shape=input_shape, **kwargs).indices
-
-
-def _combination(model, layer, units, input_shape, **kwargs):
-    return linear_combination(model, layer, units=units, input_shape=input_shape,
-                              **kwargs).images
-
-
-def _filter_views(model, layer, units, input_shape, **kwargs):
-    return probe(model, input_shape).filters(layer)[units]
-
-
-def _deconvnet(model, layer, units, input_shape, images, **kwargs):
-    return deconvnet(model, images, layer, units=units, k=1, **kwargs).projections[:, 0]
-
-
-# Registry name -> (a run giving pictures or top-k indices, how two runs compare). The runs'
-# small defaults keep a sanity check cheap; method_kwargs override them.
-_RUNS = {"examples": (_examples, _jaccard), "maximize": (_maximize, _cosine),
-         "sampling": (_sampling, _cosine), "filters": (_filters, _jaccard),
-         "deconvnet": (_deconvnet, _cosine), "combination": (_combination, _cosine),
-         "filter_views": (_filter_views, _cosine)}
-
-
-def randomized_similarity(model: torch.nn.Module, layer: Key,
-                          method: str | Callable[..., torch.Tensor], *, mode: str = "layer",
-                          units: Units = None, seed: int = 0,
-                          input_shape: tuple[int, ...] | None = None,
-                          **method_kwargs: object) -> float:
-    """How much ``method``'s result for units of ``layer`` survives re-drawing the weights
-    (Adebayo et al. 2018): near 1, the result does not show what the model learned.
-
-    The method runs on the model and on a deep copy whose incoming weights of ``layer``
-    (``mode="layer"``) or of ``layer`` and every layer below it (``"cascade"``) are re-drawn
-    from ``N(0, s^2)``, ``s`` the std of the trained tensor, biases kept (seeded by
-    ``seed``); ``model`` itself never changes. The figure is the mean over ``units``
-    (``None``: all) of the centred cosine between a unit's two pictures (1 if either is
-    flat); for ``"examples"`` and ``"filters"``, whose results are index sets, their mean
-    Jaccard overlap.
-
-    ``method`` is a name of :data:`featvis.pipeline.visualization.METHODS` (run with small defaults that
-    ``method_kwargs`` override; ``"examples"`` needs ``images=``) or a callable
-    ``f(model, layer, units, **method_kwargs) -> (U, ...)`` pictures, given ``units`` as an
-    index tensor. ``input_shape`` (one input's shape) is needed for a module other than a
-    DBN unless ``images=`` is a tensor.
-    """
-    if not callable(method) and method not in _RUNS:
-        raise ValueError(f"unknown method {method!r}: choose from {', '.join(_RUNS)} or pass "
-                         "a callable")
-    images = method_kwargs.get("images")
-    if method in ("examples", "deconvnet") and images is None:
-        raise ValueError(f"method {method!r} ranks data: pass images= to "
-                         "randomized_similarity")
-    if input_shape is None and isinstance(images, torch.Tensor):
-        input_shape = tuple(images.shape[1:])
-    seam = probe(model, input_shape)
-    chosen = resolve_units(units, seam.layer(layer).units, seam.device)
-    randomized = seam.randomized(layer, mode, seed)      # refuses before any method runs
-    if callable(method):
-        run, compare, kwargs = method, _cosine, method_kwargs
-    else:
-        (run, compare), kwargs = _RUNS[method], {"input_shape": seam.input_shape,
-                                                  **method_kwargs}
-    return compare(run(model, layer, chosen, **kwargs),
-                   run(randomized, layer, chosen, **kwargs)).mean().item()
 
 
 class Purity(NamedTuple):

@@ -11,7 +11,7 @@ import json
 import math
 import re
 
-__all__ = ["loads", "MAX_DEPTH"]
+__all__ = ["loads", "json_float", "MAX_DEPTH"]
 
 MAX_DEPTH = 64
 
@@ -67,3 +67,8 @@ def loads(text: str | bytes, source: str) -> object:
         raise ValueError(f"{source}: JSON nested too deeply to parse") from None
     except ValueError as exc:   # a decode error, a non-finite number, an int too long
         raise ValueError(f"{source}: malformed JSON ({exc})") from None
+
+
+def json_float(x: float) -> float | None:
+    """A figure as featvis writes it into JSON: 6 decimals, ``None`` for NaN or infinity."""
+    return None if not math.isfinite(x) else round(float(x), 6)

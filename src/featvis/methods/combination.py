@@ -12,13 +12,15 @@ convolved with the bases below (Lee et al. 2009's display; every positive weight
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
+from torch import nn
 
-from ..seam.base import Key
-from ..seam.dispatch import probe
+from ..seam import Key, Probe, probe
 from ..units import Units, resolve_units
-from .filters import _UNSET, check_top, renamed_top
+from .registry import Method, Page
+from .top_weights import UNSET, TOP, check_top, renamed_top
 
 __all__ = ["Combination", "linear_combination", "RANKINGS"]
 
@@ -43,10 +45,10 @@ def _sparsify(weight: torch.Tensor, top: int | None, rank_by: str) -> torch.Tens
     return torch.zeros_like(weight).scatter_(1, keep, weight.gather(1, keep))
 
 
-def linear_combination(model: torch.nn.Module, layer: Key, top: int | None = 10,
+def linear_combination(model: nn.Module | Probe, layer: Key, top: int | None = 10,
                        rank_by: str = "value", units: Units = None, *,
                        input_shape: tuple[int, ...] | None = None,
-                       k: int = _UNSET) -> Combination:  # type: ignore[assignment]
+                       k: int = UNSET) -> Combination:  # type: ignore[assignment]
     """Input-space pictures of units of ``layer``; a first layer gives its filters.
 
     ``rank_by="value"`` keeps the ``top`` largest weights (the original write-up), ``"abs"``
@@ -80,3 +82,27 @@ def linear_combination(model: torch.nn.Module, layer: Key, top: int | None = 10,
         weight = weights[position][units] if position == 0 else weights[position]
         images = _sparsify(weight, top, rank_by) @ images
     return Combination(images.view(-1, *shape), units)
+
+
+# -- as a method of visualize ----------------------------------------------------------------
+def _compute(probe: Probe, key: Key, units: Sequence[int], *, top: int) -> Combination:
+    return linear_combination(probe, key, top=top, units=units)
+
+
+def _write(page: Page, combo: Combination) -> None:
+    page.section(page.tile(combo.images), "one tile per unit")
+    for j in range(len(page.units)):
+        page.panel(j, [("combination", page.tile(combo.images[j:j + 1]), "linear combination",
+                        "single")])
+    page.keep(combo.images)
+
+
+def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, top: int = 10) -> torch.Tensor:
+    return linear_combination(probe, key, units=units, top=top).images
+
+
+COMBINATION = Method(
+    "combination", "Linear combination",
+    "The weighted sum of the layer below's pictures over the unit's strongest connections, "
+    "applied recursively from the first-layer filters (Lee, Ekanadham & Ng 2008).",
+    _compute, requires={"bases"}, params={"top": TOP}, write=_write, rerun=_rerun)

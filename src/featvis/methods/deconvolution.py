@@ -29,12 +29,11 @@ from torch.overrides import TorchFunctionMode
 
 from ..data.tensors import check_inputs
 from ..errors import DataError, check_int
-from ..seam.base import Key, UnsupportedError
-from ..seam.module import affine
+from ..seam import Key, Probe, UnsupportedError, affine, probe
 from ..seam.hooks import eval_mode, run_forward
-from ..seam.dispatch import probe
 from ..units import Units
-from .examples import TopExamples, top_examples
+from .examples import K, TopExamples, top_examples
+from .registry import SANITY, Method, Page
 
 __all__ = ["Projections", "deconvnet", "RULES"]
 
@@ -232,7 +231,7 @@ def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
     return torch.where(inside[:, None], picked.permute(0, 3, 1, 2), 0)
 
 
-def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units = None,
+def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units: Units = None,
               k: int = 9, rule: str = "deconvnet", batch_size: int = 64, *,
               examples: TopExamples | None = None) -> Projections:
     """Each unit's ``k`` top examples (see :func:`top_examples`) projected to pixel space.
@@ -262,7 +261,7 @@ def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units =
         raise UnsupportedError(f"layer {layer!r} outputs shape {info.output_shape} per input; "
                                "deconvnet projects channels of a 4-D (N, C, H, W) output")
     device, dtype = seam.device, seam.dtype
-    (top, bottom), (left, right) = _fields(model, layer, info.output_shape, images.shape[1:],
+    (top, bottom), (left, right) = _fields(seam.model, layer, info.output_shape, images.shape[1:],
                                            device, dtype, batch_size)
     height, width = int((bottom - top).max()), int((right - left).max())
     # The whole field: a box the image cuts keeps its other side (a field larger than the
@@ -271,7 +270,7 @@ def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units =
     field_left = torch.where(left == 0, right - width, left)
 
     found = examples if examples is not None else \
-        top_examples(model, images, layer, k=k, units=units, batch_size=batch_size)
+        top_examples(seam, images, layer, k=k, units=units, batch_size=batch_size)
     if found.positions is None:
         raise ValueError("examples: mined without positions (not this layer's channels?)")
     k = found.indices.shape[1]
@@ -282,7 +281,7 @@ def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units =
     for chunk in torch.arange(len(indices), device=device).split(batch_size):
         x = images[indices[chunk].to(images.device)].to(device, dtype)
         spots = positions[chunk]
-        projections.append(_project(model, layer, x, units_of[chunk], spots, rule))
+        projections.append(_project(seam.model, layer, x, units_of[chunk], spots, rule))
         crops.append(_crop(x, field_top[spots[:, 0]], field_left[spots[:, 1]], height, width))
     rows, cols = found.positions[..., 0], found.positions[..., 1]
     lead = found.indices.shape
@@ -291,3 +290,39 @@ def deconvnet(model: nn.Module, images: torch.Tensor, layer: Key, units: Units =
         projections=torch.cat(projections).view(*lead, *images.shape[1:]),
         boxes=torch.stack([top[rows], left[cols], bottom[rows], right[cols]], -1),
         crops=torch.cat(crops).view(*lead, images.shape[1], height, width), units=found.units)
+
+
+# -- as a method of visualize ----------------------------------------------------------------
+def _compute(probe: Probe, key: Key, units: Sequence[int], *, inputs: torch.Tensor,
+             examples: TopExamples, k: int) -> Projections:
+    """Projections of the top examples mined already, in the pipeline's one pass over the
+    data (``examples`` holds the rows of ``units``)."""
+    return deconvnet(probe, inputs, key, units=units, k=k, examples=examples)
+
+
+def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, inputs: torch.Tensor
+           ) -> torch.Tensor:
+    return deconvnet(probe, inputs[:SANITY["images"]], key, units=units, k=1).projections[:, 0]
+
+
+def _write(page: Page, pj: Projections) -> None:
+    k = page.params["k"]
+    page.section(page.tile(pj.projections[:, 0]),
+                 "each unit's strongest activation in the data, projected back to pixels")
+    for j in range(len(page.units)):
+        page.detail(j)["deconvnet"] = {"indices": pj.indices[j].tolist(),
+                                       "boxes": pj.boxes[j].tolist()}
+        page.panel(j, [
+            ("deconvnet_crops", page.tile(page.show(pj.crops[j]), scale="minmax", cols=k),
+             "the image patches under the receptive field of each maximum", "strip"),
+            ("deconvnet_projections", page.tile(pj.projections[j], cols=k),
+             "their projections to pixel space (deconvnet)", "strip")])
+    page.keep(pj.projections[:, 0])
+
+
+DECONVNET = Method(
+    "deconvnet", "Deconvnet projections",
+    "The top examples of each channel beside their projections back to pixel space (Zeiler & "
+    "Fergus 2014): the channel's maximum alone, sent down through the network with the "
+    "forward pass's max-pool switches and rectified gradients.",
+    _compute, requires={"deconvnet"}, params={"k": K}, write=_write, rerun=_rerun, split=True)

@@ -17,13 +17,17 @@ import math
 from typing import Iterable, Mapping, Sequence
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.tensors import check_inputs, iter_batches
 from ..errors import check_int
-from ..seam.base import Key, Probe
-from ..seam.dispatch import probe
+from ..figures import class_purity
+from ..io.safejson import json_float
+from ..params import Interval, Param
+from ..seam import Key, Probe, probe
 from ..units import Units, resolve_units
+from .registry import SANITY, Method, Page
 from .topk import TopExamples, TopK
 
 __all__ = ["TopExamples", "top_examples", "mine"]
@@ -73,7 +77,7 @@ def _first_batch(batches: Iterable[torch.Tensor]
     return first, itertools.chain([] if first is None else [first], batches)
 
 
-def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.Tensor],
+def top_examples(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor],
                  layer: Key | Sequence[Key], k: int = 9,
                  units: Units | Mapping[Key, Units] = None,
                  batch_size: int = 1000, progress: bool = False
@@ -100,7 +104,7 @@ def top_examples(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.T
     return next(iter(results.values())) if single else results
 
 
-def mine(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.Tensor],
+def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor],
          layers: Sequence[Key], k: int = 9, units: Units | Mapping[Key, Units] = None,
          batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1)
          ) -> tuple[Probe, dict[Key, _Mining]]:
@@ -150,3 +154,58 @@ def mine(model: torch.nn.Module, images: torch.Tensor | Iterable[torch.Tensor],
     if whole and seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
     return seam, best
+
+
+# -- as a method of visualize ----------------------------------------------------------------
+K = Param(Interval(int, 1, 1000), 9, "dataset examples per unit")
+
+
+def _compute(probe: Probe, key: Key, units: Sequence[int], *, examples: TopExamples,
+             k: int) -> TopExamples:
+    """The layer's top examples, mined for every layer in the pipeline's one pass over the
+    data (and handed over as ``examples``)."""
+    return examples
+
+
+def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, inputs: torch.Tensor, k: int = 9
+           ) -> torch.Tensor:
+    return top_examples(probe, inputs[:SANITY["images"]], key, k=k, units=units).indices
+
+
+def _write(page: Page, ex: TopExamples) -> None:
+    k = page.params["k"]
+    mean = page.show(ex.mean)
+    purity = None if page.labels is None else class_purity(ex.indices, page.labels)
+    page.section(page.tile(mean, scale="minmax"),
+                 "the mean of each unit's top examples, one tile per unit")
+    for j in range(len(page.units)):
+        info = page.detail(j)
+        info["examples"] = {"values": [round(v, 6) for v in ex.values[j].tolist()],
+                            "indices": ex.indices[j].tolist()}
+        if ex.positions is not None:
+            info["examples"]["positions"] = ex.positions[j].tolist()
+        facts = []
+        if purity is not None:
+            info["examples"]["purity"] = {"share": json_float(purity.share[j].item()),
+                                          "top_class": int(purity.top_class[j])}
+            facts = [("most common class among them", int(purity.top_class[j])),
+                     ("its share", info["examples"]["purity"]["share"])]
+        values = ", ".join(f"{v:.3f}" for v in ex.values[j].tolist())
+        page.panel(j, [
+            ("examples_strip", page.tile(page.images[ex.indices[j]], scale="minmax", cols=k),
+             f"activations: {values}", "strip"),
+            ("examples_mean", page.tile(mean[j:j + 1], scale="minmax"), "their mean",
+             "single")], facts)
+    page.figure("mean top-1 example activation", ex.values[:, 0].mean().item())
+    if purity is not None:
+        page.figure("mean class purity (share of the top class)", purity.share.mean().item())
+        page.figure("mean label entropy (bits)", purity.entropy_bits.mean().item())
+    page.keep(mean)
+
+
+EXAMPLES = Method(
+    "examples", "Dataset examples",
+    "The inputs of the data set that activate the unit most, and their mean (Erhan, Bengio, "
+    "Courville & Vincent 2009).",
+    _compute, requires={"examples"}, params={"k": K}, write=_write, rerun=_rerun,
+    overlap=True, made_of_data=True)

@@ -10,20 +10,19 @@ reads most strongly come first.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
+from torch import nn
 
-from ..errors import check_int
-from ..seam.base import Key, UnsupportedError
-from ..seam.dispatch import probe
+from ..seam import Key, Probe, UnsupportedError, probe
 from ..units import Units, resolve_units
+from .combination import linear_combination
+from .registry import Method, Page
+from .top_weights import UNSET, TOP, check_top, renamed_top
 
-__all__ = ["RankedFilters", "ranked_filters", "check_top", "renamed_top"]
-
-_UNSET = object()
-
+__all__ = ["RankedFilters", "ranked_filters"]
 
 @dataclass
 class RankedFilters:
@@ -36,28 +35,9 @@ class RankedFilters:
     below: Key | None = None
 
 
-def renamed_top(top: int | None, k: object, default: int | None) -> int | None:
-    """``top``, or the deprecated spelling ``k`` (with a warning) when given."""
-    if k is _UNSET:
-        return top
-    warnings.warn("the argument k is now called top (k will be removed in the next release)",
-                  FutureWarning, stacklevel=3)
-    if top != default:
-        raise TypeError("give top only (k is its deprecated spelling)")
-    return k
-
-
-def check_top(top: int, n_below: int, below: Key) -> int:
-    """``top`` in ``1..n_below``: an impossible top is an error, never a silent clamp."""
-    check_int("top", top)
-    if top > n_below:
-        raise ValueError(f"top={top} is larger than layer {below}'s {n_below} units")
-    return top
-
-
-def ranked_filters(model: torch.nn.Module, layer: Key, units: Units = None, top: int = 10,
+def ranked_filters(model: nn.Module | Probe, layer: Key, units: Units = None, top: int = 10,
                    *, input_shape: tuple[int, ...] | None = None,
-                   k: int = _UNSET) -> RankedFilters:  # type: ignore[assignment]
+                   k: int = UNSET) -> RankedFilters:  # type: ignore[assignment]
     """The ``top`` units of the layer below with the largest ``|W[i, :]|`` per unit ``i``.
 
     ``input_shape`` (one input's shape) is needed for a module other than a DBN.
@@ -75,3 +55,53 @@ def ranked_filters(model: torch.nn.Module, layer: Key, units: Units = None, top:
     rows = weight[units]
     order = rows.abs().sort(dim=1, descending=True, stable=True).indices[:, :top]
     return RankedFilters(indices=order, weights=rows.gather(1, order), units=units, below=below)
+
+
+# -- as a method of visualize ----------------------------------------------------------------
+_OVERVIEW_ROWS = 100   # units in the ranked-filters overview
+
+
+@dataclass
+class _Ranked:
+    """Every unit's ranked filters, and ``images``: the pictures of the layer below."""
+
+    ranked: RankedFilters
+    images: torch.Tensor
+
+
+def _compute(probe: Probe, key: Key, units: Sequence[int], *, top: int) -> _Ranked:
+    """Every unit's (the overview ranks them by incoming-weight norm), with the pictures of
+    the layer below (its linear combinations)."""
+    ranked = ranked_filters(probe, key, top=top)
+    return _Ranked(ranked, linear_combination(probe, ranked.below, top=top).images)
+
+
+def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, top: int = 10) -> torch.Tensor:
+    return ranked_filters(probe, key, units=units, top=top).indices
+
+
+def _write(page: Page, result: _Ranked) -> None:
+    rf, below, top = result.ranked, result.images, page.params["top"]
+    norms = page.probe.incoming_weights(page.key).norm(dim=1)
+    rows = norms.argsort(descending=True, stable=True)[:_OVERVIEW_ROWS]
+    page.section(page.signed_grid(below[rf.indices[rows].flatten()], rf.weights[rows].flatten(),
+                                  cols=top),
+                 f"one row per unit (by incoming-weight norm): the {top} units of layer "
+                 f"{rf.below} with the strongest connections")
+    for j, i in enumerate(page.units):
+        info = page.detail(j)
+        info["filters"] = {"below": rf.below, "indices": rf.indices[i].tolist(),
+                           "weights": [round(w, 6) for w in rf.weights[i].tolist()]}
+        weights = ", ".join(f"{b}: {w:+.3f}" for b, w in
+                            zip(info["filters"]["indices"], info["filters"]["weights"]))
+        page.panel(j, [("filters", page.signed_grid(below[rf.indices[i]], rf.weights[i],
+                                                    cols=top),
+                        f"unit of layer {rf.below}: weight — {weights}", "strip")])
+
+
+FILTERS = Method(
+    "filters", "Ranked filters",
+    "The units of the layer below with the strongest connections to the unit, framed yellow "
+    "for a positive and magenta for a negative weight (pylearn2's top_filters).",
+    _compute, requires={"below", "weights"}, params={"top": TOP}, write=_write, rerun=_rerun,
+    overlap=True)

@@ -16,15 +16,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.tensors import picture_shape
 from ..errors import check_float, check_int
-from ..seam.base import SPATIAL, Key
-from ..seam.dispatch import probe
+from ..figures import FLAT
+from ..io.safejson import json_float
+from ..params import Interval, Options, Pair, Param, Steps
+from ..seam import SPATIAL, Key, Probe, probe
 from ..units import Units, resolve_units, unit_generator
 from .input_gradients import OneChannelConvolutions
+from .registry import SANITY, Method, Page
 from .parameterization import (Transform, color_filter, fourier_filter, hashed_uniforms,
                                standard_transforms, transform)
 
@@ -161,7 +165,7 @@ def _two_metric(grad: torch.Tensor, x: torch.Tensor,
     return _tangent(d, normal) if rho is not None else d
 
 
-def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float | None = None,
+def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: float | None = None,
              steps: int = 300, lr: float = 0.05, restarts: int = 9, seed: int = 0,
              progress: bool = False, *, bounds: tuple[float, float] | None = None,
              input_shape: tuple[int, ...] | None = None, spatial: str = "positive",
@@ -365,3 +369,92 @@ def maximize(model: torch.nn.Module, layer: Key, units: Units = None, rho: float
             dead=dead,
             snapshots=kept,
         )
+
+
+# -- as a method of visualize ----------------------------------------------------------------
+SATURATED = 0.9        # a picture with more pixels at a bound is flagged
+DECLARED = {
+    "rho": Param(Interval(float, 0.0, low_open=True, none=True), None,
+                 "maximization's norm (default: a DBN's input norm, else the mean norm of "
+                 "the inputs)"),
+    "bounds": Param(Pair(words=("data",), none_word="none", none=True), "data",
+                    "keep maximization's pixels in LO..HI (data: the inputs' range; none: "
+                    "the sphere alone)"),
+    "steps": Param(Interval(int, 1, 100_000), 300, "maximization steps"),
+    "restarts": Param(Interval(int, 1, 1000), 9, "maximization restarts"),
+    "transforms": Param(Options(("standard",), none=True), None,
+                        "maximize through random pad, jitter, scale and rotate (lucent's "
+                        "standard transforms)"),
+    "spatial": Param(Options(SPATIAL), "positive",
+                     "maximization's objective for a channel: the mean of its map's positive "
+                     "part, its mean, or its centre position"),
+    "snapshots": Param(Steps(64), (), "also show maximization's pictures after these steps"),
+}
+
+
+def _compute(probe: Probe, key: Key, units: Sequence[int], *, rho, bounds, steps, restarts,
+             transforms, spatial, snapshots, seed: int, progress: bool) -> Maximization:
+    return maximize(probe, key, units=units, rho=rho, bounds=bounds, steps=steps,
+                    restarts=restarts, seed=seed, progress=progress,
+                    input_shape=probe.input_shape, transforms=transforms, snapshots=snapshots,
+                    spatial=spatial)
+
+
+def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, rho: float | None = None,
+           bounds: tuple[float, float] | None = None, spatial: str = "positive"
+           ) -> torch.Tensor:
+    return maximize(probe, key, units=units, rho=rho, bounds=bounds, steps=SANITY["steps"],
+                    restarts=SANITY["restarts"], input_shape=probe.input_shape,
+                    spatial=spatial).images
+
+
+def _write(page: Page, mx: Maximization) -> None:
+    bounds = page.params["bounds"]
+    progress = [page.show(mx.snapshots[step]) for step in sorted(mx.snapshots)]
+    pixels = mx.images.flatten(1)                    # as the model sees them
+    span = bounds[1] - bounds[0] if bounds else (pixels.max() - pixels.min()).item()
+    flat = pixels.std(1) < FLAT * span
+    shown = page.show(mx.images)
+    scale = "symmetric" if bounds is None else "minmax"     # a signed picture, or an image
+    page.section(page.tile(shown, scale=scale), "the input that maximizes each unit")
+    for j in range(len(page.units)):
+        info = page.detail(j)
+        info["maximize"] = {"activation": json_float(mx.activation[j].item()),
+                            "invariance": json_float(mx.invariance[j].item()),
+                            "saturation": json_float(mx.saturation[j].item())}
+        saturated = (info["maximize"]["saturation"] or 0) > SATURATED
+        info["maximize"]["dead"] = bool(mx.dead[j])
+        info["maximize"]["flat"] = bool(flat[j])
+        caption = "the best of the restarts"
+        if mx.dead[j]:
+            caption = ("DEAD UNIT: its gradient is zero wherever the search started, so this "
+                       "is only a starting point, not what the unit responds to")
+        elif flat[j]:
+            caption = (f"FLAT PICTURE: its pixels vary by under {FLAT:.0%} of their range; "
+                       "the unit shows nothing here")
+        elif saturated:
+            caption += (f" — over {SATURATED:.0%} of its pixels sit at a bound: it shows the "
+                        "box more than the unit")
+        steps = ", ".join(str(step) for step in sorted(mx.snapshots))
+        along = [("maximize_progress", page.tile(torch.stack([p[j] for p in progress]),
+                                                 scale=scale, cols=len(progress)),
+                  f"the best restart after {steps} steps", "strip")] if progress else []
+        page.panel(j, [("maximize", page.tile(shown[j:j + 1], scale=scale), caption, "single"),
+                       *along],
+                   [("activation reached", info["maximize"]["activation"]),
+                    ("invariance (cosine between restarts)", info["maximize"]["invariance"]),
+                    ("pixels at a bound", info["maximize"]["saturation"])])
+    page.figure("mean activation reached", mx.activation.mean().item())
+    page.figure("mean invariance (cosine between restarts)", mx.invariance.nanmean().item())
+    page.figure("mean share of pixels at a bound", mx.saturation.nanmean().item())
+    page.figure("dead units (zero gradient at every start)", mx.dead.sum().item())
+    page.figure("flat pictures (std under 1% of the range)", flat.sum().item())
+    page.keep(shown)
+
+
+MAXIMIZE = Method(
+    "maximize", "Activation maximization",
+    "The input under a norm (or box) constraint that maximizes the unit's activation, found "
+    "by projected gradient ascent (Erhan et al. 2009).",
+    _compute, requires={"maximize"}, params=DECLARED, write=_write, rerun=_rerun, split=True)
+

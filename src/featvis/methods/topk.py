@@ -62,6 +62,11 @@ class TopExamples:
     units: torch.Tensor
     positions: torch.Tensor | None = None
 
+    @property
+    def images(self) -> torch.Tensor:
+        """The method's pictures: the mean of each unit's top examples."""
+        return self.mean
+
 
 def _select_topk(values: torch.Tensor, k: int) -> torch.Tensor:
     """Positions ``(U, k)``, ascending, of the k largest entries per row; among entries equal

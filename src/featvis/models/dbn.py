@@ -22,6 +22,7 @@ from ..errors import check_int, is_int
 from .training import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
 from ..data.whitening import Whitening
 from .codec import read_dbn, save_dbn
+from .dbn_sampling import unit_pixels
 from .stack import Stack
 from .rbm import RBM
 
@@ -179,6 +180,19 @@ class DBN(Stack, nn.Module):
             raise ValueError(f"cannot resume: the model has no record of layer {d}'s last "
                              "epoch (saved by an interrupted featvis train); train it afresh")
         return replay_last_epoch(rbm, features, recipe, self.last_epoch_starts[d], order)
+
+    def sample(self, layer: int, units: torch.Tensor, n_samples: int, *, seed: int = 0,
+               variant: str = "one-hot", n_chains: int = 10, burn_in: int = 1000,
+               interval: int = 10, progress: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(samples (U, S, D), contrast (U, D))`` for each unit of hidden layer ``layer``:
+        pixel means drawn with the unit on, and their mean minus that of the same draws with
+        it off (:mod:`featvis.models.dbn_sampling`: ``variant`` ``"one-hot"`` or ``"gibbs"``;
+        a unit's random numbers depend on ``(seed, unit)`` only)."""
+        pixels = unit_pixels(self, layer, units, n_samples, variant, n_chains, burn_in,
+                             interval, seed, progress)
+        means = pixels.mean(2)
+        return pixels[0].contiguous(), means[0] - means[1]
 
     def save(self, path: str | os.PathLike) -> None:
         """Write safetensors + JSON metadata atomically (see :mod:`featvis.models.checkpoint`)."""

@@ -25,7 +25,7 @@ from ..models import DBN, ConvDBN, reference_cnn
 from ..data.natural import MAX_IMAGE_PIXELS, natural_info, training_inputs
 from ..models.training import TrainingRecipe
 from ..report import INDEX
-from ..seam.dispatch import probe
+from ..seam import probe
 from ..io.runfolder import plan_replacement
 from .visualization import VisualizeSettings, visualize
 

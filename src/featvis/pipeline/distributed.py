@@ -51,8 +51,7 @@ import torch.distributed as dist
 from ..errors import FeatvisError, check_float, check_int, first_line
 from ..methods.examples import mine
 from ..methods.topk import TopExamples, TopK
-from ..seam.base import Key
-from ..seam.dispatch import probe
+from ..seam import Key, probe
 from ..units import Units, resolve_units
 
 __all__ = ["Context", "PeerFailure", "RankMismatch", "DEFAULT_TIMEOUT", "UNIT_CHUNK",

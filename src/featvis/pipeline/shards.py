@@ -37,8 +37,7 @@ from ..errors import CheckpointError, DataError, check_int, first_line, is_int
 from ..io.fileio import atomic_write_bytes
 from ..io.fingerprint import data_fingerprint, model_fingerprint
 from ..methods.topk import VALUE_DTYPES, TopExamples, TopK
-from ..seam.base import Key
-from ..seam.dispatch import probe
+from ..seam import Key, probe
 from ..io.safetensors_file import featvis_metadata, read_safetensors
 from ..units import Units, resolve_units
 

@@ -1,10 +1,12 @@
-"""The visualize pipeline: every method of the registry over the chosen layers of a model,
-written as a run folder (PNG grids, ``summary.json`` in format ``featvis.run/2``, gallery).
+"""The visualize pipeline: every registered method over the chosen layers of a model, written
+as a run folder (PNG grids, ``summary.json`` in format ``featvis.run/2``, gallery).
 
-A method is one :class:`Method` entry in :data:`REGISTRY`: its name, title and legend
-(plain text), which layers it applies to (and why not), and how it runs and what it writes
-for one layer. Adding a method is adding one entry; the gallery draws whatever the entries
-wrote into ``summary.json``. Output layout (written aside, then moved into place)::
+A method is a :class:`featvis.methods.Method` of the registry; this module knows none by
+name. For each layer it asks the method whether the layer supports it (a lookup in the
+probe's :meth:`~featvis.seam.Probe.supports`), computes it (its units shared among the ranks
+of a distributed run when the method says so), lets it draw on the layer's
+:class:`LayerPage`, and re-runs it on randomized copies for the sanity figures. Output
+layout (written aside, then moved into place)::
 
     OUT/summary.json                          model, settings, per-layer and per-unit figures
     OUT/{folder}/{method}.png                 overview of a method over the layer's units
@@ -22,50 +24,53 @@ import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from .._version import __version__
-from . import distributed
-from ..models.checkpoint import encode_model
-from ..errors import check_int
-from ..models.evaluation import method_agreement
-from ..figures import (class_purity, distinctness, example_distinctness, gabor_fit, locality,
-                       random_locality, randomized_similarity)
+from ..figures import SUSPECT, distinctness, example_distinctness
 from ..io.fingerprint import data_fingerprint, model_fingerprint
-from ..methods import (TopExamples, deconvnet, linear_combination, maximize, ranked_filters,
-                       sample_unit)
-from ..seam.base import RANDOMIZATIONS, SPATIAL, Key, LayerInfo, Probe, UnsupportedError
-from ..seam.dispatch import probe
-from ..report.render import encode_png, signed_border_grid, tile
-from ..report import gallery_files
 from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder,
                             RunFolderError, build_run, layer_folder, load_evaluation,
                             plan_replacement)
+from ..io.safejson import json_float
+from ..methods import SANITY, Method, TopExamples, registered
+from ..models.checkpoint import encode_model
+from ..models.evaluation import method_agreement
+from ..params import Interval, Param
+from ..report import gallery_files
+from ..report.render import encode_png, signed_border_grid, tile
+from ..seam import Key, LayerInfo, Probe, UnsupportedError, probe
+from ..seam.base import RANDOMIZATIONS
+from ..units import resolve_units
+from . import distributed
+from .sanity import rerun_figure
 
-__all__ = ["Method", "REGISTRY", "METHODS", "VisualizeSettings", "visualize", "shown_units"]
+__all__ = ["VisualizeSettings", "visualize", "shown_units", "LayerPage", "METHODS",
+           "SETTINGS"]
 
-_STRIP = 10            # samples shown per unit
-_SUSPECT = 0.5         # distinctness or randomized similarity above this is flagged
-# The sanity checks' re-runs (Adebayo et al. 2018) on the first units shown: small settings
-# that keep them within about half of visualize's own time.
-SANITY = {"units": 20, "images": 2000, "steps": 50, "restarts": 2, "samples": 20}
-_SATURATED = 0.9       # a maximization picture with more pixels at a bound is flagged
-_FLAT = 0.01           # ... and one whose std is under this share of the pixel range
-_OVERVIEW_ROWS = 100   # units in the ranked-filters overview
+METHODS = ("examples", "maximize", "sampling", "filters", "filter_views", "deconvnet",
+           "combination")                       # featvis's own, in the registry's order
+SETTINGS = {     # the run's own parameters; each method declares its own (Method.params)
+    "units": Param(Interval(int, 1, 1_000_000, none=True), None,
+                   "visualize the first N units of each layer (default: all)"),
+    "seed": Param(Interval(int, 0, 2**63 - 1), 0, "random seed"),
+    "upscale": Param(Interval(int, 1, 64), 2, "pixels per input pixel in the pictures"),
+}
 
 
 @dataclass
 class VisualizeSettings:
-    """What to compute: layers (None = the model's default), methods, and each method's
-    main knobs. ``rho`` and ``bounds`` constrain maximization: by default the sphere of the
-    inputs' mean norm (a DBN's recorded input norm) within the box of the inputs' range
-    (``bounds="data"``; ``None``: no box), so that its pictures stay images."""
+    """What to compute: layers (None = the model's default), methods (None = every registered
+    method), and each method's parameters: featvis's own as fields, a registered plugin's in
+    ``options`` (name -> value), each checked against its declaration (:mod:`featvis.params`).
+    ``rho`` and ``bounds`` constrain maximization: by default the sphere of the inputs' mean
+    norm (a DBN's recorded input norm) within the box of the inputs' range (``bounds="data"``;
+    ``None``: no box), so that its pictures stay images."""
 
     layers: Sequence[Key] | None = None
-    methods: Sequence[str] = ("examples", "maximize", "sampling", "filters", "filter_views",
-                              "deconvnet", "combination")
+    methods: Sequence[str] | None = None
     units: int | None = None          # the first N units of each layer; None = all
     k: int = 9                        # dataset examples per unit
     top: int = 10                     # ranked filters / linear-combination terms
@@ -81,68 +86,88 @@ class VisualizeSettings:
     transforms: str | None = None     # maximization's random transforms ("standard")
     spatial: str = "positive"         # maximization's reduction of a channel's map
     snapshots: tuple[int, ...] = ()   # maximization steps shown along the way
+    options: Mapping[str, Any] = field(default_factory=dict)   # plugins' parameters
+
+    def chosen(self) -> list[Method]:
+        """The methods to run, in registry order (a ValueError for an unknown one)."""
+        methods = registered()
+        names = list(methods) if self.methods is None else list(self.methods)
+        unknown = [m for m in names if m not in methods]
+        if unknown or not names:
+            raise ValueError(f"unknown method {unknown[0] if unknown else '(none)'!r}: choose "
+                             f"from {', '.join(methods)}")
+        return [m for name, m in methods.items() if name in names]
+
+    def params(self, method: Method) -> dict[str, Any]:
+        """``method``'s parameters in this run, each checked against its declaration."""
+        values = {}
+        for name, declared in method.params.items():
+            value = getattr(self, name) if hasattr(type(self), name) and name != "options" \
+                else self.options.get(name, declared.default)
+            values[name] = declared.validate(name, value)
+        return values
 
     def check(self, seam: Probe, n_inputs: int | None = None) -> list[Key]:
-        """The layers to show, after refusing unknown methods or layers and counts that
-        cannot work (``k`` above ``n_inputs``, ``top`` above a layer's units below), before
-        any computing."""
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"unknown method {unknown[0] if unknown else '(none)'!r}: choose "
-                             f"from {', '.join(METHODS)}")
-        for name in ("k", "top", "steps", "restarts", "samples", "upscale"):
-            check_int(name, getattr(self, name))
-        if self.units is not None:
-            check_int("units", self.units)
-        if self.spatial not in SPATIAL:
-            raise ValueError(f"spatial must be one of {', '.join(SPATIAL)}, got "
-                             f"{self.spatial!r}")
-        if isinstance(self.bounds, str) and self.bounds != "data":
-            raise ValueError(f"bounds must be (lo, hi), 'data' or None, got {self.bounds!r}")
-        if "examples" in self.methods and n_inputs is not None and self.k > n_inputs:
+        """The layers to show, after refusing unknown methods or layers and values that
+        cannot work (a parameter outside its declaration, ``k`` above ``n_inputs``, ``top``
+        above a layer's units below), before any computing."""
+        chosen = self.chosen()
+        for name, declared in SETTINGS.items():
+            declared.validate(name, getattr(self, name))
+        known = {name for m in chosen for name in m.params}
+        stray = sorted(set(self.options) - known)
+        if stray:
+            raise ValueError(f"options: no method chosen takes a parameter {stray[0]!r}")
+        params = {m.name: self.params(m) for m in chosen}
+        if "examples" in params and n_inputs is not None and self.k > n_inputs:
             raise ValueError(f"k={self.k} is larger than the number of inputs ({n_inputs})")
         keys = list(dict.fromkeys(self.layers)) if self.layers else seam.default_layers()
         if not keys:
             raise ValueError(f"{seam.kind} has no layer to show (no Conv2d or Linear); name "
                              "some with layers=")
+        uses_top = [m for m in chosen if "top" in m.params]
         for key in keys:
             seam.layer(key)
-            # Ranked filters take top units below; a combination too, unless the model
-            # pictures its units itself (a ConvDBN's bases).
-            if "filters" in self.methods or ("combination" in self.methods
-                                             and seam.bases(key) is None):
-                try:
-                    below = seam.below(key)
-                    n_below = seam.incoming_weights(key).shape[1] if below is not None else 0
-                except UnsupportedError:
-                    continue                  # the method says why on the layer's page
-                if below is not None and self.top > n_below:
-                    raise ValueError(f"top={self.top} is larger than layer {below}'s {n_below} "
-                                     f"units (--top for layer {key})")
+            # Methods that take top units below, unless the model pictures the layer itself
+            # (a ConvDBN's bases), refuse an impossible top before any computing.
+            if not any("bases" not in m.requires or seam.bases(key) is None for m in uses_top):
+                continue
+            try:
+                below = seam.below(key)
+                n_below = seam.incoming_weights(key).shape[1] if below is not None else 0
+            except UnsupportedError:
+                continue                      # the method says why on the layer's page
+            if below is not None and self.top > n_below:
+                raise ValueError(f"top={self.top} is larger than layer {below}'s {n_below} "
+                                 f"units (--top for layer {key})")
         return keys
 
-
-def _json_float(x: float) -> float | None:
-    return None if not math.isfinite(x) else round(float(x), 6)
+    def record(self) -> dict:
+        """The settings as ``summary.json`` records them."""
+        recorded = asdict(self)
+        if not recorded["options"]:
+            del recorded["options"]
+        return recorded
 
 
 @dataclass
-class LayerRun:
-    """One layer being visualized: what a method's run step reads and what it fills."""
+class LayerPage:
+    """One layer's page of the run folder, as a method's writer draws on it (the
+    :class:`featvis.methods.Page` of the methods), and what the run records of it."""
 
-    seam: Probe
+    probe: Probe
     key: Key
     info: LayerInfo
     units: list[int]
-    settings: VisualizeSettings
-    images: torch.Tensor                       # the inputs as the gallery shows them
+    images: torch.Tensor                           # the inputs as the gallery shows them
+    model_images: torch.Tensor                     # the inputs as the model sees them
     show: Callable[[torch.Tensor], torch.Tensor]   # model-space inputs -> shown
-    examples: TopExamples | None
-    builder: RunBuilder
-    progress: bool
-    labels: torch.Tensor | None = None            # class labels of the inputs, if known
-    model_images: torch.Tensor | None = None      # the inputs as the model sees them
-    ctx: distributed.Context = field(default_factory=distributed.Context)
+    labels: torch.Tensor | None
+    builder: RunBuilder | None
+    upscale: int
+    seed: int
+    method: Method | None = None                   # the method drawing now
+    params: dict[str, Any] = field(default_factory=dict)
     folder: str = ""
     sections: list[dict] = field(default_factory=list)
     details: list[dict] = field(default_factory=list)
@@ -154,217 +179,73 @@ class LayerRun:
         self.folder = layer_folder(self.key)
         self.details = [{"unit": i, "files": {}, "panels": []} for i in self.units]
 
-    def split(self, compute: Callable[[list[int]], object]):
-        """``compute(units)`` over the layer's shown units in the fixed global chunks of
-        :mod:`featvis.pipeline.distributed` (this rank's share), gathered on rank 0; ``None``
-        on the other ranks. One process computes the same chunks, so it writes the same bytes."""
-        return distributed.per_unit(self.ctx, len(self.units),
-                                    lambda chunk: compute([self.units[j] for j in chunk]))
+    def tile(self, pictures: torch.Tensor, **kwargs: Any):
+        """:func:`featvis.report.render.tile` at the run's upscale."""
+        return tile(pictures, upscale=self.upscale, **kwargs)
 
-    def figure(self, method: str, label: str, value: float) -> None:
-        """A figure of the layer, filed under ``method`` (``layers[i].figures[method]``)."""
-        self.figures.setdefault(method, {})[label] = _json_float(value)
+    def signed_grid(self, pictures: torch.Tensor, weights: torch.Tensor, cols: int):
+        """Pictures framed by the sign of their weights, ``cols`` a row."""
+        return signed_border_grid(pictures, weights, cols=cols, upscale=self.upscale)
+
+    def detail(self, j: int) -> dict:
+        """The record of the ``j``-th shown unit in ``summary.json``."""
+        return self.details[j]
+
+    def figure(self, label: str, value: float, method: str | None = None) -> None:
+        """A figure of the layer, filed under the method (``layers[i].figures[method]``)."""
+        self.figures.setdefault(method or self.method.name, {})[label] = json_float(value)
+
+    def flag(self, label: str, value: float, explanation: str) -> None:
+        """A figure that says the method's pictures may not show the model."""
+        self.flags.append({"method": self.method.name, "figure": label,
+                           "value": json_float(value), "explanation": explanation})
+
+    def keep(self, pictures: torch.Tensor) -> None:
+        """The method's pictures, for the distinctness and agreement figures."""
+        self.pictures[self.method.name] = pictures
 
     def png(self, name: str, array, unit: int | None = None) -> str:
         """Write a picture of the layer (or of its ``unit``-th shown unit); its path."""
         where = self.folder if unit is None else f"{self.folder}/units/{self.units[unit]}"
         return self.builder.write(f"{where}/{name}.png", encode_png(array))
 
-    def section(self, method: "Method", array, caption: str, name: str | None = None
-                ) -> None:
-        """An overview picture of ``method`` over the layer's units (its ``name`` when the
+    def section(self, array, caption: str, name: str | None = None) -> None:
+        """An overview picture of the method over the layer's units (its ``name`` when the
         method draws several)."""
-        file = self.png(name or method.name, array)
-        self.sections.append({"method": method.name, "title": method.title,
-                              "legend": method.legend, "file": file, "caption": caption})
+        m = self.method
+        file = self.png(name or m.name, array)
+        self.sections.append({"method": m.name, "title": m.title, "legend": m.legend,
+                              "file": file, "caption": caption})
 
-    def panel(self, method: "Method", unit: int, pictures: Sequence[tuple], facts=()) -> None:
-        """A unit's panel: ``pictures`` of ``(name, array, caption, style)``, ``facts`` of
-        ``(label, value)``."""
-        images = []
+    def panel(self, j: int, pictures: Sequence[tuple], facts: Sequence = ()) -> None:
+        """The ``j``-th unit's panel: ``pictures`` of ``(name, array, caption, style)``,
+        ``facts`` of ``(label, value)``."""
+        m, images = self.method, []
         for name, array, caption, style in pictures:
-            file = self.png(name, array, unit)
-            self.details[unit]["files"][name] = file
-            images.append({"file": file, "caption": caption, "alt": f"{method.title}: {name}",
+            file = self.png(name, array, j)
+            self.details[j]["files"][name] = file
+            images.append({"file": file, "caption": caption, "alt": f"{m.title}: {name}",
                            "style": style})
-        self.details[unit]["panels"].append({"method": method.name, "title": method.title,
-                                             "images": images,
-                                             "facts": [list(f) for f in facts]})
+        self.details[j]["panels"].append({"method": m.name, "title": m.title,
+                                          "images": images, "facts": [list(f) for f in facts]})
 
 
-@dataclass(frozen=True)
-class Method:
-    """A registry entry: ``unavailable(seam, key)`` says why the method does not apply to a
-    layer (``None`` if it does); ``run(layer)`` computes it and writes its pictures;
-    ``rerun(settings, inputs)`` gives the small settings of its sanity re-runs;
-    ``indices``: its result is a set of indices (compared by overlap, not by picture);
-    ``made_of_data``: its pictures are made of inputs (distinct only once the data mean is
-    taken out); ``split``: its units are shared among the ranks of a distributed run (the
-    others run on rank 0 alone)."""
-
-    name: str
-    title: str
-    legend: str
-    unavailable: Callable[[Probe, Key], str | None]
-    run: Callable[[LayerRun], None]
-    rerun: Callable[[VisualizeSettings, torch.Tensor], dict]
-    indices: bool = False
-    made_of_data: bool = False
-    split: bool = False
+def write_pictures(page: LayerPage, result: Any) -> None:
+    """The default writer: ``result.images`` as an overview grid and, per unit, its picture
+    (``(U, *shape)``) or strip (``(U, P, *shape)``)."""
+    pictures = result.images
+    strips = pictures.dim() == len(page.probe.input_shape) + 2
+    page.section(page.tile(pictures[:, 0] if strips else pictures), "one tile per unit")
+    for j in range(len(page.units)):
+        row = pictures[j] if strips else pictures[j:j + 1]
+        page.panel(j, [(page.method.name, page.tile(row, cols=len(row)), page.method.title,
+                        "strip" if strips else "single")])
+    page.keep(pictures[:, 0] if strips else pictures)
 
 
-def _always(seam: Probe, key: Key) -> str | None:
-    return None
-
-
-def _why_not(check: Callable[[], object]) -> str | None:
-    try:
-        check()
-    except UnsupportedError as exc:
-        return str(exc)
-    return None
-
-
-def _examples(layer: LayerRun) -> None:
-    ex, s, up = layer.examples, layer.settings, layer.settings.upscale
-    method = _METHOD["examples"]
-    mean = layer.show(ex.mean)
-    purity = None if layer.labels is None else class_purity(ex.indices, layer.labels)
-    layer.section(method, tile(mean, scale="minmax", upscale=up),
-                  "the mean of each unit's top examples, one tile per unit")
-    for j, info in enumerate(layer.details):
-        info["examples"] = {"values": [round(v, 6) for v in ex.values[j].tolist()],
-                            "indices": ex.indices[j].tolist()}
-        if ex.positions is not None:
-            info["examples"]["positions"] = ex.positions[j].tolist()
-        facts = []
-        if purity is not None:
-            info["examples"]["purity"] = {"share": _json_float(purity.share[j].item()),
-                                          "top_class": int(purity.top_class[j])}
-            facts = [("most common class among them", int(purity.top_class[j])),
-                     ("its share", info["examples"]["purity"]["share"])]
-        values = ", ".join(f"{v:.3f}" for v in ex.values[j].tolist())
-        layer.panel(method, j, [
-            ("examples_strip", tile(layer.images[ex.indices[j]], scale="minmax", cols=s.k,
-                                    upscale=up), f"activations: {values}", "strip"),
-            ("examples_mean", tile(mean[j:j + 1], scale="minmax", upscale=up), "their mean",
-             "single")], facts)
-    layer.figure("examples", "mean top-1 example activation", ex.values[:, 0].mean().item())
-    if purity is not None:
-        layer.figure("examples", "mean class purity (share of the top class)",
-                     purity.share.mean().item())
-        layer.figure("examples", "mean label entropy (bits)", purity.entropy_bits.mean().item())
-    layer.pictures["examples"] = mean
-
-
-def _maximize(layer: LayerRun) -> None:
-    s, up, method = layer.settings, layer.settings.upscale, _METHOD["maximize"]
-    mx = layer.split(lambda units: maximize(
-        layer.seam.model, layer.key, units=units, rho=s.rho, bounds=s.bounds, steps=s.steps,
-        restarts=s.restarts, seed=s.seed, progress=layer.progress,
-        input_shape=layer.seam.input_shape, transforms=s.transforms, snapshots=s.snapshots,
-        spatial=s.spatial))
-    if mx is None:                          # another rank's: rank 0 draws the pictures
-        return
-    progress = [layer.show(mx.snapshots[step]) for step in sorted(mx.snapshots)]
-    pixels = mx.images.flatten(1)                    # as the model sees them
-    span = s.bounds[1] - s.bounds[0] if s.bounds else (pixels.max() - pixels.min()).item()
-    flat = pixels.std(1) < _FLAT * span
-    shown = layer.show(mx.images)
-    scale = "symmetric" if s.bounds is None else "minmax"     # a signed picture, or an image
-    layer.section(method, tile(shown, scale=scale, upscale=up),
-                  "the input that maximizes each unit")
-    for j, info in enumerate(layer.details):
-        info["maximize"] = {"activation": _json_float(mx.activation[j].item()),
-                            "invariance": _json_float(mx.invariance[j].item()),
-                            "saturation": _json_float(mx.saturation[j].item())}
-        saturated = (info["maximize"]["saturation"] or 0) > _SATURATED
-        info["maximize"]["dead"] = bool(mx.dead[j])
-        info["maximize"]["flat"] = bool(flat[j])
-        caption = "the best of the restarts"
-        if mx.dead[j]:
-            caption = ("DEAD UNIT: its gradient is zero wherever the search started, so this "
-                       "is only a starting point, not what the unit responds to")
-        elif flat[j]:
-            caption = (f"FLAT PICTURE: its pixels vary by under {_FLAT:.0%} of their range; "
-                       "the unit shows nothing here")
-        elif saturated:
-            caption += (f" — over {_SATURATED:.0%} of its pixels sit at a bound: it shows the "
-                        "box more than the unit")
-        steps = ", ".join(str(step) for step in sorted(mx.snapshots))
-        along = [("maximize_progress", tile(torch.stack([p[j] for p in progress]),
-                                            scale=scale, cols=len(progress), upscale=up),
-                  f"the best restart after {steps} steps", "strip")] if progress else []
-        layer.panel(method, j, [("maximize", tile(shown[j:j + 1], scale=scale, upscale=up),
-                                 caption, "single"), *along],
-                    [("activation reached", info["maximize"]["activation"]),
-                     ("invariance (cosine between restarts)", info["maximize"]["invariance"]),
-                     ("pixels at a bound", info["maximize"]["saturation"])])
-    layer.figure("maximize", "mean activation reached", mx.activation.mean().item())
-    layer.figure("maximize", "mean invariance (cosine between restarts)",
-                 mx.invariance.nanmean().item())
-    layer.figure("maximize", "mean share of pixels at a bound", mx.saturation.nanmean().item())
-    layer.figure("maximize", "dead units (zero gradient at every start)", mx.dead.sum().item())
-    layer.figure("maximize", "flat pictures (std under 1% of the range)", flat.sum().item())
-    layer.pictures["maximize"] = shown
-
-
-def _sampling(layer: LayerRun) -> None:
-    s, up, method = layer.settings, layer.settings.upscale, _METHOD["sampling"]
-    sm = layer.split(lambda units: sample_unit(
-        layer.seam.model, layer.key, units=units, n_samples=s.samples, variant=s.variant,
-        seed=s.seed, progress=layer.progress))
-    if sm is None:
-        return
-    layer.section(method, tile(sm.contrast, upscale=up),
-                  "what switching each unit on adds (light) and removes (dark): "
-                  "E[x | unit on] - E[x | unit off]")
-    # A contrast far below the data's spread (its standard deviation: a whitened data set's
-    # range is its outliers'): the layers below hardly respond top-down (a sparse layer whose
-    # biases keep it off); each tile is scaled on its own, so say so.
-    spread = (layer.images if layer.model_images is None else layer.model_images).std()
-    faint = sm.contrast.flatten(1).abs().amax(1) < _FLAT * spread.item()
-    for j in range(len(layer.units)):
-        caption = "contrast: their mean minus the mean with the unit off"
-        if faint[j]:
-            caption = (f"FAINT: switching the unit on changes the mean by under {_FLAT:.0%} of "
-                       "the data's standard deviation (shown scaled up): the layers below "
-                       "hardly respond")
-        layer.panel(method, j, [
-            ("samples_strip", tile(sm.samples[j, :_STRIP], scale="minmax", cols=_STRIP,
-                                   upscale=up), "samples", "strip"),
-            ("samples_contrast", tile(sm.contrast[j:j + 1], upscale=up), caption, "single"),
-            ("samples_mean", tile(sm.mean[j:j + 1], scale="minmax", upscale=up),
-             "their mean, p(x | unit on)", "single")])
-    label = f"faint contrasts (peak under {_FLAT:.0%} of the data's standard deviation)"
-    layer.figure("sampling", label, faint.sum().item())
-    if faint.float().mean() > _SUSPECT:
-        layer.flags.append({"method": "sampling", "figure": label,
-                            "value": _json_float(faint.sum().item()),
-                            "explanation": _FAINT})
-    layer.pictures["sampling"] = sm.contrast
-
-
-def _filters(layer: LayerRun) -> None:
-    s, up, method = layer.settings, layer.settings.upscale, _METHOD["filters"]
-    model, shape = layer.seam.model, layer.seam.input_shape
-    rf = ranked_filters(model, layer.key, top=s.top, input_shape=shape)   # every unit
-    below = linear_combination(model, rf.below, top=s.top, input_shape=shape).images
-    norms = layer.seam.incoming_weights(layer.key).norm(dim=1)
-    rows = norms.argsort(descending=True, stable=True)[:_OVERVIEW_ROWS]
-    layer.section(method, signed_border_grid(below[rf.indices[rows].flatten()],
-                                             rf.weights[rows].flatten(), cols=s.top,
-                                             upscale=up),
-                  f"one row per unit (by incoming-weight norm): the {s.top} units of layer "
-                  f"{rf.below} with the strongest connections")
-    for j, (info, i) in enumerate(zip(layer.details, layer.units)):
-        info["filters"] = {"below": rf.below, "indices": rf.indices[i].tolist(),
-                           "weights": [round(w, 6) for w in rf.weights[i].tolist()]}
-        weights = ", ".join(f"{b}: {w:+.3f}" for b, w in
-                            zip(info["filters"]["indices"], info["filters"]["weights"]))
-        layer.panel(method, j, [("filters", signed_border_grid(
-            below[rf.indices[i]], rf.weights[i], cols=s.top, upscale=up),
-            f"unit of layer {rf.below}: weight — {weights}", "strip")])
+def shown_units(info: LayerInfo, s: VisualizeSettings) -> list[int]:
+    """The units of a layer to show: the first ``s.units`` (all for None)."""
+    return list(range(info.units if s.units is None else min(s.units, info.units)))
 
 
 def _rows(examples: TopExamples, rows: list[int]) -> TopExamples:
@@ -374,167 +255,52 @@ def _rows(examples: TopExamples, rows: list[int]) -> TopExamples:
                                 if isinstance(getattr(examples, f.name), torch.Tensor)})
 
 
-_VIEWS = {"learned": "as learned: the weights on the whitened input",
-          "pattern": "pattern: the pixel patch whose whitened version is the filter",
-          "receptive_field": "receptive field: the filter applied to raw pixels"}
+def _compute(method: Method, page: LayerPage, examples: TopExamples | None, params: dict,
+             progress: bool, ctx: distributed.Context):
+    """The method's result for the page's units; a split method's in the fixed global chunks
+    of :mod:`featvis.pipeline.distributed` (this rank's share), gathered on rank 0 (``None``
+    on the other ranks). One process computes the same chunks, so it writes the same bytes."""
+    context = dict(inputs=page.model_images, seed=page.seed, progress=progress)
+
+    def compute(rows: Sequence[int]):
+        mined = None if examples is None else \
+            examples if len(rows) == len(page.units) else _rows(examples, list(rows))
+        return method.run_compute(page.probe, page.key, [page.units[j] for j in rows],
+                                  **params, **context, examples=mined)
+    if not method.split:
+        return compute(range(len(page.units)))
+    return distributed.per_unit(ctx, len(page.units), compute)
 
 
-def _square(pictures: torch.Tensor) -> torch.Tensor:
-    """Flat ``(N, D)`` square pictures as ``(N, 1, side, side)``."""
-    side = math.isqrt(pictures.shape[1])
-    return pictures.reshape(len(pictures), 1, side, side)
-
-
-def _filter_views(layer: LayerRun) -> None:
-    up, method = layer.settings.upscale, _METHOD["filter_views"]
-    weights = layer.seam.filters(layer.key).flatten(1)
-    views = layer.seam.whitening().views(weights)
-    shown = {name: _square(pictures[layer.units]) for name, pictures in views.items()}
-    for name, pictures in shown.items():
-        layer.section(method, tile(pictures, upscale=up), f"{_VIEWS[name]}; one tile per unit",
-                      name=f"filter_views_{name}")
-    for j in range(len(layer.units)):
-        layer.panel(method, j, [(f"filter_{name}", tile(pictures[j:j + 1], upscale=up),
-                                 _VIEWS[name], "single") for name, pictures in shown.items()])
-    filters = _square(weights)[:, 0]
-    fit = gabor_fit(filters)
-    baseline = random_locality(filters.shape, seed=layer.settings.seed)
-    layer.figure("filter_views", "locality (median energy share near the peak)",
-                 locality(filters))
-    layer.figure("filter_views", "locality of random filters of this size", baseline)
-    layer.figure("filter_views", f"share of Gabor fits with R^2 >= {fit.threshold:g}", fit.share)
-    layer.figure("filter_views", "orientation spread of the Gabor fits (circular variance)",
-                 fit.orientation_spread)
-    layer.figure("filter_views", "frequency spread of the Gabor fits (IQR, cycles/pixel)",
-                 fit.frequency_spread)
-    for j, (info, i) in enumerate(zip(layer.details, layer.units)):
-        info["filter_views"] = {"gabor_r2": _json_float(fit.r2[i].item())}
-    layer.pictures["filter_views"] = shown["learned"]
-
-
-def _deconvnet(layer: LayerRun) -> None:
-    s, up, method = layer.settings, layer.settings.upscale, _METHOD["deconvnet"]
-    position = {unit: j for j, unit in enumerate(layer.units)}
-    pj = layer.split(lambda units: deconvnet(   # mined already, in the one pass over data
-        layer.seam.model, layer.model_images, layer.key, units=units, k=s.k,
-        examples=_rows(layer.examples, [position[u] for u in units])))
-    if pj is None:
-        return
-    layer.section(method, tile(pj.projections[:, 0], upscale=up),
-                  "each unit's strongest activation in the data, projected back to pixels")
-    for j, info in enumerate(layer.details):
-        info["deconvnet"] = {"indices": pj.indices[j].tolist(),
-                             "boxes": pj.boxes[j].tolist()}
-        layer.panel(method, j, [
-            ("deconvnet_crops", tile(layer.show(pj.crops[j]), scale="minmax", cols=s.k,
-                                     upscale=up), "the image patches under the receptive "
-                                                  "field of each maximum", "strip"),
-            ("deconvnet_projections", tile(pj.projections[j], cols=s.k, upscale=up),
-             "their projections to pixel space (deconvnet)", "strip")])
-    layer.pictures["deconvnet"] = pj.projections[:, 0]
-
-
-def _combination(layer: LayerRun) -> None:
-    s, up, method = layer.settings, layer.settings.upscale, _METHOD["combination"]
-    combo = linear_combination(layer.seam.model, layer.key, top=s.top, units=layer.units,
-                               input_shape=layer.seam.input_shape).images
-    layer.section(method, tile(combo, upscale=up), "one tile per unit")
-    for j in range(len(layer.units)):
-        layer.panel(method, j, [("combination", tile(combo[j:j + 1], upscale=up),
-                                 "linear combination", "single")])
-    layer.pictures["combination"] = combo
-
-
-REGISTRY: tuple[Method, ...] = (
-    Method("examples", "Dataset examples",
-           "The inputs of the data set that activate the unit most, and their mean (Erhan, "
-           "Bengio, Courville & Vincent 2009).", _always, _examples,
-           lambda s, inputs: dict(images=inputs[:SANITY["images"]], k=s.k),
-           indices=True, made_of_data=True),
-    Method("maximize", "Activation maximization",
-           "The input under a norm (or box) constraint that maximizes the unit's activation, "
-           "found by projected gradient ascent (Erhan et al. 2009).", _always, _maximize,
-           lambda s, inputs: dict(rho=s.rho, bounds=s.bounds, steps=SANITY["steps"],
-                                  restarts=SANITY["restarts"], spatial=s.spatial),
-           split=True),
-    Method("sampling", "Unit sampling",
-           "Inputs sampled from the deep belief net with the unit clamped on, p(x | h = 1) "
-           "(Erhan et al. 2009; Hinton et al. 2006; in a convolutional DBN the pooling unit "
-           "at the centre of the filter's map, Lee et al. 2009), shown as the contrast with "
-           "the same draws with the unit off, which removes what the generative biases draw "
-           "for every unit; the raw mean is on each unit's page.",
-           lambda seam, key: _why_not(seam.generative), _sampling,
-           lambda s, inputs: dict(n_samples=SANITY["samples"], variant=s.variant), split=True),
-    Method("filters", "Ranked filters",
-           "The units of the layer below with the strongest connections to the unit, framed "
-           "yellow for a positive and magenta for a negative weight (pylearn2's top_filters).",
-           lambda seam, key: _why_not(lambda: linear_combination(   # the pictures below
-               seam.model, ranked_filters(seam.model, key, top=1, input_shape=seam.input_shape)
-               .below, top=None, units=[0], input_shape=seam.input_shape)),
-           _filters, lambda s, inputs: dict(top=s.top), indices=True),
-    Method("filter_views", "First-layer filters: learned, pattern, receptive field",
-           "For whitened inputs (natural-image patches; Lee, Ekanadham & Ng 2008): each "
-           "first-layer filter as learned in the whitened space, as the pixel pattern whose "
-           "whitened version it is, and as the receptive field it applies to raw pixels; its "
-           "figures say whether they look like V1 simple cells: localized (energy near the "
-           "peak, against random filters) and fitted by Gabor functions.",
-           lambda seam, key: "the inputs were not whitened" if seam.whitening() is None else
-           _why_not(lambda: seam.filters(key)), _filter_views, lambda s, inputs: {}),
-    Method("deconvnet", "Deconvnet projections",
-           "The top examples of each channel beside their projections back to pixel space "
-           "(Zeiler & Fergus 2014): the channel's maximum alone, sent down through the "
-           "network with the forward pass's max-pool switches and rectified gradients.",
-           lambda seam, key: _why_not(lambda: seam.check_deconvnet(key)), _deconvnet,
-           lambda s, inputs: dict(images=inputs[:SANITY["images"]]), split=True),
-    Method("combination", "Linear combination",
-           "The weighted sum of the layer below's pictures over the unit's strongest "
-           "connections, applied recursively from the first-layer filters (Lee, Ekanadham & "
-           "Ng 2008).",
-           lambda seam, key: _why_not(lambda: linear_combination(
-               seam.model, key, top=None, units=[0], input_shape=seam.input_shape)),
-           _combination, lambda s, inputs: dict(top=s.top)),
-)
-_METHOD = {method.name: method for method in REGISTRY}
-METHODS = tuple(_METHOD)
-
-
-def shown_units(info: LayerInfo, s: VisualizeSettings) -> list[int]:
-    """The units of a layer to show: the first ``s.units`` (all for None)."""
-    return list(range(info.units if s.units is None else min(s.units, info.units)))
-
-
-def _sanity_figures(layer: LayerRun, ran: list[str], model_images: torch.Tensor,
-                    s: VisualizeSettings) -> None:
+def _sanity_figures(page: LayerPage, ran: list[Method], s: VisualizeSettings) -> None:
     """Per method: how distinct its pictures are, and how much of them survives re-drawing
     the layer's (and the lower layers') weights; flags what looks like it ignores the model."""
-    seam, key = layer.seam, layer.key
-    units = layer.units[:SANITY["units"]]
+    seam, key = page.probe, page.key
+    units = resolve_units(page.units[:SANITY["units"]], page.info.units, seam.device)
+    randomized = {mode: seam.like(seam.randomized(key, mode, s.seed)) for mode in RANDOMIZATIONS}
 
-    def record(method: Method, label: str, value: float, why: str) -> None:
-        layer.figure(method.name, label, value)
-        if value > _SUSPECT:
-            layer.flags.append({"method": method.name, "figure": label,
-                                "value": _json_float(value), "explanation": why})
+    def record(label: str, value: float, why: str) -> None:
+        page.figure(label, value)
+        if value > SUSPECT:
+            page.flag(label, value, why)
 
-    for method in (_METHOD[name] for name in ran):
-        pictures = layer.pictures.get(method.name)
-        if len(layer.units) >= 2 and pictures is not None:        # units against units
+    for method in ran:
+        page.method = method
+        pictures = page.pictures.get(method.name)
+        if len(page.units) >= 2 and pictures is not None:        # units against units
             if method.made_of_data:
-                record(method, "distinctness (mean - data mean)", example_distinctness(
-                    pictures, layer.images.flatten(1).mean(0)), _LOOK_ALIKE)
+                record("distinctness (mean - data mean)", example_distinctness(
+                    pictures, page.images.flatten(1).mean(0)), _LOOK_ALIKE)
             else:
-                record(method, "distinctness", distinctness(pictures), _LOOK_ALIKE)
-        measure = "index overlap" if method.indices else "similarity"
+                record("distinctness", distinctness(pictures), _LOOK_ALIKE)
+        measure = "index overlap" if method.overlap else "similarity"
+        available = dict(s.params(method), inputs=page.model_images)
         for mode in RANDOMIZATIONS:
-            record(method, f"randomized {measure} ({mode})", randomized_similarity(
-                seam.model, key, method.name, mode=mode, units=units, seed=s.seed,
-                input_shape=seam.input_shape, **method.rerun(s, model_images)),
-                _SURVIVES_INDICES if method.indices else _SURVIVES)
+            record(f"randomized {measure} ({mode})",
+                   rerun_figure(method, seam, randomized[mode], key, units, available),
+                   _SURVIVES_INDICES if method.overlap else _SURVIVES)
 
 
-_FAINT = (f"switching most units on changes the visible mean by under {_FLAT:.0%} of the "
-          "data's standard deviation: the layers below mostly stay off top-down, so the "
-          "contrasts show the direction of a very small effect, scaled up")
 _LOOK_ALIKE = ("the units' pictures look alike: they show what the method or the data puts "
                "into every picture more than what each unit learned")
 _SURVIVES = ("the pictures barely change when the weights are re-drawn at random: they do "
@@ -551,43 +317,47 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
     other than 0 only its share of the split methods, and ``None``."""
     info = seam.layer(key)
     units = shown_units(info, s)
-    layer = LayerRun(seam, key, info, units, s, images, show, examples, run, progress, labels,
-                     model_images, ctx)
+    page = LayerPage(seam, key, info, units, images, model_images, show, labels, run,
+                     s.upscale, s.seed)
     ran, unavailable = [], {}
-    for method in REGISTRY:
-        if method.name not in s.methods or not (ctx.is_main or method.split):
+    for method in s.chosen():
+        if not (ctx.is_main or method.split):
             continue
         why = method.unavailable(seam, key)
         if why is None:
+            page.method, page.params = method, s.params(method)
             try:
-                method.run(layer)
+                result = _compute(method, page, examples, page.params, progress, ctx)
+                if result is not None:            # another rank's: rank 0 draws the pictures
+                    (method.write or write_pictures)(page, result)
             except UnsupportedError as exc:       # found out only while running
                 why = str(exc)
         if why is not None:
             unavailable[method.title] = why
             continue
-        ran.append(method.name)
+        ran.append(method)
     if not ctx.is_main:
         return None
     if s.figures:
-        _sanity_figures(layer, ran, model_images, s)
-    agreement = method_agreement({name: p.flatten(1) for name, p in layer.pictures.items()
+        _sanity_figures(page, ran, s)
+    agreement = method_agreement({name: p.flatten(1) for name, p in page.pictures.items()
                                   if p[0].numel() == math.prod(seam.input_shape)})
     for pair, cosine in agreement.items():
-        layer.figure("agreement", f"mean centred cosine {pair}", cosine.mean().item())
-        for j, detail in enumerate(layer.details):
-            detail.setdefault("agreement", {})[pair] = _json_float(cosine[j].item())
+        page.figure(f"mean centred cosine {pair}", cosine.mean().item(), method="agreement")
+        for j, detail in enumerate(page.details):
+            detail.setdefault("agreement", {})[pair] = json_float(cosine[j].item())
     if agreement:
-        for detail in layer.details:
+        for detail in page.details:
             detail["panels"].append({"method": "agreement", "title": "Agreement between methods",
                                      "images": [], "facts": [[pair.replace("~", " ~ "), value]
                                                              for pair, value in
                                                              detail["agreement"].items()]})
-    return {"layer": key, "name": f"layer {key}", "folder": layer.folder, "type": info.type,
+    return {"layer": key, "name": f"layer {key}", "folder": page.folder, "type": info.type,
             "n_units": info.units, "unit_shape": list(info.unit_shape), "units": units,
-            "methods": ran, "unavailable": unavailable, "sections": layer.sections,
-            "files": {sec["method"]: sec["file"] for sec in layer.sections},
-            "figures": layer.figures, "flags": layer.flags, "unit_details": layer.details}
+            "methods": [m.name for m in ran], "unavailable": unavailable,
+            "sections": page.sections,
+            "files": {sec["method"]: sec["file"] for sec in page.sections},
+            "figures": page.figures, "flags": page.flags, "unit_details": page.details}
 
 
 def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
@@ -614,7 +384,7 @@ def _untrained_note(model: dict) -> None:
               "weights", file=sys.stderr)
 
 
-def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLike,
+def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | os.PathLike,
               settings: VisualizeSettings | None = None, *,
               labels: torch.Tensor | None = None, normalization=None,
               model_path: str | os.PathLike | None = None,
@@ -649,8 +419,10 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     """
     s = settings or VisualizeSettings()
     ctx = ctx or distributed.Context()
-    seam = probe(model, images.shape[1:])
+    seam = probe(model, images.shape[1:])           # layers are found once, here
+    model = seam.model
     keys = s.check(seam, n_inputs=len(images))
+    s = replace(s, methods=tuple(m.name for m in s.chosen()))
     plan = plan_replacement(out, force=force, reading=[model_path] if model_path else (),
                             rewriting=[save_model_as] if save_model_as else ()) \
         if ctx.is_main else None
@@ -675,7 +447,7 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
     progress = progress and ctx.is_main
     shown = {key: shown_units(seam.layer(key), s) for key in keys}
     if examples is None and "examples" in s.methods:   # every layer in one pass over data
-        examples = distributed.top_examples(model, model_images, keys, k=s.k, units=shown,
+        examples = distributed.top_examples(seam, model_images, keys, k=s.k, units=shown,
                                             ctx=ctx)
     examples = examples or {}
     with build_run(plan) if plan is not None else contextlib.nullcontext() as run:
@@ -693,7 +465,7 @@ def visualize(model: torch.nn.Module, images: torch.Tensor, out: str | os.PathLi
                 "path": save_model_as or (None if model_path is None else str(model_path)),
                 "normalize": None if normalization is None else {
                     "mean": normalization.mean.tolist(), "std": normalization.std.tolist()}},
-            "settings": asdict(s),
+            "settings": s.record(),
             "sanity_settings": SANITY if s.figures else None,
             "layers": layers,
         }

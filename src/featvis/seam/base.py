@@ -137,6 +137,51 @@ class Probe:
         :meth:`incoming_weights` and :meth:`filters`."""
         return None
 
+    def supports(self, key: Key) -> dict[str, str | None]:
+        """What the layer ``key`` offers the methods, as data: for each capability ``None``
+        when it has it, else the one-line reason it has not. Read from the model's own
+        facts (its weights, its layer below, its kind), never by running a method:
+
+        ``examples``, ``maximize`` (every layer); ``below`` (a layer below, not the input,
+        whose units have input-space pictures: ranked filters); ``weights`` (incoming
+        weights a method can use); ``bases`` (input-space pictures of the units: the model's
+        own or composed from the weights down to the first-layer filters); ``whitened`` (the
+        inputs were whitened); ``filters`` (the layer reads the input: first-layer filters);
+        ``sampling`` (a generative model); ``deconvnet`` (channel maps that
+        deconvnet may project)."""
+        self.layer(key)
+        return {"examples": None, "maximize": None, "below": self._below_reason(key),
+                "weights": _reason(self.incoming_weights, key),
+                "bases": self._bases_reason(key),
+                "whitened": None if self.whitening() is not None else
+                "the inputs were not whitened", "filters": _reason(self.filters, key),
+                "sampling": _reason(self.generative),
+                "deconvnet": _reason(self.check_deconvnet, key)}
+
+    def _below_reason(self, key: Key) -> str | None:
+        try:
+            below = self.below(key)
+        except UnsupportedError as exc:
+            return str(exc)
+        if below is None:
+            return (f"ranked filters need a layer above the first: layer {key!r} connects to "
+                    f"the input, and its filters are linear_combination(model, {key!r})")
+        return _reason(self.incoming_weights, key) or self._bases_reason(below)
+
+    def _bases_reason(self, key: Key) -> str | None:
+        """Why the units of ``key`` have no input-space pictures: the weights down the chain
+        of layers below, then the first layer's filters."""
+        chain = [key]
+        try:
+            while (below := self.below(chain[-1])) is not None:
+                chain.append(below)
+            for upper in chain[:-1]:
+                self.incoming_weights(upper)
+            self.filters(chain[-1])
+        except UnsupportedError as exc:
+            return str(exc)
+        return None
+
     def check_deconvnet(self, key: Key) -> None:
         """:class:`UnsupportedError` unless deconvnet may project the layer: channels of a
         4-D output (the method itself refuses non-linearities other than ReLUs)."""
@@ -154,19 +199,25 @@ class Probe:
                                f"ConvDBN); {self.kind} has no p(x | h)")
 
     def sample(self, key: Key, units: torch.Tensor, n_samples: int, seed: int,
-               variant: str = "one-hot") -> tuple[torch.Tensor, torch.Tensor] | None:
+               variant: str = "one-hot", **chain: object) -> tuple[torch.Tensor, torch.Tensor]:
         """``(samples, contrast)`` of the model's own top-down sampler for each unit of
         ``units``: ``(U, n_samples, *input_shape)`` drawn with the unit on, and ``(U,
-        *input_shape)`` what switching it on changes in the inputs' mean; ``None`` when the
-        model has no sampler of its own and :func:`~featvis.methods.sample_unit` draws from
-        :meth:`generative` itself (a DBN's one-hot and Gibbs variants)."""
-        return None
+        *input_shape)`` what switching it on changes in the inputs' mean. ``chain``: a
+        sampler's own settings (a DBN's Gibbs chains: ``n_chains``, ``burn_in``,
+        ``interval``, ``progress``)."""
+        self.generative()
+        raise NotImplementedError
 
     def randomized(self, key: Key, mode: str, seed: int) -> nn.Module:
         """A deep copy of the model whose incoming weights of ``key`` (``mode="layer"``), or
         of ``key`` and every weighted layer below it (``"cascade"``), are re-drawn from
         ``N(0, s^2)``, ``s`` the std of each trained tensor; biases kept. For the sanity
         checks of Adebayo et al. (2018); the model itself is never changed."""
+        raise NotImplementedError
+
+    def like(self, model: nn.Module) -> "Probe":
+        """The probe of ``model``, a copy of this probe's model with other weights (a
+        :meth:`randomized` copy): what was found of the layers is reused, not found again."""
         raise NotImplementedError
 
     @property
@@ -180,6 +231,15 @@ class Probe:
 
 
 RANDOMIZATIONS = ("layer", "cascade")
+
+
+def _reason(fact: Callable[..., object], *args: object) -> str | None:
+    """``None`` when the probe's ``fact(*args)`` is there, else why not (its UnsupportedError)."""
+    try:
+        fact(*args)
+    except UnsupportedError as exc:
+        return str(exc)
+    return None
 
 
 def redraw(model: nn.Module, weights: Mapping[int, str], mode: str, seed: int) -> nn.Module:

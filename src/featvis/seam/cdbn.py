@@ -146,6 +146,10 @@ class ConvDBNProbe(Probe):
         display of second-layer bases)."""
         return self.dbn.bases(self._depth(key)[0])
 
+    def _bases_reason(self, key):
+        self._depth(key)
+        return None                     # its own bases, at every depth
+
     def check_deconvnet(self, key):
         self._depth(key)
         raise UnsupportedError("a convolutional DBN's maps are probabilities of probabilistic "
@@ -155,7 +159,7 @@ class ConvDBNProbe(Probe):
     def generative(self):
         return self.dbn
 
-    def sample(self, key, units, n_samples, seed, variant="one-hot"):
+    def sample(self, key, units, n_samples, seed, variant="one-hot", **chain):
         """:meth:`ConvDBN.sample` with the centre pooling unit of each filter's map clamped
         on (one generator seeded by ``seed`` for all the units asked for, as
         :meth:`ConvDBN.sample` draws them), and as contrast :meth:`ConvDBN.contrast`, the
@@ -170,6 +174,11 @@ class ConvDBNProbe(Probe):
         d = self._depth(key)[0]
         drawn = self.dbn.sample(d, units, n_samples, seed=seed, input_shape=self.input_shape)
         return drawn, self.dbn.contrast(d, units, input_shape=self.input_shape)
+
+    def like(self, model):
+        twin = ConvDBNProbe(model, self.input_shape)
+        twin._maps = self._maps
+        return twin
 
     def randomized(self, key, mode, seed):
         return redraw_stack(self.dbn, self._depth(key)[0], mode, seed)

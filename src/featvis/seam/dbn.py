@@ -86,5 +86,12 @@ class DBNProbe(Probe):
     def generative(self):
         return self.dbn
 
+    def sample(self, key, units, n_samples, seed, variant="one-hot", **chain):
+        return self.dbn.sample(self.layer(key).name, units, n_samples, seed=seed,
+                               variant=variant, **chain)
+
+    def like(self, model):
+        return DBNProbe(model)
+
     def randomized(self, key, mode, seed):
         return redraw_stack(self.dbn, self.layer(key).name, mode, seed)

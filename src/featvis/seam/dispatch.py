@@ -1,7 +1,11 @@
-"""The one place that dispatches on the model's kind: :func:`probe` and :func:`layers`."""
+"""The one place that dispatches on the model's kind: :func:`probe`, a
+:func:`functools.singledispatch` function whose registrations below name every kind of model
+featvis knows (any other ``nn.Module`` gets a :class:`~featvis.seam.module.ModuleProbe`), and
+:func:`layers`, built on it."""
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -13,45 +17,62 @@ from ..models.dbn import DBN
 from .base import LayerInfo, Probe
 from .cdbn import ConvDBNProbe
 from .dbn import DBNProbe
-from .module import ModuleProbe, discover
+from .module import ModuleProbe
 
 
-def layers(model: nn.Module, example_batch: torch.Tensor) -> list[LayerInfo]:
-    """Every module of ``model`` whose output is one tensor with a unit dimension, in
-    forward-call order, from one forward pass of ``example_batch`` (in eval mode, no
-    gradients; hooks removed afterwards). A DBN lists its hidden layers, a ConvDBN its pooling
-    and detection layers.
+@functools.singledispatch
+def probe(model: nn.Module | Probe, input_shape: Sequence[int] | None = None) -> Probe:
+    """The :class:`Probe` of ``model``; ``probe(p) is p`` for a Probe ``p``, so a run builds
+    one and passes it along (layers are found once).
+
+    ``input_shape`` is one input's shape, ``(D,)`` or ``(C, H, W)``; a DBN and a trained
+    ConvDBN know their own, any other module needs it to find its layers unless it has an
+    ``input_shape`` attribute (methods that receive data take it from the data). A new kind
+    of model registers its probe here: ``@probe.register(MyModel)``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module or a featvis Probe, got "
+                        f"{type(model).__name__}")
+    # A module may declare the shape it takes (featvis's reference CNN does).
+    return ModuleProbe(model, input_shape or getattr(model, "input_shape", None))
+
+
+@probe.register
+def _(model: Probe, input_shape: Sequence[int] | None = None) -> Probe:
+    shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+    if shape is not None and model.input_shape is not None and shape != model.input_shape:
+        raise DataError(f"images: one input has shape {shape}, the probe of {model.kind} "
+                        f"takes {model.input_shape}")
+    if shape is not None and model.input_shape is None:
+        return probe(model.model, shape)        # a probe that could not find its layers yet
+    return model
+
+
+@probe.register
+def _(model: DBN, input_shape: Sequence[int] | None = None) -> Probe:
+    shape = None if input_shape is None else tuple(input_shape)
+    if shape is not None and shape != (model.sizes[0],):
+        raise DataError(f"images: width {shape[0]} does not match the model's input size "
+                        f"{model.sizes[0]}" if len(shape) == 1 else
+                        f"images: one input has shape {shape}, the DBN takes "
+                        f"({model.sizes[0]},)")
+    return DBNProbe(model)
+
+
+@probe.register
+def _(model: ConvDBN, input_shape: Sequence[int] | None = None) -> Probe:
+    return ConvDBNProbe(model, input_shape)
+
+
+def layers(model: nn.Module | Probe, example_batch: torch.Tensor) -> list[LayerInfo]:
+    """Every layer of ``model`` in forward-call order: for a module, every submodule whose
+    output is one tensor with a unit dimension, found by one forward pass of one input shaped
+    like ``example_batch``'s (in eval mode, no gradients; hooks removed afterwards); a DBN
+    lists its hidden layers, a ConvDBN its pooling and detection layers.
 
     Example:
         >>> for info in layers(cnn, torch.zeros(1, 1, 28, 28)):   # doctest: +SKIP
         ...     print(info.name, info.type, info.units, info.output_shape)
     """
-    if isinstance(model, DBN):
-        return [DBNProbe(model).layer(d) for d in range(1, model.n_layers + 1)]
-    if isinstance(model, ConvDBN):
-        seam = ConvDBNProbe(model, example_batch.shape[1:])
-        return [seam.layer(key) for key in seam.layer_keys()]
-    return discover(model, example_batch)[0]
-
-
-def probe(model: nn.Module, input_shape: Sequence[int] | None = None) -> Probe:
-    """The :class:`Probe` of ``model``: the one place that dispatches on the model's kind.
-
-    ``input_shape`` is one input's shape, ``(D,)`` or ``(C, H, W)``; a DBN and a trained
-    ConvDBN know their own, any other module needs it to find its layers unless it has an
-    ``input_shape`` attribute (methods that receive data take it from the data).
-    """
-    if isinstance(model, DBN):
-        shape = None if input_shape is None else tuple(input_shape)
-        if shape is not None and shape != (model.sizes[0],):
-            raise DataError(f"images: width {shape[0]} does not match the model's input size "
-                            f"{model.sizes[0]}" if len(shape) == 1 else
-                            f"images: one input has shape {shape}, the DBN takes "
-                            f"({model.sizes[0]},)")
-        return DBNProbe(model)
-    if isinstance(model, ConvDBN):
-        return ConvDBNProbe(model, input_shape)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    # A module may declare the shape it takes (featvis's reference CNN does).
-    return ModuleProbe(model, input_shape or getattr(model, "input_shape", None))
+    seam = probe(model, example_batch.shape[1:])
+    return [seam.layer(key) for key in seam.layer_keys()]

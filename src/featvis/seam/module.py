@@ -153,6 +153,11 @@ class ModuleProbe(Probe):
                                    f"{math.prod(self.input_shape)} values of one input")
         return weight.reshape(weight.shape[0], *self.input_shape)
 
+    def like(self, model):
+        twin = ModuleProbe(model, self.input_shape)
+        twin._infos, twin._reasons = self.infos, self._reasons
+        return twin
+
     def randomized(self, key, mode, seed):
         module = self._module(key)
         if not _has_weights(module):
