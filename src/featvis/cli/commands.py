@@ -436,11 +436,10 @@ def _new_model(args: argparse.Namespace, recipe, whitening):
 def _resumed(args: argparse.Namespace, out: Path, device: "torch.device"):
     """The model of the checkpoint at ``out``, refused unless it is of ``--model``'s kind and
     layers."""
-    from ..models.checkpoint import load
-    from ..models import DBN
+    from ..models.checkpoint import kind_of, load
 
     model = load(out, device=device)
-    kind = "dbn" if isinstance(model, DBN) else model.kind
+    kind = kind_of(model)
     if kind != args.model_kind:
         raise FeatvisError(f"--resume: {out} holds a {kind} checkpoint, not a "
                            f"{args.model_kind} one")

@@ -2,6 +2,7 @@
 module ends in its :class:`Method` value, which the registry holds (:func:`register` adds a
 user's method beside them)."""
 
+from .builtin import BUILTINS
 from .combination import Combination, linear_combination
 from .deconvolution import Projections, deconvnet
 from .examples import TopExamples, top_examples
@@ -15,4 +16,4 @@ from .sampling import UnitSamples, sample_unit
 __all__ = ["top_examples", "TopExamples", "maximize", "Maximization", "sample_unit",
            "UnitSamples", "ranked_filters", "RankedFilters", "linear_combination", "Combination",
            "deconvnet", "Projections", "filter_views", "FilterViews", "fit_color_decorrelation",
-           "Method", "Page", "register", "registered", "method", "CONTEXT", "SANITY"]
+           "Method", "Page", "register", "registered", "method", "CONTEXT", "SANITY", "BUILTINS"]

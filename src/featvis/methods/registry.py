@@ -147,7 +147,6 @@ def register(method: Method, replace: bool = False) -> Method:
     if not isinstance(method, Method):
         raise TypeError(f"register takes a featvis.methods.Method, got "
                         f"{type(method).__name__}")
-    _load_builtins()
     if method.name in _REGISTRY and not replace:
         raise ValueError(f"a method called {method.name!r} is registered already (pass "
                          "replace=True to replace it)")
@@ -156,8 +155,8 @@ def register(method: Method, replace: bool = False) -> Method:
 
 
 def registered() -> dict[str, Method]:
-    """Every registered method by name, featvis's own first, in registry order."""
-    _load_builtins()
+    """Every registered method by name, featvis's own first (:mod:`featvis.methods.builtin`,
+    registered when the package is imported), in registry order."""
     return dict(_REGISTRY)
 
 
@@ -167,24 +166,6 @@ def method(name: str) -> Method:
     if name not in methods:
         raise ValueError(f"unknown method {name!r}: choose from {', '.join(methods)}")
     return methods[name]
-
-
-_BUILTINS_LOADED = False
-
-
-def _load_builtins() -> None:
-    """featvis's own methods ahead of any registered before them (once; a user's method of
-    the same name, registered with ``replace=True``, stays)."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    from .builtin import BUILTINS
-
-    _BUILTINS_LOADED = True
-    users = dict(_REGISTRY)
-    _REGISTRY.clear()
-    _REGISTRY.update({m.name: users.pop(m.name, m) for m in BUILTINS})
-    _REGISTRY.update(users)
 
 
 def iter_params(names: Sequence[str]) -> Iterator[tuple[str, Param]]:

@@ -39,7 +39,7 @@ from .cnn import ReferenceCNN
 from .dbn import DBN
 
 __all__ = ["load", "encode_model", "save_model", "encode_dbn", "save_dbn", "load_dbn",
-           "FORMAT", "MODEL_FORMAT", "KINDS", "MAX_SIZES"]
+           "FORMAT", "MODEL_FORMAT", "KINDS", "MAX_SIZES", "kind_of"]
 
 KINDS: dict[str, type[nn.Module]] = {cls.kind: cls for cls in (ReferenceCNN, ConvDBN)}  # model/1
 
@@ -79,3 +79,8 @@ def load_dbn(path: str | os.PathLike, device: str | torch.device = "cpu") -> DBN
     """Read a checkpoint written by :func:`save_dbn`; :class:`CheckpointError` if it is not
     one (see :meth:`DBN.load`)."""
     return DBN.load(path, device)
+
+
+def kind_of(model: nn.Module) -> str:
+    """The kind a checkpoint of ``model`` records: ``"dbn"``, or a ``featvis.model/1`` kind."""
+    return "dbn" if isinstance(model, DBN) else model.kind
