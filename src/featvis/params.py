@@ -1,8 +1,8 @@
 """Declared parameters (scikit-learn's ``_parameter_constraints`` idea): a :class:`Param`
 holds a parameter's constraint, default and help once; the API validates values from it
-(:meth:`Param.validate`, one message format: "``name`` must be ..., got ``value``") and the
-CLI builds its option from it (:meth:`Param.add_option`: type, choices, default, metavar,
-help, and the parse error "expected ..., got ``'text'``").
+(:meth:`Param.validate`, one message format: "``name`` must be ..., got ``value``"), and a
+constraint parses command-line text with the error "expected ..., got ``'text'``"
+(:meth:`Constraint.parse`).
 
 Example:
     >>> steps = Param(Interval(int, 1, 100_000), 300, "maximization steps")
@@ -16,7 +16,7 @@ import argparse
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 __all__ = ["Interval", "Options", "Pair", "Steps", "Param", "Constraint"]
 
@@ -192,8 +192,7 @@ class Steps(Constraint):
 
 @dataclass(frozen=True)
 class Param:
-    """A declared parameter: its constraint, default and help (``help`` without the default:
-    :meth:`add_option` appends it)."""
+    """A declared parameter: its constraint, default and help."""
 
     constraint: Constraint
     default: Any
@@ -203,22 +202,3 @@ class Param:
         """``value`` checked (and normalized: an int, a float, a tuple), else a ValueError
         naming ``name``."""
         return self.constraint.check(name, value)
-
-    def add_option(self, parser: argparse.ArgumentParser, name: str,
-                   default: Any = None, parse: Callable[[str], Any] | None = None) -> None:
-        """``--name`` (``_`` as ``-``) on ``parser``, from the declaration."""
-        c = self.constraint
-        kwargs: dict[str, Any] = {"default": self.default if default is None else default,
-                                  "help": self.help + _default_text(self.default)}
-        if c.choices is not None and parse is None:
-            kwargs["choices"] = list(c.choices)
-        else:
-            kwargs["type"] = parse or c.parse
-            kwargs["metavar"] = c.metavar
-        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
-
-
-def _default_text(default: Any) -> str:
-    if default is None or default == () or isinstance(default, bool):
-        return ""
-    return f" (default {default:,})" if isinstance(default, int) else f" (default {default})"

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -166,13 +166,3 @@ def method(name: str) -> Method:
     if name not in methods:
         raise ValueError(f"unknown method {name!r}: choose from {', '.join(methods)}")
     return methods[name]
-
-
-def iter_params(names: Sequence[str]) -> Iterator[tuple[str, Param]]:
-    """Each distinct declared parameter of the methods ``names``, in order."""
-    seen = set()
-    for name in names:
-        for pname, param in method(name).params.items():
-            if pname not in seen:
-                seen.add(pname)
-                yield pname, param
