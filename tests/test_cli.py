@@ -17,7 +17,7 @@ def test_help_and_version():
                          text=True, check=True).stdout
     listed = re.findall(r"^    ([a-z]+)\b", out, re.MULTILINE)
     assert listed == ["train", "visualize", "mine", "merge", "layers", "report", "evaluate",
-                      "demo"]
+                      "demo", "methods"]
     out = subprocess.run([sys.executable, "-m", "featvis", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"featvis {__version__}"

@@ -222,11 +222,11 @@ def test_train_sizes_and_conv_layers_are_bounded(user, capsys, monkeypatch):
 
 
 def test_the_readme_lists_every_bound():
-    from featvis.cli.commands import LIMITS
+    from featvis.cli.parser import bounds
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     table = readme[readme.index("| option | bound |"):]
-    for option, (low, high) in LIMITS.items():
+    for option, (low, high) in bounds().items():
         assert re.search(rf"\| `{option}` \| {low:,}\.\.{high:,}", table), option
 
 

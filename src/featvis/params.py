@@ -71,6 +71,10 @@ class Interval(Constraint):
     low_open: bool = False
     none: bool = False
 
+    @property
+    def metavar(self) -> str:                       # type: ignore[override]
+        return "N" if self.kind is int else "X"
+
     def expected(self) -> str:
         if self.kind is int:
             if self.high is not None:

@@ -378,8 +378,8 @@ DECLARED = {
                  "maximization's norm (default: a DBN's input norm, else the mean norm of "
                  "the inputs)"),
     "bounds": Param(Pair(words=("data",), none_word="none", none=True), "data",
-                    "keep maximization's pixels in LO..HI (data: the inputs' range; none: "
-                    "the sphere alone)"),
+                    "keep maximization's pixels in LO..HI, the inputs' range (data) or none "
+                    "(the sphere alone)"),
     "steps": Param(Interval(int, 1, 100_000), 300, "maximization steps"),
     "restarts": Param(Interval(int, 1, 1000), 9, "maximization restarts"),
     "transforms": Param(Options(("standard",), none=True), None,

@@ -31,8 +31,9 @@ import torch
 from .._version import __version__
 from ..figures import SUSPECT, distinctness, example_distinctness
 from ..io.fingerprint import data_fingerprint, model_fingerprint
-from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Replacement, RunBuilder,
-                            RunFolderError, build_run, layer_folder, load_evaluation,
+from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Flag, Image, Layer, Panel,
+                            Replacement, RunBuilder, RunFolderError, Section, Summary,
+                            UnitRecord, build_run, layer_folder, load_evaluation,
                             plan_replacement)
 from ..io.safejson import json_float
 from ..methods import SANITY, Method, TopExamples, registered
@@ -87,6 +88,18 @@ class VisualizeSettings:
     spatial: str = "positive"         # maximization's reduction of a channel's map
     snapshots: tuple[int, ...] = ()   # maximization steps shown along the way
     options: Mapping[str, Any] = field(default_factory=dict)   # plugins' parameters
+
+    @staticmethod
+    def declared(methods: Sequence[Method] | None = None) -> dict[str, tuple[Param, list[str]]]:
+        """Every declared parameter of a run by name: the run's own (:data:`SETTINGS`) and
+        those of ``methods`` (default: every registered method), each with the names of the
+        methods that take it (the first method's declaration of a shared name)."""
+        declared: dict[str, tuple[Param, list[str]]] = {
+            name: (param, []) for name, param in SETTINGS.items()}
+        for m in registered().values() if methods is None else methods:
+            for name, param in m.params.items():
+                declared.setdefault(name, (param, []))[1].append(m.name)
+        return declared
 
     def chosen(self) -> list[Method]:
         """The methods to run, in registry order (a ValueError for an unknown one)."""
@@ -169,15 +182,15 @@ class LayerPage:
     method: Method | None = None                   # the method drawing now
     params: dict[str, Any] = field(default_factory=dict)
     folder: str = ""
-    sections: list[dict] = field(default_factory=list)
-    details: list[dict] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    details: list[UnitRecord] = field(default_factory=list)
     figures: dict[str, dict[str, float | None]] = field(default_factory=dict)
     pictures: dict[str, torch.Tensor] = field(default_factory=dict)   # for the figures
-    flags: list[dict] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.folder = layer_folder(self.key)
-        self.details = [{"unit": i, "files": {}, "panels": []} for i in self.units]
+        self.details = [UnitRecord(unit=i, files={}, panels=[]) for i in self.units]
 
     def tile(self, pictures: torch.Tensor, **kwargs: Any):
         """:func:`featvis.report.render.tile` at the run's upscale."""
@@ -187,7 +200,7 @@ class LayerPage:
         """Pictures framed by the sign of their weights, ``cols`` a row."""
         return signed_border_grid(pictures, weights, cols=cols, upscale=self.upscale)
 
-    def detail(self, j: int) -> dict:
+    def detail(self, j: int) -> UnitRecord:
         """The record of the ``j``-th shown unit in ``summary.json``."""
         return self.details[j]
 
@@ -197,8 +210,8 @@ class LayerPage:
 
     def flag(self, label: str, value: float, explanation: str) -> None:
         """A figure that says the method's pictures may not show the model."""
-        self.flags.append({"method": self.method.name, "figure": label,
-                           "value": json_float(value), "explanation": explanation})
+        self.flags.append(Flag(method=self.method.name, figure=label, value=json_float(value),
+                               explanation=explanation))
 
     def keep(self, pictures: torch.Tensor) -> None:
         """The method's pictures, for the distinctness and agreement figures."""
@@ -214,8 +227,8 @@ class LayerPage:
         method draws several)."""
         m = self.method
         file = self.png(name or m.name, array)
-        self.sections.append({"method": m.name, "title": m.title, "legend": m.legend,
-                              "file": file, "caption": caption})
+        self.sections.append(Section(method=m.name, title=m.title, legend=m.legend, file=file,
+                                     caption=caption))
 
     def panel(self, j: int, pictures: Sequence[tuple], facts: Sequence = ()) -> None:
         """The ``j``-th unit's panel: ``pictures`` of ``(name, array, caption, style)``,
@@ -224,10 +237,10 @@ class LayerPage:
         for name, array, caption, style in pictures:
             file = self.png(name, array, j)
             self.details[j]["files"][name] = file
-            images.append({"file": file, "caption": caption, "alt": f"{m.title}: {name}",
-                           "style": style})
-        self.details[j]["panels"].append({"method": m.name, "title": m.title,
-                                          "images": images, "facts": [list(f) for f in facts]})
+            images.append(Image(file=file, caption=caption, alt=f"{m.title}: {name}",
+                                style=style))
+        self.details[j]["panels"].append(Panel(method=m.name, title=m.title, images=images,
+                                               facts=[list(f) for f in facts]))
 
 
 def write_pictures(page: LayerPage, result: Any) -> None:
@@ -312,7 +325,7 @@ _SURVIVES_INDICES = ("the same inputs are chosen when the weights are re-drawn a
 def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
            images: torch.Tensor, show, examples: TopExamples | None, progress: bool,
            model_images: torch.Tensor, labels: torch.Tensor | None,
-           ctx: distributed.Context) -> dict | None:
+           ctx: distributed.Context) -> Layer | None:
     """The layer's entry of ``summary.json`` (its pictures written by ``run``); on a rank
     other than 0 only its share of the split methods, and ``None``."""
     info = seam.layer(key)
@@ -348,16 +361,16 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
             detail.setdefault("agreement", {})[pair] = json_float(cosine[j].item())
     if agreement:
         for detail in page.details:
-            detail["panels"].append({"method": "agreement", "title": "Agreement between methods",
-                                     "images": [], "facts": [[pair.replace("~", " ~ "), value]
-                                                             for pair, value in
-                                                             detail["agreement"].items()]})
-    return {"layer": key, "name": f"layer {key}", "folder": page.folder, "type": info.type,
-            "n_units": info.units, "unit_shape": list(info.unit_shape), "units": units,
-            "methods": [m.name for m in ran], "unavailable": unavailable,
-            "sections": page.sections,
-            "files": {sec["method"]: sec["file"] for sec in page.sections},
-            "figures": page.figures, "flags": page.flags, "unit_details": page.details}
+            detail["panels"].append(Panel(
+                method="agreement", title="Agreement between methods", images=[],
+                facts=[[pair.replace("~", " ~ "), value]
+                       for pair, value in detail["agreement"].items()]))
+    return Layer(layer=key, name=f"layer {key}", folder=page.folder, type=info.type,
+                 n_units=info.units, unit_shape=list(info.unit_shape), units=units,
+                 methods=[m.name for m in ran], unavailable=unavailable,
+                 sections=page.sections,
+                 files={sec["method"]: sec["file"] for sec in page.sections},
+                 figures=page.figures, flags=page.flags, unit_details=page.details)
 
 
 def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
@@ -390,7 +403,7 @@ def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | o
               model_path: str | os.PathLike | None = None,
               save_model_as: str | None = None, force: bool = False, gallery: bool = True,
               progress: bool = True, ctx: distributed.Context | None = None,
-              examples: dict[Key, TopExamples] | None = None) -> dict | None:
+              examples: dict[Key, TopExamples] | None = None) -> Summary | None:
     """Compute every chosen method for every chosen layer of ``model`` and write the run
     folder ``out``, with its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
@@ -456,19 +469,19 @@ def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | o
         distributed.barrier(ctx)     # every rank done: only now may rank 0 publish
         if not ctx.is_main:
             return None
-        summary = {
-            "format": RUN_FORMAT,
-            "featvis_version": __version__,
-            "model_sha256": fingerprint,
-            "trained_layers": described.pop("trained_layers"),
-            "model": described | {
+        summary = Summary(
+            format=RUN_FORMAT,
+            featvis_version=__version__,
+            model_sha256=fingerprint,
+            trained_layers=described.pop("trained_layers"),
+            model=described | {
                 "path": save_model_as or (None if model_path is None else str(model_path)),
                 "normalize": None if normalization is None else {
                     "mean": normalization.mean.tolist(), "std": normalization.std.tolist()}},
-            "settings": s.record(),
-            "sanity_settings": SANITY if s.figures else None,
-            "layers": layers,
-        }
+            settings=s.record(),
+            sanity_settings=SANITY if s.figures else None,
+            layers=layers,
+        )
         run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
         if save_model_as is not None:
             run.write(save_model_as, encode_model(model))

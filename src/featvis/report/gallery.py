@@ -14,10 +14,10 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import quote
 
-from ..io.runfolder import RunFolderError, load_evaluation, load_summary, recover, write_into_run
+from ..io.runfolder import (Evaluation, EvaluationLayer, Layer, Panel, RunFolderError, Summary,
+                           load_evaluation, load_summary, recover, write_into_run)
 from .templates import e, figure, number, page, table
 
 __all__ = ["ReportError", "gallery_files", "build_gallery", "INDEX"]
@@ -27,7 +27,7 @@ CURVES = "training.png"
 ReportError = RunFolderError          # the name this error had before featvis.run/2
 
 
-def _evaluation_rows(rows: list[dict]) -> str:
+def _evaluation_rows(rows: list[EvaluationLayer]) -> str:
     body = "".join(
         f"<tr><td>{e(r.get('name'))}</td><td>{number(r.get('reconstruction_error'))}</td>"
         f"<td>{number(None if r.get('probe_accuracy') is None else 100 * r['probe_accuracy'], 2)}"
@@ -36,7 +36,7 @@ def _evaluation_rows(rows: list[dict]) -> str:
             f"<th>Linear-probe test accuracy</th></tr>{body}</table>")
 
 
-def _evaluation_card(evaluation: dict) -> str:
+def _evaluation_card(evaluation: Evaluation) -> str:
     rbm1 = evaluation["rbm1"]
     lines = [("Pseudo-log-likelihood, RBM 1 (test, per case)",
               number(rbm1.get("pseudo_likelihood"), 2))]
@@ -51,7 +51,7 @@ def _evaluation_card(evaluation: dict) -> str:
             f"{_evaluation_rows(evaluation['layers'])}{table(lines)}</section>")
 
 
-def _curves_png(summary: dict) -> bytes | None:
+def _curves_png(summary: Summary) -> bytes | None:
     """Reconstruction error per epoch per layer, drawn with matplotlib (None without history)."""
     history = summary["model"].get("history") or []
     if not any(history):
@@ -106,7 +106,7 @@ def _model_table(model: dict) -> str:
     return table(rows)
 
 
-def _figures_table(layer: dict) -> str:
+def _figures_table(layer: Layer) -> str:
     """The layer's figures, grouped by method, and the flags raised on them."""
     titles = {s["method"]: s["title"] for s in layer["sections"]}
     rows = [(f"{e(titles.get(method, method.capitalize()))}: {e(label)}", _text(value))
@@ -118,7 +118,8 @@ def _figures_table(layer: dict) -> str:
     return flags + (table(rows) if rows else "")
 
 
-def _index_page(summary: dict, has_curves: bool, evaluation: dict | None) -> str:
+def _index_page(summary: Summary, has_curves: bool, evaluation: Evaluation | None
+                ) -> str:
     rows = []
     for layer in summary["layers"]:
         href = _url(f"{layer['folder']}/{INDEX}", 0)
@@ -148,7 +149,7 @@ def _index_page(summary: dict, has_curves: bool, evaluation: dict | None) -> str
     return page("featvis gallery", body, [(f"./{INDEX}", "gallery")])
 
 
-def _layer_page(layer: dict, evaluation: dict | None) -> str:
+def _layer_page(layer: Layer, evaluation: Evaluation | None) -> str:
     model_rows = [r for r in (evaluation or {}).get("layers", [])
                   if r.get("layer") == layer["layer"]]
     sections = "".join(
@@ -169,7 +170,7 @@ def _layer_page(layer: dict, evaluation: dict | None) -> str:
                 [(f"../{INDEX}", "gallery"), (f"./{INDEX}", layer["name"])])
 
 
-def _panel(panel: dict) -> str:
+def _panel(panel: Panel) -> str:
     images = "".join(figure(_url(image["file"], 3), e(image["caption"]), image["alt"],
                             image["style"]) for image in panel["images"])
     facts = table((e(label), _text(value)) for label, value in panel["facts"]) \
@@ -177,7 +178,7 @@ def _panel(panel: dict) -> str:
     return f'<section class="card"><h2>{e(panel["title"])}</h2>{images}{facts}</section>'
 
 
-def _unit_page(layer: dict, position: int) -> str:
+def _unit_page(layer: Layer, position: int) -> str:
     details = layer["unit_details"]
     i = details[position]["unit"]
     pager = [f'<a href="../../{INDEX}">back to {e(layer["name"])}</a>']
@@ -194,7 +195,7 @@ def _unit_page(layer: dict, position: int) -> str:
                  (f"./{INDEX}", f"unit {i}")])
 
 
-def gallery_files(run_dir: str | os.PathLike, evaluation: Mapping | None = None
+def gallery_files(run_dir: str | os.PathLike, evaluation: Evaluation | None = None
                   ) -> dict[str, bytes]:
     """The gallery of ``run_dir`` (relative path -> bytes), built from its ``summary.json``
     and ``evaluation`` (default: its ``evaluation.json``, if any); writes nothing."""

@@ -1,11 +1,5 @@
-"""Run folders: their format (``summary.json``, ``evaluation.json``, layer folders,
-``manifest.json``), how to load and validate them, and the one rule that keeps what a user
-owns: featvis replaces or updates only what it wrote itself.
-
-Format ``featvis.run/2``: ``summary.json`` describes the model, the settings and, per layer,
-its key, folder, units, figures, the overview ``sections`` and per unit the ``panels`` the
-gallery draws (titles, legends and captions are plain text). Layer folders are the key
-sanitized plus a short hash of it, so ``a.b`` and ``a_b`` never collide.
+"""Run folders' ownership: the one rule that keeps what a user owns, featvis replaces or
+updates only what it wrote itself.
 
 A run folder carries ``manifest.json``: a format id and, for every file featvis wrote in it,
 the file's size and sha256. An entry of a folder is featvis's *own* when it is a regular file
@@ -24,169 +18,31 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from ..errors import FeatvisError
-from .fileio import (atomic_write_bytes, claim, clear_stale, remove_temporary, stale_temporary,
-                     write_new)
-from .safejson import loads as parse_json
+from ...errors import FeatvisError
+from ..fileio import (atomic_write_bytes, claim, clear_stale, remove_temporary, stale_temporary,
+                      write_new)
+from ..safejson import loads as parse_json
+from .schema import (EVALUATION, LEGACY_RUN_FORMATS, MAX_JSON_BYTES, SUMMARY, check_segments,
+                     is_index)
 
-__all__ = ["RUN_FORMAT", "LEGACY_RUN_FORMATS", "SUMMARY", "EVALUATION", "EVALUATION_FORMAT",
-           "RunFolderError", "layer_folder", "load_summary", "load_evaluation",
-           "MANIFEST", "MANIFEST_FORMAT", "OwnershipError", "FolderContents", "check_segments",
-           "inspect_folder", "Replacement", "plan_replacement", "RunBuilder", "build_run",
-           "check_run_targets", "write_into_run", "recover", "path_inside"]
+__all__ = ["MANIFEST", "MANIFEST_FORMAT", "OwnershipError", "FolderContents", "inspect_folder",
+           "Replacement", "plan_replacement", "RunBuilder", "build_run", "check_run_targets",
+           "write_into_run", "recover", "path_inside"]
 
-RUN_FORMAT = "featvis.run/2"
-LEGACY_RUN_FORMATS = ("featvis.run/1",)
-SUMMARY = "summary.json"
-EVALUATION = "evaluation.json"          # written by `featvis evaluate --run`, optional
-EVALUATION_FORMAT = "featvis.evaluation/1"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "featvis.manifest/1"
-_MAX_JSON_BYTES = 64 * 2**20            # far above any real summary; bounds the memory
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_MANIFEST_BYTES = 64 * 2**20
 _FORCE_HINT = "--force replaces featvis's own files and keeps the others"
 
 
 class OwnershipError(FeatvisError):
     """An output would replace or write through something featvis did not write."""
-
-
-class RunFolderError(FeatvisError):
-    """A run folder that cannot be read (missing, malformed or of an older format)."""
-
-
-def check_segments(rel: str) -> str:
-    """``rel`` if it is a relative path of segments (at most 128 characters) made of
-    letters, digits and ``._-`` (no ``.`` or ``..``, no ``:``): the only paths featvis
-    writes or links to in a run."""
-    parts = rel.split("/") if isinstance(rel, str) else []
-    if not parts or any(not _SEGMENT.match(p) or p in (".", "..") for p in parts):
-        raise ValueError(f"{rel!r} is not a plain relative path (letters, digits, '._-')")
-    return rel
-
-
-def layer_folder(key: int | str) -> str:
-    """The folder of a layer: ``layer`` + the key with anything but letters, digits and
-    ``_-`` made ``_``, + a short hash of the key itself (so different keys never collide)."""
-    text = str(key)
-    return f"layer{re.sub(r'[^A-Za-z0-9_-]', '_', text)[:40]}-" \
-           f"{hashlib.sha256(text.encode()).hexdigest()[:6]}"
-
-
-def _require(condition: bool, path: Path, problem: str) -> None:
-    if not condition:
-        raise RunFolderError(f"{path}: {problem}")
-
-
-def _read_json(path: Path) -> object:
-    _require(path.is_file() and not path.is_symlink(), path, "not a regular file")
-    _require(path.stat().st_size <= _MAX_JSON_BYTES, path,
-             f"larger than {_MAX_JSON_BYTES >> 20} MiB (not a featvis file)")
-    try:
-        return parse_json(path.read_bytes(), str(path))
-    except ValueError as exc:
-        raise RunFolderError(str(exc)) from None
-
-
-def _is_index(value: object) -> bool:
-    """A layer or unit number: a non-negative int (not a bool) of sane size."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9
-
-
-def _is_key(value: object) -> bool:
-    return _is_index(value) or (isinstance(value, str) and 0 < len(value) <= 1000)
-
-
-def _strings(value: object, keys: Iterable[str]) -> bool:
-    return isinstance(value, dict) and all(isinstance(value.get(k), str) for k in keys)
-
-
-def _checked_layer(layer: object, path: Path) -> list[str]:
-    """Check one layer entry of a summary; returns every file it names."""
-    ok = isinstance(layer, dict) and _is_key(layer.get("layer")) and _strings(
-        layer, ("name", "folder")) and isinstance(layer.get("units"), list) and all(
-        isinstance(layer.get(k), list) for k in ("methods", "sections", "unit_details")) \
-        and isinstance(layer.get("figures"), dict) and isinstance(layer.get("files"), dict) \
-        and all(isinstance(m, str) for m in layer["methods"]) \
-        and all(isinstance(f, dict) for f in layer["figures"].values()) \
-        and all(_strings(f, ("method", "figure", "explanation"))
-                for f in layer.get("flags") or [])
-    _require(ok, path, "malformed layer entry")
-    try:
-        check_segments(layer["folder"])
-    except ValueError as exc:
-        raise RunFolderError(f"{path}: layer folder {exc}") from None
-    names = list(layer["files"].values())
-    for section in layer["sections"]:
-        _require(_strings(section, ("method", "title", "legend", "file", "caption")), path,
-                 f"malformed section in layer {layer['layer']!r}")
-        names.append(section["file"])
-    for unit in layer["unit_details"]:
-        _require(isinstance(unit, dict) and _is_index(unit.get("unit"))
-                 and isinstance(unit.get("panels"), list), path,
-                 f"malformed unit entry in layer {layer['layer']!r}")
-        for panel in unit["panels"]:
-            _require(_strings(panel, ("method", "title")) and isinstance(
-                panel.get("images"), list) and isinstance(panel.get("facts"), list) and all(
-                _strings(image, ("file", "caption", "alt", "style")) for image in
-                panel["images"]) and all(isinstance(f, list) and len(f) == 2 and isinstance(
-                    f[0], str) for f in panel["facts"]), path,
-                f"malformed panel of unit {unit['unit']} in layer {layer['layer']!r}")
-            names.extend(image["file"] for image in panel["images"])
-    _require(all(isinstance(n, str) for n in names), path, "malformed file name")
-    return names
-
-
-def load_summary(run_dir: str | os.PathLike) -> dict:
-    """Read and check ``summary.json`` and every PNG it names; :class:`RunFolderError` if
-    the folder is broken or of an older format."""
-    run_dir = Path(run_dir)
-    path = run_dir / SUMMARY
-    _require(run_dir.is_dir(), run_dir, "not a folder")
-    _require(path.is_file(), path, "missing (not a featvis visualize output folder?)")
-    summary = _read_json(path)
-    found = summary.get("format") if isinstance(summary, dict) else None
-    _require(found not in LEGACY_RUN_FORMATS, path,
-             f"written by an older featvis ({found}); run 'featvis visualize' again to "
-             "rebuild this folder")
-    _require(found == RUN_FORMAT, path,
-             f"not a featvis run summary (format {RUN_FORMAT} expected)")
-    _require(isinstance(summary.get("model"), dict) and isinstance(summary.get("layers"), list)
-             and summary["layers"], path, "missing 'model' or 'layers'")
-    _require(summary.get("trained_layers") is None or _is_index(summary["trained_layers"]),
-             path, "malformed 'trained_layers'")
-    _require(isinstance(summary.get("model_sha256"), str), path, "missing 'model_sha256'")
-    for layer in summary["layers"]:
-        for name in _checked_layer(layer, path):
-            try:
-                check_segments(name)
-            except ValueError as exc:
-                raise RunFolderError(f"{path}: image path {exc}") from None
-            image = run_dir / name
-            _require(image.is_file() and not image.is_symlink(), image,
-                     "missing image named in summary.json")
-    return summary
-
-
-def load_evaluation(run_dir: str | os.PathLike) -> dict | None:
-    """The run's ``evaluation.json`` if there is one; :class:`RunFolderError` if broken."""
-    path = Path(run_dir) / EVALUATION
-    if not path.exists():
-        return None
-    evaluation = _read_json(path)
-    _require(isinstance(evaluation, dict) and evaluation.get("format") == EVALUATION_FORMAT
-             and isinstance(evaluation.get("layers"), list)
-             and isinstance(evaluation.get("rbm1"), dict), path,
-             f"not a featvis evaluation (format {EVALUATION_FORMAT} expected)")
-    return evaluation
 
 
 def _sha256(path: Path) -> str:
@@ -233,19 +89,19 @@ def _read_manifest(root: Path) -> dict[str, dict] | None:
 def _legacy_listing(root: Path) -> dict[str, dict] | None:
     """The files of a ``featvis.run/1`` folder written before manifests existed, by name:
     its summary, the pictures it names, the gallery and the evaluation. None otherwise."""
-    summary = _read_small_json(root / SUMMARY, _MAX_JSON_BYTES)
+    summary = _read_small_json(root / SUMMARY, MAX_JSON_BYTES)
     if not isinstance(summary, dict) or summary.get("format") not in LEGACY_RUN_FORMATS \
             or not isinstance(summary.get("layers"), list):
         return None
     names = {SUMMARY, "index.html", "training.png", EVALUATION}
     for layer in summary["layers"]:
-        if not isinstance(layer, dict) or not _is_index(layer.get("layer")):
+        if not isinstance(layer, dict) or not is_index(layer.get("layer")):
             return None
         folder = f"layer{layer['layer']}"
         names.add(f"{folder}/index.html")
         names.update(v for v in (layer.get("files") or {}).values() if isinstance(v, str))
         for unit in layer.get("unit_details") or []:
-            if isinstance(unit, dict) and _is_index(unit.get("unit")):
+            if isinstance(unit, dict) and is_index(unit.get("unit")):
                 names.add(f"{folder}/units/{unit['unit']}/index.html")
                 names.update(v for v in (unit.get("files") or {}).values()
                              if isinstance(v, str))

@@ -299,7 +299,7 @@ def test_visualize_refuses_to_delete_a_model_featvis_saved(capsys, tmp_path, sma
 
 
 def test_an_interrupted_update_leaves_only_featvis_files(run, monkeypatch):
-    import featvis.io.runfolder as runfolder
+    import featvis.io.runfolder.manifest as runfolder
 
     writes = []
     real = runfolder.atomic_write_bytes
@@ -446,7 +446,7 @@ def test_a_replaced_folder_loses_only_featvis_own_files(tmp_path):
     files of the recorded size, and files carried into the new folder; a symlink or a
     changed file put where a listed file was, and any foreign file, stay (kept beside the
     target), and no symlink is followed."""
-    from featvis.io.runfolder import _discard_aside
+    from featvis.io.runfolder.manifest import _discard_aside
 
     user = tmp_path / "thesis.tex"
     user.write_text("years of work")
