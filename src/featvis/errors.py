@@ -2,8 +2,7 @@
 and the argument checks the public functions share."""
 
 import contextlib
-import math
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Iterator
 
 
@@ -53,33 +52,6 @@ def is_int(value: object) -> bool:
     """Whether ``value`` is an integer, Python's or numpy's, and not a bool (which ``int()``
     and ``Integral`` would both let through)."""
     return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def check_int(name: str, value: object, minimum: int | None = 1) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum`` (any integer
-    for ``minimum=None``), else a ``ValueError`` naming ``name``."""
-    if not is_int(value) or (minimum is not None and value < minimum):
-        expected = ("an integer" if minimum is None else
-                    "a positive integer" if minimum == 1 else f"an integer >= {minimum}")
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return int(value)
-
-
-def check_float(name: str, value: object, low: float = 0.0, high: float = math.inf, *,
-                low_inclusive: bool = False) -> float:
-    """``value`` as a ``float`` if it is a real number (not a bool) with ``low < value <
-    high`` (``low <= value`` if ``low_inclusive``), else a ``ValueError`` naming ``name``.
-
-    The default asks for a finite positive number: NaN and infinity are always refused, as
-    they would silently turn every result into NaN.
-    """
-    if (isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value)
-            or not (low <= value if low_inclusive else low < value) or not value < high):
-        relation = ">=" if low_inclusive else ">"
-        expected = (f"a finite number {relation} {low:g}" if high == math.inf else
-                    f"a number in {'[' if low_inclusive else '('}{low:g}, {high:g})")
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return float(value)
 
 
 def first_line(exc: BaseException) -> str:

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .errors import check_float, check_int
+from .params import check_float, check_int
 
 __all__ = ["distinctness", "example_distinctness", "centred_cosine", "jaccard_overlap",
            "Purity", "class_purity", "locality", "random_locality", "GaborFit", "GABOR_COLUMNS",

@@ -13,12 +13,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
-__all__ = ["Interval", "Options", "Pair", "Steps", "Param", "Constraint"]
+__all__ = ["Interval", "Options", "Boolean", "Pair", "Steps", "Param", "Constraint", "validated",
+           "check_int", "check_float", "POSITIVE", "COUNT", "SEED", "RATE", "WEIGHT", "SHARE"]
 
 
 class Constraint:
@@ -62,37 +65,46 @@ _INVALID = object()
 
 @dataclass(frozen=True)
 class Interval(Constraint):
-    """Integers (``kind=int``) or finite reals (``float``) in ``low..high`` (``high=None``:
-    no upper bound); ``low_open``: ``low`` itself is refused."""
+    """Integers (``kind=int``, never a bool) or finite reals (``float``) from ``low`` to
+    ``high`` (``None``: unbounded on that side); ``low_open`` / ``high_open``: that bound
+    itself is refused."""
 
     kind: type
-    low: float
+    low: float | None
     high: float | None = None
     low_open: bool = False
     none: bool = False
+    high_open: bool = False
 
     @property
     def metavar(self) -> str:                       # type: ignore[override]
         return "N" if self.kind is int else "X"
 
     def expected(self) -> str:
+        low, high = self.low, self.high
         if self.kind is int:
-            if self.high is not None:
-                return f"an integer in {self.low:,}..{self.high:,}"
-            return "a positive integer" if self.low == 1 else f"an integer >= {self.low}"
-        relation = ">" if self.low_open else ">="
-        if self.high is None:
-            return f"a finite number {relation} {self.low:g}"
-        return f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+            if low is None:
+                return "an integer" if high is None else f"an integer <= {high:,}"
+            if high is not None:
+                return f"an integer in {low:,}..{high:,}"
+            return "a positive integer" if low == 1 else f"an integer >= {low}"
+        if high is None:
+            if low is None:
+                return "a finite number"
+            return f"a finite number {'>' if self.low_open else '>='} {low:g}"
+        return (f"a number in {'(' if self.low_open else '['}{low:g}, {high:g}"
+                f"{')' if self.high_open else ']'}")
 
     def accepts(self, value: object) -> bool:
         if isinstance(value, bool) or not isinstance(value, Integral if self.kind is int
                                                      else Real):
             return False
-        if not math.isfinite(value) or (value <= self.low if self.low_open
-                                        else value < self.low):
+        if not math.isfinite(value):
             return False
-        return self.high is None or value <= self.high
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open
+                                     else value <= self.high)
 
     def convert(self, text: str) -> object:
         return int(text) if self.kind is int else float(text)
@@ -120,6 +132,22 @@ class Options(Constraint):
 
     def convert(self, text: str) -> object:
         return text
+
+
+@dataclass(frozen=True)
+class Boolean(Constraint):
+    """``True`` or ``False`` (never 0, 1 or a string)."""
+
+    none: bool = False
+
+    def expected(self) -> str:
+        return "True or False"
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, bool)
+
+    def convert(self, text: str) -> object:
+        return {"true": True, "false": False}.get(text.lower(), text)
 
 
 @dataclass(frozen=True)
@@ -206,3 +234,65 @@ class Param:
         """``value`` checked (and normalized: an int, a float, a tuple), else a ValueError
         naming ``name``."""
         return self.constraint.check(name, value)
+
+
+def check_int(name: str, value: object, minimum: int | None = 1) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum`` (any integer
+    for ``minimum=None``), else a ``ValueError`` naming ``name``: the shorthand of
+    ``Interval(int, minimum).check``."""
+    return Interval(int, minimum).check(name, value)
+
+
+def check_float(name: str, value: object, low: float = 0.0, high: float = math.inf, *,
+                low_inclusive: bool = False) -> float:
+    """``value`` as a ``float`` if it is a finite real (not a bool) with ``low < value <
+    high`` (``low <= value`` if ``low_inclusive``), else a ``ValueError`` naming ``name``:
+    the shorthand of an open-ended :class:`Interval`. NaN and infinity are always refused,
+    as they would silently turn every result into NaN."""
+    return Interval(float, low, None if high == math.inf else high,
+                    low_open=not low_inclusive, high_open=True).check(name, value)
+
+
+# The constraints the API's functions share (the command line's options add upper bounds).
+POSITIVE = Interval(int, 1)                                   # a count of at least one
+COUNT = Interval(int, 0)                                      # a count, zero allowed
+SEED = Interval(int, None)                                    # any integer
+RATE = Interval(float, 0.0, low_open=True)                    # a step size, a norm: > 0
+WEIGHT = Interval(float, 0.0)                                 # a penalty's weight: >= 0
+SHARE = Interval(float, 0.0, 1.0, high_open=True)             # a fraction below one
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def validated(**declared: Constraint | Param) -> Callable[[_F], _F]:
+    """Check the arguments a call passes to the decorated function against their
+    declarations and pass them on normalized (an ``int``, a ``float``, a tuple): the
+    functions' counterpart of :meth:`Param.validate` (scikit-learn's ``validate_params``).
+    Defaults are the function's own and are not re-checked.
+
+    Example:
+        >>> @validated(steps=POSITIVE)
+        ... def run(steps=10):
+        ...     return steps
+        >>> run(steps=0)
+        Traceback (most recent call last):
+        ValueError: steps must be a positive integer, got 0
+    """
+    constraints = {name: d.constraint if isinstance(d, Param) else d
+                   for name, d in declared.items()}
+
+    def decorate(function: _F) -> _F:
+        signature = inspect.signature(function)
+        unknown = sorted(constraints.keys() - signature.parameters.keys())
+        if unknown:
+            raise TypeError(f"{function.__qualname__} has no parameter {unknown[0]!r}")
+
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            for name, value in bound.arguments.items():
+                if name in constraints:
+                    bound.arguments[name] = constraints[name].check(name, value)
+            return function(*bound.args, **bound.kwargs)
+        return checked                                    # type: ignore[return-value]
+    return decorate

@@ -12,7 +12,8 @@ from typing import BinaryIO, NoReturn
 
 import numpy as np
 
-from ..errors import DataError, check_int
+from ..errors import DataError
+from ..params import check_int
 
 
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/).

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import DataError, check_int, is_int
+from ..errors import DataError, is_int
+from ..params import check_int
 from .idx import MAX_IDX_BYTES
 
 

@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from .images import MAX_PIXELS, check_pixels, decode_into, file_mode, list_images, read_header
-from ..errors import DataError, FeatvisError, check_float, check_int
+from ..errors import DataError, FeatvisError
+from ..params import check_float, check_int
 from .whitening import F0, ZCA, Whitening, one_over_f_whiten
 
 

@@ -6,7 +6,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import DataError, check_int
+from ..errors import DataError
+from ..params import check_int
 
 
 def parse_normalize(text: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:

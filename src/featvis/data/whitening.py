@@ -18,7 +18,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, DataError, check_float
+from ..errors import CheckpointError, DataError
+from ..params import check_float
 
 
 __all__ = ["one_over_f_whiten", "one_over_f_unwhiten", "ZCA", "Whitening", "F0", "KINDS"]

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..params import Options, validated
 from ..seam import Key, Probe, probe
 from ..units import Units, resolve_units
 from .registry import Method, Page
@@ -45,6 +46,7 @@ def _sparsify(weight: torch.Tensor, top: int | None, rank_by: str) -> torch.Tens
     return torch.zeros_like(weight).scatter_(1, keep, weight.gather(1, keep))
 
 
+@validated(rank_by=Options(RANKINGS))
 def linear_combination(model: nn.Module | Probe, layer: Key, top: int | None = 10,
                        rank_by: str = "value", units: Units = None, *,
                        input_shape: tuple[int, ...] | None = None,
@@ -57,8 +59,6 @@ def linear_combination(model: nn.Module | Probe, layer: Key, top: int | None = 1
     needed for a module other than a DBN.
     """
     top = renamed_top(top, k, 10)
-    if rank_by not in RANKINGS:
-        raise ValueError(f"rank_by must be one of {RANKINGS}, got {rank_by!r}")
     seam = probe(model, input_shape)
     own = seam.bases(layer)
     if own is not None:

@@ -28,7 +28,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..data.tensors import check_inputs
-from ..errors import DataError, check_int
+from ..errors import DataError
+from ..params import POSITIVE, Options, validated
 from ..seam import Key, Probe, UnsupportedError, affine, probe
 from ..seam.hooks import eval_mode, run_forward
 from ..units import Units
@@ -231,6 +232,7 @@ def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
     return torch.where(inside[:, None], picked.permute(0, 3, 1, 2), 0)
 
 
+@validated(rule=Options(RULES), batch_size=POSITIVE)
 def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units: Units = None,
               k: int = 9, rule: str = "deconvnet", batch_size: int = 64, *,
               examples: TopExamples | None = None) -> Projections:
@@ -248,9 +250,6 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
         >>> p = deconvnet(cnn, images, "features.3", k=9)       # doctest: +SKIP
         >>> p.projections.shape, p.crops.shape                  # (C, 9, 1, 28, 28), ...
     """
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    check_int("batch_size", batch_size)
     images = check_inputs(images)
     if images.dim() != 4:
         raise DataError(f"images: expected pictures (N, C, H, W), got shape "

@@ -21,10 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.tensors import check_inputs, iter_batches
-from ..errors import check_int
+from ..params import POSITIVE, Interval, Param, validated
 from ..figures import class_purity
 from ..io.safejson import json_float
-from ..params import Interval, Param
 from ..seam import Key, Probe, probe
 from ..units import Units, resolve_units
 from .registry import SANITY, Method, Page
@@ -104,6 +103,7 @@ def top_examples(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch
     return next(iter(results.values())) if single else results
 
 
+@validated(k=POSITIVE, batch_size=POSITIVE)
 def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor],
          layers: Sequence[Key], k: int = 9, units: Units | Mapping[Key, Units] = None,
          batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1)
@@ -115,8 +115,6 @@ def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor]
     keys = list(layers)
     if not keys:
         raise ValueError("layer: no layers given")
-    check_int("k", k)
-    check_int("batch_size", batch_size)
     index, count = share
     whole = count == 1
     if isinstance(images, torch.Tensor) and images.shape[0] < k:

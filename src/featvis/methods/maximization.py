@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.tensors import picture_shape
-from ..errors import check_float, check_int
+from ..params import (POSITIVE, RATE, SEED, WEIGHT, Interval, Options, Pair, Param, Steps,
+                      check_float, check_int, validated)
 from ..figures import FLAT
 from ..io.safejson import json_float
-from ..params import Interval, Options, Pair, Param, Steps
 from ..seam import SPATIAL, Key, Probe, probe
 from ..units import Units, resolve_units, unit_generator
 from .input_gradients import OneChannelConvolutions
@@ -165,6 +165,9 @@ def _two_metric(grad: torch.Tensor, x: torch.Tensor,
     return _tangent(d, normal) if rho is not None else d
 
 
+@validated(rho=Interval(float, 0.0, low_open=True, none=True), steps=POSITIVE, lr=RATE,
+           restarts=POSITIVE, seed=SEED, spatial=Options(SPATIAL),
+           optimizer=Options(OPTIMIZERS), l2=WEIGHT, tv=WEIGHT, diversity=WEIGHT)
 def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: float | None = None,
              steps: int = 300, lr: float = 0.05, restarts: int = 9, seed: int = 0,
              progress: bool = False, *, bounds: tuple[float, float] | None = None,
@@ -228,18 +231,6 @@ def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: flo
         if rho is None:
             raise ValueError("maximize needs a constraint: pass rho= (e.g. the mean L2 norm of "
                              "the training inputs) or bounds=(lo, hi)")
-    if rho is not None:
-        rho = check_float("rho", rho)
-    lr = check_float("lr", lr)
-    l2, tv, diversity = (check_float(name, value, low_inclusive=True) for name, value in
-                         (("l2", l2), ("tv", tv), ("diversity", diversity)))
-    check_int("steps", steps)
-    check_int("restarts", restarts)
-    seed = check_int("seed", seed, minimum=None)
-    if spatial not in SPATIAL:
-        raise ValueError(f"spatial must be one of {SPATIAL}, got {spatial!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if param not in PARAMS:
         raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
     chain = _transforms(transforms)

@@ -13,10 +13,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import check_int
+from ..params import COUNT, POSITIVE, SEED, Interval, Options, Param, validated
 from ..figures import FLAT, SUSPECT
 from ..models.dbn_sampling import VARIANTS
-from ..params import Interval, Options, Param
 from ..seam import Key, Probe, probe
 from ..units import Units, resolve_units
 from .registry import SANITY, Method, Page
@@ -36,6 +35,8 @@ class UnitSamples:
     contrast: torch.Tensor
 
 
+@validated(n_samples=POSITIVE, variant=Options(VARIANTS), n_chains=POSITIVE, burn_in=COUNT,
+           interval=POSITIVE, seed=SEED)
 def sample_unit(model: nn.Module | Probe, layer: Key, units: Units = None, n_samples: int = 100,
                 variant: str = "one-hot", n_chains: int = 10, burn_in: int = 1000,
                 interval: int = 10, seed: int = 0, progress: bool = False) -> UnitSamples:
@@ -49,13 +50,6 @@ def sample_unit(model: nn.Module | Probe, layer: Key, units: Units = None, n_sam
     seam.generative()                     # refuses a model with no p(x | h)
     info = seam.layer(layer)
     layer = info.name
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    for name, value in (("n_samples", n_samples), ("n_chains", n_chains),
-                        ("interval", interval)):
-        check_int(name, value)
-    check_int("burn_in", burn_in, minimum=0)
-    seed = check_int("seed", seed, minimum=None)
     units = resolve_units(units, info.units, seam.device)
     with torch.no_grad():
         samples, contrast = seam.sample(layer, units, n_samples, seed, variant,

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..errors import check_int
-from ..params import Interval, Param
+from ..params import Interval, Param, check_int
 from ..seam import Key
 
 __all__ = ["TOP", "check_top", "renamed_top"]

@@ -34,7 +34,8 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from .._version import __version__
-from ..errors import CheckpointError, DataError, check_int, first_line, is_int
+from ..errors import CheckpointError, DataError, first_line, is_int
+from ..params import check_int
 from ..io.fileio import atomic_write_bytes
 from ..io.safetensors_file import featvis_metadata, read_safetensors
 

@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 
 from ..data.tensors import check_inputs
 from ..devices import check_device
-from ..errors import CheckpointError, DataError, check_float, check_int, is_int
+from ..errors import CheckpointError, DataError, is_int
+from ..params import check_float, check_int
 from .training import batch_order
 from .codec import read_model, save_model
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..data.tensors import check_images
-from ..errors import check_int, is_int
+from ..errors import is_int
+from ..params import check_int
 from .training import TrainingRecipe, batch_order, fit_rbm, replay_last_epoch
 from ..data.whitening import Whitening
 from .codec import read_dbn, save_dbn

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.tensors import check_images, iter_batches
-from ..errors import FeatvisError, check_int
+from ..errors import FeatvisError
+from ..params import check_int
 from .dbn import DBN
 from .rbm import RBM, bernoulli
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_float, check_int
+from ..params import check_float, check_int
 from .training import VISIBLE_KINDS, TrainingRecipe, fit_rbm
 
 __all__ = ["RBM", "VisibleUnits"]

@@ -34,12 +34,23 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.tensors import check_images
-from ..errors import TrainingDivergedError, check_float, check_int
+from ..errors import TrainingDivergedError
+from ..params import POSITIVE, RATE, SEED, SHARE, WEIGHT, Boolean, Interval, Options
 
 __all__ = ["TrainingRecipe", "LastEpoch", "RBMLike", "batch_order", "check_snapshot",
            "fit_rbm", "replay_last_epoch", "VISIBLE_KINDS"]
 
 NEXT_LAYER_DATA = ("last_epoch", "final")
+# What each field of a TrainingRecipe may hold (``layers`` is checked recipe by recipe).
+RECIPE_FIELDS = {
+    "epochs": POSITIVE, "batch_size": POSITIVE,
+    "lr": RATE, "momentum": SHARE, "final_momentum": SHARE, "momentum_switch": POSITIVE,
+    "weight_decay": WEIGHT, "cd_steps": POSITIVE, "persistent": Boolean(),
+    "sparsity_target": Interval(float, 0.0, 1.0, low_open=True, high_open=True, none=True),
+    "sparsity_cost": WEIGHT, "reshuffle": Boolean(), "next_layer_data": Options(NEXT_LAYER_DATA),
+    "seed": SEED, "sigma": Interval(float, 0.0, low_open=True, none=True),
+    "sigma_decay": RATE, "sigma_floor": RATE,      # sigma_decay: also at most 1
+}
 VISIBLE_KINDS = ("binary", "gaussian")   # an RBM's visible units (see featvis.RBM)
 # What TrainingRecipe.layers may set per RBM; the others are the whole DBN's.
 LAYER_FIELDS = ("epochs", "batch_size", "lr", "momentum", "final_momentum", "momentum_switch",
@@ -180,30 +191,11 @@ class TrainingRecipe:
         """Check every field up front (a bad value would otherwise fail mid-training) and
         store numbers as plain ``int`` / ``float`` (saved as JSON)."""
         self._check_layers()
-        checked = {name: check_int(name, getattr(self, name))
-                   for name in ("epochs", "batch_size", "cd_steps", "momentum_switch")}
-        checked["seed"] = check_int("seed", self.seed, minimum=None)
-        checked["lr"] = check_float("lr", self.lr)
-        for name in ("momentum", "final_momentum"):
-            checked[name] = check_float(name, getattr(self, name), 0.0, 1.0, low_inclusive=True)
-        for name in ("weight_decay", "sparsity_cost"):
-            checked[name] = check_float(name, getattr(self, name), low_inclusive=True)
-        if self.sparsity_target is not None:
-            checked["sparsity_target"] = check_float("sparsity_target", self.sparsity_target,
-                                                     0.0, 1.0)
-        for name in ("persistent", "reshuffle"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.next_layer_data not in NEXT_LAYER_DATA:
-            raise ValueError(f"next_layer_data must be one of {NEXT_LAYER_DATA}, "
-                             f"got {self.next_layer_data!r}")
-        if self.sigma is not None:
-            checked["sigma"] = check_float("sigma", self.sigma)
-        checked["sigma_decay"] = check_float("sigma_decay", self.sigma_decay)
+        checked = {name: constraint.check(name, getattr(self, name))
+                   for name, constraint in RECIPE_FIELDS.items()}
         if checked["sigma_decay"] > 1:
             raise ValueError(f"sigma_decay must be a number in (0, 1], got {self.sigma_decay!r}")
-        checked["sigma_floor"] = check_float("sigma_floor", self.sigma_floor)
-        if self.sigma is not None:
+        if checked["sigma"] is not None:
             _check_sigma_floor(checked["sigma"], checked["sigma_decay"], checked["sigma_floor"])
         for name, value in checked.items():
             object.__setattr__(self, name, value)     # frozen: the one place fields are set

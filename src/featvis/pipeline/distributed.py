@@ -48,7 +48,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from ..errors import FeatvisError, check_float, check_int, first_line
+from ..errors import FeatvisError, first_line
+from ..params import check_float, check_int
 from ..methods.examples import mine
 from ..methods.topk import TopExamples, TopK
 from ..seam import Key, probe

@@ -33,7 +33,8 @@ from safetensors.torch import save as safetensors_bytes
 from .._version import __version__
 from ..data.tensors import check_inputs
 from .distributed import _split, examples_from_states, mine_top_examples
-from ..errors import CheckpointError, DataError, check_int, first_line, is_int
+from ..errors import CheckpointError, DataError, first_line, is_int
+from ..params import check_int
 from ..io.fileio import atomic_write_bytes
 from ..io.fingerprint import data_fingerprint, model_fingerprint
 from ..methods.topk import VALUE_DTYPES, TopExamples, TopK

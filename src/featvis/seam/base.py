@@ -26,7 +26,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import FeatvisError, check_int
+from ..errors import FeatvisError
+from ..params import check_int
 from ..units import unit_generator
 from ..data.whitening import Whitening
 

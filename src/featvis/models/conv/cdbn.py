@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import DataError, check_int, is_int
+from ...errors import DataError, is_int
+from ...params import check_int
 from ..training import TrainingRecipe
 from ..codec import read_model, save_model
 from ..stack import Stack

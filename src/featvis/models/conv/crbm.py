@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...errors import DataError, check_int
+from ...errors import DataError
+from ...params import check_int
 from ..training import TrainingRecipe, end_epoch, start_sigma_of
 from ..rbm import VisibleUnits
 from .pooling import (block_log_partition, block_softmax, sample_blocks, sample_phases,

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ...errors import check_int
+from ...params import check_int
 
 
 # Blocks are handled in a "phase" layout (C^2, N, K, H / C, W / C): phase (a, b) holds the
