@@ -78,3 +78,13 @@ def test_load_summary_refuses_a_malformed_record_in_one_line(run, tmp_path):
     assert str(caught.value) == (f"{copy / 'summary.json'}: malformed: layers[0].sections[0]."
                                  "caption: expected a string, got 7")
     assert load_summary(run)["layers"][0]["layer"] == 1
+
+
+def test_fields_older_runs_lack_are_not_required(run):
+    summary = json.loads((run / "summary.json").read_text())
+    for field in ("featvis_version", "settings", "sanity_settings"):
+        del summary[field]
+    for layer in summary["layers"]:
+        for field in ("type", "n_units", "unit_shape", "unavailable", "flags"):
+            layer.pop(field, None)
+    assert problem(summary, Summary) is None

@@ -176,7 +176,7 @@ def _check_forward(seam, shape: tuple[int, ...], args: argparse.Namespace) -> No
     from ..seam.dispatch import probe
 
     try:
-        probe(seam.model, shape).layer_keys()
+        probe(seam.model, shape, unit_axis=seam.unit_axis).layer_keys()
     except UserCodeError as exc:
         raise _shape_hint(exc, "--input-shape C,H,W" +
                           (" or --resize H,W" if args.images is not None else "")) from None
@@ -225,9 +225,24 @@ def _settings(args: argparse.Namespace, seam, **given):
               if values[name] is not None or name in VisualizeSettings.declared()}
     options = {name: values[name] for name in VisualizeSettings.declared().keys() - fields
                if name in values}
-    if chosen.get("layers") is not None:
-        chosen["layers"] = [seam.key_from_text(text) for text in chosen["layers"]]
+    if chosen.get("layers") is not None:           # NAME@AXIS: the axis is the probe's
+        chosen["layers"] = [seam.key_from_text(text.rpartition("@")[0] or text)
+                            for text in chosen["layers"]]
     return VisualizeSettings(**(chosen | {"options": options} | given))
+
+
+def unit_axes(layers: Sequence[str] | None) -> dict[str, int]:
+    """The unit axes ``--layers NAME@AXIS,...`` names (``blocks.0@-1``: the last axis)."""
+    axes = {}
+    for text in layers or ():
+        name, at, axis = text.rpartition("@")
+        if at:
+            try:
+                axes[name] = int(axis)
+            except ValueError:
+                raise FeatvisError(f"--layers {text}: expected NAME@AXIS with an integer "
+                                   "axis (e.g. blocks.0@-1 for the last)") from None
+    return axes
 
 
 def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_out: bool):
@@ -237,7 +252,8 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
     from ..io.runfolder import plan_replacement
 
     model, model_path = _load_model(args, device)
-    seam = probe(model, args.input_shape)
+    axes = unit_axes(getattr(args, "layers", None))
+    seam = probe(model, args.input_shape, unit_axis=axes)
     if check_out:
         from ..io.fileio import check_creatable
 
@@ -246,7 +262,8 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
         plan_replacement(args.out, force=args.force,                   # before reading data
                          reading=[model_path] if model_path else ())
     images, labels, normalization = _inputs(args, seam)
-    return model, model_path, images, labels, normalization, probe(model, images.shape[1:])
+    return (model, model_path, images, labels, normalization,
+            probe(model, images.shape[1:], unit_axis=axes))
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
@@ -259,7 +276,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     with ctx:
         model, model_path, images, labels, normalization, seam = _model_and_inputs(
             args, ctx.device, check_out=ctx.is_main)
-        visualize(model, images, args.out, _settings(args, seam), labels=labels,
+        visualize(seam, images, args.out, _settings(args, seam), labels=labels,
                   normalization=normalization, model_path=model_path, force=args.force,
                   progress=not args.quiet, ctx=ctx)
     if ctx.is_main:
@@ -279,7 +296,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     keys = settings.check(seam, n_inputs=len(images))
     inputs = images if normalization is None else normalization.normalize(images)
     with holding(args.out):      # a second run to the same --out refuses while this one runs
-        states = mine_shard(model, inputs, keys, settings.k,
+        states = mine_shard(seam, inputs, keys, settings.k,
                             {key: shown_units(seam.layer(key), settings) for key in keys},
                             shard=args.shard)
         save_shard(args.out, states)
@@ -306,7 +323,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
                                "visualize would show others: give --units as to 'featvis "
                                "mine'")
     inputs = images if normalization is None else normalization.normalize(images)
-    visualize(model, images, args.out, settings, labels=labels, normalization=normalization,
+    visualize(seam, images, args.out, settings, labels=labels, normalization=normalization,
               model_path=model_path, force=args.force, progress=not args.quiet,
               examples=shard_examples(states, info, model, inputs))
     print(args.out)

@@ -103,8 +103,10 @@ def _add_unit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=argtypes.layer_names, default=None,
                    help="layer keys: hidden depths of a DBN (1 = first hidden layer), depths "
                         "of a cdbn (its pooling maps; D.detection: its detection maps), module "
-                        "names of any other model (default: every layer of a DBN, every "
-                        "pooling layer of a cdbn, every Conv2d and Linear of a module)")
+                        "names of any other model, NAME@AXIS naming the axis of its output "
+                        "that holds the units where featvis cannot tell (blocks.0@-1: the "
+                        "last; default: every layer of a DBN, every pooling layer of a cdbn, "
+                        "every Conv2d and Linear of a module)")
     _add_declared(p, "units", *_declared("units"))
 
 
@@ -260,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, default=None,
                    help="a 'featvis visualize' folder: store the figures there and show them "
                         "in its gallery")
-    _add_force_option(p, "overwrite an existing --json file; write into --run even where a page was "
-                  "edited or replaced (kept as NAME.kept)")
+    _add_force_option(p, "overwrite an existing --json file; write into --run even where a "
+                         "page was edited or replaced (kept as NAME.kept)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="train the reference DBN (or a convolutional DBN, or take "

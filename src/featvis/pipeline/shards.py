@@ -38,7 +38,7 @@ from ..params import check_int
 from ..io.fileio import atomic_write_bytes
 from ..io.fingerprint import data_fingerprint, model_fingerprint
 from ..methods.topk import VALUE_DTYPES, TopExamples, TopK
-from ..seam import Key, probe
+from ..seam import Key, Probe, probe
 from ..io.safetensors_file import featvis_metadata, read_safetensors
 from ..units import Units, resolve_units
 
@@ -77,7 +77,7 @@ def _plan(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[K
     return seam, infos, wanted, resolved
 
 
-def shard_info(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key],
+def shard_info(model: torch.nn.Module | Probe, images: torch.Tensor, layers: Key | Sequence[Key],
                k: int = 9, units: Units | Mapping[Key, Units] = None,
                batch_size: int = 1000, shard: tuple[int, int] = (0, 1)) -> dict:
     """The JSON-ready description of shard ``(i, N)`` of mining ``layers`` of ``model`` over
@@ -90,14 +90,14 @@ def shard_info(model: torch.nn.Module, images: torch.Tensor, layers: Key | Seque
         raise ValueError(f"shard {index}/{count}: {images.shape[0]} inputs make {batches} "
                          f"batch(es) of {batch_size}, so at most {batches} shard(s): give "
                          f"--shard i/N with N <= {batches}")
-    return {"shard": [index, count], "model_sha256": model_fingerprint(model),
+    return {"shard": [index, count], "model_sha256": model_fingerprint(seam.model),
             "data_sha256": data_fingerprint(images), "inputs": int(images.shape[0]),
             "settings": {"k": k, "batch_size": batch_size, "layers": list(infos),
                          "units": [None if wanted.get(key) is None else resolved[key].tolist()
                                    for key in infos]}}
 
 
-def mine_shard(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key],
+def mine_shard(model: torch.nn.Module | Probe, images: torch.Tensor, layers: Key | Sequence[Key],
                k: int = 9, units: Units | Mapping[Key, Units] = None,
                batch_size: int = 1000, shard: tuple[int, int] = (0, 1),
                info: dict | None = None) -> dict[Key, TopK]:

@@ -365,12 +365,15 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
                 method="agreement", title="Agreement between methods", images=[],
                 facts=[[pair.replace("~", " ~ "), value]
                        for pair, value in detail["agreement"].items()]))
-    return Layer(layer=key, name=f"layer {key}", folder=page.folder, type=info.type,
-                 n_units=info.units, unit_shape=list(info.unit_shape), units=units,
-                 methods=[m.name for m in ran], unavailable=unavailable,
-                 sections=page.sections,
-                 files={sec["method"]: sec["file"] for sec in page.sections},
-                 figures=page.figures, flags=page.flags, unit_details=page.details)
+    layer = Layer(layer=key, name=f"layer {key}", folder=page.folder, type=info.type,
+                  n_units=info.units, unit_shape=list(info.unit_shape), units=units,
+                  methods=[m.name for m in ran], unavailable=unavailable,
+                  sections=page.sections,
+                  files={sec["method"]: sec["file"] for sec in page.sections},
+                  figures=page.figures, flags=page.flags, unit_details=page.details)
+    if info.unit_axis != 1:                # a token or channels-last layer's unit axis
+        layer["unit_axis"] = info.unit_axis
+    return layer
 
 
 def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -48,15 +49,23 @@ class UnsupportedError(FeatvisError, TypeError):
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A layer as the methods see it: ``units`` along the output's dim 1, each of
-    ``unit_shape`` (``()`` for a dense neuron, ``(H, W)`` for a conv channel);
-    ``output_shape`` excludes the batch."""
+    """A layer as the methods see it: ``units`` along the output's axis ``unit_axis`` (an
+    axis of the batched output: 1 for a dense layer or a convolution's channels, the last
+    for a transformer's features or a channels-last map), each with the positions
+    ``unit_shape`` (``()`` for a dense neuron, ``(H, W)`` for a conv channel, ``(T,)`` for
+    a feature over tokens); ``output_shape`` excludes the batch."""
 
     name: Key
     type: str
     units: int
     unit_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
+    unit_axis: int = 1
+
+    @property
+    def positions_shape(self) -> tuple[int, ...]:
+        """The positions each unit takes a value at (the output's other axes)."""
+        return self.unit_shape
 
 
 @dataclass
@@ -74,6 +83,7 @@ class Probe:
     model: nn.Module
     input_shape: tuple[int, ...]
     kind: str
+    unit_axis: Mapping[str, int] = MappingProxyType({})   # layers whose unit axis was named
 
     def layer(self, key: Key) -> LayerInfo:
         """The layer called ``key`` (an error naming close matches if there is none)."""
@@ -186,9 +196,13 @@ class Probe:
     def check_deconvnet(self, key: Key) -> None:
         """:class:`UnsupportedError` unless deconvnet may project the layer: channels of a
         4-D output (the method itself refuses non-linearities other than ReLUs)."""
-        if len(self.layer(key).unit_shape) != 2:
+        info = self.layer(key)
+        if len(info.unit_shape) != 2:
             raise UnsupportedError(f"layer {key!r} has no channel maps (a 4-D output) to "
                                    "project")
+        if info.unit_axis != 1:
+            raise UnsupportedError(f"layer {key!r} has its units on axis {info.unit_axis}: "
+                                   "deconvnet projects channels on axis 1")
 
     def whitening(self) -> Whitening | None:
         """The whitening the model's inputs went through (natural patches), or ``None``."""

@@ -6,7 +6,7 @@ featvis knows (any other ``nn.Module`` gets a :class:`~featvis.seam.module.Modul
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -21,7 +21,8 @@ from .module import ModuleProbe
 
 
 @functools.singledispatch
-def probe(model: nn.Module | Probe, input_shape: Sequence[int] | None = None) -> Probe:
+def probe(model: nn.Module | Probe, input_shape: Sequence[int] | None = None, *,
+          unit_axis: Mapping[str, int] | None = None) -> Probe:
     """The :class:`Probe` of ``model``; ``probe(p) is p`` for a Probe ``p``, so a run builds
     one and passes it along (layers are found once).
 
@@ -29,27 +30,38 @@ def probe(model: nn.Module | Probe, input_shape: Sequence[int] | None = None) ->
     ConvDBN know their own, any other module needs it to find its layers unless it has an
     ``input_shape`` attribute (methods that receive data take it from the data). A new kind
     of model registers its probe here: ``@probe.register(MyModel)``.
+
+    ``unit_axis`` names the axis of a module's output that holds its units where featvis's
+    rules do not decide it (:func:`featvis.seam.module.discover`), e.g. ``{"blocks.0":
+    -1}`` for a transformer block's features (axis 1 is the batched output's first after
+    the batch).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module or a featvis Probe, got "
                         f"{type(model).__name__}")
     # A module may declare the shape it takes (featvis's reference CNN does).
-    return ModuleProbe(model, input_shape or getattr(model, "input_shape", None))
+    return ModuleProbe(model, input_shape or getattr(model, "input_shape", None), unit_axis)
 
 
 @probe.register
-def _(model: Probe, input_shape: Sequence[int] | None = None) -> Probe:
+def _(model: Probe, input_shape: Sequence[int] | None = None, *,
+      unit_axis: Mapping[str, int] | None = None) -> Probe:
+    if unit_axis and unit_axis != getattr(model, "unit_axis", None):
+        raise ValueError("unit_axis: give it when the probe is built, probe(model, "
+                         "unit_axis=...)")
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)
     if shape is not None and model.input_shape is not None and shape != model.input_shape:
         raise DataError(f"images: one input has shape {shape}, the probe of {model.kind} "
                         f"takes {model.input_shape}")
     if shape is not None and model.input_shape is None:
-        return probe(model.model, shape)        # a probe that could not find its layers yet
+        return probe(model.model, shape, unit_axis=getattr(model, "unit_axis", None))
     return model
 
 
 @probe.register
-def _(model: DBN, input_shape: Sequence[int] | None = None) -> Probe:
+def _(model: DBN, input_shape: Sequence[int] | None = None, *,
+      unit_axis: Mapping[str, int] | None = None) -> Probe:
+    _fixed_axes(model, unit_axis)
     shape = None if input_shape is None else tuple(input_shape)
     if shape is not None and shape != (model.sizes[0],):
         raise DataError(f"images: width {shape[0]} does not match the model's input size "
@@ -60,11 +72,20 @@ def _(model: DBN, input_shape: Sequence[int] | None = None) -> Probe:
 
 
 @probe.register
-def _(model: ConvDBN, input_shape: Sequence[int] | None = None) -> Probe:
+def _(model: ConvDBN, input_shape: Sequence[int] | None = None, *,
+      unit_axis: Mapping[str, int] | None = None) -> Probe:
+    _fixed_axes(model, unit_axis)
     return ConvDBNProbe(model, input_shape)
 
 
-def layers(model: nn.Module | Probe, example_batch: torch.Tensor) -> list[LayerInfo]:
+def _fixed_axes(model: nn.Module, unit_axis: Mapping[str, int] | None) -> None:
+    if unit_axis:
+        raise ValueError(f"unit_axis: a {type(model).__name__}'s units are its own (hidden "
+                         "units, channels); unit_axis is for a module's layers")
+
+
+def layers(model: nn.Module | Probe, example_batch: torch.Tensor, *,
+           unit_axis: Mapping[str, int] | None = None) -> list[LayerInfo]:
     """Every layer of ``model`` in forward-call order: for a module, every submodule whose
     output is one tensor with a unit dimension, found by one forward pass of one input shaped
     like ``example_batch``'s (in eval mode, no gradients; hooks removed afterwards); a DBN
@@ -74,5 +95,5 @@ def layers(model: nn.Module | Probe, example_batch: torch.Tensor) -> list[LayerI
         >>> for info in layers(cnn, torch.zeros(1, 1, 28, 28)):   # doctest: +SKIP
         ...     print(info.name, info.type, info.units, info.output_shape)
     """
-    seam = probe(model, example_batch.shape[1:])
+    seam = probe(model, example_batch.shape[1:], unit_axis=unit_axis)
     return [seam.layer(key) for key in seam.layer_keys()]

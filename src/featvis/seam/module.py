@@ -18,11 +18,17 @@ class ModuleProbe(Probe):
     """Any ``nn.Module``: layers by dotted module name, discovered by one forward pass on a
     zero input of ``input_shape``."""
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int] | None) -> None:
+    def __init__(self, model: nn.Module, input_shape: Sequence[int] | None,
+                 unit_axis: Mapping[str, int] | None = None) -> None:
         self.model = model
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self.kind = type(model).__name__
         self.modules = dict(model.named_modules())
+        self.unit_axis = dict(unit_axis or {})
+        for name, axis in self.unit_axis.items():
+            if not isinstance(name, str) or isinstance(axis, bool) or not isinstance(axis, int):
+                raise TypeError(f"unit_axis maps layer names to axes (e.g. {{'blocks.0': -1}}), "
+                                f"got {name!r}: {axis!r}")
         self._infos: dict[Key, LayerInfo] | None = None
         self._reasons: dict[str, str] = {}
 
@@ -34,7 +40,7 @@ class ModuleProbe(Probe):
                 raise FeatvisError(f"{self.kind}: pass input_shape= (one input's shape, e.g. "
                                    "(1, 28, 28)); featvis cannot guess it from the model")
             example = torch.zeros((1, *self.input_shape), device=self.device, dtype=self.dtype)
-            found, self._reasons = discover(self.model, example)
+            found, self._reasons = discover(self.model, example, self.unit_axis)
             self._infos = {info.name: info for info in found}
         return self._infos
 
@@ -48,14 +54,24 @@ class ModuleProbe(Probe):
     def layer(self, key):
         if key not in self.infos:
             if isinstance(key, str) and key in self._reasons:
-                raise LayerError(f"layer {key!r} {self._reasons[key]}; featvis reads layers "
-                                 "that return one tensor once per forward pass")
+                reason = self._reasons[key]
+                rule = "" if reason.startswith(_UNDECIDED) else \
+                    "; featvis reads layers that return one tensor once per forward pass"
+                raise LayerError(f"layer {key!r} {reason}{rule}")
             raise unknown_layer(key, list(self.infos), self.kind)
         return self.infos[key]
 
+    def _units_first(self, key: str, output: torch.Tensor) -> torch.Tensor:
+        """The layer's output ``(N, U, *positions)``: its unit axis moved to dim 1 (a view)."""
+        axis = self.infos[key].unit_axis
+        return output if axis == 1 else output.movedim(axis, 1)
+
     def scores(self, x, units):
+        self.infos                        # found before the hooks below read unit axes
+
         def reduce(key: str, output: torch.Tensor) -> Scores:
             """In the hook: only the units asked for, a channel by its maximum."""
+            output = self._units_first(key, output)
             if units[key] is not None:
                 output = output[:, units[key]]
             return Scores(output.clone()) if output.dim() == 2 else map_scores(output)
@@ -81,7 +97,7 @@ class ModuleProbe(Probe):
 
         def value(x: torch.Tensor) -> torch.Tensor:
             with eval_mode(self.model):
-                output = run_forward(self.model, x, targets)[key]
+                output = self._units_first(key, run_forward(self.model, x, targets)[key])
             picked = output[torch.arange(len(units), device=output.device), units]
             return reduce_map(picked, spatial) if info.unit_shape else picked
         return value
@@ -99,7 +115,7 @@ class ModuleProbe(Probe):
         zero = torch.zeros((len(distinct), *shape), device=self.device, dtype=self.dtype,
                            requires_grad=True)
         with torch.enable_grad():
-            output = module(zero)
+            output = self._units_first(key, module(zero))
             picked = reduce_map(output[torch.arange(len(distinct)), distinct], spatial)
             (rows,) = torch.autograd.grad(picked.sum(), zero)
         return rows.flatten(1)[inverse], picked.detach()[inverse]
@@ -154,7 +170,7 @@ class ModuleProbe(Probe):
         return weight.reshape(weight.shape[0], *self.input_shape)
 
     def like(self, model):
-        twin = ModuleProbe(model, self.input_shape)
+        twin = ModuleProbe(model, self.input_shape, self.unit_axis)
         twin._infos, twin._reasons = self.infos, self._reasons
         return twin
 
@@ -185,17 +201,67 @@ def _has_weights(module: nn.Module) -> bool:
     return isinstance(weight, nn.Parameter) and weight.dim() >= 2
 
 
-def discover(model: nn.Module, example_batch: torch.Tensor
-              ) -> tuple[list[LayerInfo], dict[str, str]]:
+# The modules whose kind says which axis of the output after them holds the units.
+_CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm,
+                   nn.modules.instancenorm._InstanceNorm, nn.GroupNorm)
+_FEATURES_LAST = (nn.Linear, nn.LayerNorm, nn.Embedding)
+
+
+def _decided_axis(module: nn.Module | None, shape: tuple[int, ...]) -> int | None:
+    """The unit axis of a batched output ``shape`` of 3 or more dims, from the nearest
+    module a rule knows that ran at or before the layer: a convolution or a norm over
+    channels whose channel count is ``shape[1]`` puts the units on dim 1; a Linear,
+    LayerNorm or Embedding whose feature size is the last dimension, on the last axis;
+    anything else decides nothing (``None``)."""
+    if isinstance(module, _CHANNELS_FIRST):
+        channels = getattr(module, "out_channels", None) or getattr(module, "num_features", None) \
+            or getattr(module, "num_channels", None)
+        return 1 if channels == shape[1] else None
+    if isinstance(module, _FEATURES_LAST):
+        features = getattr(module, "out_features", None) or \
+            getattr(module, "embedding_dim", None) or \
+            (module.normalized_shape[-1] if isinstance(module, nn.LayerNorm) and
+             len(module.normalized_shape) == 1 else None)
+        return len(shape) - 1 if features == shape[-1] else None
+    return None
+
+
+def _given_axis(name: str, axis: int, shape: tuple[int, ...]) -> int:
+    """``unit_axis[name]`` as an axis of the batched output (never the batch)."""
+    if not -len(shape) < axis < len(shape) or axis % len(shape) == 0:
+        raise LayerError(f"unit_axis {name!r}: {axis} is not an axis of its output "
+                         f"{shape[1:]} after the batch (1..{len(shape) - 1}, or -1 for the last)")
+    return axis % len(shape)
+
+
+_UNDECIDED = "has output"
+
+
+def _undecided(name: str, shape: tuple[int, ...]) -> str:
+    return (f"{_UNDECIDED} {shape[1:]} and no rule decides which axis holds its units (a "
+            f"convolution or channel norm before it: axis 1; a Linear or LayerNorm of the "
+            f"last dimension: the last axis): name it, unit_axis={{{name!r}: -1}} or "
+            f"--layers {name}@-1 for the last axis")
+
+
+def discover(model: nn.Module, example_batch: torch.Tensor,
+             unit_axis: Mapping[str, int] | None = None
+             ) -> tuple[list[LayerInfo], dict[str, str]]:
     """The layers of ``model`` in forward-call order, and why each other module is not one.
-    A forward pass that fails is one line naming the input's shape and what the model's
-    first layer expects."""
+    A layer's unit axis is ``unit_axis[name]`` where given, else axis 1 of a 2-D output,
+    else what :func:`_decided_axis` reads from the nearest module before it; a layer no rule
+    decides is refused by name (never read on a guessed axis). A forward pass that fails is
+    one line naming the input's shape and what the model's first layer expects."""
+    unit_axis = dict(unit_axis or {})
     found: dict[str, LayerInfo] = {}
     reasons: dict[str, str] = {}
     started: list[str] = []
+    ruled: list[nn.Module] = []           # the modules a rule knows, in order of completion
 
     def hook_for(name: str):
         def hook(module: nn.Module, args: object, output: object) -> None:
+            if isinstance(module, _CHANNELS_FIRST + _FEATURES_LAST):
+                ruled.append(module)
             if name in found or name in reasons:
                 found.pop(name, None)
                 reasons[name] = "runs more than once in one forward pass"
@@ -204,8 +270,15 @@ def discover(model: nn.Module, example_batch: torch.Tensor
                     if isinstance(output, torch.Tensor) else ""
                 reasons[name] = f"returns {type(output).__name__}{shape}, not a batch of units"
             else:
-                found[name] = LayerInfo(name, type(module).__name__, int(output.shape[1]),
-                                        tuple(output.shape[2:]), tuple(output.shape[1:]))
+                shape = tuple(output.shape)
+                axis = _given_axis(name, unit_axis[name], shape) if name in unit_axis else \
+                    1 if len(shape) == 2 else _decided_axis(ruled[-1] if ruled else None, shape)
+                if axis is None:
+                    reasons[name] = _undecided(name, shape)
+                    return
+                positions = shape[1:axis] + shape[axis + 1:]
+                found[name] = LayerInfo(name, type(module).__name__, int(shape[axis]),
+                                        positions, shape[1:], axis)
         return hook
 
     modules = dict(model.named_modules())
@@ -228,6 +301,10 @@ def discover(model: nn.Module, example_batch: torch.Tensor
     for name in modules:
         if name and name not in found:
             reasons.setdefault(name, "never runs in the model's forward pass")
+    stray = sorted(set(unit_axis) - found.keys())
+    if stray:
+        why = reasons.get(stray[0], "is not a module of the model")
+        raise LayerError(f"unit_axis names layer {stray[0]!r}, which {why}")
     return list(found.values()), reasons
 
 

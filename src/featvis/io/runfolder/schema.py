@@ -7,10 +7,10 @@ from these declarations: :func:`problem`) and the gallery reads.
 figures, the overview ``sections`` and per unit the ``panels`` the gallery draws (titles,
 legends and captions are plain text). Layer folders are the key sanitized plus a short hash
 of it, so ``a.b`` and ``a_b`` never collide. A unit's record also holds what its methods
-record of it (``examples``, ``maximize``, ...: not declared here).
+record of it (``examples``, ``maximize``, ...: not declared here). (No ``from __future__
+import annotations`` here: a TypedDict reads ``NotRequired`` when its class is made.)
 """
 
-from __future__ import annotations
 
 import hashlib
 import os
@@ -121,7 +121,8 @@ class Layer(TypedDict):
     folder: File
     type: NotRequired[str]
     n_units: NotRequired[int]
-    unit_shape: NotRequired[list[int]]
+    unit_shape: NotRequired[list[int]]                # the positions of each unit
+    unit_axis: NotRequired[int]                       # where not 1: the output's axis of units
     units: list[Index]
     methods: list[str]
     unavailable: NotRequired[dict[str, str]]          # method title -> why not
