@@ -120,6 +120,10 @@ def _add_method_options(p: argparse.ArgumentParser, skip: set[str] = frozenset()
                         "apply to each layer; 'featvis methods' describes them)")
     _add_plugins_option(p)
     _add_declared(p, "upscale", *_declared("upscale"))
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   default=argparse.SUPPRESS,
+                   help="skip the sanity figures (distinctness, randomization checks): "
+                        "faster, but nothing then checks that the pictures show the model")
     added = {"units", "seed", "upscale", *skip}
     for method in methods.values():
         names = [name for name in method.params if name not in added]

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .._version import __version__
+from ..errors import first_line
 from ..figures import SUSPECT, distinctness, example_distinctness
 from ..io.fingerprint import data_fingerprint, model_fingerprint
 from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Flag, Image, Layer, Panel,
@@ -53,6 +54,7 @@ __all__ = ["VisualizeSettings", "visualize", "shown_units", "LayerPage", "METHOD
 
 METHODS = ("examples", "maximize", "sampling", "filters", "filter_views", "deconvnet",
            "combination")                       # featvis's own, in the registry's order
+RANDOMIZATION_CHECKS = "Randomization checks"     # what a layer's page lists when skipped
 SETTINGS = {     # the run's own parameters; each method declares its own (Method.params)
     "units": Param(Interval(int, 1, 1_000_000, none=True), None,
                    "visualize the first N units of each layer (default: all)"),
@@ -285,12 +287,20 @@ def _compute(method: Method, page: LayerPage, examples: TopExamples | None, para
     return distributed.per_unit(ctx, len(page.units), compute)
 
 
-def _sanity_figures(page: LayerPage, ran: list[Method], s: VisualizeSettings) -> None:
+def _sanity_figures(page: LayerPage, ran: list[Method], s: VisualizeSettings) -> str | None:
     """Per method: how distinct its pictures are, and how much of them survives re-drawing
-    the layer's (and the lower layers') weights; flags what looks like it ignores the model."""
+    the layer's (and the lower layers') weights; flags what looks like it ignores the model.
+    Returns why the randomization checks were skipped (a layer with nothing to re-draw), or
+    ``None``."""
     seam, key = page.probe, page.key
     units = resolve_units(page.units[:SANITY["units"]], page.info.units, seam.device)
-    randomized = {mode: seam.like(seam.randomized(key, mode, s.seed)) for mode in RANDOMIZATIONS}
+    try:
+        randomized = {mode: seam.like(seam.randomized(key, mode, s.seed))
+                      for mode in RANDOMIZATIONS}
+    except UnsupportedError as exc:
+        randomized, skipped = {}, str(exc)
+    else:
+        skipped = None
 
     def record(label: str, value: float, why: str) -> None:
         page.figure(label, value)
@@ -308,10 +318,11 @@ def _sanity_figures(page: LayerPage, ran: list[Method], s: VisualizeSettings) ->
                 record("distinctness", distinctness(pictures), _LOOK_ALIKE)
         measure = "index overlap" if method.overlap else "similarity"
         available = dict(s.params(method), inputs=page.model_images)
-        for mode in RANDOMIZATIONS:
+        for mode in randomized:
             record(f"randomized {measure} ({mode})",
                    rerun_figure(method, seam, randomized[mode], key, units, available),
                    _SURVIVES_INDICES if method.overlap else _SURVIVES)
+    return skipped
 
 
 _LOOK_ALIKE = ("the units' pictures look alike: they show what the method or the data puts "
@@ -345,14 +356,18 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
                     (method.write or write_pictures)(page, result)
             except UnsupportedError as exc:       # found out only while running
                 why = str(exc)
+                if ctx.is_main:
+                    print(f"featvis: warning: layer {key}: {method.title} not shown: "
+                          f"{first_line(exc)}", file=sys.stderr)
         if why is not None:
             unavailable[method.title] = why
             continue
         ran.append(method)
     if not ctx.is_main:
         return None
-    if s.figures:
-        _sanity_figures(page, ran, s)
+    skipped = _sanity_figures(page, ran, s) if s.figures else None
+    if skipped is not None:
+        unavailable[RANDOMIZATION_CHECKS] = skipped
     agreement = method_agreement({name: p.flatten(1) for name, p in page.pictures.items()
                                   if p[0].numel() == math.prod(seam.input_shape)})
     for pair, cosine in agreement.items():

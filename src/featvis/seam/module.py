@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..errors import FeatvisError, UserCodeError, user_code
-from .base import (Key, LINEAR_SPATIAL, LayerError, LayerInfo, Probe, Scores, UnsupportedError,
-                   map_scores, redraw, reduce_map, unknown_layer)
+from .base import (LINEAR_SPATIAL, RANDOMIZATIONS, Key, LayerError, LayerInfo, Probe, Scores,
+                   UnsupportedError, map_scores, redraw, reduce_map, unknown_layer)
 from .hooks import eval_mode, run_forward
 
 
@@ -175,15 +175,25 @@ class ModuleProbe(Probe):
         return twin
 
     def randomized(self, key, mode, seed):
+        """The weights the layer reads re-drawn (:func:`~featvis.seam.base.redraw`): its
+        own (a Linear or Conv, or the weighted modules inside a block), else those of the
+        nearest weighted layer before it (a ReLU, pooling or norm reads through them); with
+        ``"cascade"`` also every weighted layer before them, in forward order."""
         module = self._module(key)
-        if not _has_weights(module):
-            raise UnsupportedError(f"layer {key!r} is a {type(module).__name__}: it has no "
-                                   "weight parameter of 2 or more dims (Linear, Conv) to "
-                                   "re-draw")
-        weighted = [name for name in self.infos if _has_weights(self.modules[name])]
-        below = weighted[:weighted.index(key) + 1]
+        if mode not in RANDOMIZATIONS:
+            raise ValueError(f"mode must be one of {RANDOMIZATIONS}, got {mode!r}")
+        order = list(self.infos)
+        weighted = [name for name in order if _has_weights(self.modules[name])]
+        own = [name for name in weighted if name == key or name.startswith(f"{key}.")] or \
+            [name for name in weighted if order.index(name) < order.index(key)][-1:]
+        if not own:
+            raise UnsupportedError(f"layer {key!r} is a {type(module).__name__} and no layer "
+                                   "at or before it has weights (Linear, Conv) to re-draw")
+        below = dict(enumerate(weighted[:weighted.index(own[-1]) + 1]))
+        chosen = below if mode == "cascade" else \
+            {position: name for position, name in below.items() if name in own}
         return redraw(self.model, {position: f"{name}.weight"
-                                    for position, name in enumerate(below)}, mode, seed)
+                                    for position, name in chosen.items()}, "cascade", seed)
 
 
 def affine(module: nn.Module) -> bool:
