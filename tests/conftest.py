@@ -151,3 +151,14 @@ def baseline_rss(tmp_path_factory):
     status, err, rss = measured_cli("visualize", str(missing), "--out", str(missing) + ".run")
     assert status == 2 and "no such checkpoint file" in err, err
     return rss
+
+
+@pytest.fixture()
+def restored_registry():
+    """The registry as it was, after the test (other tests see featvis's own methods)."""
+    from featvis.methods import registry
+
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)

@@ -30,17 +30,6 @@ PLUGIN = Method("scaled_weights", "Scaled weights", "Each unit's weights on the 
 
 
 @pytest.fixture()
-def restored_registry():
-    """The registry as it was, after the test (other tests see featvis's own methods)."""
-    from featvis.methods import registry
-
-    before = dict(registry._REGISTRY)
-    yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(before)
-
-
-@pytest.fixture()
 def plugin(restored_registry):
     return register(PLUGIN, replace=True)
 

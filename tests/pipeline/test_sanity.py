@@ -6,7 +6,6 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -65,16 +64,6 @@ def test_a_layer_with_nothing_to_re_draw_skips_its_checks_with_the_reason(tmp_pa
     assert "Randomization checks" not in linear["unavailable"]
     assert "Randomization checks" in (tmp_path / "run" / flat["folder"] / "index.html"
                                       ).read_text()
-
-
-@pytest.fixture()
-def restored_registry():
-    from featvis.methods import registry
-
-    before = dict(registry._REGISTRY)
-    yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(before)
 
 
 def _first_layer_only(seam, key, units):

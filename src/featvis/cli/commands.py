@@ -219,12 +219,11 @@ def _settings(args: argparse.Namespace, seam, **given):
 
     from ..pipeline.visualization import VisualizeSettings
 
-    values = vars(args)
+    values, declared = vars(args), VisualizeSettings.declared()
     fields = {f.name for f in dataclasses.fields(VisualizeSettings)} - {"options"}
     chosen = {name: values[name] for name in fields & values.keys()
-              if values[name] is not None or name in VisualizeSettings.declared()}
-    options = {name: values[name] for name in VisualizeSettings.declared().keys() - fields
-               if name in values}
+              if values[name] is not None or name in declared}
+    options = {name: values[name] for name in declared.keys() - fields if name in values}
     if chosen.get("layers") is not None:           # NAME@AXIS: the axis is the probe's
         chosen["layers"] = [seam.key_from_text(text.rpartition("@")[0] or text)
                             for text in chosen["layers"]]
