@@ -1,10 +1,12 @@
 """Speed of this featvis against another checkout of it (the code before a redesign), on the
 public API both share: ``visualize`` of a DBN and of a CNN, and the methods one by one.
 
-Each round runs every workload once in a fresh process of each version, in alternating order
-(old, new, new, old, ...), so both meet the same load on a shared machine; the figure is the
-median over rounds of old time / new time (1.0: the same speed; above 1: the new code is
-faster). Run from the repository root::
+Each round runs every workload in a fresh process of each version, in alternating order
+(old, new, new, old, ...), so both meet the same load on a shared machine. A process times each
+workload ``--repeats`` times after a warm-up call (each sample as many calls as last about
+0.2 s, so a millisecond call is not timer noise) and keeps the median, so one slow call (a
+page fault, a neighbour's burst) does not decide a round; the figure is the median over rounds
+of old time / new time (1.0: the same speed; above 1: the new code is faster). Run from the repository root::
 
     git worktree add /tmp/featvis-old <commit>
     python benchmarks/compare_versions.py --old /tmp/featvis-old --rounds 5
@@ -23,10 +25,10 @@ from pathlib import Path
 WORKLOADS = ("visualize_dbn", "visualize_cnn", "top_examples", "maximize", "sample_unit",
              "deconvnet", "linear_combination")
 
-# One process: build the models from fixed seeds, time each workload once (after a warm-up
-# of the same call on a few units), print {workload: seconds} as JSON.
+# One process: build the models from fixed seeds, time each workload REPEATS times after a
+# warm-up call, print {workload: median seconds per call} as JSON.
 _RUN = r'''
-import json, sys, tempfile, time
+import json, statistics, sys, tempfile, time
 import torch
 torch.set_num_threads(1)
 import featvis
@@ -52,20 +54,28 @@ work = {
     "deconvnet": lambda: featvis.deconvnet(cnn, images[:500], "features.3", units=range(8), k=4),
     "linear_combination": lambda: featvis.linear_combination(dbn, 2, top=10),
 }
+repeats = int(sys.argv[1])
 times = {}
-for name in sys.argv[1:]:
-    work[name]()                                  # warm-up: caches, lazy imports
+for name in sys.argv[2:]:
     start = time.perf_counter()
-    work[name]()
-    times[name] = time.perf_counter() - start
+    work[name]()                                  # warm-up: caches, lazy imports
+    # A timed sample is enough calls to last ~0.2 s, so a millisecond call is not timer noise.
+    calls = max(1, round(0.2 / max(time.perf_counter() - start, 1e-6)))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            work[name]()
+        samples.append((time.perf_counter() - start) / calls)
+    times[name] = statistics.median(samples)
 print(json.dumps(times))
 '''
 
 
-def _times(src: Path, workloads: list[str]) -> dict[str, float]:
+def _times(src: Path, workloads: list[str], repeats: int) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", _RUN, *workloads], env=env, check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _RUN, str(repeats), *workloads], env=env,
+                          check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -73,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old", type=Path, required=True, help="the other checkout's root")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per process")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     args = parser.parse_args()
     workloads = args.workloads.split(",")
@@ -82,7 +93,7 @@ def main() -> None:
         order = [("old", args.old / "src"), ("new", new_src)]
         if round_ % 2:
             order.reverse()
-        measured = {label: _times(src, workloads) for label, src in order}
+        measured = {label: _times(src, workloads, args.repeats) for label, src in order}
         for w in workloads:
             ratios[w].append(measured["old"][w] / measured["new"][w])
         print(f"round {round_ + 1}: " + ", ".join(f"{w} {ratios[w][-1]:.3f}" for w in workloads),

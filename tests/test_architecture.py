@@ -13,7 +13,8 @@ from featvis import VisualizeSettings, probe, visualize
 SRC = Path(__file__).resolve().parents[1] / "src" / "featvis"
 # Floors from the ground up; a module may import its own floor and the floors below.
 FLOORS = [("errors", "units", "devices", "params", "figures", "_version"), ("io",),
-          ("data",), ("models",), ("seam",), ("methods",), ("report",), ("pipeline",),
+          ("data",), ("models",), ("seam",), ("methods", "objectives"), ("report",),
+          ("pipeline",),
           ("cli", "__main__", "__init__")]
 
 

@@ -19,20 +19,26 @@ from featvis.methods.topk import TopK
 
 # The models and data, built the same way in the test and in every rank.
 MODELS = textwrap.dedent('''
+    from collections import OrderedDict
     from dataclasses import dataclass, field
 
     import torch
     from featvis import DBN
 
     def build():
-        """A 64-16-8 DBN on binary inputs and a conv layer on ReLU'd inputs: many exact ties."""
+        """A 64-16-8 DBN on binary inputs, a conv layer on ReLU'd inputs and a ReLU'd linear
+        layer on token sequences: many exact ties."""
         g = torch.Generator().manual_seed(0)
         dbn = DBN([64, 16, 8], seed=0)
         x = (torch.rand(300, 64, generator=g) < 0.3).float()
         torch.manual_seed(1)
         cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
         images = torch.randn(200, 1, 8, 8, generator=g).clamp(min=0)
-        return dbn, x, cnn, images
+        # A feature over tokens, on the last axis: positions are tokens (one column).
+        tokens = torch.nn.Sequential(OrderedDict(mix=torch.nn.Linear(4, 5),
+                                                 act=torch.nn.ReLU()))
+        sequences = torch.randn(150, 6, 4, generator=g)
+        return dbn, x, cnn, images, tokens, sequences
 
     def unit_results(units):
         """Per-unit tensors of several dtypes and shapes, a function of the unit ids alone."""
@@ -73,7 +79,7 @@ WORKER = MODELS + textwrap.dedent('''
     started = time.monotonic()
     try:
         with D.from_environment("cpu", timeout=timeout) as ctx:
-            dbn, x, cnn, images = build()
+            dbn, x, cnn, images, tokens, sequences = build()
             D.agree(ctx, model=model_fingerprint(dbn), settings={"k": 5})
             if ctx.rank == victim and mode == "hang":
                 time.sleep(60)
@@ -81,6 +87,8 @@ WORKER = MODELS + textwrap.dedent('''
             states = D.mine_top_examples(dbn, x, [1, 2], k=5, units={2: [6, 1, 3]},
                                          batch_size=32, ctx=ctx)
             states.update(D.mine_top_examples(cnn, images, ["0"], k=4, batch_size=16, ctx=ctx))
+            states.update(D.mine_top_examples(tokens, sequences, ["act"], k=4, batch_size=16,
+                                              ctx=ctx))
             for key, state in states.items():
                 state.save(f"{out}/rank{ctx.rank}_layer{key}.safetensors")
             for n_units, size in ((11, 3), (2, 3)):
@@ -195,7 +203,7 @@ def test_gather_units_refuses_the_wrong_chunks():
 
 @pytest.mark.parametrize("shard", [(0, 1), (1, 3)])
 def test_single_process_mining_is_top_examples(shard):
-    dbn, x, cnn, images = build()
+    dbn, x, cnn, images, tokens, sequences = build()
     if shard == (0, 1):
         got = D.top_examples(dbn, x, [2, 1], k=5, units={2: [6, 1, 3]}, batch_size=32)
         expected = top_examples(dbn, x, [2, 1], k=5, units={2: [6, 1, 3]}, batch_size=32)
@@ -231,14 +239,17 @@ def test_two_ranks_mine_what_one_process_mines_and_name_a_killed_one(tmp_path):
     assert lines[0] == ("featvis: error: rank 1 is gone (killed or crashed); rank 0 stops "
                         "during 'finishing'")
     assert float(out.split()[-2]) < timeout
-    dbn, x, cnn, images = build()
+    dbn, x, cnn, images, tokens, sequences = build()
     expected = top_examples(dbn, x, [1, 2], k=5, units={2: [6, 1, 3]}, batch_size=32)
     expected["0"] = top_examples(cnn, images, "0", k=4, batch_size=16)
+    expected["act"] = top_examples(tokens, sequences, "act", k=4, batch_size=16)
+    assert expected["act"].positions.shape == (5, 4, 1)
+    models = {"0": (cnn, images), "act": (tokens, sequences)}
     for rank in range(2):                      # every rank holds the single-pass result
         for key, single in expected.items():
             state = TopK.load(tmp_path / f"rank{rank}_layer{key}.safetensors")
-            got = D.examples_from_states(cnn if key == "0" else dbn, images if key == "0"
-                                         else x, {key: state}, {2: [6, 1, 3]} if key == 2
+            model, data = models.get(key, (dbn, x))
+            got = D.examples_from_states(model, data, {key: state}, {2: [6, 1, 3]} if key == 2
                                          else None)[key]
             for name in ("values", "indices", "mean", "units", "positions"):
                 a, b = getattr(got, name), getattr(single, name)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featvis.report.render import save_png, scale_tiles, signed_border_grid, tile
+from featvis.report.render import BOX, save_png, scale_tiles, signed_border_grid, tile
 
 
 def test_symmetric_scaling_maps_zero_to_128_and_keeps_sign():
@@ -87,3 +87,18 @@ def test_one_channel_is_grey_three_are_colour_others_side_by_side():
     framed = signed_border_grid(rgb.expand(2, -1, -1, -1), torch.tensor([1.0, -1.0]), cols=2,
                                 spacing=0)
     assert framed.shape == (4, 8, 3) and framed[1, 1].tolist() == [255, 128, 128]  # 0: grey
+
+
+def test_tile_outlines_boxes_on_grey_and_colour_pictures():
+    grey = tile(torch.zeros(2, 1, 5, 6), boxes=torch.tensor([[1, 1, 3, 4], [0, 0, 0, 0]]))
+    assert grey.shape == (5, 13, 3)                     # grey made RGB for the outline
+    red = (grey == BOX).all(2)
+    ring = np.zeros((5, 6), bool)
+    ring[1:4, 1:5] = True
+    ring[2, 2:4] = False                                # hollow inside
+    assert (red[:, :6] == ring).all() and not red[:, 6:].any()      # height 0: no box
+    twice = (tile(torch.zeros(1, 1, 5, 6), boxes=torch.tensor([[1, 1, 3, 4]]), upscale=2)
+             == BOX).all(2)
+    assert (twice == ring.repeat(2, 0).repeat(2, 1)).all()      # edges one upscaled pixel
+    colour = (tile(torch.zeros(1, 3, 4, 4), boxes=torch.tensor([[-2, 2, 9, 9]])) == BOX).all(2)
+    assert colour[:, 2].all() and colour.sum() == 4     # only its left edge lies inside

@@ -25,8 +25,11 @@ def models():
     torch.manual_seed(0)
     cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU())
     images = torch.randn(120, 1, 7, 7, generator=g).clamp(min=0)
+    tokens = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU())   # units last
+    sequences = torch.randn(90, 6, 4, generator=g)
     return {"dbn": (dbn, x, [2, 1], {2: [5, 0, 3]}, 32),
-            "cnn": (cnn, images, ["1"], None, 16)}
+            "cnn": (cnn, images, ["1"], None, 16),
+            "tokens": (tokens, sequences, ["1", "0"], {"0": [4, 1]}, 16)}
 
 
 MODELS = models()
@@ -42,7 +45,7 @@ def write_shards(tmp_path, name, n, k=5, prefix="s"):
     return paths
 
 
-@pytest.mark.parametrize("name", ["dbn", "cnn"])
+@pytest.mark.parametrize("name", ["dbn", "cnn", "tokens"])
 def test_any_split_merged_in_any_order_is_top_examples(tmp_path, monkeypatch, name):
     refuse_unpickling(monkeypatch)
     model, data, layers, units, batch = MODELS[name]
@@ -58,6 +61,8 @@ def test_any_split_merged_in_any_order_is_top_examples(tmp_path, monkeypatch, na
             for field in ("values", "indices", "mean", "units", "positions"):
                 a, b = getattr(got[key], field), getattr(expected[key], field)
                 assert (a is None and b is None) or (a.dtype == b.dtype and torch.equal(a, b))
+    if name == "tokens":                        # a feature's token: one position column
+        assert expected["1"].positions.shape == (5, 5, 1)
 
 
 def test_a_shard_round_trips_and_holds_only_its_batches(tmp_path):
@@ -159,8 +164,11 @@ HOSTILE = {
                       "example 0 is not in shard 1/2's batches"),
     "range": (dict(tensors=lambda t: t["layer1.indices"].__setitem__((0, 0), 10**6)),
               "indices must be in 0..229"),
-    "positions": (dict(tensors=lambda t: t["layer1.positions"].__setitem__((0, 0, 0), 1)),
-                  "-1 for dense units"),
+    "positions": (dict(tensors=lambda t: t.update({"layer1.positions": torch.zeros(
+        *t["layer1.positions"].shape[:2], 2, dtype=torch.long)})),
+        r"layer1.positions must be I64 of shape \(\d+, \d+, 0\)"),
+    "position axes": (dict(meta=_set(["states", 1, "position_axes"], 9)),
+                      "position_axes must be an integer in 0..8"),
     "deep json": (dict(meta=_set(["settings", "k"], json.loads("[" * 50 + "]" * 50))),
                   "settings.k must be"),
 }

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Callable, Sequence, TypeVar
 
-__all__ = ["Interval", "Options", "Boolean", "Pair", "Steps", "Param", "Constraint", "validated",
+__all__ = ["Interval", "Options", "Boolean", "Pair", "Steps", "AnyOf", "Param", "Constraint", "validated",
            "check_int", "check_float", "POSITIVE", "COUNT", "SEED", "RATE", "WEIGHT", "SHARE"]
 
 
@@ -220,6 +220,34 @@ class Steps(Constraint):
 
     def convert(self, text: str) -> object:
         return [int(part) for part in text.split(",") if part.strip()]
+
+
+class AnyOf(Constraint):
+    """A value any of ``constraints`` accepts (tried in order; text parsed by the first that
+    reads it): e.g. a reduction's name or a position's index."""
+
+    def __init__(self, *constraints: Constraint, metavar: str | None = None) -> None:
+        self.constraints = constraints
+        self.metavar = metavar
+
+    def expected(self) -> str:
+        return " or ".join(c.expected() for c in self.constraints)
+
+    def accepts(self, value: object) -> bool:
+        return any(c.accepts(value) for c in self.constraints)
+
+    def normalize(self, value: object) -> Any:
+        return next(c for c in self.constraints if c.accepts(value)).normalize(value)
+
+    def convert(self, text: str) -> object:
+        for c in self.constraints:
+            try:
+                value = c.convert(text)
+            except ValueError:
+                continue
+            if c.accepts(value):
+                return value
+        raise ValueError(text)
 
 
 @dataclass(frozen=True)

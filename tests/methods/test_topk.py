@@ -19,17 +19,17 @@ from helpers import random_dbn, read_checkpoint, refuse_unpickling
 POOL = [0.0, 0.5, 1.0, -0.0, math.inf, -math.inf]     # many exact ties; -0.0 == 0.0
 
 
-def random_data(rng, n, units, spatial, pool=POOL):
+def random_data(rng, n, units, axes, pool=POOL):
     """Values ``(n, U)`` drawn from ``pool`` (mostly its first three), distinct global
-    indices in random order with gaps, and positions ``(n, U, 2)`` (or ``None``)."""
+    indices in random order with gaps, and positions ``(n, U, axes)`` (``None`` for 0)."""
     weights = [10, 10, 10, 1, 1, 1][:len(pool)]
     values = torch.tensor([[rng.choices(pool, weights)[0] for _ in range(units)]
                            for _ in range(n)], dtype=torch.float32).view(n, units)
     indices = torch.tensor(rng.sample(range(3 * n + 5), n) if rng.random() < 0.7
                            else list(range(n)), dtype=torch.long)
-    positions = torch.randint(0, 3, (n, units, 2),
+    positions = torch.randint(0, 3, (n, units, axes),
                               generator=torch.Generator().manual_seed(rng.randrange(2**31))
-                              ) if spatial else None
+                              ) if axes else None
     return values, indices, positions
 
 
@@ -47,11 +47,11 @@ def feed(state, rng, values, indices, positions):
 
 
 def brute_force(values, indices, positions, k):
-    """Per unit: Python's ``sorted`` over ``(-value, index, row, col)``, the first k."""
+    """Per unit: Python's ``sorted`` over ``(-value, index, *position)``, the first k."""
     out = []
     for u in range(values.shape[1]):
         entries = sorted((-values[n, u].item(), indices[n].item(),
-                          *(positions[n, u].tolist() if positions is not None else (-1, -1)))
+                          *(positions[n, u].tolist() if positions is not None else ()))
                          for n in range(len(values)))[:k]
         out.append(entries)
     return out
@@ -59,7 +59,7 @@ def brute_force(values, indices, positions, k):
 
 def entries(state):
     """The state as the brute force writes it."""
-    return [[(-v, i, r, c) for v, i, (r, c) in zip(vs, ids, ps)]
+    return [[(-v, i, *p) for v, i, p in zip(vs, ids, ps)]
             for vs, ids, ps in zip(state.values.tolist(), state.indices.tolist(),
                                    state.positions.tolist())]
 
@@ -73,13 +73,13 @@ def assert_identical(a, b):
     assert torch.equal(a.indices, b.indices) and torch.equal(a.positions, b.positions)
 
 
-@pytest.mark.parametrize("spatial", [False, True])
-def test_any_sharding_and_merge_tree_gives_the_single_pass(spatial):
-    rng = random.Random(1000 + spatial)
+@pytest.mark.parametrize("axes", [0, 1, 2, 3])
+def test_any_sharding_and_merge_tree_gives_the_single_pass(axes):
+    rng = random.Random(1000 + axes)
     for trial in range(150):
         n, units, k = rng.randrange(0, 40), rng.randrange(1, 5), rng.randrange(1, 10)
-        values, indices, positions = random_data(rng, n, units, spatial)
-        single = feed(TopK(units, k, spatial), rng, values, indices, positions)
+        values, indices, positions = random_data(rng, n, units, axes)
+        single = feed(TopK(units, k, axes), rng, values, indices, positions)
         expected = brute_force(values, indices, positions, k)
         assert entries(single) == expected, trial
         # Random shards (some empty), each fed in random batches, merged in a random tree.
@@ -87,7 +87,7 @@ def test_any_sharding_and_merge_tree_gives_the_single_pass(spatial):
         states = []
         for s in range(max(shard_of, default=0) + 1 + rng.randrange(2)):
             rows = torch.tensor([j for j in range(n) if shard_of[j] == s], dtype=torch.long)
-            states.append(feed(TopK(units, k, spatial), rng, values[rows], indices[rows],
+            states.append(feed(TopK(units, k, axes), rng, values[rows], indices[rows],
                                None if positions is None else positions[rows]))
         while len(states) > 1:
             a = states.pop(rng.randrange(len(states)))
@@ -99,7 +99,7 @@ def test_any_sharding_and_merge_tree_gives_the_single_pass(spatial):
 
 def test_merge_is_commutative_and_associative_and_leaves_its_inputs():
     rng = random.Random(7)
-    parts = [feed(TopK(3, 4, True), rng, *random_data(rng, 12, 3, True)) for _ in range(3)]
+    parts = [feed(TopK(3, 4, 2), rng, *random_data(rng, 12, 3, 2)) for _ in range(3)]
     # Disjoint indices across parts: offset each part's indices.
     for j, part in enumerate(parts):
         part.indices = part.indices + 100 * j
@@ -108,7 +108,7 @@ def test_merge_is_commutative_and_associative_and_leaves_its_inputs():
     assert_identical(a.merge(b), b.merge(a))
     assert_identical(a.merge(b).merge(c), a.merge(b.merge(c)))
     assert torch.equal(a.values, before[0]) and torch.equal(a.indices, before[1])
-    assert_identical(a.merge(TopK(3, 4, True)), a)          # the empty state is neutral
+    assert_identical(a.merge(TopK(3, 4, 2)), a)          # the empty state is neutral
 
 
 @pytest.mark.parametrize("layer,model,shape", [
@@ -127,7 +127,7 @@ def test_sharded_mining_equals_top_examples_bit_for_bit(layer, model, shape):
     width = seam.layer(layer).unit_shape[-1] if seam.layer(layer).unit_shape else None
     states = []
     for lo, hi in [(200, 300), (0, 37), (37, 37), (37, 200)]:          # shards, any order
-        state = TopK(seam.layer(layer).units, 7, width is not None)
+        state = TopK(seam.layer(layer).units, 7, 0 if width is None else 2)
         for start in range(lo, hi, 50):
             stop = min(hi, start + 50)
             scores = seam.scores(x[start:stop], {layer: None})[layer]
@@ -152,7 +152,7 @@ def test_streamed_and_indexed_top_examples_are_bit_identical():
 
 
 def test_result_needs_k_examples_and_the_images():
-    state = TopK(2, 3, False)
+    state = TopK(2, 3)
     state.update(torch.tensor([[1.0, 2.0], [3.0, 0.0]]), torch.tensor([4, 1]))
     with pytest.raises(DataError, match=r"^k=3 is larger than the number of examples seen "
                                         r"\(2\)$"):
@@ -180,79 +180,80 @@ def test_result_needs_k_examples_and_the_images():
     (lambda s: s.update(torch.ones(2, 2), torch.tensor([0.0, 1.0])),
      r"^indices must be an integer tensor \(2,\)"),
     (lambda s: s.update(torch.ones(2, 2), torch.tensor([0, 1]), torch.zeros(2, 2, 2)),
-     r"^positions must be None for units that are not spatial$"),
+     r"^positions must be None for dense units \(position_axes=0\)$"),
 ])
 def test_bad_batches_are_refused_with_one_line(call, message):
     with pytest.raises(DataError, match=message) as refused:
-        call(TopK(2, 3, False))
+        call(TopK(2, 3))
     assert "\n" not in str(refused.value)
 
 
 def test_an_example_counted_twice_is_refused():
-    a, b = TopK(2, 3, False), TopK(2, 3, False)
+    a, b = TopK(2, 3), TopK(2, 3)
     a.update(torch.tensor([[5.0, 1.0], [0.0, 0.0]]), torch.tensor([10, 11]))
     b.update(torch.tensor([[5.0, 1.0]]), torch.tensor([10]))      # the same example again
     with pytest.raises(DataError, match=r"^example 10 is counted twice for unit 0; each "):
         a.merge(b)
     with pytest.raises(DataError, match=r"^example 11 is counted twice for unit 0"):
         a.update(torch.tensor([[3.0, 3.0]]), torch.tensor([11]))     # a second pass
-    spatial = TopK(2, 3, True)
-    with pytest.raises(DataError, match=r"^positions must be an integer tensor \(1, 2, 2\)"):
-        spatial.update(torch.ones(1, 2), torch.tensor([0]))
+    mapped = TopK(2, 3, 2)
+    with pytest.raises(DataError, match=r"^positions must be an integer tensor \(1, 2, 2\) "
+                                        r"for units with 2 position axes"):
+        mapped.update(torch.ones(1, 2), torch.tensor([0]))
     with pytest.raises(DataError, match=r"^positions must be >= 0, got -2$"):
-        spatial.update(torch.ones(1, 2), torch.tensor([0]), torch.tensor([[[0, -2], [1, 1]]]))
+        mapped.update(torch.ones(1, 2), torch.tensor([0]), torch.tensor([[[0, -2], [1, 1]]]))
 
 
 @pytest.mark.parametrize("other,problem", [
-    (TopK(2, 4, False), r"k \(3 and 4\)"), (TopK(3, 3, False), r"units \(2 and 3\)"),
-    (TopK(2, 3, True), r"spatial \(False and True\)"),
-    (TopK(2, 3, False, dtype=torch.float64), "dtype"),
-    (TopK(2, 3, False, info={"model": "b"}), "info"),
+    (TopK(2, 4), r"k \(3 and 4\)"), (TopK(3, 3), r"units \(2 and 3\)"),
+    (TopK(2, 3, 1), r"position_axes \(0 and 1\)"),
+    (TopK(2, 3, dtype=torch.float64), "dtype"),
+    (TopK(2, 3, info={"model": "b"}), "info"),
 ])
 def test_only_compatible_states_merge(other, problem):
     with pytest.raises(DataError, match=rf"^cannot merge top-k states with different {problem}"):
-        TopK(2, 3, False, info={} if problem != "info" else {"model": "a"}).merge(other)
+        TopK(2, 3, info={} if problem != "info" else {"model": "a"}).merge(other)
 
 
 # -- files -----------------------------------------------------------------------------------
 
-def sample_state(spatial=True, count=4, k=4, dtype=torch.float32):
+def sample_state(axes=2, count=4, k=4, dtype=torch.float32):
     rng = random.Random(11)
-    values, indices, positions = random_data(rng, count, 3, spatial)
-    state = TopK(3, k, spatial, dtype=dtype,
+    values, indices, positions = random_data(rng, count, 3, axes)
+    state = TopK(3, k, axes, dtype=dtype,
                  info={"model": "sha256:ab", "settings": {"layer": "conv1", "k": k}})
     return state.update(values, indices, positions) or state
 
 
-@pytest.mark.parametrize("spatial,count,dtype", [
-    (True, 4, torch.float32), (False, 4, torch.float32), (False, 2, torch.float64),
-    (True, 0, torch.float32)])
-def test_save_and_load_round_trip(tmp_path, monkeypatch, spatial, count, dtype):
+@pytest.mark.parametrize("axes,count,dtype", [
+    (2, 4, torch.float32), (0, 4, torch.float32), (0, 2, torch.float64),
+    (2, 0, torch.float32), (1, 4, torch.float32), (3, 3, torch.float32)])
+def test_save_and_load_round_trip(tmp_path, monkeypatch, axes, count, dtype):
     refuse_unpickling(monkeypatch)
-    state = sample_state(spatial, count, dtype=dtype)
+    state = sample_state(axes, count, dtype=dtype)
     state.save(tmp_path / "s.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]   # no temporaries
     back = TopK.load(tmp_path / "s.safetensors")
     assert_identical(back, state)
-    assert (back.units, back.k, back.spatial, back.dtype, back.info) == \
-        (state.units, state.k, state.spatial, state.dtype, state.info)
-    fresh = TopK(3, state.k, spatial, dtype=dtype, info={"settings": {"k": 4, "layer": "conv1"},
+    assert (back.units, back.k, back.position_axes, back.dtype, back.info) == \
+        (state.units, state.k, state.position_axes, state.dtype, state.info)
+    fresh = TopK(3, state.k, axes, dtype=dtype, info={"settings": {"k": 4, "layer": "conv1"},
                                                           "model": "sha256:ab"})
     assert_identical(back.merge(fresh), state)               # info compared as JSON
     _, meta = read_checkpoint(tmp_path / "s.safetensors")
-    assert json.loads(meta["featvis"])["format"] == FORMAT == "featvis.topk/1"
+    assert json.loads(meta["featvis"])["format"] == FORMAT == "featvis.topk/2"
 
 
 def test_info_must_be_json_and_small(tmp_path):
     with pytest.raises(ValueError, match="^info must be JSON-ready"):
-        TopK(1, 1, False, info={"x": float("nan")})
-    state = TopK(1, 1, False, info={"x": (1, 2)})          # kept as JSON gives it back
+        TopK(1, 1, info={"x": float("nan")})
+    state = TopK(1, 1, info={"x": (1, 2)})          # kept as JSON gives it back
     assert state.info == {"x": [1, 2]}
     state.info["y"] = {1, 2}                              # changed after: refused at save
     with pytest.raises(ValueError, match="^info must be JSON-ready"):
         state.save(tmp_path / "a.safetensors")
     with pytest.raises(ValueError, match="^info is too large"):
-        TopK(1, 1, False, info={"x": "a" * MAX_HEADER_BYTES}).save(tmp_path / "b.safetensors")
+        TopK(1, 1, info={"x": "a" * MAX_HEADER_BYTES}).save(tmp_path / "b.safetensors")
     assert not list(tmp_path.iterdir())
 
 
@@ -271,13 +272,18 @@ def swap_first_two(t):
 
 CASES = {
     "format": (lambda p, s: rewrite(p, format="featvis.dbn/2"),
-               r"unsupported top-k format 'featvis.dbn/2' \(featvis reads featvis.topk/1\)"),
+               r"unsupported top-k format 'featvis.dbn/2' \(featvis reads featvis.topk/2\)"),
+    "old format": (lambda p, s: rewrite(p, format="featvis.topk/1"),
+                   r"unsupported top-k format 'featvis.topk/1'"),
     "count": (lambda p, s: rewrite(p, count=3), r"values must be F16/BF16/F32/F64 of shape "
                                                 r"\(3, 3\), found F32 \(3, 4\)"),
     "k below count": (lambda p, s: rewrite(p, k=2), r"count must be an integer in 0..k=2"),
     "huge k": (lambda p, s: rewrite(p, k=10**30), r"k must be an integer in 1.."),
     "units": (lambda p, s: rewrite(p, units=True), r"units must be an integer"),
-    "spatial": (lambda p, s: rewrite(p, spatial=1), r"spatial must be true or false"),
+    "position axes": (lambda p, s: rewrite(p, position_axes=True),
+                      r"position_axes must be an integer in 0..8"),
+    "many position axes": (lambda p, s: rewrite(p, position_axes=9),
+                           r"position_axes must be an integer in 0..8"),
     "info": (lambda p, s: rewrite(p, info=[1]), r"info must be an object"),
     "index dtype": (lambda p, s: rewrite(p, {"indices": s.indices.int()}),
                     r"indices must be I64 of shape \(3, 4\), found I32"),
@@ -317,11 +323,12 @@ def test_inconsistent_files_are_refused(tmp_path, monkeypatch, case):
     assert str(refused.value).startswith(str(path)) and "\n" not in str(refused.value)
 
 
-def test_dense_positions_must_be_minus_one(tmp_path):
-    state = sample_state(spatial=False)
+def test_positions_must_have_one_column_per_position_axis(tmp_path):
+    state = sample_state(axes=0)
     state.save(tmp_path / "s.safetensors")
     rewrite(tmp_path / "s.safetensors", {"positions": torch.zeros(3, 4, 2, dtype=torch.long)})
-    with pytest.raises(CheckpointError, match="positions must be -1 for units that are not"):
+    with pytest.raises(CheckpointError, match=r"positions must be I64 of shape \(3, 4, 0\), "
+                                              r"found I64 \(3, 4, 2\)"):
         TopK.load(tmp_path / "s.safetensors")
 
 

@@ -93,9 +93,10 @@ def _reading(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
 def _load_model(args: argparse.Namespace, device: "torch.device"):
     """The model of ``--model``: a user's ``module:factory`` (with ``--weights``), or a
     built-in kind read from the positional checkpoint (any featvis checkpoint); ``--model
-    cnn`` without one is the reference CNN with the weights shipped in the package."""
+    cnn`` or ``vit`` without one is the reference CNN or ViT with the weights shipped in the
+    package."""
     from ..models.checkpoint import KINDS, load
-    from ..models import reference_cnn
+    from ..models import reference_cnn, reference_vit
     from ..models.usermodel import load_factory, load_weights
 
     spec = args.model_spec
@@ -112,11 +113,12 @@ def _load_model(args: argparse.Namespace, device: "torch.device"):
     if args.weights is not None:
         raise FeatvisError("--weights is for --model package.module:factory; a checkpoint "
                            "holds its own weights")
-    if args.model is None and spec == "cnn":
-        return reference_cnn(pretrained=True, device=device), None
+    shipped = {"cnn": reference_cnn, "vit": reference_vit}
+    if args.model is None and spec in shipped:
+        return shipped[spec](pretrained=True, device=device), None
     if args.model is None:
-        raise FeatvisError("give a checkpoint written by 'featvis train', or --model cnn, or "
-                           "--model package.module:factory")
+        raise FeatvisError("give a checkpoint written by 'featvis train', or --model cnn or "
+                           "vit (shipped), or --model package.module:factory")
     return load(args.model, device=device), args.model
 
 
@@ -244,15 +246,19 @@ def unit_axes(layers: Sequence[str] | None) -> dict[str, int]:
     return axes
 
 
-def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_out: bool):
+def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_out: bool,
+                      directions: dict | None = None):
     """``(model, model_path, images, labels, normalization, seam)`` of the command line;
-    with ``check_out`` the output folder is checked before the data is read."""
-    from ..seam.dispatch import probe
+    with ``check_out`` the output folder is checked before the data is read, and so are
+    ``directions`` where the model knows its input's shape."""
+    from ..seam import directed, probe
     from ..io.runfolder import plan_replacement
 
     model, model_path = _load_model(args, device)
     axes = unit_axes(getattr(args, "layers", None))
     seam = probe(model, args.input_shape, unit_axis=axes)
+    if directions is not None and seam.input_shape is not None:
+        directed(seam, directions)
     if check_out:
         from ..io.fileio import check_creatable
 
@@ -265,19 +271,32 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
             probe(model, images.shape[1:], unit_axis=axes))
 
 
+MAX_DIRECTIONS_BYTES = 2**30     # a --directions file: 256 M float32 values
+
+
+def _directions(args: argparse.Namespace) -> dict | None:
+    """The --directions file's tensors by layer name (``None`` without one)."""
+    if args.directions is None:
+        return None
+    from ..io.safetensors_file import read_tensors
+
+    return read_tensors(args.directions, "directions", MAX_DIRECTIONS_BYTES)
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
     from ..pipeline import distributed
     from ..pipeline.visualization import visualize
 
     device = resolve_device(args.device)
+    directions = _directions(args)
     ctx = distributed.from_environment(device, args.timeout) if args.distributed \
         else distributed.Context(device=device)
     with ctx:
         model, model_path, images, labels, normalization, seam = _model_and_inputs(
-            args, ctx.device, check_out=ctx.is_main)
+            args, ctx.device, check_out=ctx.is_main, directions=directions)
         visualize(seam, images, args.out, _settings(args, seam), labels=labels,
                   normalization=normalization, model_path=model_path, force=args.force,
-                  progress=not args.quiet, ctx=ctx)
+                  progress=not args.quiet, ctx=ctx, directions=directions)
     if ctx.is_main:
         print(args.out)
     return 0

@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _add_unit_options(p)
+    p.add_argument("--directions", type=Path, default=None, metavar="FILE.safetensors",
+                   help="show directions in a layer's unit space as its units (a linear "
+                        "probe's weights, sparse-autoencoder features): one (V, U) tensor per "
+                        "layer, named by its key; those layers are shown unless --layers")
     _add_method_options(p)
     p.add_argument("--distributed", action="store_true",
                    help="one of the processes of 'torchrun --nproc_per_node=N -m featvis "

@@ -8,15 +8,17 @@ import reprlib
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TypeVar
 
+import torch
 from safetensors import SafetensorError, safe_open
 
 from . import safejson
 from ..errors import CheckpointError, first_line
 
-__all__ = ["read_safetensors", "featvis_metadata"]
+__all__ = ["read_safetensors", "featvis_metadata", "read_tensors"]
 
 T = TypeVar("T")
 MAX_META_CHARS = 16 * 2**20   # the featvis metadata of a real file is a few kB
+MAX_TENSORS_HEADER = 2**20    # a header naming a few hundred tensors
 
 
 def read_safetensors(path: Path, read: Callable[[safe_open], T], what: str,
@@ -68,3 +70,26 @@ def featvis_metadata(path: Path, header: Mapping[str, str], what: str,
         raise CheckpointError(f"{path}: unsupported {what} format {reprlib.repr(found)} "
                               f"(featvis reads {', '.join(formats)})")
     return meta
+
+
+def read_tensors(path: str | os.PathLike, what: str, max_bytes: int) -> dict[str, torch.Tensor]:
+    """Every tensor of a plain safetensors file (any writer: ``safetensors.torch.save_file``)
+    by name, as float32: a file above ``max_bytes`` (a tensor of a type other than float)
+    is a one-line :class:`CheckpointError` before its data is read."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > max_bytes:
+        raise CheckpointError(f"{path}: {path.stat().st_size} bytes, above the {max_bytes} a "
+                              f"{what} file may hold")
+
+    def read(f: safe_open) -> dict:
+        found = {}
+        for name in f.keys():
+            dtype = f.get_slice(name).get_dtype()
+            if dtype not in ("F16", "BF16", "F32", "F64"):
+                raise CheckpointError(f"{path}: tensor {name!r} is {dtype}; a {what} file "
+                                      "holds floating tensors")
+            found[name] = f.get_tensor(name).float()
+        if not found:
+            raise CheckpointError(f"{path}: no tensors in this {what} file")
+        return found
+    return read_safetensors(path, read, what, MAX_TENSORS_HEADER)

@@ -4,7 +4,8 @@ Streams over the data keeping a running top-k per unit, so memory is O(units x k
 never O(N x units). Several layers are mined in the same pass over the data. Inputs are
 ranked by the probe's score: a DBN's pre-activation (same order as the activation, without
 the ties a saturated float32 sigmoid would make), a module's output, and for a channel its
-maximum over positions (the first maximum in row-major order, whose position is returned).
+maximum over positions (the first maximum in row-major order, whose position is returned:
+row and column on a channel's map, the token of a feature over a sequence).
 Ties go to the lower dataset index, exactly. The running top-k is a :class:`~.topk.TopK`
 updated batch by batch, the same mergeable state that sharded mining combines, so a single
 pass and any split of the data into shards give bit-identical results.
@@ -24,7 +25,7 @@ from ..data.tensors import check_inputs, iter_batches
 from ..params import POSITIVE, Interval, Param, validated
 from ..figures import class_purity
 from ..io.safejson import json_float
-from ..seam import Key, Probe, probe
+from ..seam import Key, Probe, directed, probe
 from ..units import Units, resolve_units
 from .registry import SANITY, Method, Page
 from .topk import TopExamples, TopK
@@ -38,19 +39,17 @@ class _Mining:
 
     def __init__(self, units: torch.Tensor, k: int, unit_shape: tuple[int, ...],
                  input_shape: tuple[int, ...], keep_rows: bool, dtype: torch.dtype) -> None:
-        self.units, self.input_shape = units, input_shape
-        self.map_width = unit_shape[-1] if unit_shape else None
-        self.best = TopK(units.numel(), k, bool(unit_shape), device=units.device, dtype=dtype)
+        self.units, self.input_shape, self.unit_shape = units, input_shape, unit_shape
+        self.best = TopK(units.numel(), k, len(unit_shape), device=units.device, dtype=dtype)
         self.rows = torch.empty(units.numel(), 0, math.prod(input_shape), device=units.device,
                                 dtype=dtype) if keep_rows else None
 
     def update(self, scores: torch.Tensor, positions: torch.Tensor | None,
                batch: torch.Tensor, start: int) -> None:
-        """Add the scores ``(B, U)`` (and flat map positions) of inputs ``start ..``."""
+        """Add the scores ``(B, U)`` (and flat positions) of inputs ``start ..``."""
         indices = torch.arange(start, start + scores.shape[0], device=scores.device)
-        if positions is not None:
-            positions = torch.stack([positions // self.map_width,
-                                     positions % self.map_width], 2)
+        if positions is not None:                   # (B, U) flat -> (B, U, P), row-major
+            positions = torch.stack(torch.unravel_index(positions, self.unit_shape), 2)
         source, m = self.best._update(scores, indices, positions)
         if self.rows is None:
             return
@@ -79,7 +78,8 @@ def _first_batch(batches: Iterable[torch.Tensor]
 def top_examples(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor],
                  layer: Key | Sequence[Key], k: int = 9,
                  units: Units | Mapping[Key, Units] = None,
-                 batch_size: int = 1000, progress: bool = False
+                 batch_size: int = 1000, progress: bool = False, *,
+                 directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None
                  ) -> TopExamples | dict[Key, TopExamples]:
     """The ``k`` inputs with the highest activation of each unit.
 
@@ -87,15 +87,20 @@ def top_examples(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch
     ``DataLoader``); a tensor is streamed in batches of ``batch_size``. ``layer`` is a layer
     key (a DBN's depth, a module's dotted name) or a list of them, mined in one pass over
     the data; the result is then a dict by layer, and ``units`` may map each layer to its
-    own units (a single ``units`` applies to every layer).
+    own units (a single ``units`` applies to every layer). ``directions (V, U)`` (a mapping
+    by layer for several) ranks inputs by their projection on each of ``V`` directions in
+    the layer's unit space instead (maximum over positions); ``units`` then picks
+    directions.
 
     Example:
         >>> ex = top_examples(cnn, images, "features.0", k=9)   # doctest: +SKIP
         >>> ex.indices.shape, ex.positions.shape                # (C, 9), (C, 9, 2)
+        >>> top_examples(vit, images, "blocks.1.mlp.fc1").positions.shape  # doctest: +SKIP
+        (U, 9, 1)                                  # the token of each maximum
     """
     single = not isinstance(layer, Iterable) or isinstance(layer, str)
     seam, best = mine(model, images, [layer] if single else layer, k, units, batch_size,
-                      progress)
+                      progress, directions=directions)
     streamed = not isinstance(images, torch.Tensor)
     results = {key: running.result(None if streamed else images,
                                    lambda v, key=key: seam.activation(key, v))
@@ -106,7 +111,8 @@ def top_examples(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch
 @validated(k=POSITIVE, batch_size=POSITIVE)
 def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor],
          layers: Sequence[Key], k: int = 9, units: Units | Mapping[Key, Units] = None,
-         batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1)
+         batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1),
+         directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None
          ) -> tuple[Probe, dict[Key, _Mining]]:
     """The probe and each layer's running top-k after one pass over ``images`` (see
     :func:`top_examples`), or over the share ``(i, n)`` of its batches: batch ``b`` is
@@ -128,6 +134,12 @@ def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor]
         if first is None:
             raise ValueError(f"k={k} is larger than the number of inputs (0)")
         seam = probe(model, check_inputs(first).shape[1:])
+    if directions is not None:
+        if not isinstance(directions, Mapping) and len(keys) > 1:
+            raise ValueError("directions: give a mapping {layer: (V, U) tensor} when mining "
+                             "several layers")
+        seam = directed(seam, directions if isinstance(directions, Mapping)
+                        else {keys[0]: directions})
     infos = {key: seam.layer(key) for key in keys}          # every layer checked first
     wanted = units if isinstance(units, Mapping) else dict.fromkeys(infos, units)
     extra = [key for key in wanted if key not in infos]
@@ -174,6 +186,7 @@ def _write(page: Page, ex: TopExamples) -> None:
     k = page.params["k"]
     mean = page.show(ex.mean)
     purity = None if page.labels is None else class_purity(ex.indices, page.labels)
+    boxes = None if ex.positions is None else page.probe.regions(page.key, ex.positions)
     page.section(page.tile(mean, scale="minmax"),
                  "the mean of each unit's top examples, one tile per unit")
     for j in range(len(page.units)):
@@ -190,8 +203,10 @@ def _write(page: Page, ex: TopExamples) -> None:
                      ("its share", info["examples"]["purity"]["share"])]
         values = ", ".join(f"{v:.3f}" for v in ex.values[j].tolist())
         page.panel(j, [
-            ("examples_strip", page.tile(page.images[ex.indices[j]], scale="minmax", cols=k),
-             f"activations: {values}", "strip"),
+            ("examples_strip", page.tile(page.images[ex.indices[j]], scale="minmax", cols=k,
+                                         boxes=None if boxes is None else boxes[j]),
+             f"activations: {values}" + ("" if boxes is None else
+                                         "; boxed: the patch of the winning token"), "strip"),
             ("examples_mean", page.tile(mean[j:j + 1], scale="minmax"), "their mean",
              "single")], facts)
     page.figure("mean top-1 example activation", ex.values[:, 0].mean().item())

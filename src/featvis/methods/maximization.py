@@ -21,13 +21,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.tensors import picture_shape
-from ..params import (POSITIVE, RATE, SEED, WEIGHT, Interval, Options, Pair, Param, Steps,
-                      check_float, check_int, validated)
+from ..params import (POSITIVE, RATE, SEED, WEIGHT, Interval, Options, Pair, Param,
+                      Steps, check_float, check_int, validated)
 from ..figures import FLAT
 from ..io.safejson import json_float
-from ..seam import SPATIAL, Key, Probe, probe
+from ..seam import Key, Probe, directed, probe
 from ..units import Units, resolve_units, unit_generator
 from .input_gradients import OneChannelConvolutions
+from .objectives import SPATIAL_CHOICES, Batch, Objective, similarity_to_other_restarts
+from .objectives import diversity as diversity_penalty
+from .objectives import l2 as l2_penalty
+from .objectives import tv as tv_penalty
 from .registry import SANITY, Method, Page
 from .parameterization import (Transform, color_filter, fourier_filter, hashed_uniforms,
                                standard_transforms, transform)
@@ -65,7 +69,7 @@ def _mean_pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
     units, restarts = x.shape[:2]
     if restarts < 2:
         return x.new_full((units,), float("nan"))
-    return _similarity_to_other_restarts(x.flatten(0, 1), restarts).view(units, -1).mean(1)
+    return similarity_to_other_restarts(x.flatten(0, 1), restarts).view(units, -1).mean(1)
 
 
 def _starts(units: torch.Tensor, restarts: int, dim: int, seed: int) -> torch.Tensor:
@@ -105,20 +109,18 @@ def _on_sphere_in_box(y: torch.Tensor, rho: float, box: tuple[float, float],
     return (t * y).clamp_(lo, hi)
 
 
-def _total_variation(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Per row, the sum of absolute differences between neighbouring pixels of the picture."""
-    pictures = x.view(-1, *picture_shape(shape))
-    return ((pictures[..., 1:, :] - pictures[..., :-1, :]).abs().flatten(1).sum(1)
-            + (pictures[..., :, 1:] - pictures[..., :, :-1]).abs().flatten(1).sum(1))
+@dataclass(frozen=True, eq=False)
+class _UnitObjective(Objective):
+    """Each row's unit of one layer, as :meth:`featvis.seam.Probe.objective` prepares it
+    (an affine layer read from its input), on the pictures the model sees."""
 
+    read: Callable[[torch.Tensor], torch.Tensor]
 
-def _similarity_to_other_restarts(x: torch.Tensor, restarts: int) -> torch.Tensor:
-    """Per row, the mean cosine with the unit's other restarts (0 for a single restart)."""
-    if restarts < 2:
-        return x.new_zeros(x.shape[0])
-    unit = F.normalize(x, dim=1).view(-1, restarts, x.shape[1])
-    gram = unit @ unit.transpose(1, 2)
-    return ((gram.sum(2) - gram.diagonal(dim1=1, dim2=2)) / (restarts - 1)).reshape(-1)
+    reads_model = True
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        with OneChannelConvolutions():      # a grayscale first layer's input gradient, faster
+            return self.read(batch.seen.view(-1, *batch.shape))
 
 
 def _transforms(transforms: object) -> list[Transform]:
@@ -166,16 +168,20 @@ def _two_metric(grad: torch.Tensor, x: torch.Tensor,
 
 
 @validated(rho=Interval(float, 0.0, low_open=True, none=True), steps=POSITIVE, lr=RATE,
-           restarts=POSITIVE, seed=SEED, spatial=Options(SPATIAL),
-           optimizer=Options(OPTIMIZERS), l2=WEIGHT, tv=WEIGHT, diversity=WEIGHT)
-def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: float | None = None,
+           restarts=POSITIVE, seed=SEED, spatial=SPATIAL_CHOICES,
+           optimizer=Options(OPTIMIZERS), l2=WEIGHT, tv=WEIGHT, diversity=WEIGHT,
+           cosine_power=Interval(float, 0.0))
+def maximize(model: nn.Module | Probe, layer: Key | None = None, units: Units = None,
+             rho: float | None = None,
              steps: int = 300, lr: float = 0.05, restarts: int = 9, seed: int = 0,
              progress: bool = False, *, bounds: tuple[float, float] | None = None,
-             input_shape: tuple[int, ...] | None = None, spatial: str = "positive",
+             input_shape: tuple[int, ...] | None = None, spatial: str | int = "positive",
              optimizer: str = "normalized", l2: float = 0.0, tv: float = 0.0,
              diversity: float = 0.0, transforms: str | Sequence[Transform] | None = None,
              snapshots: Sequence[int] = (), param: str = "pixel",
-             decorrelate: torch.Tensor | None = None) -> Maximization:
+             decorrelate: torch.Tensor | None = None,
+             directions: torch.Tensor | None = None, cosine_power: float = 0.0,
+             objective: Objective | None = None) -> Maximization:
     """Maximize each unit's objective on the sphere ``||x|| = rho``, in the box ``bounds``,
     or on both (their intersection).
 
@@ -193,7 +199,10 @@ def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: flo
     still has a gradient): the objective of a channel followed by a ReLU, whose optimum
     tiles the channel's pattern, where the plain mean (``"mean"``) of a convolution's own
     output is linear, with a flat picture as its optimum; ``"center"`` takes the centre
-    position (the receptive field's pattern alone). The starting points depend on
+    position (the receptive field's pattern alone), and an integer the position of that
+    index: for a feature over tokens, one token (``0``, a class token in front; ``-1``, the
+    last), for a map the flat row-major index. The other reductions apply to tokens as to
+    a map's positions. The starting points depend on
     ``(seed, unit, restart)`` only, so a unit's result is the same alone or in a batch.
 
     Image priors, off by default (then the result is the plain ascent's, bit for bit); the
@@ -217,14 +226,41 @@ def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: flo
     - ``snapshots``: steps (``0 <= step <= steps``) after which the best restart's pictures
       are kept in ``.snapshots``; ``snapshots[steps]`` equals ``images``.
 
+    ``directions (V, U)``: maximize directions in the layer's unit space instead of its
+    units (``units`` then picks directions): the projection of the layer's output on each,
+    reduced over positions by ``spatial``. ``cosine_power`` p > 0 maximizes lucent's ``dot
+    x cos^p`` instead (the cosine between the output and the direction, or the unit's axis,
+    floored at 0.1), which favours activations along the direction over large ones.
+
+    ``objective`` (:mod:`featvis.objectives`, instead of ``layer``): maximize that, one goal
+    for every restart in one batch (the result has one row); the layers it declares are
+    hooked in one forward pass. The keyword penalties are objectives too: ``l2=w`` is ``-
+    w * l2()``, and so are ``tv`` and ``diversity``.
+
     Example:
         >>> mx = maximize(cnn, "features.0", rho=10.0, input_shape=(1, 28, 28))  # doctest: +SKIP
         >>> mx.images.shape                                     # (channels, 1, 28, 28)
     """
     seam = probe(model, input_shape)
-    info = seam.layer(layer)
+    if objective is not None:
+        if layer is not None or units is not None or directions is not None:
+            raise ValueError("objective: give it instead of layer, units and directions")
+        if not isinstance(objective, Objective):
+            raise TypeError(f"objective must be a featvis.objectives.Objective, got "
+                            f"{type(objective).__name__}")
+        if objective.model_part() is None:
+            raise ValueError(f"objective: {objective!r} reads no layer of the model")
+        objective.check(seam)
+        name = "objective"
+    elif layer is None:
+        raise ValueError("maximize needs a layer (and units) or an objective")
+    else:
+        if directions is not None:
+            seam = directed(seam, {layer: directions})
+        name = seam.layer(layer).name
     device, dtype = seam.device, seam.dtype
-    units = resolve_units(units, info.units, device)
+    units = torch.zeros(1, dtype=torch.long, device=device) if objective is not None else \
+        resolve_units(units, seam.layer(layer).units, device)
     box = _bounds(bounds)
     if rho is None and box is None:
         rho = seam.default_rho()
@@ -269,11 +305,20 @@ def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: flo
     row_restarts = torch.arange(restarts, device=device).repeat(n_units)
     draws = sum(t.draws for t in chain)
 
-    read = seam.objective(layer, row_units, spatial)
+    goal = objective if objective is not None else _UnitObjective(
+        seam.objective(layer, row_units, spatial, cosine_power=cosine_power))
+    total = goal
+    for weight, penalty in ((l2, l2_penalty), (tv, tv_penalty), (diversity, diversity_penalty)):
+        if weight:
+            total = total - weight * penalty()
+    reading = goal.model_part()
 
-    def objective(x: torch.Tensor) -> torch.Tensor:
-        with OneChannelConvolutions():      # a grayscale first layer's input gradient, faster
-            return read(x.view(-1, *shape))
+    def value(of: Objective, x: torch.Tensor, seen_x: torch.Tensor) -> torch.Tensor:
+        """``of`` on pictures ``x (B, D)``, which the model sees as ``seen_x``."""
+        with OneChannelConvolutions():
+            outputs = seam.outputs(seen_x.view(-1, *shape), list(of.layers)) \
+                if of.layers else {}
+        return of(Batch(x, shape, outputs, restarts, seen_x))
 
     def seen(x: torch.Tensor, step: int) -> torch.Tensor:
         """The pictures the model sees at ``step``: ``x`` randomly transformed."""
@@ -292,28 +337,18 @@ def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: flo
 
     def best(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every restart's objective ``(U, R)``, the best restart and its pictures ``(U, D)``."""
-        reached = objective(x).view(n_units, restarts)
+        reached = value(reading, x, x).view(n_units, restarts)
         chosen = reached.argmax(1)
         return reached, chosen, x.view(n_units, restarts, dim)[
             torch.arange(n_units, device=device), chosen]
 
-    def penalized(x: torch.Tensor, step: int) -> torch.Tensor:
-        total = objective(seen(x, step))
-        if l2:
-            total = total - l2 * x.pow(2).sum(1)
-        if tv:
-            total = total - tv * _total_variation(x, shape)
-        if diversity:
-            total = total - diversity * _similarity_to_other_restarts(x, restarts)
-        return total
-
     x.requires_grad_(True)
     adam = torch.optim.Adam([x], lr=lr, maximize=True) if optimizer == "adam" else None
     with torch.enable_grad():           # the objective alone: a penalty is never zero
-        (grad,) = torch.autograd.grad(objective(seen(x, 0)).sum(), x)
+        (grad,) = torch.autograd.grad(value(reading, x, seen(x, 0)).sum(), x)
     dead = (grad == 0).all(1).view(n_units, restarts).all(1)
     # Without penalties that is step 0's gradient too: not computed twice.
-    first = grad if not (l2 or tv or diversity) else None
+    first = grad if total is reading else None
     kept = {}
 
     def snapshot(step: int) -> None:
@@ -322,13 +357,13 @@ def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: flo
                 kept[step] = best(x.detach())[2].view(n_units, *shape)
 
     snapshot(0)
-    for step in tqdm(range(steps), desc=f"maximize {info.name}", unit="step",
+    for step in tqdm(range(steps), desc=f"maximize {name}", unit="step",
                      disable=not progress, leave=False):
         if step == 0 and first is not None:
             grad = first
         else:
             with torch.enable_grad():   # grad of x only: the model's .grad stay untouched
-                (grad,) = torch.autograd.grad(penalized(x, step).sum(), x)
+                (grad,) = torch.autograd.grad(value(total, x, seen(x, step)).sum(), x)
         with torch.no_grad():
             if preconditioned:
                 grad = _two_metric(grad, x, precondition, rho, box)
@@ -347,13 +382,15 @@ def maximize(model: nn.Module | Probe, layer: Key, units: Units = None, rho: flo
     x = x.detach()
     with torch.no_grad():
         reached, chosen, images = best(x)
+        best_value = reached.gather(1, chosen[:, None])[:, 0]
         optima = x.view(n_units, restarts, dim)
         saturation = images.new_full((n_units,), math.nan) if box is None else \
             ((images <= box[0]) | (images >= box[1])).float().mean(1)
         return Maximization(
             images=images.view(n_units, *shape),
             all=optima.view(n_units, restarts, *shape),
-            activation=seam.activation(layer, reached.gather(1, chosen[:, None])[:, 0]),
+            activation=best_value if objective is not None else seam.activation(
+                layer, best_value),
             invariance=_mean_pairwise_cosine(optima),
             units=units,
             saturation=saturation,
@@ -376,9 +413,10 @@ DECLARED = {
     "transforms": Param(Options(("standard",), none=True), None,
                         "maximize through random pad, jitter, scale and rotate (lucent's "
                         "standard transforms)"),
-    "spatial": Param(Options(SPATIAL), "positive",
-                     "maximization's objective for a channel: the mean of its map's positive "
-                     "part, its mean, or its centre position"),
+    "spatial": Param(SPATIAL_CHOICES, "positive",
+                     "maximization's objective for a unit with positions (a channel's map, a "
+                     "feature over tokens): the mean of its positive part, its mean, its "
+                     "centre, or the position of an index (0: a class token)"),
     "snapshots": Param(Steps(64), (), "also show maximization's pictures after these steps"),
 }
 
@@ -392,7 +430,7 @@ def _compute(probe: Probe, key: Key, units: Sequence[int], *, rho, bounds, steps
 
 
 def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, rho: float | None = None,
-           bounds: tuple[float, float] | None = None, spatial: str = "positive"
+           bounds: tuple[float, float] | None = None, spatial: str | int = "positive"
            ) -> torch.Tensor:
     return maximize(probe, key, units=units, rho=rho, bounds=bounds, steps=SANITY["steps"],
                     restarts=SANITY["restarts"], input_shape=probe.input_shape,

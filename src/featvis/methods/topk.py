@@ -3,8 +3,8 @@
 :class:`TopK` keeps, for each of ``units`` units, the best ``k`` entries (value, global
 example index, position) seen so far, in one total order: value descending, then example
 index ascending. A unit never holds the same example twice (see below), so this order is
-strict and the position, the row and column of a channel's maximum (``-1, -1`` for a dense
-unit), never needs to break a tie. The k best of a set are therefore one fixed set, whatever
+strict and the position (where on its map or token sequence a unit took the value; nothing
+for a dense unit) never needs to break a tie. The k best of a set are therefore one fixed set, whatever
 the batches it came in, however it was split into shards and in whichever order or tree the
 shards are merged: :meth:`TopK.merge` is associative and commutative and gives, bit for bit,
 what a single pass over all the data gives (values are only ever selected, never computed).
@@ -15,7 +15,8 @@ wherever it is cheap to see: inside a batch, and between a unit's kept entries a
 candidates that meet them (an update's batch, the other side of a merge). A repeat that
 neither side keeps for any unit cannot be seen and does no harm to the result.
 
-States are saved as safetensors with JSON metadata (``featvis.topk/1``); :meth:`TopK.load`
+States are saved as safetensors with JSON metadata (``featvis.topk/2``; the ``/1`` files of
+featvis 0.x kept two position columns for every unit and are refused: mine again); :meth:`TopK.load`
 checks a file it did not necessarily write (header size, dtypes, shapes, ranges, order)
 before trusting it, and never unpickles.
 """
@@ -41,9 +42,10 @@ from ..io.safetensors_file import featvis_metadata, read_safetensors
 
 __all__ = ["TopK", "TopExamples", "FORMAT", "MAX_HEADER_BYTES"]
 
-FORMAT = "featvis.topk/1"
+FORMAT = "featvis.topk/2"
 MAX_HEADER_BYTES = 4 * 2**20      # a real header is well under a kB, plus the caller's info
 MAX_UNITS_OR_K = 2**40            # what a file may claim for units or k
+MAX_POSITION_AXES = 8             # what a file may claim for a unit's position axes
 VALUE_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
                 "F64": torch.float64}
 NAMES = ("values", "indices", "positions")
@@ -54,8 +56,9 @@ UNIT_CHUNK = 256                  # units whose k inputs are gathered at once fo
 class TopExamples:
     """``values (U, k)`` activations in descending order, ``indices (U, k)`` into the data,
     ``mean (U, *input_shape)`` the plain mean of each unit's k inputs, ``units (U,)``, and
-    for channels ``positions (U, k, 2)``: the row and column of each maximum in the layer's
-    output map (``None`` for dense units)."""
+    for units with positions ``positions (U, k, P)``: where in the layer's output each
+    maximum is, one column per position axis (a channel's map: row and column, ``P = 2``;
+    a feature over tokens: the token, ``P = 1``); ``None`` for dense units."""
 
     values: torch.Tensor
     indices: torch.Tensor
@@ -110,7 +113,7 @@ def _best(values: torch.Tensor, indices: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _gather(t: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """``t (U, n[, 2])`` at ``columns (U, m)`` of each row."""
+    """``t (U, n[, P])`` at ``columns (U, m)`` of each row."""
     if t.dim() == 3:
         return t.gather(1, columns.unsqueeze(2).expand(-1, -1, t.shape[2]))
     return t.gather(1, columns)
@@ -119,34 +122,35 @@ def _gather(t: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
 class TopK:
     """The best ``k`` (value, example index, position) of each of ``units`` units seen so far.
 
-    ``values (U, n)``, ``indices (U, n)`` (int64) and ``positions (U, n, 2)`` (int64: row
-    and column of a channel's maximum, ``-1`` for units that are not ``spatial``) hold the
-    ``n = count <= k`` entries of each unit in order (value descending, index ascending);
-    every unit holds the same number. Treat them as read-only. ``info`` is the caller's
-    JSON-ready dict (model and data fingerprints, settings) that :meth:`save` writes.
+    ``values (U, n)``, ``indices (U, n)`` (int64) and ``positions (U, n, P)`` (int64: the
+    index of each maximum along each of the units' ``P = position_axes`` position axes, none
+    for dense units) hold the ``n = count <= k`` entries of each unit in order (value
+    descending, index ascending); every unit holds the same number. Treat them as
+    read-only. ``info`` is the caller's JSON-ready dict (model and data fingerprints,
+    settings) that :meth:`save` writes.
 
     Example:
-        >>> state = TopK(500, k=9, spatial=False)          # doctest: +SKIP
+        >>> state = TopK(500, k=9, position_axes=0)        # doctest: +SKIP
         >>> state.update(acts, torch.arange(start, start + len(acts)))
         >>> merged = state.merge(TopK.load("shard1.safetensors"))
     """
 
-    def __init__(self, units: int, k: int, spatial: bool, *,
+    def __init__(self, units: int, k: int, position_axes: int = 0, *,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  info: dict | None = None) -> None:
         self.units = check_int("units", units)
         self.k = check_int("k", k)
-        if not isinstance(spatial, bool):
-            raise ValueError(f"spatial must be True or False, got {spatial!r}")
+        self.position_axes = check_int("position_axes", position_axes, minimum=0)
         if dtype not in VALUE_DTYPES.values():
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
         if info is not None and not isinstance(info, dict):
             raise ValueError(f"info must be a dict, got {type(info).__name__}")
-        self.spatial, self.dtype, self.device = spatial, dtype, torch.device(device)
+        self.dtype, self.device = dtype, torch.device(device)
         self.info: dict = json.loads(_json(info or {}))     # as a file gives it back
         self.values = torch.empty(self.units, 0, dtype=dtype, device=self.device)
         self.indices = torch.empty(self.units, 0, dtype=torch.long, device=self.device)
-        self.positions = torch.empty(self.units, 0, 2, dtype=torch.long, device=self.device)
+        self.positions = torch.empty(self.units, 0, self.position_axes, dtype=torch.long,
+                                     device=self.device)
 
     @property
     def count(self) -> int:
@@ -154,15 +158,16 @@ class TopK:
         return self.values.shape[1]
 
     def __repr__(self) -> str:
-        return (f"TopK(units={self.units}, k={self.k}, spatial={self.spatial}, "
+        return (f"TopK(units={self.units}, k={self.k}, position_axes={self.position_axes}, "
                 f"count={self.count}, dtype={self.dtype}, device={self.device})")
 
     # -- updating ----------------------------------------------------------------------------
     def update(self, values: torch.Tensor, indices: torch.Tensor,
                positions: torch.Tensor | None = None) -> None:
         """Add a batch: ``values (B, U)``, their global example ``indices (B,)`` (distinct,
-        ``>= 0``, any order) and, for spatial units only, ``positions (B, U, 2)`` (row and
-        column, ``>= 0``). Values are cast to the state's dtype; NaN is refused."""
+        ``>= 0``, any order) and, for units with positions, ``positions (B, U, P)`` (``>=
+        0``; ``None`` for dense units). Values are cast to the state's dtype; NaN is
+        refused."""
         self._update(values, indices, positions)
 
     def _update(self, values: torch.Tensor, indices: torch.Tensor,
@@ -197,8 +202,8 @@ class TopK:
         columns = _batch_topk(scores, self.k)                           # (U, <=k)
         fresh_values = scores.gather(1, columns)
         if positions is None:
-            fresh_positions = torch.full((*columns.shape, 2), -1, dtype=torch.long,
-                                         device=self.device)
+            fresh_positions = torch.empty((*columns.shape, 0), dtype=torch.long,
+                                          device=self.device)
         else:
             fresh_positions = _gather(positions.transpose(0, 1), columns)
         nan, below = torch.stack([fresh_values.isnan().any(),
@@ -230,15 +235,17 @@ class TopK:
                 or indices.dtype.is_complex or tuple(indices.shape) != (n,):
             raise DataError(f"indices must be an integer tensor ({n},), got "
                             f"{_describe(indices)}")
-        if self.spatial:
+        p = self.position_axes
+        if p:
             if not (isinstance(positions, torch.Tensor) and not positions.is_floating_point()
                     and positions.dtype != torch.bool
-                    and tuple(positions.shape) == (n, self.units, 2)):
-                raise DataError(f"positions must be an integer tensor ({n}, {self.units}, 2) "
-                                f"for spatial units, got {_describe(positions)}")
+                    and tuple(positions.shape) == (n, self.units, p)):
+                raise DataError(f"positions must be an integer tensor ({n}, {self.units}, {p}) "
+                                f"for units with {p} position axes, got "
+                                f"{_describe(positions)}")
             positions = positions.to(self.device, torch.long)
         elif positions is not None:
-            raise DataError("positions must be None for units that are not spatial")
+            raise DataError("positions must be None for dense units (position_axes=0)")
         return values.to(self.device, self.dtype), indices.long(), positions
 
     def _absorb(self, values: torch.Tensor, indices: torch.Tensor, positions: torch.Tensor,
@@ -259,11 +266,11 @@ class TopK:
 
     def merge(self, other: TopK) -> TopK:
         """A new state holding the k best of both (neither is changed). Both must agree on
-        ``units``, ``k``, ``spatial``, dtype and ``info``; an example index in both is a
+        ``units``, ``k``, ``position_axes``, dtype and ``info``; an example index in both is a
         :class:`DataError` (see the module's notes). The result is on this state's device."""
         if not isinstance(other, TopK):
             raise TypeError(f"can only merge a TopK, got {type(other).__name__}")
-        for name in ("units", "k", "spatial", "dtype", "info"):
+        for name in ("units", "k", "position_axes", "dtype", "info"):
             if (getattr(self, name) != getattr(other, name) if name != "info"
                     else _json(self.info) != _json(other.info)):
                 raise DataError(f"cannot merge top-k states with different {name} "
@@ -276,8 +283,8 @@ class TopK:
         return out
 
     def _like(self) -> TopK:
-        return TopK(self.units, self.k, self.spatial, device=self.device, dtype=self.dtype,
-                    info=self.info)
+        return TopK(self.units, self.k, self.position_axes, device=self.device,
+                    dtype=self.dtype, info=self.info)
 
     # -- results -----------------------------------------------------------------------------
     def result(self, images: torch.Tensor, *, units: torch.Tensor | None = None,
@@ -316,13 +323,14 @@ class TopK:
         values = self.values.clone() if activation is None else activation(self.values)
         return TopExamples(values=values, indices=self.indices.clone(), mean=mean,
                            units=units,
-                           positions=self.positions.clone() if self.spatial else None)
+                           positions=self.positions.clone() if self.position_axes else None)
 
     # -- files -------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """The bytes of this state's ``featvis.topk/1`` safetensors file."""
+        """The bytes of this state's ``featvis.topk/2`` safetensors file."""
         meta = {"format": FORMAT, "featvis_version": __version__, "units": self.units,
-                "k": self.k, "spatial": self.spatial, "count": self.count, "info": self.info}
+                "k": self.k, "position_axes": self.position_axes, "count": self.count,
+                "info": self.info}
         text = _json(meta)
         tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in NAMES}
         data = safetensors_bytes(tensors, metadata={"featvis": text})
@@ -381,9 +389,10 @@ def _read(path: Path, f: safe_open) -> TopK:
     units, k, count = meta["units"], meta["k"], meta.get("count")
     if not (is_int(count) and 0 <= count <= k):
         raise _refuse(path, f"count must be an integer in 0..k={k}, got {reprlib.repr(count)}")
-    if not isinstance(meta.get("spatial"), bool):
-        raise _refuse(path, f"spatial must be true or false, got "
-                            f"{reprlib.repr(meta.get('spatial'))}")
+    axes = meta.get("position_axes")
+    if not (is_int(axes) and 0 <= axes <= MAX_POSITION_AXES):
+        raise _refuse(path, f"position_axes must be an integer in 0..{MAX_POSITION_AXES}, got "
+                            f"{reprlib.repr(axes)}")
     if not isinstance(meta.get("info", {}), dict):
         raise _refuse(path, f"info must be an object, got {reprlib.repr(meta['info'])}")
     names = set(f.keys())
@@ -392,14 +401,14 @@ def _read(path: Path, f: safe_open) -> TopK:
         raise _refuse(path, f"tensor {odd!r} is {'unexpected' if odd in names else 'missing'}")
     expected = {"values": ((units, count), tuple(VALUE_DTYPES)),
                 "indices": ((units, count), ("I64",)),
-                "positions": ((units, count, 2), ("I64",))}
+                "positions": ((units, count, axes), ("I64",))}
     for name, (shape, dtypes) in expected.items():
         info = f.get_slice(name)
         found = (tuple(info.get_shape()), info.get_dtype())
         if found[0] != shape or found[1] not in dtypes:
             raise _refuse(path, f"{name} must be {'/'.join(dtypes)} of shape {shape}, found "
                                 f"{found[1]} {found[0]}")
-    state = TopK(units, k, meta["spatial"], dtype=VALUE_DTYPES[f.get_slice("values").get_dtype()],
+    state = TopK(units, k, axes, dtype=VALUE_DTYPES[f.get_slice("values").get_dtype()],
                  info=meta.get("info", {}))
     state.values, state.indices, state.positions = (f.get_tensor(name) for name in NAMES)
     return state
@@ -412,10 +421,8 @@ def _check_state(path: Path, state: TopK) -> None:
         raise _refuse(path, "values contain NaN")
     if (i < 0).any():
         raise _refuse(path, f"indices must be >= 0, found {i.min().item()}")
-    if state.spatial and (p < 0).any():
+    if (p < 0).any():
         raise _refuse(path, f"positions must be >= 0, found {p.min().item()}")
-    if not state.spatial and (p != -1).any():
-        raise _refuse(path, "positions must be -1 for units that are not spatial")
     ordered = (v[:, :-1] > v[:, 1:]) | ((v[:, :-1] == v[:, 1:]) & (i[:, :-1] < i[:, 1:]))
     if not ordered.all():
         unit = (~ordered).nonzero()[0, 0].item()

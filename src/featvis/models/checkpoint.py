@@ -10,7 +10,8 @@ tensor is read. Two formats:
   layer's last epoch (``last_epoch.{d}.{name}``, what an exact resume replays); the metadata
   holds the format, architecture, training recipe, per-epoch history and training data.
 - ``featvis.model/1``, every other built-in kind: ``"cnn"``, the
-  :class:`~featvis.models.ReferenceCNN`, and ``"cdbn"``, the :class:`~featvis.models.ConvDBN`
+  :class:`~featvis.models.ReferenceCNN`, ``"vit"``, the :class:`~featvis.models.ReferenceViT`,
+  and ``"cdbn"``, the :class:`~featvis.models.ConvDBN`
   (whose ``recipe`` holds its per-layer ``history`` too, and whose ``data`` the whitening
   of natural patches). The tensors are its ``state_dict``; the metadata is ``{"format",
   "kind", "config", "data", "recipe", "test_accuracy", "featvis_version"}``, where
@@ -36,12 +37,14 @@ from . import codec
 from .codec import FORMAT, MAX_SIZES, MODEL_FORMAT, encode_dbn, save_dbn
 from .conv.cdbn import ConvDBN
 from .cnn import ReferenceCNN
+from .vit import ReferenceViT
 from .dbn import DBN
 
 __all__ = ["load", "encode_model", "save_model", "encode_dbn", "save_dbn", "load_dbn",
            "FORMAT", "MODEL_FORMAT", "KINDS", "MAX_SIZES", "kind_of"]
 
-KINDS: dict[str, type[nn.Module]] = {cls.kind: cls for cls in (ReferenceCNN, ConvDBN)}  # model/1
+KINDS: dict[str, type[nn.Module]] = {cls.kind: cls for cls in (ReferenceCNN, ReferenceViT,
+                                                                ConvDBN)}      # model/1
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

@@ -533,19 +533,20 @@ def _pack(state: TopK) -> torch.Tensor:
 def _unpack(data: torch.Tensor, like: TopK, count: int) -> TopK:
     """The state that :func:`_pack` of a state like ``like`` holding ``count`` gave."""
     u, k = like.units, like.k
-    sizes = [u * k * torch.finfo(like.dtype).bits // 8, u * k * 8, u * k * 16]
+    p = like.position_axes
+    sizes = [u * k * torch.finfo(like.dtype).bits // 8, u * k * 8, u * k * p * 8]
     values, indices, positions = (part.clone() for part in data.split(sizes))  # aligned
-    state = TopK(u, k, like.spatial, dtype=like.dtype, info=like.info)
+    state = TopK(u, k, p, dtype=like.dtype, info=like.info)
     state.values = values.view(like.dtype).view(u, k)[:, :count].to(like.device)
     state.indices = indices.view(torch.long).view(u, k)[:, :count].to(like.device)
-    state.positions = positions.view(torch.long).view(u, k, 2)[:, :count].to(like.device)
+    state.positions = positions.view(torch.long).view(u, k, p)[:, :count].to(like.device)
     state.device = like.device
     return state
 
 
 def _combine(ctx: Context, states: dict[Key, TopK]) -> dict[Key, TopK]:
     """Every rank's states, merged in rank order on every rank."""
-    layout = [[str(key), s.units, s.k, s.spatial, str(s.dtype)] for key, s in states.items()]
+    layout = [[str(key), s.units, s.k, s.position_axes, str(s.dtype)] for key, s in states.items()]
     mine = digest(layout)
     for r, theirs in enumerate(_all_gather(ctx, torch.frombuffer(bytearray(mine),
                                                                  dtype=torch.uint8),

@@ -3,7 +3,7 @@
 Each machine mines one shard ``i/N`` of the data (:func:`mine_shard`: the global batches
 ``b`` of ``batch_size`` inputs with ``b % N == i``, as :func:`featvis.pipeline.distributed
 .mine_top_examples` splits them) and writes one safetensors file (:func:`save_shard`,
-format ``featvis.shard/1``): every layer's :class:`~featvis.methods.topk.TopK` tensors under
+format ``featvis.shard/2``): every layer's :class:`~featvis.methods.topk.TopK` tensors under
 ``layer{j}.`` and JSON metadata with the shard's place, the fingerprints of the model and
 the data, the mining settings and each layer's state. :func:`merge_shards` takes all N files
 in any order, refuses a missing, repeated or foreign one (another split, model, data or
@@ -37,15 +37,15 @@ from ..errors import CheckpointError, DataError, first_line, is_int
 from ..params import check_int
 from ..io.fileio import atomic_write_bytes
 from ..io.fingerprint import data_fingerprint, model_fingerprint
-from ..methods.topk import VALUE_DTYPES, TopExamples, TopK
-from ..seam import Key, Probe, probe
+from ..methods.topk import MAX_POSITION_AXES, VALUE_DTYPES, TopExamples, TopK
+from ..seam import DirectedProbe, Key, Probe, UnsupportedError, probe
 from ..io.safetensors_file import featvis_metadata, read_safetensors
 from ..units import Units, resolve_units
 
 __all__ = ["SHARD_FORMAT", "MAX_SHARD_HEADER", "shard_info", "mine_shard", "save_shard",
            "load_shard", "merge_shards", "shard_examples"]
 
-SHARD_FORMAT = "featvis.shard/1"
+SHARD_FORMAT = "featvis.shard/2"
 MAX_SHARD_HEADER = 16 * 2**20       # unit lists of a few large layers, with room to spare
 MAX_COUNT = 2**40                   # what a file may claim for units, k, inputs or shards
 TENSORS = ("values", "indices", "positions")
@@ -67,6 +67,9 @@ def _plan(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[K
     if images.shape[0] < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
     seam = probe(model, images.shape[1:])
+    if isinstance(seam, DirectedProbe):
+        raise UnsupportedError("shards: directions are mined in one process or on "
+                               "torch.distributed ranks (visualize), not in shard files")
     infos = {key: seam.layer(key) for key in keys}
     wanted = units if isinstance(units, Mapping) else dict.fromkeys(infos, units)
     extra = [key for key in wanted if key not in infos]
@@ -133,7 +136,8 @@ def save_shard(path: str | os.PathLike, states: Mapping[Key, TopK],
     for j, state in enumerate(states.values()):
         for name in TENSORS:
             tensors[f"layer{j}.{name}"] = getattr(state, name).detach().cpu().contiguous()
-        layers.append({"units": state.units, "k": state.k, "spatial": state.spatial,
+        layers.append({"units": state.units, "k": state.k,
+                       "position_axes": state.position_axes,
                        "count": state.count,
                        "dtype": next(n for n, d in VALUE_DTYPES.items() if d == state.dtype)})
     meta = {"format": SHARD_FORMAT, "featvis_version": __version__,
@@ -227,17 +231,20 @@ def _read(path: Path, f: safe_open) -> tuple[dict[Key, TopK], dict]:
         if layer.get("k") != k or not (is_int(count) and 0 <= count <= k):
             raise _refuse(path, f"layer {key!r}: k must be settings.k={k} and count in 0..k, "
                                 f"got {reprlib.repr(layer.get('k'))}, {reprlib.repr(count)}")
-        if not isinstance(layer.get("spatial"), bool) or layer.get("dtype") not in VALUE_DTYPES:
-            raise _refuse(path, f"layer {key!r}: spatial must be true or false and dtype one "
-                                f"of {', '.join(VALUE_DTYPES)}")
+        axes = layer.get("position_axes")
+        if not (is_int(axes) and 0 <= axes <= MAX_POSITION_AXES) \
+                or layer.get("dtype") not in VALUE_DTYPES:
+            raise _refuse(path, f"layer {key!r}: position_axes must be an integer in "
+                                f"0..{MAX_POSITION_AXES} and dtype one of "
+                                f"{', '.join(VALUE_DTYPES)}")
         shapes = {"values": ((n, count), layer["dtype"]), "indices": ((n, count), "I64"),
-                  "positions": ((n, count, 2), "I64")}
+                  "positions": ((n, count, axes), "I64")}
         for name, (shape, dtype) in shapes.items():
             found = f.get_slice(f"layer{j}.{name}")
             if (tuple(found.get_shape()), found.get_dtype()) != (shape, dtype):
                 raise _refuse(path, f"layer{j}.{name} must be {dtype} of shape {shape}, found "
                                     f"{found.get_dtype()} {tuple(found.get_shape())}")
-        state = TopK(n, k, layer["spatial"], dtype=VALUE_DTYPES[layer["dtype"]])
+        state = TopK(n, k, axes, dtype=VALUE_DTYPES[layer["dtype"]])
         state.values, state.indices, state.positions = (f.get_tensor(f"layer{j}.{name}")
                                                          for name in TENSORS)
         states[key] = state
@@ -257,8 +264,8 @@ def _check_entries(path: Path, j: int, state: TopK, info: dict) -> None:
     if ((i // batch) % count != index).any():
         bad = i[(i // batch) % count != index][0].item()
         raise _refuse(path, f"{where}: example {bad} is not in shard {index}/{count}'s batches")
-    if (p < 0).any() if state.spatial else (p != -1).any():
-        raise _refuse(path, f"{where}: positions must be >= 0 for channels, -1 for dense units")
+    if (p < 0).any():
+        raise _refuse(path, f"{where}: positions must be >= 0")
     ordered = (v[:, :-1] > v[:, 1:]) | ((v[:, :-1] == v[:, 1:]) & (i[:, :-1] < i[:, 1:]))
     if not ordered.all():
         unit = (~ordered).nonzero()[0, 0].item()

@@ -32,6 +32,7 @@ from .._version import __version__
 from ..errors import first_line
 from ..figures import SUSPECT, distinctness, example_distinctness
 from ..io.fingerprint import data_fingerprint, model_fingerprint
+from ..io.fingerprint import fingerprint as fingerprint_of
 from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Flag, Image, Layer, Panel,
                             Replacement, RunBuilder, RunFolderError, Section, Summary,
                             UnitRecord, build_run, layer_folder, load_evaluation,
@@ -43,7 +44,7 @@ from ..models.evaluation import method_agreement
 from ..params import Interval, Param
 from ..report import gallery_files
 from ..report.render import encode_png, signed_border_grid, tile
-from ..seam import Key, LayerInfo, Probe, UnsupportedError, probe
+from ..seam import Key, LayerInfo, Probe, UnsupportedError, directed, probe
 from ..seam.base import RANDOMIZATIONS
 from ..units import resolve_units
 from . import distributed
@@ -87,7 +88,7 @@ class VisualizeSettings:
     bounds: tuple[float, float] | str | None = "data"     # "data": the inputs' range
     figures: bool = True              # distinctness and randomization checks per method
     transforms: str | None = None     # maximization's random transforms ("standard")
-    spatial: str = "positive"         # maximization's reduction of a channel's map
+    spatial: str | int = "positive"   # maximization's reduction of a unit's positions
     snapshots: tuple[int, ...] = ()   # maximization steps shown along the way
     options: Mapping[str, Any] = field(default_factory=dict)   # plugins' parameters
 
@@ -388,6 +389,8 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
                   figures=page.figures, flags=page.flags, unit_details=page.details)
     if info.unit_axis != 1:                # a token or channels-last layer's unit axis
         layer["unit_axis"] = info.unit_axis
+    if info.unit_name != "unit":           # directions in the layer's space
+        layer["unit_name"] = info.unit_name
     return layer
 
 
@@ -421,7 +424,8 @@ def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | o
               model_path: str | os.PathLike | None = None,
               save_model_as: str | None = None, force: bool = False, gallery: bool = True,
               progress: bool = True, ctx: distributed.Context | None = None,
-              examples: dict[Key, TopExamples] | None = None) -> Summary | None:
+              examples: dict[Key, TopExamples] | None = None,
+              directions: Mapping[Key, torch.Tensor] | None = None) -> Summary | None:
     """Compute every chosen method for every chosen layer of ``model`` and write the run
     folder ``out``, with its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
@@ -444,6 +448,9 @@ def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | o
     maximization, sampling and deconvnet in fixed chunks; rank 0 alone writes ``out`` and
     returns the summary (the others ``None``), byte for byte what one process writes.
     ``examples``, every layer's top examples already mined (``featvis merge``), skip mining.
+    ``directions`` (layer -> ``(V, U)``) shows those layers' directions in their unit space as
+    their units (:func:`featvis.seam.directed`: dataset examples and maximization; the
+    layers shown by default are then these).
 
     Example:
         >>> visualize(cnn, images, "run", VisualizeSettings(units=8))  # doctest: +SKIP
@@ -451,6 +458,8 @@ def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | o
     s = settings or VisualizeSettings()
     ctx = ctx or distributed.Context()
     seam = probe(model, images.shape[1:])           # layers are found once, here
+    if directions is not None:
+        seam = directed(seam, directions)
     model = seam.model
     keys = s.check(seam, n_inputs=len(images))
     s = replace(s, methods=tuple(m.name for m in s.chosen()))
@@ -474,7 +483,9 @@ def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | o
                                max(0.0, model_images.max().item())))
     if ctx.distributed:
         distributed.agree(ctx, model=fingerprint, data=data_fingerprint(model_images),
-                          settings=asdict(s), threads=torch.get_num_threads())
+                          settings=asdict(s), threads=torch.get_num_threads(),
+                          directions=None if directions is None else fingerprint_of(
+                              {str(key): v for key, v in seam.directions.items()}))
     progress = progress and ctx.is_main
     shown = {key: shown_units(seam.layer(key), s) for key in keys}
     if examples is None and "examples" in s.methods:   # every layer in one pass over data

@@ -161,11 +161,13 @@ def _layer_page(layer: Layer, evaluation: Evaluation | None) -> str:
                       for name, why in (layer.get("unavailable") or {}).items())
     units = [u["unit"] for u in layer["unit_details"]]
     links = "".join(f'<a href="./units/{i}/{INDEX}">{i}</a>' for i in units)   # checked ints
+    heading = e(_unit_name(layer).capitalize())
     body = (f'<section class="card">{_figures_table(layer)}'
             f'{_evaluation_rows(model_rows) if model_rows else ""}'
             f'{f"<p>Not shown for this layer:</p><ul>{skipped}</ul>" if skipped else ""}'
             f'</section>{sections}'
-            f'<section class="card"><h2>Units</h2><div class="units">{links}</div></section>')
+            f'<section class="card"><h2>{heading}s</h2><div class="units">{links}</div>'
+            '</section>')
     return page(f"{layer['name']}", body,
                 [(f"../{INDEX}", "gallery"), (f"./{INDEX}", layer["name"])])
 
@@ -178,21 +180,27 @@ def _panel(panel: Panel) -> str:
     return f'<section class="card"><h2>{e(panel["title"])}</h2>{images}{facts}</section>'
 
 
+def _unit_name(layer: Layer) -> str:
+    """What the layer's units are called: "unit", or "direction" for directions."""
+    return layer.get("unit_name", "unit")
+
+
 def _unit_page(layer: Layer, position: int) -> str:
     details = layer["unit_details"]
     i = details[position]["unit"]
+    name = _unit_name(layer)
     pager = [f'<a href="../../{INDEX}">back to {e(layer["name"])}</a>']
     if position > 0:
         pager.insert(0, f'<a rel="prev" href="../{e(details[position - 1]["unit"])}/{INDEX}">'
-                        f'&larr; unit {e(details[position - 1]["unit"])}</a>')
+                        f'&larr; {e(name)} {e(details[position - 1]["unit"])}</a>')
     if position + 1 < len(details):
         pager.append(f'<a rel="next" href="../{e(details[position + 1]["unit"])}/{INDEX}">'
-                     f'unit {e(details[position + 1]["unit"])} &rarr;</a>')
+                     f'{e(name)} {e(details[position + 1]["unit"])} &rarr;</a>')
     body = (f'<nav class="pager">{"".join(pager)}</nav><div class="grid">'
             + "".join(_panel(p) for p in details[position]["panels"]) + "</div>")
-    return page(f"{layer['name']}, unit {i}", body,
+    return page(f"{layer['name']}, {name} {i}", body,
                 [(f"../../../{INDEX}", "gallery"), (f"../../{INDEX}", layer["name"]),
-                 (f"./{INDEX}", f"unit {i}")])
+                 (f"./{INDEX}", f"{name} {i}")])
 
 
 def gallery_files(run_dir: str | os.PathLike, evaluation: Evaluation | None = None

@@ -24,6 +24,7 @@ __all__ = ["SCALES", "scale_tiles", "tile", "signed_border_grid", "encode_png", 
 SCALES = ("symmetric", "minmax")
 POSITIVE = (255, 215, 0)    # yellow border: positive weight (pylearn2 top_filters)
 NEGATIVE = (255, 0, 255)    # magenta border: negative weight
+BOX = (255, 48, 48)         # red outline: the region of an example a unit responded to
 
 
 def scale_tiles(images: torch.Tensor, scale: str = "symmetric") -> np.ndarray:
@@ -88,18 +89,44 @@ def _cells(images: torch.Tensor, shape: Sequence[int] | None, scale: str, spacin
 
 def tile(images: torch.Tensor, shape: Sequence[int] | None = None, scale: str = "symmetric",
          cols: int | None = None, spacing: int = 1, upscale: int = 1,
-         background: int = 0) -> np.ndarray:
+         background: int = 0, boxes: torch.Tensor | None = None) -> np.ndarray:
     """A grid of ``images (N, ...)`` as a uint8 ``(H, W)`` (or ``(H, W, 3)``) array, filled
     row by row.
 
     ``shape`` is one picture's ``(h, w)`` or ``(C, h, w)`` (default: from the images, see
     :func:`picture_shape`); ``cols=None`` gives ``rows = floor(sqrt(N))`` and as many columns
     as needed; tiles are separated by ``spacing`` pixels of ``background``, each enlarged
-    ``upscale`` times (nearest neighbour).
+    ``upscale`` times (nearest neighbour). ``boxes (N, 4)``: a red outline on each picture
+    (top, left, height, width in its pixels, clipped to it; height 0: none), which makes
+    the grid RGB; pictures of other than 1 or 3 channels are left without.
     """
     cells = _cells(images, shape, scale, spacing, upscale)
+    channels = picture_shape(images.shape[1:] if shape is None else shape)[0]
+    if boxes is not None and channels in (1, 3):
+        cells = _outline(cells if channels == 3 else np.repeat(cells[..., None], 3, axis=3),
+                         boxes, upscale)
     rows, cols = _grid_shape(len(cells), cols)
     return _assemble(cells, rows, cols, spacing, background)
+
+
+def _outline(cells: np.ndarray, boxes: torch.Tensor, upscale: int) -> np.ndarray:
+    """``cells (N, h, w, 3)`` with the outline of ``boxes (N, 4)`` (in pixels before the
+    ``upscale``) drawn in :data:`BOX`, one upscaled pixel wide; the edges of a box that
+    reaches out of its picture are drawn where they lie inside it."""
+    h, w = cells.shape[1:3]
+    for cell, (top, left, height, width) in zip(cells, boxes.tolist()):
+        if height <= 0 or width <= 0:
+            continue
+        y0, x0 = top * upscale, left * upscale
+        y1, x1 = (top + height) * upscale, (left + width) * upscale
+        rows, cols = slice(max(0, y0), max(0, y1)), slice(max(0, x0), max(0, x1))
+        for edge in (cell[max(0, y0):max(0, y0 + upscale), cols] if y0 >= 0 else None,
+                     cell[max(0, y1 - upscale):y1, cols] if y1 <= h else None,
+                     cell[rows, max(0, x0):max(0, x0 + upscale)] if x0 >= 0 else None,
+                     cell[rows, max(0, x1 - upscale):x1] if x1 <= w else None):
+            if edge is not None:
+                edge[...] = BOX
+    return cells
 
 
 def signed_border_grid(images: torch.Tensor, signs: torch.Tensor, cols: int,

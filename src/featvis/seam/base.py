@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
@@ -34,7 +35,7 @@ from ..data.whitening import Whitening
 
 
 Key = int | str
-SPATIAL = ("mean", "center", "positive")
+SPATIAL = ("mean", "center", "positive")   # or an int: one position by its (flat) index
 LINEAR_SPATIAL = ("mean", "center")     # the reductions that keep an affine layer affine
 LEAK = 0.01                # the slope "positive" keeps of a map's negative part
 
@@ -53,7 +54,9 @@ class LayerInfo:
     axis of the batched output: 1 for a dense layer or a convolution's channels, the last
     for a transformer's features or a channels-last map), each with the positions
     ``unit_shape`` (``()`` for a dense neuron, ``(H, W)`` for a conv channel, ``(T,)`` for
-    a feature over tokens); ``output_shape`` excludes the batch."""
+    a feature over tokens); ``output_shape`` excludes the batch. ``unit_name`` is what a
+    unit is called: ``"direction"`` where the units are directions in the layer's space
+    (:func:`featvis.seam.directed`)."""
 
     name: Key
     type: str
@@ -61,6 +64,7 @@ class LayerInfo:
     unit_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     unit_axis: int = 1
+    unit_name: str = "unit"
 
     @property
     def positions_shape(self) -> tuple[int, ...]:
@@ -97,22 +101,34 @@ class Probe:
         """A layer key as the user types it (a DBN's depth is a number)."""
         return text
 
-    def scores(self, x: torch.Tensor, units: Mapping[Key, torch.Tensor | None]
-               ) -> dict[Key, Scores]:
+    def scores(self, x: torch.Tensor, units: Mapping[Key, torch.Tensor | None],
+               directions: Mapping[Key, torch.Tensor] | None = None) -> dict[Key, Scores]:
         """The ranking scores of several layers' units for inputs ``x`` in one forward pass
-        (no gradients); ``units[key]`` selects units (``None``: all)."""
+        (no gradients); ``units[key]`` selects units (``None``: all). Where ``directions[key]
+        (V, U)`` is given, the layer's scores are the projections of its output on those
+        directions (:func:`project`) and ``units[key]`` selects directions."""
         raise NotImplementedError
+
+    def outputs(self, x: torch.Tensor, keys: Sequence[Key]) -> dict[Key, torch.Tensor]:
+        """The outputs ``(N, U, *positions)`` (units first) of the layers ``keys`` for inputs
+        ``x``, in one forward pass that keeps the graph: what composed objectives read (a
+        DBN's units are its pre-activations, as in :meth:`objective`)."""
+        raise UnsupportedError(f"composed objectives read a module's or a DBN's layers, not "
+                               f"{self.kind}'s")
 
     def activation(self, key: Key, values: torch.Tensor) -> torch.Tensor:
         """What the user calls the unit's activation, from :meth:`scores` values or
         :meth:`objective` values (a DBN ranks by pre-activations and reports probabilities)."""
         return values
 
-    def objective(self, key: Key, units: torch.Tensor, spatial: str = "mean"
+    def objective(self, key: Key, units: torch.Tensor, spatial: str | int = "mean", *,
+                  directions: torch.Tensor | None = None, cosine_power: float = 0.0
                   ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The differentiable function ``x -> (N,)``: the value of unit ``units[n]`` for
-        input ``x[n]`` (a channel's map reduced by ``spatial``: its mean, or its centre
-        position). Prepared once for many calls (maximization's steps)."""
+        input ``x[n]`` (a unit with positions reduced by ``spatial``, see
+        :func:`reduce_map`), or with ``directions (V, U)`` the projection on direction
+        ``units[n]``; ``cosine_power`` weighs it by a cosine (:func:`pick`). Prepared once
+        for many calls (maximization's steps)."""
         raise NotImplementedError
 
     def default_rho(self) -> float | None:
@@ -159,7 +175,8 @@ class Probe:
         own or composed from the weights down to the first-layer filters); ``whitened`` (the
         inputs were whitened); ``filters`` (the layer reads the input: first-layer filters);
         ``sampling`` (a generative model); ``deconvnet`` (channel maps that
-        deconvnet may project)."""
+        deconvnet may project); ``directions`` (units may be directions in the layer's
+        space)."""
         self.layer(key)
         return {"examples": None, "maximize": None, "below": self._below_reason(key),
                 "weights": _reason(self.incoming_weights, key),
@@ -167,7 +184,8 @@ class Probe:
                 "whitened": None if self.whitening() is not None else
                 "the inputs were not whitened", "filters": _reason(self.filters, key),
                 "sampling": _reason(self.generative),
-                "deconvnet": _reason(self.check_deconvnet, key)}
+                "deconvnet": _reason(self.check_deconvnet, key),
+                "directions": _reason(self.check_directions, key)}
 
     def _below_reason(self, key: Key) -> str | None:
         try:
@@ -203,6 +221,19 @@ class Probe:
         if info.unit_axis != 1:
             raise UnsupportedError(f"layer {key!r} has its units on axis {info.unit_axis}: "
                                    "deconvnet projects channels on axis 1")
+
+    def check_directions(self, key: Key) -> None:
+        """:class:`UnsupportedError` unless the layer's units may be directions (its
+        :meth:`scores` and :meth:`objective` take ``directions``)."""
+        raise UnsupportedError(f"directions are read in a module's or a DBN's layer "
+                               f"outputs, not in {self.kind}'s layer {key!r}")
+
+    def regions(self, key: Key, positions: torch.Tensor) -> torch.Tensor | None:
+        """Boxes ``(..., 4)`` (top, left, height, width in input pixels) of the input that
+        positions ``(..., P)`` of the layer's units stand for, where the model says so (a
+        ViT's tokens: their patches); a row of height 0 has none (a class token). ``None``
+        when the model says nothing of its positions' places in the input."""
+        return None
 
     def whitening(self) -> Whitening | None:
         """The whitening the model's inputs went through (natural patches), or ``None``."""
@@ -296,11 +327,58 @@ def map_scores(maps: torch.Tensor) -> Scores:
     return Scores(values, positions)
 
 
-def reduce_map(output: torch.Tensor, spatial: str) -> torch.Tensor:
-    """``(N, *map)`` per-row unit maps -> ``(N,)`` by ``spatial``."""
+def project(output: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """A units-first output ``(N, U, *positions)`` on ``directions (V, U)``: ``(N, V,
+    *positions)``, the dot product at every position."""
+    return torch.einsum("nu...,vu->nv...", output, directions)
+
+
+COSINE_FLOOR = 0.1      # lucent's: a negative cosine still leaves a gradient towards v
+
+
+def pick(output: torch.Tensor, units: torch.Tensor, directions: torch.Tensor | None = None,
+         cosine_power: float = 0.0) -> torch.Tensor:
+    """Row ``n``'s value ``(N, *positions)`` of a units-first output ``(N, U, *positions)``:
+    unit ``units[n]``, or the dot product with ``directions[units[n]]``; with a
+    ``cosine_power`` p, times ``max(cos, 0.1) ** p`` (lucent's ``dot x cos^p``: the
+    cosine between the output's vector at the position and the direction, or the unit's
+    axis), which favours activations along the direction over merely large ones."""
+    rows = torch.arange(len(units), device=output.device)
+    if directions is None:
+        value = output[rows, units]
+        length = torch.ones((), device=output.device, dtype=output.dtype)
+    else:
+        chosen = directions[units]                                          # (N, U)
+        value = torch.einsum("nu...,nu->n...", output, chosen)
+        length = chosen.norm(dim=1).view(-1, *[1] * (output.dim() - 2))
+    if not cosine_power:
+        return value
+    cosine = value / (output.norm(dim=1) * length).clamp_min(1e-12)
+    return value * cosine.clamp(min=COSINE_FLOOR) ** cosine_power
+
+
+def check_position(info: LayerInfo, spatial: str | int) -> None:
+    """A ``ValueError`` naming ``spatial`` if it is a position index the layer's units do not
+    have (before any work is done with it)."""
+    if isinstance(spatial, str):
+        return
+    count = math.prod(info.positions_shape)
+    if not info.positions_shape or not -count <= spatial < count:
+        where = f"{count} positions {info.positions_shape}, so 0..{count - 1} or " \
+            f"-{count}..-1" if info.positions_shape else "no positions (dense units)"
+        raise ValueError(f"spatial={spatial}: the units of layer {info.name!r} have {where}")
+
+
+def reduce_map(output: torch.Tensor, spatial: str | int) -> torch.Tensor:
+    """``(N, *positions)`` per-row unit values -> ``(N,)`` by ``spatial``: ``"mean"`` over
+    the positions, ``"positive"`` the mean of the positive part (leaky), ``"center"`` the
+    centre position, an int the position of that flat (row-major) index: a token of a
+    sequence (``0``: a class token in front, ``-1``: the last)."""
     if output.dim() == 1:
         return output
     flat = output.flatten(1)
+    if not isinstance(spatial, str):
+        return flat[:, spatial]
     if spatial == "mean":
         return flat.mean(1)
     if spatial == "positive":       # leaky: a map negative everywhere keeps a gradient

@@ -11,8 +11,8 @@ from ..errors import DataError, FeatvisError, is_int
 from ..models.conv.cdbn import ConvDBN
 from ..models.conv.pooling import block_softmax, log_block_softmax
 from ..data.whitening import Whitening
-from .base import (Key, LayerError, LayerInfo, Probe, UnsupportedError, map_scores, redraw_stack,
-                   reduce_map, unknown_layer)
+from .base import (Key, LayerError, LayerInfo, Probe, UnsupportedError, check_position,
+                   map_scores, redraw_stack, reduce_map, unknown_layer)
 
 
 DETECTION = ".detection"       # the suffix of a ConvDBN's detection-layer keys: "2.detection"
@@ -72,7 +72,9 @@ class ConvDBNProbe(Probe):
                          f"ConvRBM {'detection' if detection else 'pooling'}", units,
                          tuple(shape), (units, *shape))
 
-    def scores(self, x, units):
+    def scores(self, x, units, directions=None):
+        for key in directions or ():
+            self.check_directions(key)
         wanted = {key: self._depth(key) for key in units}
         top = max(depth for depth, _ in wanted.values())
         out, pooled = {}, x
@@ -91,10 +93,14 @@ class ConvDBNProbe(Probe):
     def activation(self, key, values):
         return values.exp()
 
-    def objective(self, key, units, spatial="mean"):
+    def objective(self, key, units, spatial="mean", *, directions=None, cosine_power=0.0):
         """The log of the unit's probability over its map, of the mean for ``"mean"`` and
-        ``"positive"`` (probabilities have no negative part), of the centre for ``"center"``:
-        the same maximizers, and a gradient where a sparse layer's probability underflows."""
+        ``"positive"`` (probabilities have no negative part), of the centre for ``"center"``
+        (of that position for an index): the same maximizers, and a gradient where a sparse
+        layer's probability underflows."""
+        if directions is not None or cosine_power:
+            self.check_directions(key)
+        check_position(self.layer(key), spatial)
         d, detection = self._depth(key)
         rbm = self.dbn.rbms[d - 1]
 
@@ -103,7 +109,7 @@ class ConvDBNProbe(Probe):
             below = x if d == 1 else self.dbn._up(x, d - 1)[1]
             logs = log_block_softmax(rbm.unit_logits(below, units)[:, None], rbm.pool)
             maps = (logs[0] if detection else logs[1])[:, 0]
-            if spatial == "center":
+            if spatial not in ("mean", "positive"):
                 return reduce_map(maps, spatial)
             return maps.flatten(1).logsumexp(1) - math.log(maps.shape[1:].numel())
         return value

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from ..models.dbn import DBN
-from .base import Key, LayerError, LayerInfo, Probe, Scores, UnsupportedError, redraw_stack
+from .base import (Key, LayerError, LayerInfo, Probe, Scores, UnsupportedError, check_position,
+                   pick, project, redraw_stack)
 
 
 class DBNProbe(Probe):
@@ -31,28 +32,51 @@ class DBNProbe(Probe):
         d = self.dbn.check_layer(key)
         return LayerInfo(d, "RBM", self.dbn.sizes[d], (), (self.dbn.sizes[d],))
 
-    def scores(self, x, units):
+    def scores(self, x, units, directions=None):
         out = {}
         h = x
         for d in range(1, max(units) + 1):
             logits = self.dbn.rbms[d - 1].hidden_logits(h)
             if d in units:
-                out[d] = Scores(logits if units[d] is None else logits[:, units[d]])
+                values = logits if directions is None or d not in directions else \
+                    project(logits, directions[d])
+                out[d] = Scores(values if units[d] is None else values[:, units[d]])
+            h = torch.sigmoid(logits)
+        return out
+
+    def outputs(self, x, keys):
+        depths = {self.layer(key).name for key in keys}
+        out, h = {}, x
+        for d in range(1, max(depths) + 1):
+            logits = self.dbn.rbms[d - 1].hidden_logits(h)
+            if d in depths:
+                out[d] = logits
             h = torch.sigmoid(logits)
         return out
 
     def activation(self, key, values):
         return torch.sigmoid(values)
 
-    def objective(self, key, units, spatial="mean"):
+    def objective(self, key, units, spatial="mean", *, directions=None, cosine_power=0.0):
+        """A unit's pre-activation (a direction's projection of them), affine in the layer
+        below: ``row . h + offset``."""
+        check_position(self.layer(key), spatial)
         d = self.layer(key).name
         rbm = self.dbn.rbms[d - 1]
-        rows, offsets = rbm.weight[units], rbm.hidden_bias[units]
 
-        def value(x: torch.Tensor) -> torch.Tensor:
-            h = x if d == 1 else self.dbn._up(x, d - 1)
-            return (h * rows).sum(1) + offsets
-        return value
+        def below(x: torch.Tensor) -> torch.Tensor:
+            return x if d == 1 else self.dbn._up(x, d - 1)
+
+        if cosine_power:
+            return lambda x: pick(rbm.hidden_logits(below(x)), units, directions, cosine_power)
+        if directions is None:
+            rows, offsets = rbm.weight[units], rbm.hidden_bias[units]
+        else:
+            rows, offsets = directions[units] @ rbm.weight, directions[units] @ rbm.hidden_bias
+        return lambda x: (below(x) * rows).sum(1) + offsets
+
+    def check_directions(self, key):
+        self.layer(key)
 
     def default_rho(self):
         return self.dbn.input_norm

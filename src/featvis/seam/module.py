@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import FeatvisError, UserCodeError, user_code
 from .base import (LINEAR_SPATIAL, RANDOMIZATIONS, Key, LayerError, LayerInfo, Probe, Scores,
-                   UnsupportedError, map_scores, redraw, reduce_map, unknown_layer)
+                   UnsupportedError, check_position, map_scores, pick, project, redraw,
+                   reduce_map, unknown_layer)
 from .hooks import eval_mode, run_forward
 
 
@@ -66,13 +67,18 @@ class ModuleProbe(Probe):
         axis = self.infos[key].unit_axis
         return output if axis == 1 else output.movedim(axis, 1)
 
-    def scores(self, x, units):
+    def scores(self, x, units, directions=None):
         self.infos                        # found before the hooks below read unit axes
+        directions = directions or {}
 
         def reduce(key: str, output: torch.Tensor) -> Scores:
-            """In the hook: only the units asked for, a channel by its maximum."""
+            """In the hook: only the units (or directions) asked for, a unit with positions
+            by its maximum."""
             output = self._units_first(key, output)
-            if units[key] is not None:
+            if key in directions:
+                chosen = directions[key] if units[key] is None else directions[key][units[key]]
+                output = project(output, chosen)
+            elif units[key] is not None:
                 output = output[:, units[key]]
             return Scores(output.clone()) if output.dim() == 2 else map_scores(output)
 
@@ -80,14 +86,29 @@ class ModuleProbe(Probe):
         with eval_mode(self.model), torch.no_grad():
             return run_forward(self.model, x, targets, reduce)
 
-    def objective(self, key, units, spatial="mean"):
+    def outputs(self, x, keys):
+        targets = {key: self.modules[self.layer(key).name] for key in keys}
+        with eval_mode(self.model):
+            found = run_forward(self.model, x, targets)
+        return {key: self._units_first(key, output) for key, output in found.items()}
+
+    def objective(self, key, units, spatial="mean", *, directions=None, cosine_power=0.0):
         info, module = self.layer(key), self.modules[key]
+        check_position(info, spatial)
         targets = {key: module}
-        if affine(module) and (not info.unit_shape or spatial in LINEAR_SPATIAL):
+
+        def read(output: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+            """Row n's value of ``units[n]`` from the units-first output, reduced over its
+            positions."""
+            picked = pick(output, units, directions, cosine_power)
+            return reduce_map(picked, spatial) if info.unit_shape else picked
+
+        if affine(module) and not cosine_power and (
+                not info.unit_shape or spatial in LINEAR_SPATIAL or not isinstance(spatial, str)):
             # The layer is affine in its input: unit u reads ``row_u . input + offset_u``, so
             # the forward pass stops before the layer, whose own work (64 channels where one
             # is wanted, and its backward) is never done.
-            rows, offsets = self._affine_readout(key, units, spatial)
+            rows, offsets = self._affine_readout(key, units, read)
 
             def value(x: torch.Tensor) -> torch.Tensor:
                 with eval_mode(self.model):
@@ -97,14 +118,14 @@ class ModuleProbe(Probe):
 
         def value(x: torch.Tensor) -> torch.Tensor:
             with eval_mode(self.model):
-                output = self._units_first(key, run_forward(self.model, x, targets)[key])
-            picked = output[torch.arange(len(units), device=output.device), units]
-            return reduce_map(picked, spatial) if info.unit_shape else picked
+                output = run_forward(self.model, x, targets)[key]
+            return read(self._units_first(key, output), units)
         return value
 
-    def _affine_readout(self, key: str, units: torch.Tensor, spatial: str
+    def _affine_readout(self, key: str, units: torch.Tensor,
+                        read: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """For an affine layer, ``(N, D)`` rows and ``(N,)`` offsets with ``unit(x) = row .
+        """For an affine layer, ``(N, D)`` rows and ``(N,)`` offsets with ``read(x) = row .
         input + offset`` per entry of ``units``: the gradient and the value at a zero input
         of the layer alone, one row per distinct unit."""
         module = self.modules[key]
@@ -115,10 +136,12 @@ class ModuleProbe(Probe):
         zero = torch.zeros((len(distinct), *shape), device=self.device, dtype=self.dtype,
                            requires_grad=True)
         with torch.enable_grad():
-            output = self._units_first(key, module(zero))
-            picked = reduce_map(output[torch.arange(len(distinct)), distinct], spatial)
+            picked = read(self._units_first(key, module(zero)), distinct)
             (rows,) = torch.autograd.grad(picked.sum(), zero)
         return rows.flatten(1)[inverse], picked.detach()[inverse]
+
+    def check_directions(self, key):
+        self.layer(key)
 
     def default_layers(self):
         """Every Conv2d and Linear, in forward order."""
@@ -168,6 +191,44 @@ class ModuleProbe(Probe):
             raise UnsupportedError(f"layer {key!r} takes {module.in_features} features, not the "
                                    f"{math.prod(self.input_shape)} values of one input")
         return weight.reshape(weight.shape[0], *self.input_shape)
+
+    def regions(self, key, positions):
+        """The patches of a token or channels-last layer's positions, from the stem: the
+        model's first convolution, when it reads the input in patches (its kernel no larger
+        than its stride, as a ViT's patch embedding or ConvNeXt's stem). A layer with the
+        stem's grid ``(H, W)`` as its positions has one patch per position; a token sequence
+        of ``T >= H * W`` tokens has the patches, row by row, as its last ``H * W`` tokens
+        and the ``T - H * W`` before them (class, distillation tokens) have none. Other
+        layers (channels on axis 1, merged or pooled grids): ``None``."""
+        info, stem = self.layer(key), self._stem()
+        if stem is None or info.unit_axis == 1:
+            return None
+        grid, conv = self.infos[stem].unit_shape, self.modules[stem]
+        if info.positions_shape == grid:
+            rows, cols = positions[..., 0], positions[..., 1]
+            patch = torch.ones_like(rows, dtype=torch.bool)
+        elif len(info.positions_shape) == 1 and info.positions_shape[0] >= math.prod(grid):
+            cell = positions[..., 0] - (info.positions_shape[0] - math.prod(grid))
+            patch = cell >= 0
+            rows, cols = cell.clamp(min=0) // grid[1], cell.clamp(min=0) % grid[1]
+        else:
+            return None
+        (sh, sw), (kh, kw), (ph, pw) = conv.stride, conv.kernel_size, conv.padding
+        boxes = torch.stack([rows * sh - ph, cols * sw - pw, torch.full_like(rows, kh),
+                             torch.full_like(rows, kw)], -1)
+        return boxes * patch.unsqueeze(-1)
+
+    def _stem(self) -> str | None:
+        """The first layer, when it is a Conv2d that cuts the input into patches (kernel no
+        larger than stride, no dilation, an input of pictures ``(C, H, W)``)."""
+        first = self._first()
+        conv = self.modules.get(first) if first is not None else None
+        if not (isinstance(conv, nn.Conv2d) and len(self.input_shape or ()) == 3
+                and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+                and isinstance(conv.padding, tuple)
+                and all(k <= s for k, s in zip(conv.kernel_size, conv.stride))):
+            return None
+        return first
 
     def like(self, model):
         twin = ModuleProbe(model, self.input_shape, self.unit_axis)

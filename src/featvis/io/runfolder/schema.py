@@ -123,6 +123,7 @@ class Layer(TypedDict):
     n_units: NotRequired[int]
     unit_shape: NotRequired[list[int]]                # the positions of each unit
     unit_axis: NotRequired[int]                       # where not 1: the output's axis of units
+    unit_name: NotRequired[str]                       # "direction": directions as units
     units: list[Index]
     methods: list[str]
     unavailable: NotRequired[dict[str, str]]          # method title -> why not
