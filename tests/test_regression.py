@@ -2,8 +2,11 @@
 
 import json
 import math
+from dataclasses import asdict
 
 import pytest
+
+from featvis import VisualizeSettings
 
 from regression import CASES, REFERENCE, fingerprint, run_case
 
@@ -30,6 +33,10 @@ def test_outputs_match_the_pinned_run(case, tmp_path):
     now = fingerprint(run_case(case, tmp_path))
     for record in (pinned, now):
         record["summary"].pop("featvis_version")
+    # Settings added since the pin must hold their defaults, which are the old behaviour.
+    defaults = asdict(VisualizeSettings())
+    for name in now["summary"]["settings"].keys() - pinned["summary"]["settings"].keys():
+        assert now["summary"]["settings"].pop(name) == defaults[name], name
     assert _differences(pinned["summary"], now["summary"]) == []
     changed = {name for name in pinned["pngs"].keys() | now["pngs"].keys()
                if pinned["pngs"].get(name) != now["pngs"].get(name)}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Callable, Sequence, TypeVar
 
-__all__ = ["Interval", "Options", "Boolean", "Pair", "Steps", "AnyOf", "Param", "Constraint", "validated",
+__all__ = ["Interval", "Options", "Boolean", "Pair", "Steps", "AnyOf", "UnitPicks", "Param", "Constraint", "validated",
            "check_int", "check_float", "POSITIVE", "COUNT", "SEED", "RATE", "WEIGHT", "SHARE"]
 
 
@@ -222,13 +222,45 @@ class Steps(Constraint):
         return [int(part) for part in text.split(",") if part.strip()]
 
 
+@dataclass(frozen=True)
+class UnitPicks(Constraint):
+    """Units by layer, as lucent names them: ``{layer: [unit, ...]}`` (the CLI's text
+    ``layer:3,layer:7,other:0``; a layer key is text there, a unit an integer >= 0)."""
+
+    metavar: str = "LAYER:UNIT,..."
+
+    def expected(self) -> str:
+        return "units by layer, {layer: [unit, ...]} (LAYER:UNIT,... on the command line)"
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, dict) and bool(value) and all(
+            isinstance(units, (list, tuple)) and units and all(
+                isinstance(u, Integral) and not isinstance(u, bool) and u >= 0 for u in units)
+            for units in value.values())
+
+    def normalize(self, value: object) -> Any:
+        return {key: list(dict.fromkeys(int(u) for u in units))     # type: ignore[union-attr]
+                for key, units in value.items()}                     # type: ignore[union-attr]
+
+    def convert(self, text: str) -> object:
+        picks: dict[str, list[int]] = {}
+        for part in text.split(","):
+            layer, colon, unit = part.strip().rpartition(":")
+            if not (colon and layer):
+                raise ValueError(text)
+            picks.setdefault(layer, []).append(int(unit))
+        return picks
+
+
 class AnyOf(Constraint):
     """A value any of ``constraints`` accepts (tried in order; text parsed by the first that
     reads it): e.g. a reduction's name or a position's index."""
 
-    def __init__(self, *constraints: Constraint, metavar: str | None = None) -> None:
+    def __init__(self, *constraints: Constraint, metavar: str | None = None,
+                 none: bool = False) -> None:
         self.constraints = constraints
         self.metavar = metavar
+        self.none = none
 
     def expected(self) -> str:
         return " or ".join(c.expected() for c in self.constraints)

@@ -229,6 +229,9 @@ def _settings(args: argparse.Namespace, seam, **given):
     if chosen.get("layers") is not None:           # NAME@AXIS: the axis is the probe's
         chosen["layers"] = [seam.key_from_text(text.rpartition("@")[0] or text)
                             for text in chosen["layers"]]
+    if isinstance(chosen.get("units"), dict):      # LAYER:UNIT,...: keys as the probe's
+        chosen["units"] = {seam.key_from_text(text): units
+                           for text, units in chosen["units"].items()}
     return VisualizeSettings(**(chosen | {"options": options} | given))
 
 
@@ -375,7 +378,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..pipeline.demo import (CDBN_DEMO, DEMO_SIZES, NATURAL_SIZES, run_cdbn_demo,
-                                 run_cnn_demo, run_demo, run_natural_demo)
+                                 run_demo, run_natural_demo, run_shipped_demo)
 
     if args.dataset == "natural" and args.model_kind != "dbn":
         raise FeatvisError("--dataset natural is for --model dbn (a DBN with Gaussian "
@@ -396,10 +399,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               epochs=args.epochs,
                               device=resolve_device(args.device), progress=not args.quiet,
                               force=args.force)
-    elif args.model_kind == "cnn":
-        index = run_cnn_demo(args.out, data=args.data, seed=args.seed, units=args.units or 16,
-                             device=resolve_device(args.device), progress=not args.quiet,
-                             force=args.force)
+    elif args.model_kind in ("cnn", "vit"):
+        index = run_shipped_demo(args.model_kind, args.out, data=args.data, seed=args.seed,
+                                 units=args.units or 16, device=resolve_device(args.device),
+                                 progress=not args.quiet, force=args.force)
     else:
         index = run_demo(args.out, data=args.data, epochs=args.epochs or 10, seed=args.seed,
                          sizes=args.sizes or DEMO_SIZES, units=args.units or 100,

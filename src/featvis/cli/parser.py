@@ -275,11 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="train the reference DBN (or a convolutional DBN, or take "
-                                    "the reference CNN), visualize it, write the gallery",
+                                    "the reference CNN or ViT), visualize it, write the "
+                                    "gallery",
                        description="End to end on the embedded MNIST subset (or --data): "
                                    "train a 784-1000-500-250 DBN (or, with --model cdbn, a "
-                                   "two-layer convolutional DBN; with --model cnn, take the "
-                                   "reference CNN shipped with featvis), run every method on "
+                                   "two-layer convolutional DBN; with --model cnn or vit, take "
+                                   "the reference CNN or ViT shipped with featvis), run every "
+                                   "method on "
                                    "its layers and print the path of the gallery.")
     _add_common_options(p)
     p.add_argument("--out", type=Path, default=Path("featvis-demo"),
@@ -290,10 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_declared(p, "units", *_declared("units"), default=None,
                   help="units (channels) shown per layer (default 100 for the DBN, all "
                        "filters of the cdbn, 16 for the CNN)")
-    p.add_argument("--model", dest="model_kind", choices=["dbn", "cdbn", "cnn"], default="dbn",
+    p.add_argument("--model", dest="model_kind", choices=["dbn", "cdbn", "cnn", "vit"],
+                   default="dbn",
                    help="dbn: train the reference DBN (default); cdbn: a convolutional DBN "
-                        "with probabilistic max-pooling (Lee et al. 2009); cnn: the reference "
-                        "CNN with the weights shipped in featvis, no training")
+                        "with probabilistic max-pooling (Lee et al. 2009); cnn, vit: the "
+                        "reference CNN or vision transformer with the weights shipped in "
+                        "featvis, no training")
     p.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
                    help="natural: a sparse DBN with Gaussian visible units on whitened "
                         "patches of photographs (Lee, Ekanadham & Ng 2008), 196-400-200")

@@ -418,23 +418,27 @@ DECLARED = {
                      "feature over tokens): the mean of its positive part, its mean, its "
                      "centre, or the position of an index (0: a class token)"),
     "snapshots": Param(Steps(64), (), "also show maximization's pictures after these steps"),
+    "param": Param(Options(PARAMS), "pixel",
+                   "maximization climbs the pixels, or the picture's Fourier coefficients "
+                   "under a 1/f spectrum (low frequencies first: fewer high-frequency "
+                   "patterns a transformer or a deep CNN picks up as noise)"),
 }
 
 
 def _compute(probe: Probe, key: Key, units: Sequence[int], *, rho, bounds, steps, restarts,
-             transforms, spatial, snapshots, seed: int, progress: bool) -> Maximization:
+             transforms, spatial, snapshots, param, seed: int, progress: bool) -> Maximization:
     return maximize(probe, key, units=units, rho=rho, bounds=bounds, steps=steps,
                     restarts=restarts, seed=seed, progress=progress,
                     input_shape=probe.input_shape, transforms=transforms, snapshots=snapshots,
-                    spatial=spatial)
+                    spatial=spatial, param=param)
 
 
 def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, rho: float | None = None,
-           bounds: tuple[float, float] | None = None, spatial: str | int = "positive"
-           ) -> torch.Tensor:
+           bounds: tuple[float, float] | None = None, spatial: str | int = "positive",
+           param: str = "pixel") -> torch.Tensor:
     return maximize(probe, key, units=units, rho=rho, bounds=bounds, steps=SANITY["steps"],
                     restarts=SANITY["restarts"], input_shape=probe.input_shape,
-                    spatial=spatial).images
+                    spatial=spatial, param=param).images
 
 
 def _write(page: Page, mx: Maximization) -> None:

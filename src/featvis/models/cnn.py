@@ -17,7 +17,7 @@ names so that its layer keys never change::
 Inputs are ``(N, 1, 28, 28)`` MNIST pixels in ``[0, 1]`` (``load_mnist`` images reshaped),
 with no further normalisation. The hidden layer has 64 units so that the float32 weights
 (114,314 parameters) fit in a file of about 450 kB. :func:`reference_cnn` gives the model with
-the weights shipped in the package (``scripts/train_reference_cnn.py`` reproduces them).
+the weights shipped in the package (``scripts/train_reference.py cnn`` reproduces them).
 """
 
 from __future__ import annotations
@@ -87,5 +87,5 @@ def reference_cnn(pretrained: bool = True, *, seed: int = 0,
                   device: str | torch.device = "cpu") -> ReferenceCNN:
     """The reference CNN: with the weights shipped in the package, in eval mode
     (``pretrained=True``), or freshly initialised from ``seed``, in train mode."""
-    return shipped(ReferenceCNN, WEIGHTS, "scripts/train_reference_cnn.py", pretrained, seed,
+    return shipped(ReferenceCNN, WEIGHTS, "scripts/train_reference.py cnn", pretrained, seed,
                    device)

@@ -15,12 +15,13 @@ A pre-norm ViT (Dosovitskiy et al. 2021) in the layout of timm's, under fixed mo
     blocks.i.mlp.fc2     Linear(2D, D)                   17 x D
     blocks.i             the residual block              17 x D
     norm                 LayerNorm(D)                    17 x D
-    head                 Linear(D, classes)              on the class token: logits
+    class_token          the class token's features      D
+    head                 Linear(D, classes)              logits
 
 Every token layer has its units (features) on the last axis and the 17 tokens as positions,
 as featvis's unit-axis rules read it; a token's patch is the patch embedding's cell.
 :func:`reference_vit` gives the model with the weights shipped in the package
-(``scripts/train_reference_vit.py`` reproduces them).
+(``scripts/train_reference.py vit`` reproduces them).
 """
 
 from __future__ import annotations
@@ -82,16 +83,23 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class ClassToken(nn.Module):
+    """The class token of ``(N, T, D)`` tokens: ``(N, D)``, the features the head reads."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0]
+
+
 class ReferenceViT(Classifier):
     """The reference ViT (see the module docstring for its layers); ``config`` is
-    ``{"width": D, "depth": L, "heads": h, "classes": k}`` (default 48, 3, 3, 10), the MLP
+    ``{"width": D, "depth": L, "heads": h, "classes": k}`` (default 64, 3, 4, 10), the MLP
     ``2D`` wide. Training, accuracy and checkpoints:
     :class:`~featvis.models.classifier.Classifier`."""
 
     kind = "vit"
     input_shape = (1, 28, 28)
 
-    def __init__(self, width: int = 48, depth: int = 3, heads: int = 3, classes: int = 10, *,
+    def __init__(self, width: int = 64, depth: int = 3, heads: int = 4, classes: int = 10, *,
                  seed: int | None = 0) -> None:
         super().__init__()
         width, depth = check_int("width", width), check_int("depth", depth)
@@ -109,6 +117,7 @@ class ReferenceViT(Classifier):
             self.blocks = nn.Sequential(*(Block(width, heads, 2 * width)
                                           for _ in range(depth)))
             self.norm = nn.LayerNorm(width)
+            self.class_token = ClassToken()
             self.head = nn.Linear(width, classes)
         if seed is not None:
             self.reset_parameters(seed)
@@ -135,13 +144,13 @@ class ReferenceViT(Classifier):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(N, classes)`` of images ``(N, 1, 28, 28)``, from the class token."""
-        return self.head(self.norm(self.blocks(self.tokens(x)))[:, 0])
+        return self.head(self.class_token(self.norm(self.blocks(self.tokens(x)))))
 
 
 def reference_vit(pretrained: bool = True, *, seed: int = 0,
                   device: str | torch.device = "cpu") -> ReferenceViT:
     """The reference ViT: with the weights shipped in the package, in eval mode
     (``pretrained=True``), or freshly initialised from ``seed``, in train mode."""
-    return shipped(ReferenceViT, WEIGHTS, "scripts/train_reference_vit.py", pretrained, seed,
+    return shipped(ReferenceViT, WEIGHTS, "scripts/train_reference.py vit", pretrained, seed,
                    device)
 

@@ -21,7 +21,7 @@ import torch
 from ..data.mnist import load_mnist, mnist_info
 from ..data.tensors import picture_shape
 from ..figures import locality, random_locality
-from ..models import DBN, ConvDBN, reference_cnn
+from ..models import DBN, ConvDBN, reference_cnn, reference_vit
 from ..data.natural import MAX_IMAGE_PIXELS, natural_info, training_inputs
 from ..models.training import TrainingRecipe
 from ..report import INDEX
@@ -29,11 +29,20 @@ from ..seam import probe
 from ..io.runfolder import plan_replacement
 from .visualization import VisualizeSettings, visualize
 
-__all__ = ["run_demo", "run_cnn_demo", "run_natural_demo", "run_cdbn_demo", "DEMO_SIZES",
-           "CNN_LAYERS", "NATURAL_SIZES", "NATURAL_DEMO", "CDBN_DEMO"]
+__all__ = ["run_demo", "run_shipped_demo", "run_natural_demo", "run_cdbn_demo", "DEMO_SIZES",
+           "SHIPPED", "NATURAL_SIZES", "NATURAL_DEMO", "CDBN_DEMO"]
 
 DEMO_SIZES = (784, 1000, 500, 250)
-CNN_LAYERS = ("features.0", "features.3", "classifier.1")   # conv, conv, penultimate
+# The models shipped trained and the layers their demo shows.
+# A transformer's pixel-space optimum is high-frequency noise: its demo climbs Fourier
+# coefficients through random transforms (lucent's recipe), which shows strokes and blobs.
+SHIPPED = {
+    "cnn": (reference_cnn, "the reference CNN",
+            ("features.0", "features.3", "classifier.1"), {}),  # conv, conv, penultimate
+    "vit": (reference_vit, "the reference ViT",                # patches, MLP neurons, blocks
+            ("patch_embed", "blocks.0.mlp.fc1", "blocks.1.mlp.fc1", "blocks.2.mlp.fc1",
+             "blocks.2", "class_token"), {"param": "fourier", "transforms": "standard"}),
+}
 MODEL = "model.safetensors"        # the trained model, saved inside the output folder
 NATURAL_SIZES = (196, 400, 200)    # 14 x 14 patches, then Lee et al. 2008's layers, scaled
 # The natural-image demo's data and training (see the README's table of recipes).
@@ -92,25 +101,28 @@ def _train_and_show(model: torch.nn.Module, inputs: torch.Tensor, out: Path,
                      f"{time.perf_counter() - trained:.0f} s")
 
 
-def run_cnn_demo(out: str | os.PathLike = "featvis-demo", data: str | os.PathLike | None = None,
-                 seed: int = 0, units: int = 16, device: torch.device | str = "cpu",
-                 progress: bool = True, settings: VisualizeSettings | None = None,
-                 force: bool = False) -> Path:
-    """Visualize the reference CNN (shipped weights, no training) on MNIST: its two conv
-    layers and its penultimate linear layer, the first ``units`` channels or units of each;
-    returns the path of ``index.html``."""
+def run_shipped_demo(kind: str = "cnn", out: str | os.PathLike = "featvis-demo",
+                     data: str | os.PathLike | None = None, seed: int = 0, units: int = 16,
+                     device: torch.device | str = "cpu", progress: bool = True,
+                     settings: VisualizeSettings | None = None, force: bool = False) -> Path:
+    """Visualize a model shipped trained (``kind``: ``"cnn"`` or ``"vit"``, see
+    :data:`SHIPPED`; no training) on MNIST: the layers of :data:`SHIPPED`, the first
+    ``units`` channels or units of each; returns the path of ``index.html``."""
+    if kind not in SHIPPED:
+        raise ValueError(f"kind must be one of {', '.join(SHIPPED)}, got {kind!r}")
+    build, title, layers, maximization = SHIPPED[kind]
     out = Path(out)
     plan_replacement(out, force=force)
     images, labels = load_mnist("train", data)
-    cnn = reference_cnn(pretrained=True, device=device)
-    images = images.view(len(images), *cnn.input_shape)
-    settings = settings or VisualizeSettings(layers=list(CNN_LAYERS), units=units, seed=seed,
-                                             steps=200, restarts=4)
-    settings.check(probe(cnn, images.shape[1:]), n_inputs=len(images))
-    print(f"featvis demo: the reference CNN (shipped weights) on {len(images)} MNIST images; "
+    model = build(pretrained=True, device=device)
+    images = images.view(len(images), *model.input_shape)
+    settings = settings or VisualizeSettings(layers=list(layers), units=units, seed=seed,
+                                             steps=200, restarts=4, **maximization)
+    settings.check(probe(model, images.shape[1:]), n_inputs=len(images))
+    print(f"featvis demo: {title} (shipped weights) on {len(images)} MNIST images; "
           f"layers {', '.join(settings.layers)}, {settings.units} units each", file=sys.stderr)
     start = time.perf_counter()
-    visualize(cnn, images, out, settings, labels=labels, force=force, progress=progress)
+    visualize(model, images, out, settings, labels=labels, force=force, progress=progress)
     print(f"featvis demo: visualized in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return out / INDEX
 

@@ -41,7 +41,7 @@ from ..io.safejson import json_float
 from ..methods import SANITY, Method, TopExamples, registered
 from ..models.checkpoint import encode_model
 from ..models.evaluation import method_agreement
-from ..params import Interval, Param
+from ..params import AnyOf, Interval, Param, UnitPicks
 from ..report import gallery_files
 from ..report.render import encode_png, signed_border_grid, tile
 from ..seam import Key, LayerInfo, Probe, UnsupportedError, directed, probe
@@ -57,8 +57,10 @@ METHODS = ("examples", "maximize", "sampling", "filters", "filter_views", "decon
            "combination")                       # featvis's own, in the registry's order
 RANDOMIZATION_CHECKS = "Randomization checks"     # what a layer's page lists when skipped
 SETTINGS = {     # the run's own parameters; each method declares its own (Method.params)
-    "units": Param(Interval(int, 1, 1_000_000, none=True), None,
-                   "visualize the first N units of each layer (default: all)"),
+    "units": Param(AnyOf(Interval(int, 1, 1_000_000), UnitPicks(), metavar="N|LAYER:UNIT,...",
+                         none=True), None,
+                   "visualize the first N units of each layer, or the units named by layer "
+                   "(features.3:5,features.3:9: those layers and units; default: all)"),
     "seed": Param(Interval(int, 0, 2**63 - 1), 0, "random seed"),
     "upscale": Param(Interval(int, 1, 64), 2, "pixels per input pixel in the pictures"),
 }
@@ -75,7 +77,7 @@ class VisualizeSettings:
 
     layers: Sequence[Key] | None = None
     methods: Sequence[str] | None = None
-    units: int | None = None          # the first N units of each layer; None = all
+    units: int | Mapping[Key, Sequence[int]] | None = None   # first N, or by layer; None: all
     k: int = 9                        # dataset examples per unit
     top: int = 10                     # ranked filters / linear-combination terms
     steps: int = 300
@@ -90,6 +92,7 @@ class VisualizeSettings:
     transforms: str | None = None     # maximization's random transforms ("standard")
     spatial: str | int = "positive"   # maximization's reduction of a unit's positions
     snapshots: tuple[int, ...] = ()   # maximization steps shown along the way
+    param: str = "pixel"              # what maximization climbs: pixels or "fourier"
     options: Mapping[str, Any] = field(default_factory=dict)   # plugins' parameters
 
     @staticmethod
@@ -137,7 +140,23 @@ class VisualizeSettings:
         params = {m.name: self.params(m) for m in chosen}
         if "examples" in params and n_inputs is not None and self.k > n_inputs:
             raise ValueError(f"k={self.k} is larger than the number of inputs ({n_inputs})")
-        keys = list(dict.fromkeys(self.layers)) if self.layers else seam.default_layers()
+        picks = self.units if isinstance(self.units, Mapping) else None
+        keys = list(dict.fromkeys(self.layers)) if self.layers else \
+            list(picks) if picks else seam.default_layers()
+        if picks:
+            for key in keys:
+                if key not in picks:
+                    raise ValueError(f"units names units of {', '.join(map(str, picks))}; layer "
+                                     f"{key} is shown without any: name its units too, or "
+                                     "leave it out of layers")
+            for key, units in picks.items():
+                if key not in keys:
+                    raise ValueError(f"units: layer {key} is not among the layers shown")
+                info = seam.layer(key)
+                if max(units) >= info.units:
+                    raise ValueError(f"units: layer {key} has {info.units} "
+                                     f"{info.unit_name}s (0..{info.units - 1}), not "
+                                     f"{max(units)}")
         if not keys:
             raise ValueError(f"{seam.kind} has no layer to show (no Conv2d or Linear); name "
                              "some with layers=")
@@ -260,7 +279,10 @@ def write_pictures(page: LayerPage, result: Any) -> None:
 
 
 def shown_units(info: LayerInfo, s: VisualizeSettings) -> list[int]:
-    """The units of a layer to show: the first ``s.units`` (all for None)."""
+    """The units of a layer to show: those ``s.units`` names for it, or the first
+    ``s.units`` (all for None)."""
+    if isinstance(s.units, Mapping):
+        return list(dict.fromkeys(s.units[info.name]))
     return list(range(info.units if s.units is None else min(s.units, info.units)))
 
 
