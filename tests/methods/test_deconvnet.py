@@ -142,15 +142,66 @@ def test_every_way_of_writing_a_relu_gives_the_same_projections(variant):
         assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("nonlinearity, name", [(nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"),
-                                                (nn.GELU, "gelu"), (nn.ReLU6, "hardtanh")])
-def test_other_nonlinearities_before_the_layer_are_refused_by_name(nonlinearity, name):
-    with pytest.raises(UnsupportedError, match=name) as error:
-        deconvnet(sequential(nonlinearity), IMAGES, "5")
-    assert "\n" not in str(error.value)
+class _RuleReLU(torch.autograd.Function):
+    """A ReLU whose backward is the rule's, written out for the reference below."""
+
+    @staticmethod
+    def forward(ctx, x, rule):
+        ctx.rule = rule
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        down = grad.clamp(min=0)
+        return (down * (x > 0) if ctx.rule == "guided" else down), None
+
+
+class RuleReLU(nn.Module):
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule
+
+    def forward(self, x):
+        return _RuleReLU.apply(x, self.rule)
+
+
+def autograd_reference(result, second, rule):
+    """The gradient, by autograd, of the tiny CNN with its first ReLU replaced by the rule's
+    and ``second`` (a GELU ...) kept, for each (unit, example) of ``result``."""
+    c1, c2, c3 = convs()
+    model = nn.Sequential(c1, RuleReLU(rule), c2, second, nn.MaxPool2d(2), c3)
+    k = result.indices.shape[1]
+    x = IMAGES[result.indices.flatten()].clone().requires_grad_()
+    units, positions = result.units.repeat_interleave(k), result.positions.flatten(0, 1)
+    out = model(x)
+    at = (torch.arange(len(x)), units, positions[:, 0], positions[:, 1])
+    signal = torch.zeros_like(out)
+    signal[at] = out.detach()[at]
+    return torch.autograd.grad(out, x, signal)[0].view(*result.indices.shape, *IMAGES.shape[1:])
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+@pytest.mark.parametrize("second, name", [(nn.GELU(), "gelu"), (nn.SiLU(), "silu"),
+                                          (nn.Sigmoid(), "sigmoid"), (nn.Hardswish(), "hardswish"),
+                                          (nn.ReLU6(), "hardtanh")])
+def test_other_nonlinearities_pass_by_their_own_gradient(rule, second, name):
+    """As captum's GuidedBackprop: the rule at every ReLU, any other non-linearity by its own
+    gradient, named in the result; receptive fields are those of the ReLU network."""
+    c1, c2, c3 = convs()
+    model = nn.Sequential(c1, nn.ReLU(), c2, second, nn.MaxPool2d(2), c3)
+    result = deconvnet(model, IMAGES, "5", rule=rule, k=3)
+    torch.testing.assert_close(result.projections, autograd_reference(result, second, rule))
+    assert result.passed == (name,)
+    assert deconvnet(sequential(), IMAGES, "5", k=3).passed == ()
+    relu_boxes = deconvnet(sequential(), IMAGES, "5", k=3)
+    for u, j in ((0, 0), (2, 1)):                  # fields depend on positions only
+        match = (relu_boxes.positions == result.positions[u, j]).all(-1).nonzero()
+        if len(match):
+            assert torch.equal(relu_boxes.boxes[tuple(match[0])], result.boxes[u, j])
     after = nn.Sequential(*sequential(), nn.Sigmoid())      # after the layer: never reached
-    torch.testing.assert_close(deconvnet(after, IMAGES, "5").projections,
-                               deconvnet(sequential(), IMAGES, "5").projections)
+    assert deconvnet(after, IMAGES, "5", k=3).passed == ()
 
 
 def test_a_layer_without_a_map_and_an_unknown_rule_are_refused():
@@ -232,3 +283,27 @@ def test_the_target_conv_placed_directly_equals_its_autograd_transpose(padding, 
         handle.remove()
     assert torch.equal(direct.indices, full.indices)
     torch.testing.assert_close(direct.projections, full.projections, atol=1e-5, rtol=1e-4)
+
+
+def test_the_gallery_names_the_rule_and_what_passed_by_its_own_gradient(tmp_path, capsys):
+    """Deconvnet alone (no dataset examples shown: it mines its own), guided, through a GELU;
+    and --deconvnet-rule on the command line."""
+    import json
+
+    from featvis import VisualizeSettings, visualize
+
+    from helpers import run_cli
+
+    c1, c2, c3 = convs()
+    model = nn.Sequential(c1, nn.GELU(), c2, nn.ReLU(), nn.MaxPool2d(2), c3)
+    settings = VisualizeSettings(layers=["5"], methods=["deconvnet"], units=2, k=2,
+                                 deconvnet_rule="guided", figures=False)
+    visualize(model, IMAGES, tmp_path / "run", settings, progress=False, gallery=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (layer,) = summary["layers"]
+    assert layer["methods"] == ["deconvnet"] and summary["settings"]["deconvnet_rule"] == "guided"
+    assert layer["sections"][0]["caption"].endswith(
+        "(guided rule at each ReLU; passed by their own gradient: gelu)")
+    code, _, err = run_cli(capsys, "visualize", "--model", "cnn", "--deconvnet-rule", "lrp",
+                           "--out", tmp_path / "no")
+    assert code == 2 and "--deconvnet-rule: expected one of deconvnet, guided, got 'lrp'" in err

@@ -9,7 +9,9 @@ already does all of this but the ReLUs; those are swapped for the rule by a
 :class:`~torch.overrides.TorchFunctionMode` active only during featvis's own forward passes,
 so ``nn.ReLU`` modules, ``F.relu``/``torch.relu`` calls, in-place ReLUs and one module used
 twice all work, and the model is never touched (no hooks left, no modules replaced, no
-``.grad``). Any other common non-linearity before the layer is refused by name.
+``.grad``). Every other non-linearity before the layer (GELU, SiLU, hard-swish, sigmoid,
+softmax ...) passes the signal by its own gradient, as captum's ``GuidedBackprop`` does, and
+the result names the ones it met (the gallery says so on the layer's page).
 
 A position's receptive field is the bounding box of the input it depends on in the
 linearized network (ReLUs as identities, max pools as average pools of the same geometry,
@@ -29,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..data.tensors import check_inputs
 from ..errors import DataError
-from ..params import POSITIVE, Options, validated
+from ..params import POSITIVE, Options, Param, validated
 from ..seam import Key, Probe, UnsupportedError, affine, probe
 from ..seam.hooks import eval_mode, run_forward
 from ..units import Units
@@ -40,12 +42,15 @@ __all__ = ["Projections", "deconvnet", "RULES"]
 
 RULES = ("deconvnet", "guided")
 
-# Names (without leading/trailing underscores) of the non-linearities refused before the layer.
-_NONLINEAR = frozenset({
+# Names (without leading/trailing underscores) of the non-linearities that pass the signal by
+# their own gradient: elementwise ones (an identity in the receptive-field computation), and
+# those that mix their inputs.
+_ELEMENTWISE = frozenset({
     "sigmoid", "special_expit", "tanh", "gelu", "silu", "mish", "elu", "selu", "celu",
     "leaky_relu", "prelu", "rrelu", "softplus", "hardtanh", "relu6", "hardswish",
     "hardsigmoid", "log_sigmoid", "softsign", "tanhshrink", "softshrink", "hardshrink",
-    "threshold", "softmax", "log_softmax", "softmin", "glu"})
+    "threshold"})
+_MIXING = frozenset({"softmax", "log_softmax", "softmin", "glu"})
 _MAX_POOLS = frozenset({f"{kind}max_pool{n}d" for kind in ("", "adaptive_") for n in (1, 2, 3)})
 
 
@@ -55,7 +60,9 @@ class Projections:
     (U, k, 2)`` (row, column in the layer's map) of their maxima, ``projections (U, k, C, H,
     W)`` each maximum sent back to pixel space, ``boxes (U, k, 4)`` the top, left, bottom and
     right (exclusive) of its receptive field clipped to the image, and ``crops (U, k, C, h,
-    w)`` the input under the whole field, zero where the field leaves the image."""
+    w)`` the input under the whole field, zero where the field leaves the image. ``passed``:
+    the non-linearities other than ReLU met on the way, which passed the signal by their own
+    gradient (sorted names, e.g. ``("gelu",)``)."""
 
     indices: torch.Tensor
     positions: torch.Tensor
@@ -63,6 +70,7 @@ class Projections:
     boxes: torch.Tensor
     crops: torch.Tensor
     units: torch.Tensor
+    passed: tuple[str, ...] = ()
 
 
 class _ReLURule(torch.autograd.Function):
@@ -110,12 +118,14 @@ def _averaged(name: str, args: tuple, kwargs: dict) -> torch.Tensor:
 
 class _Rules(TorchFunctionMode):
     """While active: relu/relu_ calls follow ``rule`` (out of place, the result copied back
-    for an in-place call), other known non-linearities raise; for ``"linear"`` max pools also
-    become average pools. Everything else runs as usual."""
+    for an in-place call); other non-linearities run as usual and are recorded in
+    ``passed``; for ``"linear"`` elementwise ones are identities and max pools become average
+    pools. Everything else runs as usual."""
 
-    def __init__(self, rule: str, layer: Key) -> None:
+    def __init__(self, rule: str) -> None:
         super().__init__()
-        self.rule, self.layer = rule, layer
+        self.rule = rule
+        self.passed: set[str] = set()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -125,9 +135,12 @@ class _Rules(TorchFunctionMode):
             x = args[0] if args else kwargs["input"]
             out = _ReLURule.apply(x, self.rule)
             return x.copy_(out) if name.endswith("_") or kwargs.get("inplace") else out
-        if base in _NONLINEAR:
-            raise UnsupportedError(f"layer {self.layer!r} is reached through {base}, a "
-                                   "non-linearity deconvnet cannot project (ReLUs only)")
+        if base in _ELEMENTWISE or base in _MIXING:
+            self.passed.add(base)
+            if self.rule == "linear" and base in _ELEMENTWISE:
+                x = args[0] if args else kwargs["input"]
+                out = _ReLURule.apply(x, "linear")
+                return x.copy_(out) if name.endswith("_") or kwargs.get("inplace") else out
         pool = name.removesuffix("_with_indices")
         if self.rule == "linear" and pool in _MAX_POOLS:
             out = _averaged(pool, args, kwargs)
@@ -157,7 +170,7 @@ def _fields(model: nn.Module, layer: str, map_shape: tuple[int, ...],
     for lines in torch.arange(height + width, device=device).split(batch_size):
         x = torch.zeros(len(lines), *input_shape, device=device, dtype=dtype,
                         requires_grad=True)
-        with torch.enable_grad(), _Rules("linear", layer):
+        with torch.enable_grad(), _Rules("linear"):
             out = run_forward(linear, x, target)[layer]
         row = lines[:, None] == torch.arange(height, device=device)
         col = lines[:, None] - height == torch.arange(width, device=device)
@@ -169,23 +182,24 @@ def _fields(model: nn.Module, layer: str, map_shape: tuple[int, ...],
 
 
 def _project(model: nn.Module, layer: str, x: torch.Tensor, units: torch.Tensor,
-             positions: torch.Tensor, rule: str) -> torch.Tensor:
+             positions: torch.Tensor, rule: str) -> tuple[torch.Tensor, set[str]]:
     """``(B, *input)``: row ``b``'s value of unit ``units[b]`` at ``positions[b]``, all else
-    zeroed, sent back to the input of ``x[b]`` by ``rule``."""
+    zeroed, sent back to the input of ``x[b]`` by ``rule``; and the non-linearities other
+    than ReLU that passed it by their own gradient."""
     x = x.detach().requires_grad_()
     module = model.get_submodule(layer)
     direct = _plain_conv(module)
-    with torch.enable_grad(), eval_mode(model), _Rules(rule, layer):
+    with torch.enable_grad(), eval_mode(model), _Rules(rule) as rules:
         out = run_forward(model, x, {layer: module}, at="input" if direct else "output")[layer]
     if direct:
         # The layer's own transpose, for one position and channel per row: the unit's
         # filter times its value, placed at the position (no full forward or backward).
         return torch.autograd.grad(out, x, _placed_filters(module, out.detach(), units,
-                                                           positions))[0]
+                                                           positions))[0], rules.passed
     at = (torch.arange(len(x), device=x.device), units, positions[:, 0], positions[:, 1])
     signal = torch.zeros_like(out)
     signal[at] = out.detach()[at]
-    return torch.autograd.grad(out, x, signal)[0]
+    return torch.autograd.grad(out, x, signal)[0], rules.passed
 
 
 def _plain_conv(module: nn.Module) -> bool:
@@ -239,9 +253,9 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
     """Each unit's ``k`` top examples (see :func:`top_examples`) projected to pixel space.
 
     ``layer`` must output ``(N, C, H, W)``; its units are channels. ``rule`` is
-    ``"deconvnet"`` (Zeiler & Fergus 2014) or ``"guided"`` (guided backpropagation). Only
-    ReLUs and ops with a linear backward pass (conv, linear, pools, BatchNorm and dropout in
-    eval mode, reshapes, adds, concatenation, padding) may come before the layer.
+    ``"deconvnet"`` (Zeiler & Fergus 2014) or ``"guided"`` (guided backpropagation), applied
+    at every ReLU; every other non-linearity before the layer passes the signal by its own
+    gradient (as captum's ``GuidedBackprop``), and ``passed`` names them.
     ``batch_size`` inputs go through the model at once, for mining and for projection.
     ``examples``, the layer's :func:`top_examples` of these ``images`` already mined (with
     positions), are projected instead of mining again (their units and k are used).
@@ -276,11 +290,13 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
     indices = found.indices.flatten()
     units_of = found.units.repeat_interleave(k)
     positions = found.positions.flatten(0, 1)
-    projections, crops = [], []
+    projections, crops, passed = [], [], set()
     for chunk in torch.arange(len(indices), device=device).split(batch_size):
         x = images[indices[chunk].to(images.device)].to(device, dtype)
         spots = positions[chunk]
-        projections.append(_project(seam.model, layer, x, units_of[chunk], spots, rule))
+        projected, met = _project(seam.model, layer, x, units_of[chunk], spots, rule)
+        projections.append(projected)
+        passed |= met
         crops.append(_crop(x, field_top[spots[:, 0]], field_left[spots[:, 1]], height, width))
     rows, cols = found.positions[..., 0], found.positions[..., 1]
     lead = found.indices.shape
@@ -288,26 +304,38 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
         indices=found.indices, positions=found.positions,
         projections=torch.cat(projections).view(*lead, *images.shape[1:]),
         boxes=torch.stack([top[rows], left[cols], bottom[rows], right[cols]], -1),
-        crops=torch.cat(crops).view(*lead, images.shape[1], height, width), units=found.units)
+        crops=torch.cat(crops).view(*lead, images.shape[1], height, width), units=found.units,
+        passed=tuple(sorted(passed)))
 
 
 # -- as a method of visualize ----------------------------------------------------------------
+RULE = Param(Options(RULES), "deconvnet",
+             "deconvnet's rule at each ReLU: deconvnet (rectify the signal, Zeiler & Fergus) "
+             "or guided (also where the forward input was positive, Springenberg et al.)")
+
+
 def _compute(probe: Probe, key: Key, units: Sequence[int], *, inputs: torch.Tensor,
-             examples: TopExamples, k: int) -> Projections:
+             examples: TopExamples | None, k: int, deconvnet_rule: str) -> Projections:
     """Projections of the top examples mined already, in the pipeline's one pass over the
-    data (``examples`` holds the rows of ``units``)."""
-    return deconvnet(probe, inputs, key, units=units, k=k, examples=examples)
+    data (``examples`` holds the rows of ``units``; mined here when the run does not show
+    them)."""
+    return deconvnet(probe, inputs, key, units=units, k=k, rule=deconvnet_rule,
+                     examples=examples)
 
 
-def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, inputs: torch.Tensor
-           ) -> torch.Tensor:
-    return deconvnet(probe, inputs[:SANITY["images"]], key, units=units, k=1).projections[:, 0]
+def _rerun(probe: Probe, key: Key, units: torch.Tensor, *, inputs: torch.Tensor,
+           deconvnet_rule: str = "deconvnet") -> torch.Tensor:
+    return deconvnet(probe, inputs[:SANITY["images"]], key, units=units, k=1,
+                     rule=deconvnet_rule).projections[:, 0]
 
 
 def _write(page: Page, pj: Projections) -> None:
     k = page.params["k"]
+    rule = page.params["deconvnet_rule"]
+    passed = f"; passed by their own gradient: {', '.join(pj.passed)}" if pj.passed else ""
     page.section(page.tile(pj.projections[:, 0]),
-                 "each unit's strongest activation in the data, projected back to pixels")
+                 f"each unit's strongest activation in the data, projected back to pixels "
+                 f"({rule} rule at each ReLU{passed})")
     for j in range(len(page.units)):
         page.detail(j)["deconvnet"] = {"indices": pj.indices[j].tolist(),
                                        "boxes": pj.boxes[j].tolist()}
@@ -315,7 +343,7 @@ def _write(page: Page, pj: Projections) -> None:
             ("deconvnet_crops", page.tile(page.show(pj.crops[j]), scale="minmax", cols=k),
              "the image patches under the receptive field of each maximum", "strip"),
             ("deconvnet_projections", page.tile(pj.projections[j], cols=k),
-             "their projections to pixel space (deconvnet)", "strip")])
+             f"their projections to pixel space ({rule}{passed})", "strip")])
     page.keep(pj.projections[:, 0])
 
 
@@ -324,4 +352,5 @@ DECONVNET = Method(
     "The top examples of each channel beside their projections back to pixel space (Zeiler & "
     "Fergus 2014): the channel's maximum alone, sent down through the network with the "
     "forward pass's max-pool switches and rectified gradients.",
-    _compute, requires={"deconvnet"}, params={"k": K}, write=_write, rerun=_rerun, split=True)
+    _compute, requires={"deconvnet"}, params={"k": K, "deconvnet_rule": RULE}, write=_write,
+    rerun=_rerun, split=True)

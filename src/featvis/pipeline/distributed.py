@@ -695,7 +695,9 @@ def per_unit(ctx: Context, n_units: int, compute: Callable[[range], R],
     a range of positions in the layer's list of units), gathered on rank 0 into one result
     of the same kind over all ``n_units``, in order; ``None`` on the other ranks. A result
     is a dict of tensors or a dataclass (such as :class:`~featvis.methods.Maximization`)
-    whose fields are tensors, ``None`` or dicts of tensors, all with a leading dim of units.
+    whose fields are tensors or dicts of tensors, all with a leading dim of units, or other
+    values the same for every chunk (``None``, a tuple of names such as deconvnet's
+    ``passed``: chunk 0's is kept).
     A single process computes the same chunks, so its result is the same bit for bit.
 
     Example:
@@ -716,7 +718,7 @@ def per_unit(ctx: Context, n_units: int, compute: Callable[[range], R],
         elif isinstance(value, Mapping):
             values[f.name] = {key: gathered[f"{f.name}[{key}]"] for key in value}
         else:
-            values[f.name] = value                          # None
+            values[f.name] = value                  # None, or the same for every chunk
     return type(sample)(**values)
 
 
@@ -735,9 +737,10 @@ def _flatten(result: object) -> dict[str, torch.Tensor]:
             out[f.name] = value
         elif isinstance(value, Mapping):
             out.update({f"{f.name}[{key}]": t for key, t in value.items()})
-        elif value is not None:
+        elif value is not None and not (isinstance(value, tuple)
+                                        and all(isinstance(v, str) for v in value)):
             raise TypeError(f"per_unit: field {f.name!r} is a {type(value).__name__}, not a "
-                            "tensor, a dict of tensors or None")
+                            "tensor, a dict of tensors, a tuple of names or None")
     return out
 
 

@@ -93,6 +93,7 @@ class VisualizeSettings:
     spatial: str | int = "positive"   # maximization's reduction of a unit's positions
     snapshots: tuple[int, ...] = ()   # maximization steps shown along the way
     param: str = "pixel"              # what maximization climbs: pixels or "fourier"
+    deconvnet_rule: str = "deconvnet"  # deconvnet's rule at each ReLU (or "guided")
     options: Mapping[str, Any] = field(default_factory=dict)   # plugins' parameters
 
     @staticmethod
