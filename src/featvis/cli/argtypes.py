@@ -130,6 +130,27 @@ def shape(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+MAX_MODEL_ARGS = 65_536                  # characters of --model-args
+
+
+def json_object(text: str) -> dict:
+    """A JSON object (``--model-args``), parsed by the bounded reader (never ``eval``)."""
+    from ..io.safejson import loads
+
+    if len(text) > MAX_MODEL_ARGS:
+        raise argparse.ArgumentTypeError(f"expected a JSON object of at most {MAX_MODEL_ARGS} "
+                                         f"characters, got {len(text)}")
+    try:
+        value = loads(text, "JSON")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc})") \
+            from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object {{\"name\": value, ...}}, got "
+                                         f"{text!r}")
+    return value
+
+
 def layer_names(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:

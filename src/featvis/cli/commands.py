@@ -100,10 +100,13 @@ def _load_model(args: argparse.Namespace, device: "torch.device"):
     from ..models.usermodel import load_factory, load_weights
 
     spec = args.model_spec
+    if ":" not in spec and (args.model_args is not None or args.input_key is not None):
+        raise FeatvisError(f"--{'model-args' if args.model_args is not None else 'input-key'} "
+                           "is for --model package.module:factory, a module of your own")
     if ":" in spec:
         if args.model is not None:
             raise FeatvisError(f"give either a checkpoint or --model {spec}, not both")
-        model = load_factory(spec)
+        model = load_factory(spec, args.model_args)
         if args.weights is not None:
             load_weights(model, args.weights)
         return model.to(device), args.weights
@@ -178,7 +181,7 @@ def _check_forward(seam, shape: tuple[int, ...], args: argparse.Namespace) -> No
     from ..seam.dispatch import probe
 
     try:
-        probe(seam.model, shape, unit_axis=seam.unit_axis).layer_keys()
+        probe(seam.model, shape, unit_axis=seam.unit_axis, forward=seam.forward).layer_keys()
     except UserCodeError as exc:
         raise _shape_hint(exc, "--input-shape C,H,W" +
                           (" or --resize H,W" if args.images is not None else "")) from None
@@ -259,7 +262,7 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
 
     model, model_path = _load_model(args, device)
     axes = unit_axes(getattr(args, "layers", None))
-    seam = probe(model, args.input_shape, unit_axis=axes)
+    seam = probe(model, args.input_shape, unit_axis=axes, forward=_forward(args))
     if directions is not None and seam.input_shape is not None:
         directed(seam, directions)
     if check_out:
@@ -271,7 +274,7 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
                          reading=[model_path] if model_path else ())
     images, labels, normalization = _inputs(args, seam)
     return (model, model_path, images, labels, normalization,
-            probe(model, images.shape[1:], unit_axis=axes))
+            probe(model, images.shape[1:], unit_axis=axes, forward=seam.forward))
 
 
 MAX_DIRECTIONS_BYTES = 2**30     # a --directions file: 256 M float32 values
@@ -284,6 +287,13 @@ def _directions(args: argparse.Namespace) -> dict | None:
     from ..io.safetensors_file import read_tensors
 
     return read_tensors(args.directions, "directions", MAX_DIRECTIONS_BYTES)
+
+
+def _forward(args: argparse.Namespace):
+    """How the module takes a batch: ``model({NAME: x})`` for --input-key NAME, else
+    ``None`` (``model(x)``)."""
+    key = args.input_key
+    return None if key is None else lambda model, x: model({key: x})
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
@@ -355,7 +365,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from ..seam.dispatch import probe
 
     model, _ = _load_model(args, resolve_device("cpu"))
-    seam = probe(model, args.input_shape)
+    seam = probe(model, args.input_shape, forward=_forward(args))
     try:
         infos = [seam.layer(key) for key in seam.layer_keys()]
     except UserCodeError as exc:

@@ -332,10 +332,16 @@ def _add_model_options(p: argparse.ArgumentParser, positional: bool = True) -> N
                        help="the checkpoint the shards were mined from")
     p.add_argument("--model", dest="model_spec", default="dbn", metavar="KIND|MODULE:FACTORY",
                    help="a built-in kind read from the checkpoint (dbn; cdbn; cnn, which "
-                        "without a checkpoint is the reference CNN shipped with featvis) or a "
-                        "user's package.module:factory, called with no arguments")
+                        "without a checkpoint is the reference CNN shipped with featvis; vit, "
+                        "the reference ViT) or a user's package.module:factory, called with "
+                        "--model-args")
+    p.add_argument("--model-args", type=argtypes.json_object, default=None, metavar="JSON",
+                   help="keyword arguments of --model MODULE:FACTORY as a JSON object, e.g. "
+                        "'{\"num_classes\": 6, \"img_size\": 64}' (never evaluated as code)")
     p.add_argument("--weights", type=Path, default=None,
                    help="safetensors state_dict for --model MODULE:FACTORY (no pickles)")
+    p.add_argument("--input-key", default=None, metavar="NAME",
+                   help="the module's forward takes a dict: it receives {NAME: images}")
     p.add_argument("--input-shape", type=argtypes.shape, default=None, metavar="C,H,W",
                    help="one input's shape, for a module (default: from the data); at most "
                         "--max-pixels values")

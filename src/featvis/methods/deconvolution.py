@@ -33,7 +33,7 @@ from ..data.tensors import check_inputs
 from ..errors import DataError
 from ..params import POSITIVE, Options, Param, validated
 from ..seam import Key, Probe, UnsupportedError, affine, probe
-from ..seam.hooks import eval_mode, run_forward
+from ..seam.hooks import Forward, call, eval_mode, run_forward
 from ..units import Units
 from .examples import K, TopExamples, top_examples
 from .registry import SANITY, Method, Page
@@ -155,7 +155,8 @@ def _extent(seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _fields(model: nn.Module, layer: str, map_shape: tuple[int, ...],
             input_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
-            batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+            batch_size: int, forward: Forward
+            ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     """``(top, bottom)`` per row of the layer's map and ``(left, right)`` per column: the input
     rows (columns) that row (column) depends on in the linearized copy, clipped to the image.
     A field's rows depend on its row only, its columns on its column, as in any stack of
@@ -171,7 +172,7 @@ def _fields(model: nn.Module, layer: str, map_shape: tuple[int, ...],
         x = torch.zeros(len(lines), *input_shape, device=device, dtype=dtype,
                         requires_grad=True)
         with torch.enable_grad(), _Rules("linear"):
-            out = run_forward(linear, x, target)[layer]
+            out = run_forward(linear, x, target, forward=forward)[layer]
         row = lines[:, None] == torch.arange(height, device=device)
         col = lines[:, None] - height == torch.arange(width, device=device)
         signal = (row[:, None, :, None] | col[:, None, None, :]).to(dtype).expand_as(out)
@@ -182,7 +183,8 @@ def _fields(model: nn.Module, layer: str, map_shape: tuple[int, ...],
 
 
 def _project(model: nn.Module, layer: str, x: torch.Tensor, units: torch.Tensor,
-             positions: torch.Tensor, rule: str) -> tuple[torch.Tensor, set[str]]:
+             positions: torch.Tensor, rule: str, forward: Forward
+             ) -> tuple[torch.Tensor, set[str]]:
     """``(B, *input)``: row ``b``'s value of unit ``units[b]`` at ``positions[b]``, all else
     zeroed, sent back to the input of ``x[b]`` by ``rule``; and the non-linearities other
     than ReLU that passed it by their own gradient."""
@@ -190,7 +192,8 @@ def _project(model: nn.Module, layer: str, x: torch.Tensor, units: torch.Tensor,
     module = model.get_submodule(layer)
     direct = _plain_conv(module)
     with torch.enable_grad(), eval_mode(model), _Rules(rule) as rules:
-        out = run_forward(model, x, {layer: module}, at="input" if direct else "output")[layer]
+        out = run_forward(model, x, {layer: module}, at="input" if direct else "output",
+                          forward=forward)[layer]
     if direct:
         # The layer's own transpose, for one position and channel per row: the unit's
         # filter times its value, placed at the position (no full forward or backward).
@@ -274,8 +277,9 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
         raise UnsupportedError(f"layer {layer!r} outputs shape {info.output_shape} per input; "
                                "deconvnet projects channels of a 4-D (N, C, H, W) output")
     device, dtype = seam.device, seam.dtype
+    forward = seam.forward or call
     (top, bottom), (left, right) = _fields(seam.model, layer, info.output_shape, images.shape[1:],
-                                           device, dtype, batch_size)
+                                           device, dtype, batch_size, forward)
     height, width = int((bottom - top).max()), int((right - left).max())
     # The whole field: a box the image cuts keeps its other side (a field larger than the
     # image is cut to it).
@@ -294,7 +298,7 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
     for chunk in torch.arange(len(indices), device=device).split(batch_size):
         x = images[indices[chunk].to(images.device)].to(device, dtype)
         spots = positions[chunk]
-        projected, met = _project(seam.model, layer, x, units_of[chunk], spots, rule)
+        projected, met = _project(seam.model, layer, x, units_of[chunk], spots, rule, forward)
         projections.append(projected)
         passed |= met
         crops.append(_crop(x, field_top[spots[:, 0]], field_left[spots[:, 1]], height, width))
@@ -333,9 +337,9 @@ def _write(page: Page, pj: Projections) -> None:
     k = page.params["k"]
     rule = page.params["deconvnet_rule"]
     passed = f"; passed by their own gradient: {', '.join(pj.passed)}" if pj.passed else ""
+    how = f" ({rule} rule at each ReLU{passed})" if passed or rule != RULE.default else ""
     page.section(page.tile(pj.projections[:, 0]),
-                 f"each unit's strongest activation in the data, projected back to pixels "
-                 f"({rule} rule at each ReLU{passed})")
+                 f"each unit's strongest activation in the data, projected back to pixels{how}")
     for j in range(len(page.units)):
         page.detail(j)["deconvnet"] = {"indices": pj.indices[j].tolist(),
                                        "boxes": pj.boxes[j].tolist()}

@@ -1,7 +1,7 @@
 """A user's own model on the command line: ``pkg.module:factory`` and a safetensors file.
 
-The factory is imported with the current directory on ``sys.path`` and called with no
-arguments; weights are loaded strictly from safetensors (never a pickle: ``.pt`` and ``.pth``
+The factory is imported with the current directory on ``sys.path`` and called with the
+keyword arguments given (``--model-args``, JSON); weights are loaded strictly from safetensors (never a pickle: ``.pt`` and ``.pth``
 files are refused), and a mismatch lists the missing and unexpected keys.
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import reprlib
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -28,8 +30,8 @@ class ModelSpecError(UserCodeError):
     """A ``module:factory`` that cannot be imported or called, or weights that do not fit."""
 
 
-def load_factory(spec: str) -> nn.Module:
-    """The ``nn.Module`` that ``factory()`` of ``module`` returns, for ``spec`` =
+def load_factory(spec: str, kwargs: Mapping[str, object] | None = None) -> nn.Module:
+    """The ``nn.Module`` that ``factory(**kwargs)`` of ``module`` returns, for ``spec`` =
     ``"module:factory"`` (the current directory is searched first)."""
     if not _SPEC.match(spec):
         raise ModelSpecError(f"--model {spec!r}: expected package.module:factory")
@@ -48,11 +50,13 @@ def load_factory(spec: str) -> nn.Module:
     if not callable(factory):
         raise ModelSpecError(f"--model {spec}: {module_name} has no callable {factory_name}")
     try:
-        model = factory()
+        model = factory(**dict(kwargs or {}))
     except Terminated:
         raise
     except (Exception, SystemExit) as exc:   # noqa: BLE001 - anything the user's factory does
-        raise ModelSpecError(f"--model {spec}: {factory_name}() {_raised(exc)}") from None
+        given = f"**{reprlib.repr(dict(kwargs))}" if kwargs else ""
+        raise ModelSpecError(f"--model {spec}: {factory_name}({given}) {_raised(exc)}") \
+            from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"--model {spec}: {factory_name}() returned "
                              f"{type(model).__name__}, not a torch.nn.Module")

@@ -88,6 +88,7 @@ class Probe:
     input_shape: tuple[int, ...]
     kind: str
     unit_axis: Mapping[str, int] = MappingProxyType({})   # layers whose unit axis was named
+    forward: Callable[[nn.Module, torch.Tensor], object] | None = None  # a module's own call
 
     def layer(self, key: Key) -> LayerInfo:
         """The layer called ``key`` (an error naming close matches if there is none)."""

@@ -31,7 +31,7 @@ class DirectedProbe(Probe):
                              "at once")
         self.base = base
         self.model, self.input_shape, self.kind = base.model, base.input_shape, base.kind
-        self.unit_axis = base.unit_axis
+        self.unit_axis, self.forward = base.unit_axis, base.forward
         self.directions = {}
         for key, v in directions.items():
             key = base.key_from_text(key) if isinstance(key, str) else key

@@ -69,15 +69,23 @@ def capture(targets: Mapping[str, nn.Module], *,
             handle.remove()
 
 
+Forward = Callable[[nn.Module, torch.Tensor], object]   # how a model takes a batch
+
+
+def call(model: nn.Module, x: torch.Tensor) -> object:
+    """The forward pass of a model that takes one tensor: ``model(x)``."""
+    return model(x)
+
+
 def run_forward(model: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module],
                 reduce: Callable[[str, torch.Tensor], object] | None = None, *,
-                at: str = "output") -> dict:
+                at: str = "output", forward: Forward = call) -> dict:
     """The outputs (or inputs, see :func:`capture`) of ``targets`` for input ``x``, or their
-    ``reduce``, from one (truncated) forward pass."""
+    ``reduce``, from one (truncated) forward pass ``forward(model, x)``."""
     with capture(targets, reduce=reduce, at=at) as captured, \
             user_code(f"the model's forward pass on inputs of shape {tuple(x.shape)}"):
         try:
-            model(x)
+            forward(model, x)
         except _Stop:
             pass
     missing = [name for name in targets if name not in captured]

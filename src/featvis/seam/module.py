@@ -12,7 +12,7 @@ from ..errors import FeatvisError, UserCodeError, user_code
 from .base import (LINEAR_SPATIAL, RANDOMIZATIONS, Key, LayerError, LayerInfo, Probe, Scores,
                    UnsupportedError, check_position, map_scores, pick, project, redraw,
                    reduce_map, unknown_layer)
-from .hooks import eval_mode, run_forward
+from .hooks import Forward, call, eval_mode, run_forward
 
 
 class ModuleProbe(Probe):
@@ -20,8 +20,11 @@ class ModuleProbe(Probe):
     zero input of ``input_shape``."""
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None,
-                 unit_axis: Mapping[str, int] | None = None) -> None:
-        self.model = model
+                 unit_axis: Mapping[str, int] | None = None, forward: Forward = call) -> None:
+        if not callable(forward):
+            raise TypeError(f"forward must be a callable (model, x), got "
+                            f"{type(forward).__name__}")
+        self.model, self.forward = model, forward
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self.kind = type(model).__name__
         self.modules = dict(model.named_modules())
@@ -41,7 +44,7 @@ class ModuleProbe(Probe):
                 raise FeatvisError(f"{self.kind}: pass input_shape= (one input's shape, e.g. "
                                    "(1, 28, 28)); featvis cannot guess it from the model")
             example = torch.zeros((1, *self.input_shape), device=self.device, dtype=self.dtype)
-            found, self._reasons = discover(self.model, example, self.unit_axis)
+            found, self._reasons = discover(self.model, example, self.unit_axis, self.forward)
             self._infos = {info.name: info for info in found}
         return self._infos
 
@@ -84,12 +87,12 @@ class ModuleProbe(Probe):
 
         targets = {key: self.modules[key] for key in units}
         with eval_mode(self.model), torch.no_grad():
-            return run_forward(self.model, x, targets, reduce)
+            return run_forward(self.model, x, targets, reduce, forward=self.forward)
 
     def outputs(self, x, keys):
         targets = {key: self.modules[self.layer(key).name] for key in keys}
         with eval_mode(self.model):
-            found = run_forward(self.model, x, targets)
+            found = run_forward(self.model, x, targets, forward=self.forward)
         return {key: self._units_first(key, output) for key, output in found.items()}
 
     def objective(self, key, units, spatial="mean", *, directions=None, cosine_power=0.0):
@@ -112,13 +115,14 @@ class ModuleProbe(Probe):
 
             def value(x: torch.Tensor) -> torch.Tensor:
                 with eval_mode(self.model):
-                    inputs = run_forward(self.model, x, targets, at="input")[key]
+                    inputs = run_forward(self.model, x, targets, at="input",
+                                         forward=self.forward)[key]
                 return (inputs.flatten(1) * rows).sum(1) + offsets
             return value
 
         def value(x: torch.Tensor) -> torch.Tensor:
             with eval_mode(self.model):
-                output = run_forward(self.model, x, targets)[key]
+                output = run_forward(self.model, x, targets, forward=self.forward)[key]
             return read(self._units_first(key, output), units)
         return value
 
@@ -131,7 +135,8 @@ class ModuleProbe(Probe):
         module = self.modules[key]
         example = torch.zeros((1, *self.input_shape), device=self.device, dtype=self.dtype)
         with eval_mode(self.model), torch.no_grad():
-            shape = run_forward(self.model, example, {key: module}, at="input")[key].shape[1:]
+            shape = run_forward(self.model, example, {key: module}, at="input",
+                                forward=self.forward)[key].shape[1:]
         distinct, inverse = units.unique(return_inverse=True)
         zero = torch.zeros((len(distinct), *shape), device=self.device, dtype=self.dtype,
                            requires_grad=True)
@@ -231,7 +236,7 @@ class ModuleProbe(Probe):
         return first
 
     def like(self, model):
-        twin = ModuleProbe(model, self.input_shape, self.unit_axis)
+        twin = ModuleProbe(model, self.input_shape, self.unit_axis, self.forward)
         twin._infos, twin._reasons = self.infos, self._reasons
         return twin
 
@@ -316,13 +321,14 @@ def _undecided(name: str, shape: tuple[int, ...]) -> str:
 
 
 def discover(model: nn.Module, example_batch: torch.Tensor,
-             unit_axis: Mapping[str, int] | None = None
+             unit_axis: Mapping[str, int] | None = None, forward: Forward = call
              ) -> tuple[list[LayerInfo], dict[str, str]]:
     """The layers of ``model`` in forward-call order, and why each other module is not one.
     A layer's unit axis is ``unit_axis[name]`` where given, else axis 1 of a 2-D output,
     else what :func:`_decided_axis` reads from the nearest module before it; a layer no rule
-    decides is refused by name (never read on a guessed axis). A forward pass that fails is
-    one line naming the input's shape and what the model's first layer expects."""
+    decides is refused by name (never read on a guessed axis). A forward pass
+    ``forward(model, x)`` that fails is one line naming the input's shape, what the model's
+    first layer expects and how to call a forward that takes something else."""
     unit_axis = dict(unit_axis or {})
     found: dict[str, LayerInfo] = {}
     reasons: dict[str, str] = {}
@@ -363,9 +369,15 @@ def discover(model: nn.Module, example_batch: torch.Tensor,
         with eval_mode(model), torch.no_grad(), user_code(
                 f"the model's forward pass on one input of shape "
                 f"{tuple(example_batch.shape[1:])}"):
-            model(example_batch)
+            forward(model, example_batch)
     except UserCodeError as exc:
-        raise UserCodeError(f"{exc}{_first_layer(modules, started)}") from exc.__cause__
+        hint = _first_layer(modules, started)
+        if not hint and isinstance(exc.__cause__, (TypeError, IndexError, KeyError,
+                                                   AttributeError)):
+            hint = ("; a forward that takes other than one tensor (a dict, several "
+                    "arguments) is called as probe(model, shape, forward=lambda model, x: "
+                    "...) says, or --input-key NAME for a dict {NAME: x}")
+        raise UserCodeError(f"{exc}{hint}") from exc.__cause__
     finally:
         for handle in handles:
             handle.remove()
