@@ -25,7 +25,7 @@ from ..data.tensors import check_inputs, iter_batches
 from ..params import POSITIVE, Interval, Param, validated
 from ..figures import class_purity
 from ..io.safejson import json_float
-from ..seam import Key, Probe, directed, probe
+from ..seam import Key, Probe, Scores, directed, probe
 from ..units import Units, resolve_units
 from .registry import SANITY, Method, Page
 from .topk import TopExamples, TopK
@@ -44,13 +44,16 @@ class _Mining:
         self.rows = torch.empty(units.numel(), 0, math.prod(input_shape), device=units.device,
                                 dtype=dtype) if keep_rows else None
 
-    def update(self, scores: torch.Tensor, positions: torch.Tensor | None,
-               batch: torch.Tensor, start: int) -> None:
-        """Add the scores ``(B, U)`` (and flat positions) of inputs ``start ..``."""
-        indices = torch.arange(start, start + scores.shape[0], device=scores.device)
-        if positions is not None:                   # (B, U) flat -> (B, U, P), row-major
-            positions = torch.stack(torch.unravel_index(positions, self.unit_shape), 2)
-        source, m = self.best._update(scores, indices, positions)
+    def update(self, scores: Scores, batch: torch.Tensor, start: int) -> None:
+        """Add the scores of inputs ``start ..``: their values ``(B, U)`` and, for the
+        entries kept, their positions."""
+        values = scores.values
+        indices = torch.arange(start, start + values.shape[0], device=values.device)
+
+        def locate(rows: torch.Tensor) -> torch.Tensor:     # flat -> (U, m, P), row-major
+            return torch.stack(torch.unravel_index(scores.locate(rows), self.unit_shape), -1)
+
+        source, m = self.best._update(values, indices, None, locate if scores.located else None)
         if self.rows is None:
             return
         fresh = batch.flatten(1)[(source - m).clamp(min=0)]         # (U, n, D)
@@ -159,7 +162,7 @@ def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor]
                 scores = seam.scores(batch, {key: None if wanted.get(key) is None else
                                              m.units for key, m in best.items()})
                 for key, running in best.items():
-                    running.update(scores[key].values, scores[key].positions, batch, seen)
+                    running.update(scores[key], batch, seen)
             seen += batch.shape[0]
     if whole and seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")

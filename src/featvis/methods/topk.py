@@ -171,11 +171,16 @@ class TopK:
         self._update(values, indices, positions)
 
     def _update(self, values: torch.Tensor, indices: torch.Tensor,
-                positions: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+                positions: torch.Tensor | None,
+                locate: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, int]:
         """:meth:`update`, returning where each kept entry came from, for callers that keep
         something per entry (the inputs themselves): ``(source (U, n), m)``, ``source < m``
-        the previous entry ``source``, else row ``source - m`` of this batch."""
-        values, indices, positions = self._check_batch(values, indices, positions)
+        the previous entry ``source``, else row ``source - m`` of this batch. Instead of
+        ``positions``, ``locate(rows (U, c)) -> (U, c, P)`` may give the positions of the
+        batch rows that can reach the state only."""
+        values, indices, positions = self._check_batch(values, indices, positions,
+                                                       located=locate is not None)
         m, n = self.count, values.shape[0]
         if n == 0:
             return torch.arange(m, device=self.device).expand(self.units, m), m
@@ -195,13 +200,18 @@ class TopK:
                                 "one batch")
             values = values[rows]
             positions = None if positions is None else positions[rows]
+            if locate is not None:
+                unsorted = locate
+                locate = lambda columns: unsorted(rows[columns])    # noqa: E731
         # Columns are now in index order, so the batch's exact k best (ties to lower index)
         # come from a fast topk, and only they can reach the state. topk ranks NaN above
         # every number, so a NaN anywhere in the batch is among them.
         scores = values.t()
         columns = _batch_topk(scores, self.k)                           # (U, <=k)
         fresh_values = scores.gather(1, columns)
-        if positions is None:
+        if locate is not None:
+            fresh_positions = locate(columns).to(self.device, torch.long)
+        elif positions is None:
             fresh_positions = torch.empty((*columns.shape, 0), dtype=torch.long,
                                           device=self.device)
         else:
@@ -221,10 +231,11 @@ class TopK:
         source = torch.where(take < m, take, m + batch_rows.gather(1, (take - m).clamp(min=0)))
         return source, m
 
-    def _check_batch(self, values: object, indices: object, positions: object
+    def _check_batch(self, values: object, indices: object, positions: object,
+                     located: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The batch on this state's device and dtype, or a one-line :class:`DataError` if
-        its types or shapes are wrong."""
+        its types or shapes are wrong (``located``: positions come from a ``locate``)."""
         if not (isinstance(values, torch.Tensor) and values.is_floating_point()
                 and values.dim() == 2 and values.shape[1] == self.units):
             raise DataError(f"values must be a floating tensor (B, {self.units}), got "
@@ -236,7 +247,10 @@ class TopK:
             raise DataError(f"indices must be an integer tensor ({n},), got "
                             f"{_describe(indices)}")
         p = self.position_axes
-        if p:
+        if located:
+            if not p:
+                raise DataError("positions must be None for dense units (position_axes=0)")
+        elif p:
             if not (isinstance(positions, torch.Tensor) and not positions.is_floating_point()
                     and positions.dtype != torch.bool
                     and tuple(positions.shape) == (n, self.units, p)):

@@ -74,11 +74,27 @@ class LayerInfo:
 
 @dataclass
 class Scores:
-    """What mining ranks inputs by: ``values (N, U)``, and for units with a map the flat
-    position ``(N, U)`` of each value in it (``None`` for dense units)."""
+    """What mining ranks inputs by: ``values (N, U)``, and for units with positions where
+    each value is: the flat position ``positions (N, U)``, or ``maps (N, P, U)`` (the
+    values at every flat position, read by :meth:`locate` only where needed). ``None`` for
+    dense units."""
 
     values: torch.Tensor
     positions: torch.Tensor | None = None
+    maps: torch.Tensor | None = None
+
+    @property
+    def located(self) -> bool:
+        """Whether the units have positions."""
+        return self.positions is not None or self.maps is not None
+
+    def locate(self, rows: torch.Tensor) -> torch.Tensor:
+        """The flat positions ``(U, m)`` of the values of unit ``u`` in batch rows ``rows[u]``
+        (the first maximum, row-major)."""
+        if self.positions is not None:
+            return self.positions.t().gather(1, rows)
+        units = torch.arange(rows.shape[0], device=rows.device)[:, None]
+        return self.maps[rows, :, units].argmax(-1)          # (U, m, P) -> (U, m)
 
 
 class Probe:

@@ -74,12 +74,27 @@ class ModuleProbe(Probe):
         self.infos                        # found before the hooks below read unit axes
         directions = directions or {}
 
+        done: set[str] = set()
+
         def reduce(key: str, output: torch.Tensor) -> Scores:
             """In the hook: only the units (or directions) asked for, a unit with positions
-            by its maximum."""
+            by its maximum. Units on the last axis (tokens, channels-last maps) are read in
+            place: a projection is one matmul, the maximum runs over contiguous rows, and the
+            positions are found later for the few values mining keeps (a maximum with its
+            index is several times slower than the maximum alone). The last layer read
+            is kept as it is (the forward pass stops after it, so nothing can change it in
+            place); the others are copied."""
+            done.add(key)
+            chosen = None if key not in directions else \
+                directions[key] if units[key] is None else directions[key][units[key]]
+            if output.dim() > 2 and self.infos[key].unit_axis == output.dim() - 1:
+                maps = output @ chosen.T if chosen is not None else \
+                    output[..., units[key]] if units[key] is not None else \
+                    output if len(done) == len(units) else output.clone()
+                maps = maps.flatten(1, -2)                                   # (N, P, U)
+                return Scores(maps.amax(1), maps=maps)
             output = self._units_first(key, output)
-            if key in directions:
-                chosen = directions[key] if units[key] is None else directions[key][units[key]]
+            if chosen is not None:
                 output = project(output, chosen)
             elif units[key] is not None:
                 output = output[:, units[key]]
