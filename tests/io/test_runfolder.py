@@ -466,3 +466,29 @@ def test_a_replaced_folder_loses_only_featvis_own_files(tmp_path):
         "b.png", "c.png", "notes.txt"]
     assert (kept / "c.png").is_symlink() and user.read_text() == "years of work"
     assert (target / "carried.txt").read_text() == "carried over"
+
+
+def test_a_replaced_folder_loses_only_featvis_files_never_through_a_symlink(tmp_path, capsys):
+    """_discard_aside deletes a listed regular file of its recorded size and nothing else: a
+    symlink or a changed file at a listed name, and a foreign file, are kept (the folder is
+    kept aside under a new name), and the symlink's target is untouched."""
+    from featvis.io.runfolder.manifest import _discard_aside
+
+    aside, target = tmp_path / "old", tmp_path / "run"
+    (aside / "layer").mkdir(parents=True)
+    target.mkdir()
+    thesis = tmp_path / "thesis.tex"
+    thesis.write_text("years of work")
+    (aside / "layer" / "own.png").write_bytes(b"png")
+    os.symlink(thesis, aside / "layer" / "linked.png")
+    (aside / "layer" / "changed.png").write_bytes(b"edited by the user")
+    (aside / "notes.txt").write_text("mine")
+    own = {"layer/own.png": {"size": 3}, "layer/linked.png": {"size": 13},
+           "layer/changed.png": {"size": 3}}
+    _discard_aside(aside, target, own)
+    assert thesis.read_text() == "years of work"
+    (kept,) = [p for p in tmp_path.iterdir() if p.name not in ("run", "thesis.tex")]
+    assert not aside.exists() and "kept" in capsys.readouterr().err
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if not p.is_dir()) \
+        == ["layer/changed.png", "layer/linked.png", "notes.txt"]
+    assert (kept / "layer" / "linked.png").is_symlink()
