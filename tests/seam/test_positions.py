@@ -13,6 +13,7 @@ from torch import nn
 from featvis import VisualizeSettings, maximize, probe, top_examples, visualize
 from featvis.models.vit import ReferenceViT
 from featvis.report.render import BOX
+from featvis.seam.base import map_scores
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,26 @@ def test_a_channels_last_map_returns_row_and_column():
     flat = maps.argmax(2).T.gather(1, ex.indices)                      # first maximum
     assert ex.positions.shape == (5, 3, 2)
     assert torch.equal(ex.positions[..., 0] * 6 + ex.positions[..., 1], flat)
+
+
+@pytest.mark.parametrize("units_last", [False, True])
+def test_a_shortlist_locates_exactly_its_rows_and_leaves_the_others_unlocated(units_last):
+    # Integer values make ties across rows and positions: the first maximum must win.
+    maps = torch.randint(0, 4, (30, 5, 3, 4), generator=torch.Generator().manual_seed(0)
+                         ).float()
+    laid = maps.movedim(1, -1) if units_last else maps
+    rows = torch.randint(0, 30, (5, 6), generator=torch.Generator().manual_seed(1))
+    scores = map_scores(laid, lambda values: rows, units_last=units_last)
+    flat = maps.flatten(2)                                             # (N, U, P)
+    assert torch.equal(scores.values, flat.amax(2))
+    for u in range(5):
+        for r in range(30):
+            expected = flat[r, u].tolist().index(flat[r, u].max().item()) \
+                if r in rows[u].tolist() else -1
+            assert scores.positions[r, u].item() == expected
+    assert torch.equal(map_scores(laid, units_last=units_last).positions,
+                       torch.tensor([[row.tolist().index(max(row.tolist())) for row in unit]
+                                     for unit in flat]))
 
 
 def test_a_token_stands_for_its_patch_and_the_class_token_for_none(vit):

@@ -41,8 +41,15 @@ class _Mining:
                  input_shape: tuple[int, ...], keep_rows: bool, dtype: torch.dtype) -> None:
         self.units, self.input_shape, self.unit_shape = units, input_shape, unit_shape
         self.best = TopK(units.numel(), k, len(unit_shape), device=units.device, dtype=dtype)
+        self.candidates: torch.Tensor | None = None
         self.rows = torch.empty(units.numel(), 0, math.prod(input_shape), device=units.device,
                                 dtype=dtype) if keep_rows else None
+
+    def shortlist(self, values: torch.Tensor) -> torch.Tensor:
+        """The rows of a batch that can enter the running top-k, whose positions mining
+        needs (remembered for :meth:`update` of the same batch)."""
+        self.candidates = self.best.candidates(values)
+        return self.candidates
 
     def update(self, scores: Scores, batch: torch.Tensor, start: int) -> None:
         """Add the scores of inputs ``start ..``: their values ``(B, U)`` and, for the
@@ -53,7 +60,9 @@ class _Mining:
         def locate(rows: torch.Tensor) -> torch.Tensor:     # flat -> (U, m, P), row-major
             return torch.stack(torch.unravel_index(scores.locate(rows), self.unit_shape), -1)
 
-        source, m = self.best._update(values, indices, None, locate if scores.located else None)
+        candidates, self.candidates = self.candidates, None
+        source, m = self.best._update(values, indices, None, locate if scores.located else None,
+                                      candidates)
         if self.rows is None:
             return
         fresh = batch.flatten(1)[(source - m).clamp(min=0)]         # (U, n, D)
@@ -160,7 +169,8 @@ def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor]
             if b % count == index:
                 batch = check_inputs(batch, seam.input_shape).to(device, dtype)
                 scores = seam.scores(batch, {key: None if wanted.get(key) is None else
-                                             m.units for key, m in best.items()})
+                                             m.units for key, m in best.items()},
+                                     shortlists={key: m.shortlist for key, m in best.items()})
                 for key, running in best.items():
                     running.update(scores[key], batch, seen)
             seen += batch.shape[0]

@@ -170,15 +170,21 @@ class TopK:
         refused."""
         self._update(values, indices, positions)
 
+    def candidates(self, values: torch.Tensor) -> torch.Tensor:
+        """The rows ``(U, <=k)`` of a batch ``values (B, U)`` given in index order that can
+        enter the state: the only rows whose positions :meth:`_update` asks ``locate``."""
+        return _batch_topk(values.to(self.device, self.dtype).t(), self.k)
+
     def _update(self, values: torch.Tensor, indices: torch.Tensor,
                 positions: torch.Tensor | None,
-                locate: Callable[[torch.Tensor], torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, int]:
+                locate: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """:meth:`update`, returning where each kept entry came from, for callers that keep
         something per entry (the inputs themselves): ``(source (U, n), m)``, ``source < m``
         the previous entry ``source``, else row ``source - m`` of this batch. Instead of
         ``positions``, ``locate(rows (U, c)) -> (U, c, P)`` may give the positions of the
-        batch rows that can reach the state only."""
+        batch rows that can reach the state only; ``candidates``, those rows if the caller
+        has them from :meth:`candidates` (for indices in increasing order)."""
         values, indices, positions = self._check_batch(values, indices, positions,
                                                        located=locate is not None)
         m, n = self.count, values.shape[0]
@@ -192,6 +198,8 @@ class TopK:
             raise DataError(f"indices must be >= 0, got {indices.min().item()}")
         rows = None                         # batch row of each sorted column, if reordered
         if not increasing:
+            if candidates is not None:
+                raise ValueError("candidates are rows of a batch in index order")
             rows = indices.argsort()
             indices = indices[rows]
             repeated = indices[1:] == indices[:-1]
@@ -207,7 +215,7 @@ class TopK:
         # come from a fast topk, and only they can reach the state. topk ranks NaN above
         # every number, so a NaN anywhere in the batch is among them.
         scores = values.t()
-        columns = _batch_topk(scores, self.k)                           # (U, <=k)
+        columns = _batch_topk(scores, self.k) if candidates is None else candidates  # (U, <=k)
         fresh_values = scores.gather(1, columns)
         if locate is not None:
             fresh_positions = locate(columns).to(self.device, torch.long)

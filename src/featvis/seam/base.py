@@ -74,27 +74,26 @@ class LayerInfo:
 
 @dataclass
 class Scores:
-    """What mining ranks inputs by: ``values (N, U)``, and for units with positions where
-    each value is: the flat position ``positions (N, U)``, or ``maps (N, P, U)`` (the
-    values at every flat position, read by :meth:`locate` only where needed). ``None`` for
-    dense units."""
+    """What mining ranks inputs by: ``values (N, U)``, and for units with positions the flat
+    position of each value, ``positions (N, U)`` (the first maximum, row-major; ``-1`` for
+    the rows a shortlist left out, see :meth:`Probe.scores`). ``None`` for dense units."""
 
     values: torch.Tensor
     positions: torch.Tensor | None = None
-    maps: torch.Tensor | None = None
 
     @property
     def located(self) -> bool:
         """Whether the units have positions."""
-        return self.positions is not None or self.maps is not None
+        return self.positions is not None
 
     def locate(self, rows: torch.Tensor) -> torch.Tensor:
-        """The flat positions ``(U, m)`` of the values of unit ``u`` in batch rows ``rows[u]``
-        (the first maximum, row-major)."""
-        if self.positions is not None:
-            return self.positions.t().gather(1, rows)
-        units = torch.arange(rows.shape[0], device=rows.device)[:, None]
-        return self.maps[rows, :, units].argmax(-1)          # (U, m, P) -> (U, m)
+        """The flat positions ``(U, m)`` of the values of unit ``u`` in batch rows
+        ``rows[u]``."""
+        return self.positions.t().gather(1, rows)
+
+
+# Which batch rows' positions a caller needs: ``values (N, U)`` -> rows ``(U, m)`` per unit.
+Shortlist = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Probe:
@@ -119,11 +118,15 @@ class Probe:
         return text
 
     def scores(self, x: torch.Tensor, units: Mapping[Key, torch.Tensor | None],
-               directions: Mapping[Key, torch.Tensor] | None = None) -> dict[Key, Scores]:
+               directions: Mapping[Key, torch.Tensor] | None = None,
+               shortlists: Mapping[Key, Shortlist] | None = None) -> dict[Key, Scores]:
         """The ranking scores of several layers' units for inputs ``x`` in one forward pass
         (no gradients); ``units[key]`` selects units (``None``: all). Where ``directions[key]
         (V, U)`` is given, the layer's scores are the projections of its output on those
-        directions (:func:`project`) and ``units[key]`` selects directions."""
+        directions (:func:`project`) and ``units[key]`` selects directions. Where
+        ``shortlists[key]`` is given, a unit's positions are found only in the rows it
+        names for that unit (what mining can keep of the batch), the others left ``-1``:
+        finding where a maximum is costs several times the maximum itself."""
         raise NotImplementedError
 
     def outputs(self, x: torch.Tensor, keys: Sequence[Key]) -> dict[Key, torch.Tensor]:
@@ -337,10 +340,21 @@ def unknown_layer(key: object, known: Sequence[Key], what: str) -> LayerError:
 
 
 
-def map_scores(maps: torch.Tensor) -> Scores:
-    """A channel's score: the maximum of its map ``(N, U, *map)`` and its flat position (the
-    first maximum, row-major)."""
-    values, positions = maps.flatten(2).max(2)
+def map_scores(maps: torch.Tensor, shortlist: Shortlist | None = None, *,
+               units_last: bool = False) -> Scores:
+    """The scores of units with positions: a unit's maximum over its map ``(N, U, *map)``
+    (``(N, *map, U)`` with ``units_last``) and its flat position, in every row or in the
+    rows of ``shortlist`` only (see :meth:`Probe.scores`)."""
+    flat = maps.flatten(1, -2) if units_last else maps.flatten(2)   # (N, P, U) or (N, U, P)
+    over = 1 if units_last else 2
+    values = flat.amax(over)
+    if shortlist is None:
+        return Scores(values, flat.argmax(over))
+    rows = shortlist(values)                                           # (U, m)
+    units = torch.arange(rows.shape[0], device=rows.device)[:, None]
+    picked = flat[rows, :, units] if units_last else flat[rows, units]   # (U, m, P)
+    positions = torch.full_like(values, -1, dtype=torch.long)
+    positions.t().scatter_(1, rows, picked.argmax(-1))
     return Scores(values, positions)
 
 

@@ -72,7 +72,7 @@ class ConvDBNProbe(Probe):
                          f"ConvRBM {'detection' if detection else 'pooling'}", units,
                          tuple(shape), (units, *shape))
 
-    def scores(self, x, units, directions=None):
+    def scores(self, x, units, directions=None, shortlists=None):
         for key in directions or ():
             self.check_directions(key)
         wanted = {key: self._depth(key) for key in units}
@@ -87,7 +87,8 @@ class ConvDBNProbe(Probe):
                 logs = log_block_softmax(logits, rbm.pool)
                 for key, detection in here.items():
                     maps = logs[0] if detection else logs[1]
-                    out[key] = map_scores(maps if units[key] is None else maps[:, units[key]])
+                    out[key] = map_scores(maps if units[key] is None else maps[:, units[key]],
+                                          (shortlists or {}).get(key))
         return out
 
     def activation(self, key, values):

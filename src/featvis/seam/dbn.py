@@ -32,7 +32,7 @@ class DBNProbe(Probe):
         d = self.dbn.check_layer(key)
         return LayerInfo(d, "RBM", self.dbn.sizes[d], (), (self.dbn.sizes[d],))
 
-    def scores(self, x, units, directions=None):
+    def scores(self, x, units, directions=None, shortlists=None):
         out = {}
         h = x
         for d in range(1, max(units) + 1):

@@ -46,9 +46,9 @@ class DirectedProbe(Probe):
             return info
         return replace(info, units=self.directions[key].shape[0], unit_name="direction")
 
-    def scores(self, x, units, directions=None):
+    def scores(self, x, units, directions=None, shortlists=None):
         return self.base.scores(x, units, {k: v for k, v in self.directions.items()
-                                           if k in units})
+                                           if k in units}, shortlists)
 
     def outputs(self, x, keys):
         found = self.base.outputs(x, keys)

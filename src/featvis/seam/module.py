@@ -70,35 +70,28 @@ class ModuleProbe(Probe):
         axis = self.infos[key].unit_axis
         return output if axis == 1 else output.movedim(axis, 1)
 
-    def scores(self, x, units, directions=None):
+    def scores(self, x, units, directions=None, shortlists=None):
         self.infos                        # found before the hooks below read unit axes
-        directions = directions or {}
-
-        done: set[str] = set()
+        directions, shortlists = directions or {}, shortlists or {}
 
         def reduce(key: str, output: torch.Tensor) -> Scores:
             """In the hook: only the units (or directions) asked for, a unit with positions
             by its maximum. Units on the last axis (tokens, channels-last maps) are read in
-            place: a projection is one matmul, the maximum runs over contiguous rows, and the
-            positions are found later for the few values mining keeps (a maximum with its
-            index is several times slower than the maximum alone). The last layer read
-            is kept as it is (the forward pass stops after it, so nothing can change it in
-            place); the others are copied."""
-            done.add(key)
+            place: a projection is one matmul, the maximum runs over contiguous rows."""
             chosen = None if key not in directions else \
                 directions[key] if units[key] is None else directions[key][units[key]]
-            if output.dim() > 2 and self.infos[key].unit_axis == output.dim() - 1:
-                maps = output @ chosen.T if chosen is not None else \
-                    output[..., units[key]] if units[key] is not None else \
-                    output if len(done) == len(units) else output.clone()
-                maps = maps.flatten(1, -2)                                   # (N, P, U)
-                return Scores(maps.amax(1), maps=maps)
-            output = self._units_first(key, output)
-            if chosen is not None:
-                output = project(output, chosen)
-            elif units[key] is not None:
-                output = output[:, units[key]]
-            return Scores(output.clone()) if output.dim() == 2 else map_scores(output)
+            read = output                 # the layer's own tensor, which later layers may change
+            last = output.dim() > 2 and self.infos[key].unit_axis == output.dim() - 1
+            if last:
+                output = output @ chosen.T if chosen is not None else \
+                    output if units[key] is None else output[..., units[key]]
+            else:
+                output = self._units_first(key, output)
+                output = project(output, chosen) if chosen is not None else \
+                    output if units[key] is None else output[:, units[key]]
+            if output.dim() == 2:
+                return Scores(output.clone() if output is read else output)
+            return map_scores(output, shortlists.get(key), units_last=last)
 
         targets = {key: self.modules[key] for key in units}
         with eval_mode(self.model), torch.no_grad():
