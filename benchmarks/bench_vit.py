@@ -8,7 +8,7 @@ which mining indexes for the examples' means afterwards). The goal (issue 22):
 mining at most 1.1x the forward. Rounds interleave the two (the machine's load meets
 both alike); the figure is the median over rounds of mining time / forward time.
 
-    python benchmarks/bench_vit.py [--rounds 7] [--threads 1]
+    python benchmarks/bench_vit.py [--rounds 31] [--threads 1]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def cut_forward(vit, batches: list[torch.Tensor]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     set_threads(args.threads)

@@ -34,15 +34,12 @@ def _check_values(images: torch.Tensor, name: str, unit_range: bool) -> torch.Te
         raise DataError(f"{name}: expected floating-point values, got {images.dtype}")
     if images.numel() == 0:
         return images
-    if unit_range:
-        # One pass: NaN propagates through min/max and +-inf falls outside [0, 1].
-        low, high = (v.item() for v in torch.aminmax(images))
-        if not (0 <= low and high <= 1):
-            if math.isnan(low) or math.isnan(high) or math.isinf(low) or math.isinf(high):
-                raise DataError(f"{name}: contains NaN or infinite values")
-            raise DataError(f"{name}: values must lie in [0, 1] (found {low:.3g}..{high:.3g})")
-    elif not torch.isfinite(images).all():
+    # One pass: NaN propagates through min and max, and +-inf is one of them.
+    low, high = (v.item() for v in torch.aminmax(images))
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise DataError(f"{name}: contains NaN or infinite values")
+    if unit_range and not (0 <= low and high <= 1):
+        raise DataError(f"{name}: values must lie in [0, 1] (found {low:.3g}..{high:.3g})")
     return images
 
 

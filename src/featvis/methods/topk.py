@@ -3,11 +3,12 @@
 :class:`TopK` keeps, for each of ``units`` units, the best ``k`` entries (value, global
 example index, position) seen so far, in one total order: value descending, then example
 index ascending. A unit never holds the same example twice (see below), so this order is
-strict and the position (where on its map or token sequence a unit took the value; nothing
-for a dense unit) never needs to break a tie. The k best of a set are therefore one fixed set, whatever
-the batches it came in, however it was split into shards and in whichever order or tree the
-shards are merged: :meth:`TopK.merge` is associative and commutative and gives, bit for bit,
-what a single pass over all the data gives (values are only ever selected, never computed).
+strict and the position (where on its map or token sequence a unit took the value;
+nothing for a dense unit) never needs to break a tie. The k best of a set are therefore one
+fixed set, whatever the batches it came in, however it was split into shards and in
+whichever order or tree the shards are merged: :meth:`TopK.merge` is associative and
+commutative and gives, bit for bit, what a single pass over all the data gives (values are
+only ever selected, never computed).
 
 Each global example index must be counted once: the distributed design gives each index to
 one shard. A repeated index is an error, refused with a :class:`~featvis.errors.DataError`
