@@ -11,7 +11,7 @@ from ._version import __version__
 
 _PUBLIC = {
     "read_idx": "data", "load_mnist": "data", "load_images": "data",
-    "Normalization": "data",
+    "Normalization": "data", "ImageFolder": "data", "NpyImages": "data", "Loading": "data",
     "natural_patches": "data.natural", "Patches": "data.natural",
     "ZCA": "data.whitening", "Whitening": "data.whitening",
     "FeatvisError": "errors", "DataError": "errors", "CheckpointError": "errors",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import Dataset
 
 from ..errors import DataError, is_int
 from ..params import check_int
@@ -87,6 +88,19 @@ def open_images(path: str | os.PathLike, *, channels: int | None = None,
     and every budget checked, nothing decoded, so that a caller can check the shape against
     a model before paying for the pixels."""
     path = Path(path)
+    channels, resize, max_pixels, max_images = _check_options(channels, resize, max_pixels,
+                                                              max_images)
+    max_bytes = check_int("max_bytes", max_bytes)
+    if stat.S_ISDIR(file_mode(path)):
+        return _open_folder(path, channels, resize, max_images, max_pixels, max_bytes)
+    if path.suffix.lower() == ".npy":
+        return _open_npy(path, channels, resize, max_images, max_pixels, max_bytes)
+    raise DataError(f"{path}: expected a folder of PNG/JPEG images or a .npy file")
+
+
+def _check_options(channels: object, resize: object, max_pixels: object, max_images: object
+                   ) -> tuple[int | None, tuple[int, int] | None, int, int | None]:
+    """The reading options, checked (one-line errors naming the option)."""
     if channels is not None and not (is_int(channels) and channels in (1, 3)):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
     max_pixels = check_int("max_pixels", max_pixels)
@@ -98,12 +112,7 @@ def open_images(path: str | os.PathLike, *, channels: int | None = None,
         check_pixels("resize", resize, max_pixels)
     if max_images is not None:
         max_images = check_int("max_images", max_images)
-    max_bytes = check_int("max_bytes", max_bytes)
-    if stat.S_ISDIR(file_mode(path)):
-        return _open_folder(path, channels, resize, max_images, max_pixels, max_bytes)
-    if path.suffix.lower() == ".npy":
-        return _open_npy(path, channels, resize, max_images, max_pixels, max_bytes)
-    raise DataError(f"{path}: expected a folder of PNG/JPEG images or a .npy file")
+    return channels, resize, max_pixels, max_images
 
 
 def check_pixels(where: object, size: Sequence[int], max_pixels: int) -> None:
@@ -205,42 +214,83 @@ def decode_into(file: Path, channels: int, size: tuple[int, int], out: np.ndarra
     np.divide(array, scale, out=out, dtype=np.float32)   # (H, W) broadcasts to 3 channels
 
 
+class ImageFolder(Dataset):
+    """The PNG/JPEG images of a folder (directly in it, or in one level of class
+    subfolders), decoded one by one when read: item ``i`` is ``(image float32 (C, H, W) in
+    [0, 1], label)``, the label the index of its sorted class folder in :attr:`classes`
+    (``-1`` without class folders). Every header is read and checked when it is made, as
+    :func:`load_images` checks them (``max_pixels`` per image, one size unless ``resize``,
+    ``channels`` 1 if every image is greyscale, else 3, unless given), so that nothing
+    is refused after the work began.
+
+    Example:
+        >>> data = ImageFolder("val/", channels=3, resize=(64, 64))  # doctest: +SKIP
+        >>> image, label = data[0]                                   # (3, 64, 64), class
+    """
+
+    def __init__(self, root: str | os.PathLike, channels: int | None = None,
+                 resize: tuple[int, int] | None = None, *, max_pixels: int = MAX_PIXELS,
+                 max_images: int | None = None) -> None:
+        self.root = Path(root)
+        channels, resize, max_pixels, max_images = _check_options(channels, resize,
+                                                                  max_pixels, max_images)
+        if not stat.S_ISDIR(file_mode(self.root)):
+            raise DataError(f"{self.root}: not a folder of PNG/JPEG images")
+        paths, labels, self.classes = list_images(self.root)
+        self.paths = paths[:max_images]
+        self.labels = None if labels is None else \
+            torch.tensor(labels[:max_images], dtype=torch.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            headers = []
+            for file in self.paths:
+                headers.append(read_header(file))
+                check_pixels(file, headers[-1][0], max_pixels)
+        self.size = resize or headers[0][0]
+        if resize is None:
+            for file, (other, _) in zip(self.paths, headers):
+                if other != self.size:
+                    raise DataError(f"{file}: {other[0]}x{other[1]} pixels (HxW), but "
+                                    f"{self.paths[0].relative_to(self.root)} is "
+                                    f"{self.size[0]}x{self.size[1]}; resize them all with "
+                                    "--resize H,W (resize=(H, W))")
+        self.channels = channels or (1 if all(grey for _, grey in headers) else 3)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One image's shape ``(C, H, W)``."""
+        return (self.channels, *self.size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = torch.empty(self.input_shape, dtype=torch.float32)
+        self.decode(index, image.numpy())
+        return image, -1 if self.labels is None else int(self.labels[index])
+
+    def decode(self, index: int, out: np.ndarray) -> None:
+        """Decode image ``index`` into ``out`` (float32 :attr:`input_shape`)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            decode_into(self.paths[index], self.channels, self.size, out)
+
+
 def _open_folder(root: Path, channels: int | None, resize: tuple[int, int] | None,
                  max_images: int | None, max_pixels: int, max_bytes: int) -> ImageSource:
     """:func:`open_images` on a folder: every header read and the output sized."""
-    paths, labels, classes = list_images(root)
-    paths = paths[:max_images]
-    if labels is not None:
-        labels = labels[:max_images]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        headers = []
-        for file in paths:
-            headers.append(read_header(file))
-            check_pixels(file, headers[-1][0], max_pixels)
-    size = resize or headers[0][0]
-    if resize is None:
-        for file, (other, _) in zip(paths, headers):
-            if other != size:
-                raise DataError(f"{file}: {other[0]}x{other[1]} pixels (HxW), but "
-                                f"{paths[0].relative_to(root)} is {size[0]}x{size[1]}; "
-                                "resize them all with --resize H,W (resize=(H, W))")
-    if channels is None:
-        channels = 1 if all(grey for _, grey in headers) else 3
-    shape = (len(paths), channels, *size)
+    folder = ImageFolder(root, channels, resize, max_pixels=max_pixels, max_images=max_images)
+    shape = (len(folder), *folder.input_shape)
     _check_output(root, shape, max_bytes)
 
     def decode() -> torch.Tensor:
         images = torch.empty(shape, dtype=torch.float32)
         buffer = images.numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            for index, file in enumerate(paths):
-                decode_into(file, channels, size, buffer[index])
+        for index in range(len(folder)):
+            folder.decode(index, buffer[index])
         return images
 
-    return ImageSource(root, shape, None if labels is None else
-                       torch.tensor(labels, dtype=torch.int64), classes, decode)
+    return ImageSource(root, shape, folder.labels, folder.classes, decode)
 
 
 def _check_output(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
@@ -253,59 +303,107 @@ def _check_output(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
                         "or smaller ones (--resize)")
 
 
+class NpyImages(Dataset):
+    """The inputs of a ``.npy`` array, memory-mapped (never unpickled) and converted to
+    float32 as they are read: uint8 divided by 255, floats kept (finite, or refused when
+    read); ``(N, D)`` rows as they are, ``(N, H, W)`` as one channel, ``(N, C, H, W)``;
+    ``channels`` and ``resize`` as :func:`load_images`. Item ``i`` is ``(input, -1)``;
+    :meth:`rows` reads a contiguous block at once (what batches use).
+
+    Example:
+        >>> data = NpyImages("images.npy", resize=(64, 64))      # doctest: +SKIP
+    """
+
+    labels = None
+    classes: list[str] = []
+
+    def __init__(self, path: str | os.PathLike, channels: int | None = None,
+                 resize: tuple[int, int] | None = None, *, max_pixels: int = MAX_PIXELS,
+                 max_images: int | None = None) -> None:
+        self.path = path = Path(path)
+        channels, resize, max_pixels, max_images = _check_options(channels, resize,
+                                                                  max_pixels, max_images)
+        try:
+            with open(path, "rb") as file:
+                magic = file.read(6)
+            # Never unpickles: an object array fails here, as does a pickle without the magic.
+            array = np.load(path, allow_pickle=False, mmap_mode="r") \
+                if magic == _NPY_MAGIC else None
+        except (OSError, ValueError, EOFError) as exc:
+            detail = getattr(exc, "strerror", None) or exc
+            raise DataError(f"{path}: corrupt or unsupported .npy file ({detail})") from None
+        if array is None:
+            raise DataError(f"{path}: not a .npy file (no NUMPY magic number)")
+        if not (array.dtype == np.uint8 or array.dtype.kind == "f" and array.dtype.itemsize <= 8):
+            raise DataError(f"{path}: dtype {array.dtype} not supported (uint8 or float)")
+        if array.ndim not in (2, 3, 4) or array.size == 0:
+            raise DataError(f"{path}: expected a non-empty (N, D), (N, H, W) or (N, C, H, W) "
+                            f"array, got shape {array.shape}")
+        self.array = array = array[:max_images]
+        flat = array.ndim == 2
+        if flat and (channels not in (None, 1) or resize is not None):
+            raise DataError(f"{path}: a flat (N, D) array has no channels or size to convert")
+        self.given = 1 if array.ndim < 4 else array.shape[1]
+        if channels not in (None, self.given) and \
+                (self.given, channels) not in ((1, 3), (3, 1)):
+            raise DataError(f"{path}: cannot convert {self.given} channels to {channels}")
+        check_pixels(path, array.shape[1:] if flat else array.shape[-2:], max_pixels)
+        self.channels, self.resize = channels, resize
+        self.input_shape = tuple(array.shape[1:]) if flat else \
+            (channels or self.given, *(resize or array.shape[-2:]))
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        index = range(len(self))[index]            # negative indices, IndexError past the end
+        return self.rows(index, index + 1)[0], -1
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """Items ``indices`` read at once (what a ``DataLoader`` asks for a batch)."""
+        order = np.asarray(indices, dtype=np.int64)
+        if len(order) and (order[1:] == order[:-1] + 1).all():      # a contiguous run
+            block = self.rows(int(order[0]), int(order[-1]) + 1)
+        else:
+            block = self._converted(self.array[order], f"rows {indices[:3]}...")
+        return [(row, -1) for row in block]
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Inputs ``start .. stop - 1`` as float32 ``(n, *input_shape)``."""
+        return self._converted(self.array[start:stop],
+                               f"rows {start}..{min(stop, len(self)) - 1}")
+
+    def _converted(self, block: np.ndarray, where: str) -> torch.Tensor:
+        with np.errstate(over="ignore"):     # a float64 beyond float32 becomes inf: refused
+            block = torch.from_numpy(np.array(block, dtype=np.float32))
+        if self.array.dtype == np.uint8:
+            block.div_(255.0)
+        elif not torch.isfinite(block).all():
+            raise DataError(f"{self.path}: contains NaN or infinite values (as float32) in "
+                            f"{where}")
+        if self.array.ndim == 2:
+            return block
+        return _convert(block.view(len(block), self.given, *self.array.shape[-2:]),
+                        self.channels, self.resize)
+
+
 def _open_npy(path: Path, channels: int | None, resize: tuple[int, int] | None,
               max_images: int | None, max_pixels: int, max_bytes: int) -> ImageSource:
     """:func:`open_images` on a ``.npy`` file: memory-mapped, converted in chunks when
     loaded."""
-    try:
-        with open(path, "rb") as file:
-            magic = file.read(6)
-        # Never unpickles: an object array fails here, as does a pickle without the magic.
-        array = np.load(path, allow_pickle=False, mmap_mode="r") if magic == _NPY_MAGIC else None
-    except (OSError, ValueError, EOFError) as exc:
-        detail = getattr(exc, "strerror", None) or exc
-        raise DataError(f"{path}: corrupt or unsupported .npy file ({detail})") from None
-    if array is None:
-        raise DataError(f"{path}: not a .npy file (no NUMPY magic number)")
-    if not (array.dtype == np.uint8 or array.dtype.kind == "f" and array.dtype.itemsize <= 8):
-        raise DataError(f"{path}: dtype {array.dtype} not supported (uint8 or float)")
-    if array.ndim not in (2, 3, 4) or array.size == 0:
-        raise DataError(f"{path}: expected a non-empty (N, D), (N, H, W) or (N, C, H, W) "
-                        f"array, got shape {array.shape}")
-    array = array[:max_images]
-    flat = array.ndim == 2
-    if flat and (channels not in (None, 1) or resize is not None):
-        raise DataError(f"{path}: a flat (N, D) array has no channels or size to convert")
-    given = 1 if array.ndim < 4 else array.shape[1]
-    if channels not in (None, given) and (given, channels) not in ((1, 3), (3, 1)):
-        raise DataError(f"{path}: cannot convert {given} channels to {channels}")
-    check_pixels(path, array.shape[1:] if flat else array.shape[-2:], max_pixels)
-    shape = array.shape if flat else (len(array), channels or given,
-                                      *(resize or array.shape[-2:]))
+    array = NpyImages(path, channels, resize, max_pixels=max_pixels, max_images=max_images)
+    shape = (len(array), *array.input_shape)
     _check_output(path, shape, max_bytes)
-    return ImageSource(path, tuple(shape), None, [],
-                       lambda: _read_npy(path, array, channels, resize, shape))
 
+    def decode() -> torch.Tensor:
+        images = torch.empty(shape, dtype=torch.float32)
+        rows = max(1, NPY_CHUNK // (4 * max(math.prod(array.array.shape[1:]),
+                                            math.prod(shape[1:]))))
+        for start in range(0, len(array), rows):
+            images[start:start + rows] = array.rows(start, start + rows)
+        return images
 
-def _read_npy(path: Path, array: np.ndarray, channels: int | None,
-              resize: tuple[int, int] | None, shape: tuple[int, ...]) -> torch.Tensor:
-    """The memory-mapped ``array`` as float32 ``shape``, converted in chunks."""
-    flat = array.ndim == 2
-    given = 1 if array.ndim < 4 else array.shape[1]
-    images = torch.empty(shape, dtype=torch.float32)
-    rows = max(1, NPY_CHUNK // (4 * max(math.prod(array.shape[1:]), math.prod(shape[1:]))))
-    for start in range(0, len(array), rows):
-        with np.errstate(over="ignore"):     # a float64 beyond float32 becomes inf: refused
-            block = torch.from_numpy(np.array(array[start:start + rows], dtype=np.float32))
-        if array.dtype == np.uint8:
-            block.div_(255.0)
-        elif not torch.isfinite(block).all():
-            raise DataError(f"{path}: contains NaN or infinite values (as float32) in rows "
-                            f"{start}..{start + len(block) - 1}")
-        if not flat:
-            block = _convert(block.view(len(block), given, *array.shape[-2:]), channels, resize)
-        images[start:start + len(block)] = block
-    return images
+    return ImageSource(path, shape, None, [], decode)
 
 
 def _convert(block: torch.Tensor, channels: int | None, resize: tuple[int, int] | None

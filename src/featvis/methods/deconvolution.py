@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..data.stream import Data, input_shape, take
 from ..data.tensors import check_inputs
 from ..errors import DataError
 from ..params import POSITIVE, Options, Param, validated
@@ -250,7 +251,7 @@ def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
 
 
 @validated(rule=Options(RULES), batch_size=POSITIVE)
-def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units: Units = None,
+def deconvnet(model: nn.Module | Probe, images: Data, layer: Key, units: Units = None,
               k: int = 9, rule: str = "deconvnet", batch_size: int = 64, *,
               examples: TopExamples | None = None) -> Projections:
     """Each unit's ``k`` top examples (see :func:`top_examples`) projected to pixel space.
@@ -267,18 +268,20 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
         >>> p = deconvnet(cnn, images, "features.3", k=9)       # doctest: +SKIP
         >>> p.projections.shape, p.crops.shape                  # (C, 9, 1, 28, 28), ...
     """
-    images = check_inputs(images)
-    if images.dim() != 4:
-        raise DataError(f"images: expected pictures (N, C, H, W), got shape "
-                        f"{tuple(images.shape)}")
-    seam = probe(model, images.shape[1:])
+    if isinstance(images, torch.Tensor):
+        images = check_inputs(images)
+    shape = input_shape(images)
+    if len(shape) != 3:
+        raise DataError(f"images: expected pictures (N, C, H, W), got one input of shape "
+                        f"{shape}")
+    seam = probe(model, shape)
     info = seam.layer(layer)
     if len(info.output_shape) != 3:
         raise UnsupportedError(f"layer {layer!r} outputs shape {info.output_shape} per input; "
                                "deconvnet projects channels of a 4-D (N, C, H, W) output")
     device, dtype = seam.device, seam.dtype
     forward = seam.forward or call
-    (top, bottom), (left, right) = _fields(seam.model, layer, info.output_shape, images.shape[1:],
+    (top, bottom), (left, right) = _fields(seam.model, layer, info.output_shape, shape,
                                            device, dtype, batch_size, forward)
     height, width = int((bottom - top).max()), int((right - left).max())
     # The whole field: a box the image cuts keeps its other side (a field larger than the
@@ -296,7 +299,7 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
     positions = found.positions.flatten(0, 1)
     projections, crops, passed = [], [], set()
     for chunk in torch.arange(len(indices), device=device).split(batch_size):
-        x = images[indices[chunk].to(images.device)].to(device, dtype)
+        x = take(images, indices[chunk]).to(device, dtype)
         spots = positions[chunk]
         projected, met = _project(seam.model, layer, x, units_of[chunk], spots, rule, forward)
         projections.append(projected)
@@ -306,9 +309,9 @@ def deconvnet(model: nn.Module | Probe, images: torch.Tensor, layer: Key, units:
     lead = found.indices.shape
     return Projections(
         indices=found.indices, positions=found.positions,
-        projections=torch.cat(projections).view(*lead, *images.shape[1:]),
+        projections=torch.cat(projections).view(*lead, *shape),
         boxes=torch.stack([top[rows], left[cols], bottom[rows], right[cols]], -1),
-        crops=torch.cat(crops).view(*lead, images.shape[1], height, width), units=found.units,
+        crops=torch.cat(crops).view(*lead, shape[0], height, width), units=found.units,
         passed=tuple(sorted(passed)))
 
 

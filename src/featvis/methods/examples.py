@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data import stream
+from ..data.stream import Data, Loading, count, input_shape, take
 from ..data.tensors import check_inputs, iter_batches
 from ..params import POSITIVE, Interval, Param, validated
 from ..figures import class_purity
@@ -87,16 +89,30 @@ def _first_batch(batches: Iterable[torch.Tensor]
     return first, itertools.chain([] if first is None else [first], batches)
 
 
-def top_examples(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor],
+def _numbered(batches: Iterable[torch.Tensor], share: tuple[int, int]
+              ) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, batch)`` of the share's batches of an iterable (every batch is read)."""
+    index, count = share
+    start = 0
+    for b, batch in enumerate(batches):
+        if b % count == index:
+            yield start, batch
+        start += batch.shape[0]
+
+
+def top_examples(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
                  layer: Key | Sequence[Key], k: int = 9,
                  units: Units | Mapping[Key, Units] = None,
                  batch_size: int = 1000, progress: bool = False, *,
-                 directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None
-                 ) -> TopExamples | dict[Key, TopExamples]:
+                 directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None,
+                 loading: Loading | None = None) -> TopExamples | dict[Key, TopExamples]:
     """The ``k`` inputs with the highest activation of each unit.
 
-    ``images`` is a tensor ``(N, *input_shape)`` or an iterable of such batches (e.g. a
-    ``DataLoader``); a tensor is streamed in batches of ``batch_size``. ``layer`` is a layer
+    ``images`` is a tensor ``(N, *input_shape)``, a map-style ``Dataset`` (e.g.
+    :class:`~featvis.data.ImageFolder`; read through a ``DataLoader`` as ``loading`` says,
+    and afterwards only the top examples again, for their mean) or an iterable of batches
+    read once (e.g. a ``DataLoader``: the top examples themselves are kept as they go by);
+    the data is mined in batches of ``batch_size``. ``layer`` is a layer
     key (a DBN's depth, a module's dotted name) or a list of them, mined in one pass over
     the data; the result is then a dict by layer, and ``units`` may map each layer to its
     own units (a single ``units`` applies to every layer). ``directions (V, U)`` (a mapping
@@ -112,20 +128,19 @@ def top_examples(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch
     """
     single = not isinstance(layer, Iterable) or isinstance(layer, str)
     seam, best = mine(model, images, [layer] if single else layer, k, units, batch_size,
-                      progress, directions=directions)
-    streamed = not isinstance(images, torch.Tensor)
-    results = {key: running.result(None if streamed else images,
+                      progress, directions=directions, loading=loading)
+    results = {key: running.result(images if _indexed(images) else None,
                                    lambda v, key=key: seam.activation(key, v))
                for key, running in best.items()}
     return next(iter(results.values())) if single else results
 
 
 @validated(k=POSITIVE, batch_size=POSITIVE)
-def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor],
+def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
          layers: Sequence[Key], k: int = 9, units: Units | Mapping[Key, Units] = None,
          batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1),
-         directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None
-         ) -> tuple[Probe, dict[Key, _Mining]]:
+         directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None,
+         loading: Loading | None = None) -> tuple[Probe, dict[Key, _Mining]]:
     """The probe and each layer's running top-k after one pass over ``images`` (see
     :func:`top_examples`), or over the share ``(i, n)`` of its batches: batch ``b`` is
     mined when ``b % n == i``, with its global example indices, so that the states of the
@@ -133,19 +148,20 @@ def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor]
     keys = list(layers)
     if not keys:
         raise ValueError("layer: no layers given")
-    index, count = share
-    whole = count == 1
-    if isinstance(images, torch.Tensor) and images.shape[0] < k:
-        raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
-    if not isinstance(images, Iterable):
+    whole = share[1] == 1
+    indexed = _indexed(images)
+    if indexed and count(images) < k:
+        raise ValueError(f"k={k} is larger than the number of inputs ({count(images)})")
+    if not (indexed or isinstance(images, Iterable)):
         check_inputs(images)                  # e.g. None: refused, naming its type
-    seam: Probe = probe(model, images.shape[1:] if isinstance(images, torch.Tensor) else None)
-    batches: Iterable[torch.Tensor] = iter_batches(images, batch_size)
-    if seam.input_shape is None:      # a module fed batches: one input's shape from the first
-        first, batches = _first_batch(batches)
-        if first is None:
-            raise ValueError(f"k={k} is larger than the number of inputs (0)")
-        seam = probe(model, check_inputs(first).shape[1:])
+    seam: Probe = probe(model, input_shape(images) if indexed else None)
+    if not indexed:
+        batches: Iterable[torch.Tensor] = iter_batches(images, batch_size)
+        if seam.input_shape is None:  # a module fed batches: one input's shape from the first
+            first, batches = _first_batch(batches)
+            if first is None:
+                raise ValueError(f"k={k} is larger than the number of inputs (0)")
+            seam = probe(model, check_inputs(first).shape[1:])
     if directions is not None:
         if not isinstance(directions, Mapping) and len(keys) > 1:
             raise ValueError("directions: give a mapping {layer: (V, U) tensor} when mining "
@@ -157,26 +173,33 @@ def mine(model: nn.Module | Probe, images: torch.Tensor | Iterable[torch.Tensor]
     extra = [key for key in wanted if key not in infos]
     if extra:
         raise ValueError(f"units: layer {extra[0]!r} is not among the layers asked for")
-    streamed = not isinstance(images, torch.Tensor)
     device, dtype = seam.device, seam.dtype
     best = {key: _Mining(resolve_units(wanted.get(key), info.units, device), k,
-                         info.unit_shape, seam.input_shape, streamed, dtype)
+                         info.unit_shape, seam.input_shape, not indexed, dtype)
             for key, info in infos.items()}
+    numbered = stream.batches(images, batch_size, share=share, loading=loading,
+                              device=device) if indexed else _numbered(batches, share)
     seen = 0
-    with torch.no_grad():
-        for b, batch in enumerate(tqdm(batches, desc="examples", unit="batch",
-                                       disable=not progress, leave=False)):
-            if b % count == index:
-                batch = check_inputs(batch, seam.input_shape).to(device, dtype)
-                scores = seam.scores(batch, {key: None if wanted.get(key) is None else
-                                             m.units for key, m in best.items()},
-                                     shortlists={key: m.shortlist for key, m in best.items()})
-                for key, running in best.items():
-                    running.update(scores[key], batch, seen)
-            seen += batch.shape[0]
+    with torch.no_grad(), tqdm(desc="examples", unit="input", unit_scale=True,
+                               total=count(images) if indexed and whole else None,
+                               disable=not progress, leave=False) as bar:
+        for start, batch in numbered:
+            batch = check_inputs(batch, seam.input_shape).to(device, dtype, non_blocking=True)
+            scores = seam.scores(batch, {key: None if wanted.get(key) is None else
+                                         m.units for key, m in best.items()},
+                                 shortlists={key: m.shortlist for key, m in best.items()})
+            for key, running in best.items():
+                running.update(scores[key], batch, start)
+            seen = start + batch.shape[0]
+            bar.update(batch.shape[0])
     if whole and seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
     return seam, best
+
+
+def _indexed(images: object) -> bool:
+    """Whether the inputs can be read again by index (a tensor or a dataset)."""
+    return isinstance(images, torch.Tensor) or stream.is_dataset(images)
 
 
 # -- as a method of visualize ----------------------------------------------------------------
@@ -216,8 +239,8 @@ def _write(page: Page, ex: TopExamples) -> None:
                      ("its share", info["examples"]["purity"]["share"])]
         values = ", ".join(f"{v:.3f}" for v in ex.values[j].tolist())
         page.panel(j, [
-            ("examples_strip", page.tile(page.images[ex.indices[j]], scale="minmax", cols=k,
-                                         boxes=None if boxes is None else boxes[j]),
+            ("examples_strip", page.tile(take(page.images, ex.indices[j]), scale="minmax",
+                                         cols=k, boxes=None if boxes is None else boxes[j]),
              f"activations: {values}" + ("" if boxes is None else
                                          "; boxed: the patch of the winning token"), "strip"),
             ("examples_mean", page.tile(mean[j:j + 1], scale="minmax"), "their mean",

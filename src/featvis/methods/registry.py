@@ -41,7 +41,8 @@ SANITY = {"units": 20, "images": 2000, "steps": 50, "restarts": 2, "samples": 20
 
 # What the pipeline may hand a method's compute besides its declared parameters.
 CONTEXT = {
-    "inputs": "the data as the model sees them, (N, *input_shape)",
+    "inputs": "the data as the model sees them: a tensor (N, *input_shape) or a dataset "
+              "(read with featvis.data.stream's take and batches)",
     "examples": "the layer's top examples of the units, mined in the one pass over the data",
     "seed": "the run's seed",
     "progress": "whether to show progress bars",

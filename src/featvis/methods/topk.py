@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from .._version import __version__
+from ..data.stream import Data, count, is_dataset, take
 from ..errors import CheckpointError, DataError, first_line, is_int
 from ..params import check_int
 from ..io.fileio import atomic_write_bytes
@@ -310,22 +311,23 @@ class TopK:
                     dtype=self.dtype, info=self.info)
 
     # -- results -----------------------------------------------------------------------------
-    def result(self, images: torch.Tensor, *, units: torch.Tensor | None = None,
+    def result(self, images: Data, *, units: torch.Tensor | None = None,
                activation: Callable[[torch.Tensor], torch.Tensor] | None = None
                ) -> TopExamples:
         """The :class:`TopExamples` of this state: ``mean`` from ``images``, a tensor whose
-        row ``i`` is global example ``i``; ``units`` the unit ids to report (default
-        ``0..U-1``) and ``activation`` what turns the ranked values into activations (default:
-        none). :class:`DataError` if fewer than ``k`` examples were seen."""
+        row ``i`` is global example ``i`` or a dataset whose item ``i`` is (only the top
+        examples are read); ``units`` the unit ids to report (default ``0..U-1``) and
+        ``activation`` what turns the ranked values into activations (default: none).
+        :class:`DataError` if fewer than ``k`` examples were seen."""
         self._check_full()
-        if not isinstance(images, torch.Tensor) or images.dim() < 1:
-            raise DataError(f"images must be a tensor indexed by example, got "
+        if not (isinstance(images, torch.Tensor) and images.dim() >= 1 or is_dataset(images)):
+            raise DataError(f"images must be a tensor or a dataset indexed by example, got "
                             f"{_describe(images)}")
-        if self.count and self.indices.max().item() >= images.shape[0]:
-            raise DataError(f"images holds {images.shape[0]} examples, but example "
+        if self.count and self.indices.max().item() >= count(images):
+            raise DataError(f"images holds {count(images)} examples, but example "
                             f"{self.indices.max().item()} is among the top {self.k}")
         # In chunks of units: the gathered inputs never exceed ~256 x k rows at once.
-        mean = torch.cat([images[chunk.to(images.device)].to(self.device, self.dtype).mean(1)
+        mean = torch.cat([take(images, chunk).to(self.device, self.dtype).mean(1)
                           for chunk in self.indices.split(UNIT_CHUNK)])
         return self._examples(mean, units, activation)
 

@@ -48,6 +48,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from ..data.stream import Data, Loading, input_shape
 from ..errors import FeatvisError, first_line
 from ..params import check_float, check_int
 from ..methods.examples import mine
@@ -497,10 +498,11 @@ def _split(ctx: Context | None, shard: tuple[int, int] | None) -> tuple[int, int
     return index, count
 
 
-def mine_top_examples(model: torch.nn.Module, images: torch.Tensor,
+def mine_top_examples(model: torch.nn.Module, images: Data,
                       layers: Key | Sequence[Key], k: int = 9,
                       units: Units | Mapping[Key, Units] = None, batch_size: int = 1000, *,
-                      ctx: Context | None = None, shard: tuple[int, int] | None = None
+                      ctx: Context | None = None, shard: tuple[int, int] | None = None,
+                      loading: Loading | None = None, progress: bool = False
                       ) -> dict[Key, TopK]:
     """The running top-k of each layer's units, by layer, over this rank's (or shard's) part
     of ``images``: the data is read in fixed global batches of ``batch_size`` and batch
@@ -509,11 +511,12 @@ def mine_top_examples(model: torch.nn.Module, images: torch.Tensor,
     then one of their tensors' bytes) and merged
     in rank order, so every rank returns what :func:`~featvis.top_examples` mines in one
     pass, bit for bit; with ``shard=(i, N)`` the states of shard ``i`` alone are returned
-    (see :mod:`featvis.pipeline.shards`). Memory is O(units x k + batch) per rank."""
+    (see :mod:`featvis.pipeline.shards`). Memory is O(units x k + batch) per rank; a
+    dataset's inputs are read by the rank that mines them only (``loading``)."""
     index, count = _split(ctx, shard)
     single = not isinstance(layers, Iterable) or isinstance(layers, str)
     _, mined = mine(model, images, [layers] if single else layers, k, units, batch_size,
-                    share=(index, count))
+                    progress, share=(index, count), loading=loading)
     states = {key: running.best for key, running in mined.items()}
     if ctx is not None and ctx.distributed:
         states = _combine(ctx, states)
@@ -571,13 +574,13 @@ def _combine(ctx: Context, states: dict[Key, TopK]) -> dict[Key, TopK]:
     return merged
 
 
-def examples_from_states(model: torch.nn.Module, images: torch.Tensor,
+def examples_from_states(model: torch.nn.Module, images: Data,
                          states: Mapping[Key, TopK],
                          units: Units | Mapping[Key, Units] = None) -> dict[Key, TopExamples]:
     """The :class:`~featvis.TopExamples` of mined states, by layer, exactly as
     :func:`~featvis.top_examples` reports them (the model's activations, unit ids, each
     unit's mean input from ``images``)."""
-    seam = probe(model, images.shape[1:])
+    seam = probe(model, input_shape(images))
     wanted = units if isinstance(units, Mapping) else dict.fromkeys(states, units)
     out = {}
     for key, state in states.items():
@@ -587,13 +590,15 @@ def examples_from_states(model: torch.nn.Module, images: torch.Tensor,
     return out
 
 
-def top_examples(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key],
+def top_examples(model: torch.nn.Module, images: Data, layers: Key | Sequence[Key],
                  k: int = 9, units: Units | Mapping[Key, Units] = None,
-                 batch_size: int = 1000, *, ctx: Context | None = None
+                 batch_size: int = 1000, *, ctx: Context | None = None,
+                 loading: Loading | None = None, progress: bool = False
                  ) -> dict[Key, TopExamples]:
     """:func:`~featvis.top_examples` of several layers, mined by the ranks of ``ctx``
     together; every rank returns the single-process result, bit for bit."""
-    states = mine_top_examples(model, images, layers, k, units, batch_size, ctx=ctx)
+    states = mine_top_examples(model, images, layers, k, units, batch_size, ctx=ctx,
+                               loading=loading, progress=progress)
     return examples_from_states(model, images, states, units)
 
 

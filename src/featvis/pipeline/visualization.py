@@ -31,7 +31,9 @@ import torch
 from .._version import __version__
 from ..errors import first_line
 from ..figures import SUSPECT, distinctness, example_distinctness
-from ..io.fingerprint import data_fingerprint, model_fingerprint
+from ..data import stream
+from ..data.stream import Data, Loading
+from ..io.fingerprint import model_fingerprint
 from ..io.fingerprint import fingerprint as fingerprint_of
 from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Flag, Image, Layer, Panel,
                             Replacement, RunBuilder, RunFolderError, Section, Summary,
@@ -195,8 +197,10 @@ class LayerPage:
     key: Key
     info: LayerInfo
     units: list[int]
-    images: torch.Tensor                           # the inputs as the gallery shows them
-    model_images: torch.Tensor                     # the inputs as the model sees them
+    images: Data                                   # the inputs as the gallery shows them
+    model_images: Data                             # the inputs as the model sees them
+    model_sample: torch.Tensor                     # model_images' head: the re-runs' inputs
+    data_mean: torch.Tensor                        # the shown inputs' mean (of the head)
     show: Callable[[torch.Tensor], torch.Tensor]   # model-space inputs -> shown
     labels: torch.Tensor | None
     builder: RunBuilder | None
@@ -337,11 +341,11 @@ def _sanity_figures(page: LayerPage, ran: list[Method], s: VisualizeSettings) ->
         if len(page.units) >= 2 and pictures is not None:        # units against units
             if method.made_of_data:
                 record("distinctness (mean - data mean)", example_distinctness(
-                    pictures, page.images.flatten(1).mean(0)), _LOOK_ALIKE)
+                    pictures, page.data_mean), _LOOK_ALIKE)
             else:
                 record("distinctness", distinctness(pictures), _LOOK_ALIKE)
         measure = "index overlap" if method.overlap else "similarity"
-        available = dict(s.params(method), inputs=page.model_images)
+        available = dict(s.params(method), inputs=page.model_sample)
         for mode in randomized:
             record(f"randomized {measure} ({mode})",
                    rerun_figure(method, seam, randomized[mode], key, units, available),
@@ -358,15 +362,14 @@ _SURVIVES_INDICES = ("the same inputs are chosen when the weights are re-drawn a
 
 
 def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
-           images: torch.Tensor, show, examples: TopExamples | None, progress: bool,
-           model_images: torch.Tensor, labels: torch.Tensor | None,
+           data: "_Inputs", examples: TopExamples | None, progress: bool,
            ctx: distributed.Context) -> Layer | None:
     """The layer's entry of ``summary.json`` (its pictures written by ``run``); on a rank
     other than 0 only its share of the split methods, and ``None``."""
     info = seam.layer(key)
     units = shown_units(info, s)
-    page = LayerPage(seam, key, info, units, images, model_images, show, labels, run,
-                     s.upscale, s.seed)
+    page = LayerPage(seam, key, info, units, data.images, data.model_images, data.model_sample,
+                     data.mean, data.show, data.labels, run, s.upscale, s.seed)
     ran, unavailable = [], {}
     for method in s.chosen():
         if not (ctx.is_main or method.split):
@@ -441,19 +444,59 @@ def _untrained_note(model: dict) -> None:
               "weights", file=sys.stderr)
 
 
-def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | os.PathLike,
+@dataclass
+class _Inputs:
+    """A run's data: as shown and as the model sees it (tensors or datasets), the head of
+    the latter that stands for it besides mining (a tensor's whole), the shown inputs' mean
+    (of the head), how model inputs are shown, the labels."""
+
+    images: Data
+    model_images: Data
+    model_sample: torch.Tensor
+    mean: torch.Tensor
+    show: Callable[[torch.Tensor], torch.Tensor]
+    labels: torch.Tensor | None
+
+
+def _inputs(images: Data, normalization, labels: torch.Tensor | None,
+            device: torch.device) -> _Inputs:
+    """The :class:`_Inputs` of ``images``: a tensor moved to ``device``, a dataset left to be
+    read (its :func:`~featvis.data.stream.head` read now, its ``labels`` used if it has
+    them)."""
+    if isinstance(images, torch.Tensor):
+        images = sample = images.to(device)
+    else:
+        sample = stream.head(images).to(device)
+        if labels is None and isinstance(getattr(images, "labels", None), torch.Tensor):
+            labels = images.labels
+    if normalization is None:
+        model_images, model_sample, show = images, sample, (lambda x: x)
+    else:
+        model_images = stream.mapped(images, normalization.normalize)
+        model_sample = model_images if isinstance(images, torch.Tensor) else \
+            normalization.normalize(sample)
+        show = normalization.denormalize
+    return _Inputs(images, model_images, model_sample, sample.flatten(1).mean(0), show, labels)
+
+
+def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLike,
               settings: VisualizeSettings | None = None, *,
               labels: torch.Tensor | None = None, normalization=None,
               model_path: str | os.PathLike | None = None,
               save_model_as: str | None = None, force: bool = False, gallery: bool = True,
               progress: bool = True, ctx: distributed.Context | None = None,
               examples: dict[Key, TopExamples] | None = None,
-              directions: Mapping[Key, torch.Tensor] | None = None) -> Summary | None:
+              directions: Mapping[Key, torch.Tensor] | None = None,
+              loading: Loading | None = None) -> Summary | None:
     """Compute every chosen method for every chosen layer of ``model`` and write the run
     folder ``out``, with its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
-    ``images (N, *input_shape)`` are the inputs as they should be shown, ``labels (N,)``
-    their classes if known (the examples' class purity); with
+    ``images (N, *input_shape)`` are the inputs as they should be shown (a tensor, or a
+    map-style dataset such as :class:`~featvis.data.ImageFolder`, streamed through a
+    ``DataLoader`` as ``loading`` says; what needs a look at the data besides mining, the
+    norm ``rho``, ``bounds="data"`` and the sanity re-runs, looks at its first
+    :data:`~featvis.data.stream.SAMPLE` inputs), ``labels (N,)``
+    their classes if known (the examples' class purity; a dataset's ``labels``); with
     ``normalization`` (:class:`featvis.data.Normalization`) the model is fed
     ``normalization.normalize(images)`` and input-space pictures are shown de-normalized.
     ``out`` is replaced only when everything succeeded and only by featvis's rule (see
@@ -480,11 +523,11 @@ def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | o
     """
     s = settings or VisualizeSettings()
     ctx = ctx or distributed.Context()
-    seam = probe(model, images.shape[1:])           # layers are found once, here
+    seam = probe(model, stream.input_shape(images))    # layers are found once, here
     if directions is not None:
         seam = directed(seam, directions)
     model = seam.model
-    keys = s.check(seam, n_inputs=len(images))
+    keys = s.check(seam, n_inputs=stream.count(images))
     s = replace(s, methods=tuple(m.name for m in s.chosen()))
     plan = plan_replacement(out, force=force, reading=[model_path] if model_path else (),
                             rewriting=[save_model_as] if save_model_as else ()) \
@@ -495,29 +538,29 @@ def visualize(model: torch.nn.Module | Probe, images: torch.Tensor, out: str | o
     described = seam.describe()
     if ctx.is_main:
         _untrained_note(described)
-    images = images.to(seam.device)
-    model_images = images if normalization is None else normalization.normalize(images)
-    show = (lambda x: x) if normalization is None else normalization.denormalize
+    data = _inputs(images, normalization, labels, seam.device)
+    sample = data.model_sample
     if s.rho is None:                  # a DBN's recorded input norm, else the inputs' own
         s = replace(s, rho=seam.default_rho() or
-                    round(model_images.flatten(1).norm(dim=1).mean().item(), 6))
+                    round(sample.flatten(1).norm(dim=1).mean().item(), 6))
     if s.bounds == "data":            # the inputs' range, widened to hold 0 (see maximize)
-        s = replace(s, bounds=(min(0.0, model_images.min().item()),
-                               max(0.0, model_images.max().item())))
+        s = replace(s, bounds=(min(0.0, sample.min().item()), max(0.0, sample.max().item())))
     if ctx.distributed:
-        distributed.agree(ctx, model=fingerprint, data=data_fingerprint(model_images),
+        distributed.agree(ctx, model=fingerprint,
+                          data=fingerprint_of(stream.fingerprinted(data.model_images)),
                           settings=asdict(s), threads=torch.get_num_threads(),
                           directions=None if directions is None else fingerprint_of(
                               {str(key): v for key, v in seam.directions.items()}))
     progress = progress and ctx.is_main
     shown = {key: shown_units(seam.layer(key), s) for key in keys}
     if examples is None and "examples" in s.methods:   # every layer in one pass over data
-        examples = distributed.top_examples(seam, model_images, keys, k=s.k, units=shown,
-                                            ctx=ctx)
+        examples = distributed.top_examples(seam, data.model_images, keys, k=s.k,
+                                            units=shown, ctx=ctx, loading=loading,
+                                            progress=progress)
     examples = examples or {}
     with build_run(plan) if plan is not None else contextlib.nullcontext() as run:
-        layers = [_layer(seam, key, s, run, images, show, examples.get(key), progress,
-                         model_images, labels, ctx) for key in keys]
+        layers = [_layer(seam, key, s, run, data, examples.get(key), progress, ctx)
+                  for key in keys]
         distributed.barrier(ctx)     # every rank done: only now may rank 0 publish
         if not ctx.is_main:
             return None

@@ -1,0 +1,180 @@
+"""Inputs of any size: a tensor held in memory or a map-style ``Dataset`` read on demand,
+seen through the same few operations, so that mining streams a dataset batch by batch (the
+fixed global batches that shards and ranks agree on, each rank decoding only its own) and
+the pictures afterwards re-read only the examples they show, by index.
+
+A dataset's item is an input or a tuple whose first element is the input (``(image,
+label)``, as :class:`~featvis.data.ImageFolder` gives). What needs a look at the data
+besides mining (the norm rho, ``bounds="data"``, the sanity re-runs) looks at its
+:func:`head`: the first :data:`SAMPLE` inputs in index order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Union
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import DataError, is_int
+
+__all__ = ["Data", "Loading", "SAMPLE", "is_dataset", "count", "input_shape", "take", "head",
+           "mapped", "fingerprinted", "batches"]
+
+Data = Union[torch.Tensor, Dataset]
+SAMPLE = 2000            # the inputs of a dataset that stand for it besides mining
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How a dataset is read while mining: ``workers`` decoding processes of a
+    ``DataLoader`` (0: in this process), ``batch_size`` inputs per loader batch (default:
+    the mining batch; never changes the results), ``pin_memory`` for copies to CUDA
+    (default: when the device is CUDA)."""
+
+    workers: int = 2
+    batch_size: int | None = None
+    pin_memory: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not (is_int(self.workers) and self.workers >= 0):
+            raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")
+        if self.batch_size is not None and not (is_int(self.batch_size) and self.batch_size >= 1):
+            raise ValueError(f"loader batch_size must be a positive integer, got "
+                             f"{self.batch_size!r}")
+
+
+def is_dataset(data: object) -> bool:
+    """Whether ``data`` is a map-style dataset (read by index), not a tensor."""
+    return isinstance(data, Dataset) and not isinstance(data, torch.Tensor)
+
+
+def count(data: Data) -> int:
+    """The number of inputs."""
+    return data.shape[0] if isinstance(data, torch.Tensor) else len(data)
+
+
+def _input(item: object, index: int) -> torch.Tensor:
+    """The input of a dataset's item (the first element of a tuple)."""
+    x = item[0] if isinstance(item, (tuple, list)) else item
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"item {index} of the dataset is a {type(x).__name__}, not a tensor "
+                        "(an input, or a tuple (input, label))")
+    return x
+
+
+def input_shape(data: Data) -> tuple[int, ...]:
+    """One input's shape (a dataset's ``input_shape``, or that of its first item)."""
+    if isinstance(data, torch.Tensor):
+        return tuple(data.shape[1:])
+    shape = getattr(data, "input_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    if len(data) == 0:
+        raise DataError("the dataset is empty")
+    return tuple(_input(data[0], 0).shape)
+
+
+def take(data: Data, indices: torch.Tensor) -> torch.Tensor:
+    """The inputs ``indices`` (any shape) as one tensor ``(*indices.shape, *input_shape)``:
+    a tensor's rows, or a dataset's items read one by one (only those)."""
+    if isinstance(data, torch.Tensor):
+        return data[indices.to(data.device)]
+    flat = indices.flatten().tolist()
+    if not flat:
+        return torch.empty(*indices.shape, *input_shape(data))
+    items = data.__getitems__(flat) if hasattr(data, "__getitems__") else \
+        [data[i] for i in flat]
+    rows = torch.stack([_input(item, i) for item, i in zip(items, flat)])
+    return rows.view(*indices.shape, *rows.shape[1:])
+
+
+def head(data: Data, n: int = SAMPLE) -> torch.Tensor:
+    """The first ``n`` inputs in index order (all of them if fewer): a tensor's own rows,
+    a dataset's read."""
+    if isinstance(data, torch.Tensor):
+        return data[:n]
+    return take(data, torch.arange(min(n, len(data))))
+
+
+class _Mapped(Dataset):
+    """A dataset whose inputs pass through ``fn`` (a batch function) as they are read."""
+
+    def __init__(self, data: Dataset, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.data, self.fn = data, fn
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.fn(_input(self.data[index], index)[None])[0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return input_shape(self.data)
+
+
+def mapped(data: Data, fn: Callable[[torch.Tensor], torch.Tensor]) -> Data:
+    """``data`` as ``fn`` (a function of a batch of inputs, e.g. a normalization) turns it:
+    a tensor at once, a dataset item by item as it is read."""
+    return fn(data) if isinstance(data, torch.Tensor) else _Mapped(data, fn)
+
+
+def fingerprinted(data: Data) -> dict[str, torch.Tensor]:
+    """What stands for the data when ranks check that they hold the same: a tensor whole,
+    a dataset by its count and :func:`head`."""
+    if isinstance(data, torch.Tensor):
+        return {"images": data}
+    return {"count": torch.tensor(len(data)), "head": head(data)}
+
+
+class _Pieces(torch.utils.data.Sampler):
+    """The loader batches of the mining batches ``b`` with ``b % n == i`` (share ``(i,
+    n)``): each mining batch cut into loader batches of at most ``size``, in index order."""
+
+    def __init__(self, total: int, batch_size: int, share: tuple[int, int], size: int) -> None:
+        self.total, self.batch_size, self.share, self.size = total, batch_size, share, size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        index, n = self.share
+        for start in range(index * self.batch_size, self.total, n * self.batch_size):
+            stop = min(start + self.batch_size, self.total)
+            for piece in range(start, stop, self.size):
+                yield list(range(piece, min(piece + self.size, stop)))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _collate(items: list) -> torch.Tensor:
+    return torch.stack([_input(item, 0) for item in items])
+
+
+def batches(data: Data, batch_size: int, *, share: tuple[int, int] = (0, 1),
+            loading: Loading | None = None, device: torch.device | str = "cpu"
+            ) -> Iterator[tuple[int, torch.Tensor]]:
+    """The mining batches ``(start, inputs)`` of the share ``(i, n)``: batch ``b`` holds
+    inputs ``b * batch_size ..`` and belongs to the share when ``b % n == i``. A tensor's
+    are views; a dataset's are read through a ``DataLoader`` (``loading``) that decodes
+    only the share's inputs, its loader batches joined into the mining batches."""
+    index, n = share
+    if isinstance(data, torch.Tensor):
+        for start in range(index * batch_size, data.shape[0], n * batch_size):
+            yield start, data[start:start + batch_size]
+        return
+    loading = loading or Loading()
+    pin = loading.pin_memory if loading.pin_memory is not None else \
+        torch.device(device).type == "cuda"
+    total = len(data)
+    size = min(loading.batch_size or batch_size, batch_size)
+    loader = DataLoader(data, batch_sampler=_Pieces(total, batch_size, share, size),
+                        num_workers=loading.workers, collate_fn=_collate, pin_memory=pin,
+                        persistent_workers=False)
+    pending, start = [], index * batch_size
+    for piece in loader:
+        pending.append(piece)
+        held = sum(len(p) for p in pending)
+        if held == min(batch_size, total - start):
+            yield start, pending[0] if len(pending) == 1 else torch.cat(pending)
+            pending, start = [], start + n * batch_size
