@@ -139,10 +139,9 @@ def test_the_pixel_and_memory_budgets_in_the_api_and_their_options(user, capsys,
                                         r"max_pixels=800"):
         load_images(user / "grey", resize=(30, 30), max_pixels=800)
     assert load_images(user / "grey", max_pixels=784)[0].shape == (40, 1, 28, 28)
-    refused(capsys, user, ["visualize", "--model", "usermodels:mlp", "--images", "grey",
-                           "--out", "run", "--max-bytes", "100000"],
-            r"above the limit max_bytes=100000 \(.*\) of inputs held in memory \(--max-bytes "
-            r"raises it\)", monkeypatch)
+    with pytest.raises(DataError, match=r"above the limit max_bytes=100000 \(.*\) of inputs "
+                                        r"held in memory \(--max-bytes raises it\)"):
+        load_images(user / "grey", max_bytes=100000)      # --images stream: no such budget
 
 
 def test_no_command_replaces_the_model_or_data_it_reads(user, baseline_rss, capsys,

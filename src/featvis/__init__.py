@@ -25,7 +25,7 @@ _PUBLIC = {
     "ranked_filters": "methods", "RankedFilters": "methods",
     "linear_combination": "methods", "Combination": "methods",
     "deconvnet": "methods", "Projections": "methods", "fit_color_decorrelation": "methods",
-    "TopK": "methods.topk",
+    "TopK": "methods.topk", "unit_statistics": "methods", "UnitStatistics": "methods",
     "locality": "figures", "random_locality": "figures", "gabor_fit": "figures",
     "GaborFit": "figures",
     "visualize": "pipeline.visualization",

@@ -125,12 +125,13 @@ def _load_model(args: argparse.Namespace, device: "torch.device"):
     return load(args.model, device=device), args.model
 
 
-def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, object]:
-    """The images a command shows, shaped for the model, their labels (or None) and their
-    normalization."""
+def _inputs(args: argparse.Namespace, seam) -> tuple[object, object, object]:
+    """The inputs a command shows, shaped for the model (a tensor, or for --images a
+    dataset read as it streams), their labels (or None) and their normalization."""
+    from ..data import stream
     from ..data.normalization import Normalization, parse_normalize
     from ..data.mnist import load_mnist
-    from ..data.images import open_images
+    from ..data.images import open_dataset
     from ..data.tensors import picture_shape
 
     shape = args.input_shape or seam.input_shape
@@ -146,21 +147,22 @@ def _inputs(args: argparse.Namespace, seam) -> tuple["torch.Tensor", object, obj
         return patches.view(len(patches), *(shape or patches.shape[1:])), None, None
     if args.images is not None:
         channels = shape[0] if shape is not None and len(shape) == 3 else None
-        source = open_images(args.images, channels=channels, resize=args.resize,
-                             max_pixels=args.max_pixels, max_bytes=args.max_bytes)
-        _check_shape(source.input_shape, shape, "the images")
-        _check_forward(seam, shape or source.input_shape, args)       # before decoding
-        images, labels = source.load(), source.labels
+        images = open_dataset(args.images, channels=channels, resize=args.resize,
+                              max_pixels=args.max_pixels)
+        labels = images.labels
+        _check_shape(images.input_shape, shape, "the images")
+        _check_forward(seam, shape or images.input_shape, args)       # before decoding
     else:
         images, labels = load_mnist(args.split, args.data)
         shape = shape or picture_shape(images.shape[1:])     # MNIST as (1, 28, 28)
         _check_shape(tuple(images.shape[1:]), shape, "the MNIST images")
         _check_forward(seam, shape, args)
-    if shape is not None:
-        images = images.reshape(len(images), *shape)
+    if shape is not None and tuple(shape) != stream.input_shape(images):
+        images = stream.mapped(images, lambda x: x.reshape(len(x), *shape), shape)
     normalization = None
     if args.normalize is not None:
-        channels = images.shape[1] if images.dim() == 4 else 1
+        picture = stream.input_shape(images)
+        channels = picture[0] if len(picture) == 3 else 1
         normalization = Normalization(*parse_normalize(args.normalize, channels))
     return images, labels, normalization
 
@@ -257,6 +259,7 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
     """``(model, model_path, images, labels, normalization, seam)`` of the command line;
     with ``check_out`` the output folder is checked before the data is read, and so are
     ``directions`` where the model knows its input's shape."""
+    from ..data import stream
     from ..seam import directed, probe
     from ..io.runfolder import plan_replacement
 
@@ -274,7 +277,7 @@ def _model_and_inputs(args: argparse.Namespace, device: "torch.device", check_ou
                          reading=[model_path] if model_path else ())
     images, labels, normalization = _inputs(args, seam)
     return (model, model_path, images, labels, normalization,
-            probe(model, images.shape[1:], unit_axis=axes, forward=seam.forward))
+            probe(model, stream.input_shape(images), unit_axis=axes, forward=seam.forward))
 
 
 MAX_DIRECTIONS_BYTES = 2**30     # a --directions file: 256 M float32 values
@@ -309,13 +312,22 @@ def cmd_visualize(args: argparse.Namespace) -> int:
             args, ctx.device, check_out=ctx.is_main, directions=directions)
         visualize(seam, images, args.out, _settings(args, seam), labels=labels,
                   normalization=normalization, model_path=model_path, force=args.force,
-                  progress=not args.quiet, ctx=ctx, directions=directions)
+                  progress=not args.quiet, ctx=ctx, directions=directions,
+                  loading=_loading(args))
     if ctx.is_main:
         print(args.out)
     return 0
 
 
+def _loading(args: argparse.Namespace):
+    """How --images are read while mining (--workers, --loader-batch-size)."""
+    from ..data.stream import Loading
+
+    return Loading(workers=args.workers, batch_size=args.loader_batch_size)
+
+
 def cmd_mine(args: argparse.Namespace) -> int:
+    from ..data import stream
     from ..io.fileio import holding
     from ..pipeline.shards import mine_shard, save_shard
     from ..pipeline.visualization import shown_units
@@ -325,17 +337,18 @@ def cmd_mine(args: argparse.Namespace) -> int:
         args, resolve_device(args.device), check_out=False)
     settings = _settings(args, seam, methods=("examples",))
     keys = settings.check(seam, n_inputs=len(images))
-    inputs = images if normalization is None else normalization.normalize(images)
+    inputs = images if normalization is None else stream.mapped(images, normalization.normalize)
     with holding(args.out):      # a second run to the same --out refuses while this one runs
         states = mine_shard(seam, inputs, keys, settings.k,
                             {key: shown_units(seam.layer(key), settings) for key in keys},
-                            shard=args.shard)
+                            shard=args.shard, loading=_loading(args), progress=not args.quiet)
         save_shard(args.out, states)
     print(args.out)
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from ..data import stream
     from ..pipeline.shards import merge_shards, shard_examples
     from ..pipeline.visualization import shown_units, visualize
 
@@ -353,10 +366,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
             raise FeatvisError(f"the shards hold {len(mined[key])} units of layer {key}, "
                                "visualize would show others: give --units as to 'featvis "
                                "mine'")
-    inputs = images if normalization is None else normalization.normalize(images)
+    inputs = images if normalization is None else stream.mapped(images, normalization.normalize)
     visualize(seam, images, args.out, settings, labels=labels, normalization=normalization,
               model_path=model_path, force=args.force, progress=not args.quiet,
-              examples=shard_examples(states, info, model, inputs))
+              examples=shard_examples(states, info, model, inputs), loading=_loading(args))
     print(args.out)
     return 0
 

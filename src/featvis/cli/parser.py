@@ -361,8 +361,17 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", type=argtypes.shape, default=None, metavar="H,W",
                    help="resize every image of --images to H,W (at most --max-pixels)")
     p.add_argument("--max-bytes", type=argtypes.count("--max-bytes"), default=MAX_BYTES,
-                   metavar="BYTES", help="refuse inputs that take more memory than this once "
-                                         f"decoded (float32; default {MAX_BYTES}, 4 GiB)")
+                   metavar="BYTES", help="refuse inputs held in memory (MNIST, natural "
+                                         "patches) that take more than this once decoded "
+                                         f"(float32; default {MAX_BYTES}, 4 GiB); --images "
+                                         "stream, a few batches at a time")
+    p.add_argument("--workers", type=argtypes.count("--workers"), default=2,
+                   metavar="N", help="processes decoding --images while mining (default 2; "
+                                     "0: in this process)")
+    p.add_argument("--loader-batch-size", type=argtypes.count("--loader-batch-size"),
+                   default=None, metavar="N",
+                   help="images a decoding process reads at a time (default: the mining "
+                        "batch); never changes the results")
     p.add_argument("--normalize", default=None, metavar="MEAN,STD",
                    help="feed the model (x - mean) / std (MEAN,STD, or C means then C stds); "
                         "pictures are shown de-normalized")

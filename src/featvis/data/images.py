@@ -87,15 +87,40 @@ def open_images(path: str | os.PathLike, *, channels: int | None = None,
     """The :class:`ImageSource` of :func:`load_images` (same arguments): every header read
     and every budget checked, nothing decoded, so that a caller can check the shape against
     a model before paying for the pixels."""
-    path = Path(path)
-    channels, resize, max_pixels, max_images = _check_options(channels, resize, max_pixels,
-                                                              max_images)
     max_bytes = check_int("max_bytes", max_bytes)
+    data = open_dataset(path, channels=channels, resize=resize, max_images=max_images,
+                        max_pixels=max_pixels)
+    shape = (len(data), *data.input_shape)
+    _check_output(Path(path), shape, max_bytes)
+    return ImageSource(Path(path), shape, data.labels, data.classes,
+                       lambda: _decode_all(data, shape))
+
+
+def open_dataset(path: str | os.PathLike, *, channels: int | None = None,
+                 resize: tuple[int, int] | None = None, max_images: int | None = None,
+                 max_pixels: int = MAX_PIXELS) -> ImageFolder | NpyImages:
+    """The inputs of ``path`` as a dataset read on demand: an :class:`ImageFolder` for a
+    folder, :class:`NpyImages` for a ``.npy`` file (options as :func:`load_images`)."""
+    path = Path(path)
     if stat.S_ISDIR(file_mode(path)):
-        return _open_folder(path, channels, resize, max_images, max_pixels, max_bytes)
+        return ImageFolder(path, channels, resize, max_pixels=max_pixels, max_images=max_images)
     if path.suffix.lower() == ".npy":
-        return _open_npy(path, channels, resize, max_images, max_pixels, max_bytes)
+        return NpyImages(path, channels, resize, max_pixels=max_pixels, max_images=max_images)
     raise DataError(f"{path}: expected a folder of PNG/JPEG images or a .npy file")
+
+
+def _decode_all(data: ImageFolder | NpyImages, shape: tuple[int, ...]) -> torch.Tensor:
+    """Every input of ``data`` in one float32 tensor of ``shape`` (an array in chunks)."""
+    images = torch.empty(shape, dtype=torch.float32)
+    if isinstance(data, ImageFolder):
+        buffer = images.numpy()
+        for index in range(len(data)):
+            data.decode(index, buffer[index])
+        return images
+    rows = max(1, NPY_CHUNK // (4 * max(math.prod(data.array.shape[1:]), math.prod(shape[1:]))))
+    for start in range(0, len(data), rows):
+        images[start:start + rows] = data.rows(start, start + rows)
+    return images
 
 
 def _check_options(channels: object, resize: object, max_pixels: object, max_images: object
@@ -276,23 +301,6 @@ class ImageFolder(Dataset):
             decode_into(self.paths[index], self.channels, self.size, out)
 
 
-def _open_folder(root: Path, channels: int | None, resize: tuple[int, int] | None,
-                 max_images: int | None, max_pixels: int, max_bytes: int) -> ImageSource:
-    """:func:`open_images` on a folder: every header read and the output sized."""
-    folder = ImageFolder(root, channels, resize, max_pixels=max_pixels, max_images=max_images)
-    shape = (len(folder), *folder.input_shape)
-    _check_output(root, shape, max_bytes)
-
-    def decode() -> torch.Tensor:
-        images = torch.empty(shape, dtype=torch.float32)
-        buffer = images.numpy()
-        for index in range(len(folder)):
-            folder.decode(index, buffer[index])
-        return images
-
-    return ImageSource(root, shape, folder.labels, folder.classes, decode)
-
-
 def _check_output(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
     """Refuse a float32 output of ``shape`` above ``max_bytes``, before allocating it."""
     size = math.prod(shape) * 4
@@ -340,6 +348,10 @@ class NpyImages(Dataset):
             raise DataError(f"{path}: expected a non-empty (N, D), (N, H, W) or (N, C, H, W) "
                             f"array, got shape {array.shape}")
         self.array = array = array[:max_images]
+        # Rows are read from the file, not through the map: pages of a map stay in the
+        # process's memory once touched, so a pass over a large array would hold it all.
+        self._row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
+        self._offset = array.offset if array.flags.c_contiguous else None
         flat = array.ndim == 2
         if flat and (channels not in (None, 1) or resize is not None):
             raise DataError(f"{path}: a flat (N, D) array has no channels or size to convert")
@@ -365,17 +377,30 @@ class NpyImages(Dataset):
         if len(order) and (order[1:] == order[:-1] + 1).all():      # a contiguous run
             block = self.rows(int(order[0]), int(order[-1]) + 1)
         else:
-            block = self._converted(self.array[order], f"rows {indices[:3]}...")
+            block = self._converted(np.stack([self._read(i, i + 1)[0] for i in order]),
+                                    f"rows {indices[:3]}...")
         return [(row, -1) for row in block]
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Inputs ``start .. stop - 1`` as float32 ``(n, *input_shape)``."""
-        return self._converted(self.array[start:stop],
+        return self._converted(self._read(start, stop),
                                f"rows {start}..{min(stop, len(self)) - 1}")
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """The raw rows ``start .. stop - 1``, read from the file (C order) or the map."""
+        stop = min(stop, len(self))
+        if self._offset is None or stop <= start:
+            return np.array(self.array[start:stop])
+        with open(self.path, "rb") as file:
+            file.seek(self._offset + start * self._row_bytes)
+            raw = file.read((stop - start) * self._row_bytes)
+        if len(raw) != (stop - start) * self._row_bytes:
+            raise DataError(f"{self.path}: the file ends before row {stop - 1} (truncated?)")
+        return np.frombuffer(raw, self.array.dtype).reshape(stop - start, *self.array.shape[1:])
 
     def _converted(self, block: np.ndarray, where: str) -> torch.Tensor:
         with np.errstate(over="ignore"):     # a float64 beyond float32 becomes inf: refused
-            block = torch.from_numpy(np.array(block, dtype=np.float32))
+            block = torch.from_numpy(block.astype(np.float32))
         if self.array.dtype == np.uint8:
             block.div_(255.0)
         elif not torch.isfinite(block).all():
@@ -385,25 +410,6 @@ class NpyImages(Dataset):
             return block
         return _convert(block.view(len(block), self.given, *self.array.shape[-2:]),
                         self.channels, self.resize)
-
-
-def _open_npy(path: Path, channels: int | None, resize: tuple[int, int] | None,
-              max_images: int | None, max_pixels: int, max_bytes: int) -> ImageSource:
-    """:func:`open_images` on a ``.npy`` file: memory-mapped, converted in chunks when
-    loaded."""
-    array = NpyImages(path, channels, resize, max_pixels=max_pixels, max_images=max_images)
-    shape = (len(array), *array.input_shape)
-    _check_output(path, shape, max_bytes)
-
-    def decode() -> torch.Tensor:
-        images = torch.empty(shape, dtype=torch.float32)
-        rows = max(1, NPY_CHUNK // (4 * max(math.prod(array.array.shape[1:]),
-                                            math.prod(shape[1:]))))
-        for start in range(0, len(array), rows):
-            images[start:start + rows] = array.rows(start, start + rows)
-        return images
-
-    return ImageSource(path, shape, None, [], decode)
 
 
 def _convert(block: torch.Tensor, channels: int | None, resize: tuple[int, int] | None

@@ -6,11 +6,13 @@ the pictures afterwards re-read only the examples they show, by index.
 A dataset's item is an input or a tuple whose first element is the input (``(image,
 label)``, as :class:`~featvis.data.ImageFolder` gives). What needs a look at the data
 besides mining (the norm rho, ``bounds="data"``, the sanity re-runs) looks at its
-:func:`head`: the first :data:`SAMPLE` inputs in index order.
+:func:`head`: the first :data:`SAMPLE` (2,000) inputs in index order, or as many as fit in
+:data:`SAMPLE_BYTES` (256 MB) as float32 where fewer do (435 of 224 x 224 RGB).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Union
 
@@ -23,7 +25,8 @@ __all__ = ["Data", "Loading", "SAMPLE", "is_dataset", "count", "input_shape", "t
            "mapped", "fingerprinted", "batches"]
 
 Data = Union[torch.Tensor, Dataset]
-SAMPLE = 2000            # the inputs of a dataset that stand for it besides mining
+SAMPLE = 2000            # the inputs of a dataset that stand for it besides mining ...
+SAMPLE_BYTES = 2**28     # ... or fewer, where 2,000 would take more float32 bytes than this
 
 
 @dataclass(frozen=True)
@@ -82,27 +85,34 @@ def take(data: Data, indices: torch.Tensor) -> torch.Tensor:
     if isinstance(data, torch.Tensor):
         return data[indices.to(data.device)]
     flat = indices.flatten().tolist()
-    if not flat:
-        return torch.empty(*indices.shape, *input_shape(data))
-    items = data.__getitems__(flat) if hasattr(data, "__getitems__") else \
-        [data[i] for i in flat]
-    rows = torch.stack([_input(item, i) for item, i in zip(items, flat)])
-    return rows.view(*indices.shape, *rows.shape[1:])
+    out = torch.empty(len(flat), *input_shape(data))
+    for start in range(0, len(flat), _TAKEN):        # items in flight: a few hundred at most
+        chunk = flat[start:start + _TAKEN]
+        items = data.__getitems__(chunk) if hasattr(data, "__getitems__") else \
+            [data[i] for i in chunk]
+        for j, (item, i) in enumerate(zip(items, chunk)):
+            out[start + j] = _input(item, i)
+    return out.view(*indices.shape, *out.shape[1:])
 
 
 def head(data: Data, n: int = SAMPLE) -> torch.Tensor:
-    """The first ``n`` inputs in index order (all of them if fewer): a tensor's own rows,
-    a dataset's read."""
+    """The first ``n`` inputs in index order (all of them if fewer): a tensor's own rows; a
+    dataset's read, at most :data:`SAMPLE_BYTES` of them."""
     if isinstance(data, torch.Tensor):
         return data[:n]
-    return take(data, torch.arange(min(n, len(data))))
+    fit = max(1, SAMPLE_BYTES // (4 * math.prod(input_shape(data))))
+    return take(data, torch.arange(min(n, fit, len(data))))
+
+
+_TAKEN = 256            # items of a dataset read at once by take()
 
 
 class _Mapped(Dataset):
     """A dataset whose inputs pass through ``fn`` (a batch function) as they are read."""
 
-    def __init__(self, data: Dataset, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.data, self.fn = data, fn
+    def __init__(self, data: Dataset, fn: Callable[[torch.Tensor], torch.Tensor],
+                 shape: tuple[int, ...]) -> None:
+        self.data, self.fn, self.input_shape = data, fn, shape
 
     def __len__(self) -> int:
         return len(self.data)
@@ -110,15 +120,15 @@ class _Mapped(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.fn(_input(self.data[index], index)[None])[0]
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return input_shape(self.data)
 
-
-def mapped(data: Data, fn: Callable[[torch.Tensor], torch.Tensor]) -> Data:
-    """``data`` as ``fn`` (a function of a batch of inputs, e.g. a normalization) turns it:
-    a tensor at once, a dataset item by item as it is read."""
-    return fn(data) if isinstance(data, torch.Tensor) else _Mapped(data, fn)
+def mapped(data: Data, fn: Callable[[torch.Tensor], torch.Tensor],
+           shape: tuple[int, ...] | None = None) -> Data:
+    """``data`` as ``fn`` (a function of a batch of inputs: a normalization, a reshape to
+    one input's ``shape``, default the same) turns it: a tensor at once, a dataset item by
+    item as it is read."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    return _Mapped(data, fn, input_shape(data) if shape is None else tuple(shape))
 
 
 def fingerprinted(data: Data) -> dict[str, torch.Tensor]:

@@ -12,8 +12,10 @@ from .maximization import Maximization, maximize
 from .parameterization import fit_color_decorrelation
 from .registry import CONTEXT, SANITY, Method, Page, method, register, registered
 from .sampling import UnitSamples, sample_unit
+from .statistics import UnitStatistics, unit_statistics
 
 __all__ = ["top_examples", "TopExamples", "maximize", "Maximization", "sample_unit",
            "UnitSamples", "ranked_filters", "RankedFilters", "linear_combination", "Combination",
            "deconvnet", "Projections", "filter_views", "FilterViews", "fit_color_decorrelation",
-           "Method", "Page", "register", "registered", "method", "CONTEXT", "SANITY", "BUILTINS"]
+           "Method", "Page", "register", "registered", "method", "CONTEXT", "SANITY", "BUILTINS",
+           "unit_statistics", "UnitStatistics"]

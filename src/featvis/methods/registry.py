@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
+from ..data.stream import Data
 from ..params import Param
 from ..seam import Key, Probe
 
@@ -57,8 +58,9 @@ class Page(Protocol):
     key: Key                         # the layer
     units: list[int]                 # the units shown, in order; row j of a result is units[j]
     params: dict[str, Any]           # the method's parameters as resolved for this run
-    images: torch.Tensor             # the inputs as shown
-    model_images: torch.Tensor       # the inputs as the model sees them
+    images: Data                     # the inputs as shown (a tensor, or a dataset: take())
+    model_images: Data               # the inputs as the model sees them
+    model_sample: torch.Tensor       # the head of model_images (a tensor's whole)
     labels: torch.Tensor | None      # their classes, if known
     seed: int
 

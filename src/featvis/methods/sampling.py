@@ -87,7 +87,7 @@ def _write(page: Page, sm: UnitSamples) -> None:
     # A contrast far below the data's spread (its standard deviation: a whitened data set's
     # range is its outliers'): the layers below hardly respond top-down (a sparse layer whose
     # biases keep it off); each tile is scaled on its own, so say so.
-    faint = sm.contrast.flatten(1).abs().amax(1) < FLAT * page.model_images.std().item()
+    faint = sm.contrast.flatten(1).abs().amax(1) < FLAT * page.model_sample.std().item()
     for j in range(len(page.units)):
         caption = "contrast: their mean minus the mean with the unit off"
         if faint[j]:

@@ -36,7 +36,9 @@ from .distributed import _split, examples_from_states, mine_top_examples
 from ..errors import CheckpointError, DataError, first_line, is_int
 from ..params import check_int
 from ..io.fileio import atomic_write_bytes
-from ..io.fingerprint import data_fingerprint, model_fingerprint
+from ..data import stream
+from ..data.stream import Data, Loading
+from ..io.fingerprint import fingerprint, model_fingerprint
 from ..methods.topk import MAX_POSITION_AXES, VALUE_DTYPES, TopExamples, TopK
 from ..seam import DirectedProbe, Key, Probe, UnsupportedError, probe
 from ..io.safetensors_file import featvis_metadata, read_safetensors
@@ -52,7 +54,12 @@ TENSORS = ("values", "indices", "positions")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _plan(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[Key], k: int,
+def _data_fingerprint(images: Data) -> str:
+    """The data_sha256 of a shard: a tensor's whole, a dataset's count and head."""
+    return fingerprint(stream.fingerprinted(images))
+
+
+def _plan(model: torch.nn.Module, images: Data, layers: Key | Sequence[Key], k: int,
           units: Units | Mapping[Key, Units], batch_size: int):
     """The layers and units a shard mines, checked as :func:`~featvis.top_examples` checks
     them (before any mining)."""
@@ -62,11 +69,12 @@ def _plan(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[K
         raise ValueError("layer: no layers given")
     check_int("k", k)
     check_int("batch_size", batch_size)
-    if not isinstance(images, torch.Tensor) or images.dim() < 2:
+    if not (isinstance(images, torch.Tensor) and images.dim() >= 2 or
+            stream.is_dataset(images)):
         check_inputs(images)                   # refused, naming what it is
-    if images.shape[0] < k:
-        raise ValueError(f"k={k} is larger than the number of inputs ({images.shape[0]})")
-    seam = probe(model, images.shape[1:])
+    if stream.count(images) < k:
+        raise ValueError(f"k={k} is larger than the number of inputs ({stream.count(images)})")
+    seam = probe(model, stream.input_shape(images))
     if isinstance(seam, DirectedProbe):
         raise UnsupportedError("shards: directions are mined in one process or on "
                                "torch.distributed ranks (visualize), not in shard files")
@@ -80,33 +88,36 @@ def _plan(model: torch.nn.Module, images: torch.Tensor, layers: Key | Sequence[K
     return seam, infos, wanted, resolved
 
 
-def shard_info(model: torch.nn.Module | Probe, images: torch.Tensor, layers: Key | Sequence[Key],
+def shard_info(model: torch.nn.Module | Probe, images: Data, layers: Key | Sequence[Key],
                k: int = 9, units: Units | Mapping[Key, Units] = None,
                batch_size: int = 1000, shard: tuple[int, int] = (0, 1)) -> dict:
     """The JSON-ready description of shard ``(i, N)`` of mining ``layers`` of ``model`` over
     ``images``: what every shard of one run must share (fingerprints, ``inputs``,
-    ``settings``) and its place (``shard: [i, N]``)."""
+    ``settings``) and its place (``shard: [i, N]``). A dataset's fingerprint is of its
+    count and its first :data:`~featvis.data.stream.SAMPLE` inputs."""
     index, count = _split(None, shard)
     seam, infos, wanted, resolved = _plan(model, images, layers, k, units, batch_size)
-    batches = -(-images.shape[0] // batch_size)
+    n = stream.count(images)
+    batches = -(-n // batch_size)
     if count > batches:
-        raise ValueError(f"shard {index}/{count}: {images.shape[0]} inputs make {batches} "
+        raise ValueError(f"shard {index}/{count}: {n} inputs make {batches} "
                          f"batch(es) of {batch_size}, so at most {batches} shard(s): give "
                          f"--shard i/N with N <= {batches}")
     return {"shard": [index, count], "model_sha256": model_fingerprint(seam.model),
-            "data_sha256": data_fingerprint(images), "inputs": int(images.shape[0]),
+            "data_sha256": _data_fingerprint(images), "inputs": n,
             "settings": {"k": k, "batch_size": batch_size, "layers": list(infos),
                          "units": [None if wanted.get(key) is None else resolved[key].tolist()
                                    for key in infos]}}
 
 
-def mine_shard(model: torch.nn.Module | Probe, images: torch.Tensor, layers: Key | Sequence[Key],
+def mine_shard(model: torch.nn.Module | Probe, images: Data, layers: Key | Sequence[Key],
                k: int = 9, units: Units | Mapping[Key, Units] = None,
                batch_size: int = 1000, shard: tuple[int, int] = (0, 1),
-               info: dict | None = None) -> dict[Key, TopK]:
-    """The top-k states, by layer, of shard ``(i, N)`` of ``images``; each state's ``info``
-    is the shard's :func:`shard_info` (computed unless given), which :func:`save_shard`
-    writes.
+               info: dict | None = None, *, loading: Loading | None = None,
+               progress: bool = False) -> dict[Key, TopK]:
+    """The top-k states, by layer, of shard ``(i, N)`` of ``images`` (a dataset's inputs of
+    the shard alone are read, as ``loading`` says); each state's ``info`` is the shard's
+    :func:`shard_info` (computed unless given), which :func:`save_shard` writes.
 
     Example:
         >>> states = mine_shard(dbn, images, [1, 2, 3], shard=(1, 4))   # doctest: +SKIP
@@ -114,7 +125,8 @@ def mine_shard(model: torch.nn.Module | Probe, images: torch.Tensor, layers: Key
     """
     if info is None:
         info = shard_info(model, images, layers, k, units, batch_size, shard)
-    states = mine_top_examples(model, images, layers, k, units, batch_size, shard=shard)
+    states = mine_top_examples(model, images, layers, k, units, batch_size, shard=shard,
+                               loading=loading, progress=progress)
     if list(states) != info["settings"]["layers"] or info["shard"] != list(_split(None, shard)):
         raise ValueError("info: describes another shard or other layers than these")
     for state in states.values():
@@ -329,14 +341,14 @@ def merge_shards(paths: Sequence[str | os.PathLike]) -> tuple[dict[Key, TopK], d
 
 
 def shard_examples(states: Mapping[Key, TopK], info: dict, model: torch.nn.Module,
-                   images: torch.Tensor) -> dict[Key, TopExamples]:
+                   images: Data) -> dict[Key, TopExamples]:
     """The :class:`~featvis.TopExamples` of merged shards, by layer, exactly as
     :func:`~featvis.top_examples` reports them; :class:`DataError` unless ``model`` and
     ``images`` are the ones the shards were mined from."""
     if model_fingerprint(model) != info["model_sha256"]:
         raise DataError(f"the shards were mined from another model (model_sha256 "
                         f"{info['model_sha256'][:16]}...)")
-    if data_fingerprint(images) != info["data_sha256"]:
+    if _data_fingerprint(images) != info["data_sha256"]:
         raise DataError(f"the shards were mined from other data (data_sha256 "
                         f"{info['data_sha256'][:16]}..., {info['inputs']} inputs)")
     units = dict(zip(info["settings"]["layers"], info["settings"]["units"]))
