@@ -453,3 +453,40 @@ def test_train_refuses_options_of_another_kind(tmp_path, capsys, args, message):
     code, _, err = run_cli(capsys, "train", "--out", tmp_path / "m", "--quiet", *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "m").exists()
+
+
+_ATTENTION = """
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.out(self.attn(x, x, x, need_weights=False)[0])
+
+
+def build():
+    torch.manual_seed(0)
+    return Block()
+"""
+
+
+def test_a_shape_assertion_in_the_model_names_the_shape_options(tmp_path, capsys,
+                                                                monkeypatch):
+    (tmp_path / "fv_attention.py").write_text(_ATTENTION)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    np.save(tmp_path / "tokens.npy", np.zeros((6, 10, 16), np.float32))   # read as (1, 10, 16)
+    code, _, err = run_cli(capsys, "visualize", "--model", "fv_attention:build", "--images",
+                           tmp_path / "tokens.npy", "--out", tmp_path / "run", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "raised AssertionError" in err and "change the input's shape with --input-shape" in err
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_cli(capsys, "visualize", "--model", "fv_attention:build", "--images",
+                           tmp_path / "tokens.npy", "--input-shape", "10,16", "--methods",
+                           "examples", "--k", "2", "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err

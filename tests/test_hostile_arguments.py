@@ -142,6 +142,10 @@ def test_the_pixel_and_memory_budgets_in_the_api_and_their_options(user, capsys,
     with pytest.raises(DataError, match=r"above the limit max_bytes=100000 \(.*\) of inputs "
                                         r"held in memory \(--max-bytes raises it\)"):
         load_images(user / "grey", max_bytes=100000)      # --images stream: no such budget
+    refused(capsys, user, ["visualize", "--model", "usermodels:mlp", "--out", "run",
+                           "--max-bytes", "100000"],                   # MNIST is held
+            r"train-images-idx3-ubyte\.gz: header declares .* above the limit "
+            r"max_bytes=100000", monkeypatch)
 
 
 def test_no_command_replaces_the_model_or_data_it_reads(user, baseline_rss, capsys,

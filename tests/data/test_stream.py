@@ -96,19 +96,23 @@ def test_every_input_is_in_exactly_one_share():
 
 
 class _Words(torch.utils.data.Dataset):
+    input_shape = (2,)
+
     def __len__(self):
-        return 3
+        return 6
 
     def __getitem__(self, index):
-        return torch.zeros(2) if index == 1 else "word", index
+        return torch.zeros(2) if index != 4 else "word", index
 
 
 def test_a_dataset_item_that_is_not_a_tensor_is_refused_by_index():
-    with pytest.raises(DataError, match="^item 0 of the dataset is a str, not a tensor"):
-        stream.input_shape(_Words())
-    with pytest.raises(DataError, match="^item 0 of the dataset is a str, not a tensor"):
-        stream.take(_Words(), torch.tensor([1, 2]))
-
+    with pytest.raises(DataError, match="^item 4 of the dataset is a str, not a tensor"):
+        stream.take(_Words(), torch.tensor([1, 4]))
+    for workers in (0, 2):                              # read by the loader's processes too
+        with pytest.raises(DataError, match="^item 4 of the dataset is a str, not a tensor"):
+            list(stream.batches(_Words(), 3, loading=Loading(workers=workers)))
+    assert torch.equal(stream.take(_Words(), torch.tensor([[0, 0], [5, 1]])),
+                       torch.zeros(2, 2, 2))
 
 
 def test_loading_options_are_checked():

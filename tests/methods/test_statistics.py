@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from featvis import top_examples
 from featvis.methods.statistics import RunningStatistics, band_hash, unit_statistics
 
 
@@ -24,9 +23,11 @@ def data():
     x = torch.rand(300, 1, 8, 8, generator=g)
     labels = torch.randint(0, 3, (300,), generator=g)
     with torch.no_grad():
-        conv = model()[0](x).flatten(2).amax(2)               # a channel: max over positions
+        maps = model()[0](x).flatten(2)                       # (N, 4, 36)
         dense = model()(x)
-    return x, labels, {"0": conv, "3": dense}
+    conv, flat = maps.max(2)                                  # a channel: max over positions
+    where = torch.stack([flat // 6, flat % 6], -1)            # its first maximum's row, column
+    return x, labels, {"0": conv, "3": dense}, {"0": where, "3": None}
 
 
 def _order(values, descending):
@@ -39,16 +40,19 @@ def _order(values, descending):
 
 @pytest.mark.parametrize("layer", ["0", "3"])
 def test_every_statistic_against_direct_computation(data, layer):
-    x, labels, scores = data
+    x, labels, scores, where = data
     s = scores[layer]
     st = unit_statistics(model(), x, layer, k=5, bins=7, bands=3, per_band=4,
                          threshold=0.1, labels=labels, seed=3, batch_size=64)
     assert st.count == 300 and st.units.tolist() == list(range(s.shape[1]))
-    top = top_examples(model(), x, layer, k=5)
-    assert torch.equal(st.top.indices, top.indices) and torch.equal(st.top.values, top.values)
+    assert (st.top.positions is None) == (where[layer] is None)
     hash_ = band_hash(torch.arange(300), 3).tolist()
     for u in range(s.shape[1]):
         v = s[:, u]
+        top = _order(v, descending=True)[:5]
+        assert torch.equal(st.top.indices[u], top) and torch.equal(st.top.values[u], v[top])
+        if where[layer] is not None:
+            assert torch.equal(st.top.positions[u], where[layer][top, u])
         bottom = _order(v, descending=False)[:5]
         assert torch.equal(st.bottom.indices[u], bottom)
         assert torch.equal(st.bottom.values[u], v[bottom])
@@ -99,7 +103,7 @@ def _state(x, labels, positions, edges, rows):
 
 
 def test_merges_of_random_splits_equal_one_pass(data):
-    _, labels, scores = data
+    _, labels, scores, _ = data
     values = scores["3"]
     edges = torch.stack([torch.linspace(-1, 1, 6)] * values.shape[1]).double()
     single = _state(values, labels, None, edges, torch.arange(300))
@@ -128,7 +132,7 @@ def test_the_band_hash_is_a_fixed_function_of_seed_and_index():
 
 
 def test_a_streamed_dataset_gives_the_statistics_of_the_tensor(data):
-    x, labels, _ = data
+    x, labels, _, _ = data
     dataset = torch.utils.data.TensorDataset(x, labels)
     a = unit_statistics(model(), dataset, "0", k=3, labels=labels, batch_size=50)
     b = unit_statistics(model(), x, "0", k=3, labels=labels, batch_size=50)
@@ -138,3 +142,14 @@ def test_a_streamed_dataset_gives_the_statistics_of_the_tensor(data):
     for side in ("top", "bottom"):
         for name in ("values", "indices", "positions", "mean"):
             assert torch.equal(getattr(getattr(a, side), name), getattr(getattr(b, side), name))
+
+
+def test_the_maximum_falls_in_the_last_band_when_the_edges_round():
+    # -10 + (1e-20 - -10) rounds to 0: the last band edge must be 1e-20 itself.
+    values = torch.tensor([[1e-20], [-10.0]])
+    state = RunningStatistics(torch.stack([values[1, 0], values[0, 0]])[None], k=1,
+                              bands=4, per_band=2)
+    state.update(values, torch.arange(2))
+    st = state.result(torch.zeros(2, 1))
+    assert st.bands[0, 3].tolist() == [0, -1] and st.bands[0, 0].tolist() == [1, -1]
+    assert st.histogram.tolist() == [[2]]

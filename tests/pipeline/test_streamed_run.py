@@ -115,3 +115,19 @@ def test_the_peak_memory_of_a_streamed_run_does_not_grow_with_the_images(tmp_pat
     n = 2000                 # the head the run looks at is of 2,000; 4N as float32: 393 MB
     small, large = _peak_kib(tmp_path, n), _peak_kib(tmp_path, 4 * n)
     assert abs(large - small) < 50 * 1024, (small, large)
+
+
+def test_rho_and_the_data_bounds_of_a_dataset_come_from_its_head(digits, tmp_path,
+                                                                 monkeypatch):
+    from featvis.data import stream
+
+    monkeypatch.setattr(stream, "SAMPLE", 25)                 # the head: 25 of the 60 images
+    data = ImageFolder(digits)
+    settings = VisualizeSettings(units=2, steps=3, restarts=1, k=3, bounds="data",
+                                 methods=("examples", "maximize"))
+    summary = visualize(reference_cnn(), data, tmp_path / "run", settings, progress=False)
+    first = torch.stack([data[i][0] for i in range(25)])
+    assert summary["settings"]["rho"] == round(first.flatten(1).norm(dim=1).mean().item(), 6)
+    everything = torch.stack([data[i][0] for i in range(60)])
+    assert summary["settings"]["rho"] != round(everything.flatten(1).norm(dim=1).mean().item(), 6)
+    assert tuple(summary["settings"]["bounds"]) == (0.0, first.max().item())

@@ -65,10 +65,26 @@ def test_a_dict_input_model_is_read_through_its_forward(factory):
     expected = logits.topk(4, dim=0)
     assert torch.equal(ex.indices, expected.indices.T)
     torch.testing.assert_close(ex.values, expected.values.T)
+    # The same model wrapped to take a tensor: the same pictures, bit for bit.
+    plain = _Plain(model).eval()
     result = maximize(seam, "head", units=[1], rho=2.0, steps=20, restarts=2)
-    assert result.images.shape == (1, 1, 8, 8) and torch.isfinite(result.images).all()
+    assert torch.equal(result.images,
+                       maximize(plain, "m.head", units=[1], rho=2.0, steps=20,
+                                restarts=2, input_shape=(1, 8, 8)).images)
     projected = deconvnet(seam, x, "act", k=2)                     # through its GELU
-    assert projected.projections.shape == (3, 2, 1, 8, 8) and projected.passed == ("gelu",)
+    expected = deconvnet(plain, x, "m.act", k=2)
+    assert projected.passed == expected.passed == ("gelu",)
+    assert torch.equal(projected.projections, expected.projections)
+    assert torch.equal(projected.indices, expected.indices)
+
+
+class _Plain(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m({"pixels": x})
 
 
 def test_a_forward_that_fails_names_the_option_and_the_kinds_refuse_it(factory):

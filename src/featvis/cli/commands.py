@@ -153,7 +153,7 @@ def _inputs(args: argparse.Namespace, seam) -> tuple[object, object, object]:
         _check_shape(images.input_shape, shape, "the images")
         _check_forward(seam, shape or images.input_shape, args)       # before decoding
     else:
-        images, labels = load_mnist(args.split, args.data)
+        images, labels = load_mnist(args.split, args.data, max_bytes=args.max_bytes)
         shape = shape or picture_shape(images.shape[1:])     # MNIST as (1, 28, 28)
         _check_shape(tuple(images.shape[1:]), shape, "the MNIST images")
         _check_forward(seam, shape, args)
@@ -192,7 +192,8 @@ def _check_forward(seam, shape: tuple[int, ...], args: argparse.Namespace) -> No
 def _shape_hint(exc: UserCodeError, flags: str) -> UserCodeError:
     """``exc`` with the flags that change the input's shape, where the model's error may be
     about the shape (not an exit)."""
-    if not isinstance(exc.__cause__, (RuntimeError, ValueError, TypeError, IndexError)):
+    if not isinstance(exc.__cause__, (RuntimeError, ValueError, TypeError, IndexError,
+                                      AssertionError)):       # torch's own shape asserts
         return exc
     return UserCodeError(f"{first_line(exc)}; change the input's shape with {flags}")
 

@@ -361,10 +361,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", type=argtypes.shape, default=None, metavar="H,W",
                    help="resize every image of --images to H,W (at most --max-pixels)")
     p.add_argument("--max-bytes", type=argtypes.count("--max-bytes"), default=MAX_BYTES,
-                   metavar="BYTES", help="refuse inputs held in memory (MNIST, natural "
-                                         "patches) that take more than this once decoded "
-                                         f"(float32; default {MAX_BYTES}, 4 GiB); --images "
-                                         "stream, a few batches at a time")
+                   metavar="BYTES", help="refuse MNIST files (held in memory) larger than "
+                                         f"this as read (default {MAX_BYTES}, 4 GiB); "
+                                         "--images stream, a few batches at a time")
     p.add_argument("--workers", type=argtypes.count("--workers"), default=2,
                    metavar="N", help="processes decoding --images while mining (default 2; "
                                      "0: in this process)")

@@ -7,7 +7,7 @@ A dataset's item is an input or a tuple whose first element is the input (``(ima
 label)``, as :class:`~featvis.data.ImageFolder` gives). What needs a look at the data
 besides mining (the norm rho, ``bounds="data"``, the sanity re-runs) looks at its
 :func:`head`: the first :data:`SAMPLE` (2,000) inputs in index order, or as many as fit in
-:data:`SAMPLE_BYTES` (256 MB) as float32 where fewer do (435 of 224 x 224 RGB).
+:data:`SAMPLE_BYTES` (256 MB) as float32 where fewer do (445 of 224 x 224 RGB).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Callable, Iterator, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import DataError, is_int
+from ..errors import DataError, FeatvisError, is_int
+from ..io import fingerprint as io_fingerprint
 
 __all__ = ["Data", "Loading", "SAMPLE", "is_dataset", "count", "input_shape", "take", "head",
-           "mapped", "fingerprinted", "batches"]
+           "mapped", "data_fingerprint", "batches"]
 
 Data = Union[torch.Tensor, Dataset]
 SAMPLE = 2000            # the inputs of a dataset that stand for it besides mining ...
@@ -79,25 +80,31 @@ def input_shape(data: Data) -> tuple[int, ...]:
     return tuple(_input(data[0], 0).shape)
 
 
+def _read(data: Dataset, indices: list[int]) -> torch.Tensor:
+    """The inputs of a dataset's items ``indices`` stacked (a batched ``__getitems__``
+    where the dataset has one), an item that is no input refused by its index."""
+    items = data.__getitems__(indices) if hasattr(data, "__getitems__") else \
+        [data[i] for i in indices]
+    return torch.stack([_input(item, i) for item, i in zip(items, indices)])
+
+
 def take(data: Data, indices: torch.Tensor) -> torch.Tensor:
     """The inputs ``indices`` (any shape) as one tensor ``(*indices.shape, *input_shape)``:
-    a tensor's rows, or a dataset's items read one by one (only those)."""
+    a tensor's rows, or a dataset's items, each distinct one read once (only those)."""
     if isinstance(data, torch.Tensor):
         return data[indices.to(data.device)]
-    flat = indices.flatten().tolist()
-    out = torch.empty(len(flat), *input_shape(data))
-    for start in range(0, len(flat), _TAKEN):        # items in flight: a few hundred at most
-        chunk = flat[start:start + _TAKEN]
-        items = data.__getitems__(chunk) if hasattr(data, "__getitems__") else \
-            [data[i] for i in chunk]
-        for j, (item, i) in enumerate(zip(items, chunk)):
-            out[start + j] = _input(item, i)
-    return out.view(*indices.shape, *out.shape[1:])
+    distinct, where = indices.flatten().unique(return_inverse=True)
+    wanted = distinct.tolist()
+    out = torch.empty(len(wanted), *input_shape(data))
+    for start in range(0, len(wanted), _TAKEN):      # items in flight: a few hundred at most
+        out[start:start + _TAKEN] = _read(data, wanted[start:start + _TAKEN])
+    return out[where].view(*indices.shape, *out.shape[1:])
 
 
-def head(data: Data, n: int = SAMPLE) -> torch.Tensor:
-    """The first ``n`` inputs in index order (all of them if fewer): a tensor's own rows; a
-    dataset's read, at most :data:`SAMPLE_BYTES` of them."""
+def head(data: Data, n: int | None = None) -> torch.Tensor:
+    """The first ``n`` (default :data:`SAMPLE`) inputs in index order (all of them if
+    fewer): a tensor's own rows; a dataset's read, at most :data:`SAMPLE_BYTES` of them."""
+    n = SAMPLE if n is None else n
     if isinstance(data, torch.Tensor):
         return data[:n]
     fit = max(1, SAMPLE_BYTES // (4 * math.prod(input_shape(data))))
@@ -118,7 +125,10 @@ class _Mapped(Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.fn(_input(self.data[index], index)[None])[0]
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        return list(self.fn(_read(self.data, indices)))       # one batch through fn
 
 
 def mapped(data: Data, fn: Callable[[torch.Tensor], torch.Tensor],
@@ -131,12 +141,14 @@ def mapped(data: Data, fn: Callable[[torch.Tensor], torch.Tensor],
     return _Mapped(data, fn, input_shape(data) if shape is None else tuple(shape))
 
 
-def fingerprinted(data: Data) -> dict[str, torch.Tensor]:
-    """What stands for the data when ranks check that they hold the same: a tensor whole,
-    a dataset by its count and :func:`head`."""
+def data_fingerprint(data: Data, sample: torch.Tensor | None = None) -> str:
+    """The fingerprint that ranks and shards compare to know they hold the same data: a
+    tensor's whole (:func:`featvis.io.fingerprint.data_fingerprint`), a dataset's count and
+    :func:`head` (``sample``, where it is read already)."""
     if isinstance(data, torch.Tensor):
-        return {"images": data}
-    return {"count": torch.tensor(len(data)), "head": head(data)}
+        return io_fingerprint.data_fingerprint(data)
+    return io_fingerprint.fingerprint({"count": torch.tensor(len(data)),
+                                       "head": head(data) if sample is None else sample})
 
 
 class _Pieces(torch.utils.data.Sampler):
@@ -157,8 +169,22 @@ class _Pieces(torch.utils.data.Sampler):
         return sum(1 for _ in self)
 
 
-def _collate(items: list) -> torch.Tensor:
-    return torch.stack([_input(item, 0) for item in items])
+class _Batched(Dataset):
+    """What the loader reads: a dataset whose ``__getitems__`` gives a batch's inputs as one
+    tensor (see :func:`_read`), ``[batch]``."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        return [_read(self.data, indices)]
+
+
+def _collate(batch: list[torch.Tensor]) -> torch.Tensor:
+    return batch[0]
 
 
 def batches(data: Data, batch_size: int, *, share: tuple[int, int] = (0, 1),
@@ -178,13 +204,30 @@ def batches(data: Data, batch_size: int, *, share: tuple[int, int] = (0, 1),
         torch.device(device).type == "cuda"
     total = len(data)
     size = min(loading.batch_size or batch_size, batch_size)
-    loader = DataLoader(data, batch_sampler=_Pieces(total, batch_size, share, size),
+    loader = DataLoader(_Batched(data), batch_sampler=_Pieces(total, batch_size, share, size),
                         num_workers=loading.workers, collate_fn=_collate, pin_memory=pin,
                         persistent_workers=False)
     pending, start = [], index * batch_size
-    for piece in loader:
+    pieces = iter(loader)
+    while True:
+        try:
+            piece = next(pieces, None)
+        except FeatvisError as exc:     # from a worker, its message wrapped in a traceback
+            raise type(exc)(_worker_message(exc)) from None
+        if piece is None:
+            return
         pending.append(piece)
         held = sum(len(p) for p in pending)
         if held == min(batch_size, total - start):
             yield start, pending[0] if len(pending) == 1 else torch.cat(pending)
             pending, start = [], start + n * batch_size
+
+
+def _worker_message(exc: Exception) -> str:
+    """The error's own line, from the text a ``DataLoader`` worker's error is re-raised
+    with (torch's "Caught ... in DataLoader worker process" and the worker's traceback)."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last

@@ -74,7 +74,7 @@ class _Mining:
             fresh = torch.where((source < m).unsqueeze(2), old, fresh)
         self.rows = fresh
 
-    def result(self, images: torch.Tensor | None, activation) -> TopExamples:
+    def result(self, images: Data | None, activation) -> TopExamples:
         if self.rows is None:
             return self.best.result(images, units=self.units, activation=activation)
         mean = self.rows.mean(1).view(-1, *self.input_shape)
@@ -223,6 +223,7 @@ def _write(page: Page, ex: TopExamples) -> None:
     mean = page.show(ex.mean)
     purity = None if page.labels is None else class_purity(ex.indices, page.labels)
     boxes = None if ex.positions is None else page.probe.regions(page.key, ex.positions)
+    strips = take(page.images, ex.indices)          # a dataset's examples read once
     page.section(page.tile(mean, scale="minmax"),
                  "the mean of each unit's top examples, one tile per unit")
     for j in range(len(page.units)):
@@ -239,8 +240,8 @@ def _write(page: Page, ex: TopExamples) -> None:
                      ("its share", info["examples"]["purity"]["share"])]
         values = ", ".join(f"{v:.3f}" for v in ex.values[j].tolist())
         page.panel(j, [
-            ("examples_strip", page.tile(take(page.images, ex.indices[j]), scale="minmax",
-                                         cols=k, boxes=None if boxes is None else boxes[j]),
+            ("examples_strip", page.tile(strips[j], scale="minmax", cols=k,
+                                         boxes=None if boxes is None else boxes[j]),
              f"activations: {values}" + ("" if boxes is None else
                                          "; boxed: the patch of the winning token"), "strip"),
             ("examples_mean", page.tile(mean[j:j + 1], scale="minmax"), "their mean",

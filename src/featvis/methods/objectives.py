@@ -135,6 +135,8 @@ class Sum(Objective):
 
     def model_part(self) -> Objective | None:
         kept = tuple((c, t) for c, t in self.terms if t.reads_model)
+        if len(kept) == len(self.terms):
+            return self                   # the same object: maximize reuses its gradient
         return None if not kept else kept[0][1] if kept == ((1.0, kept[0][1]),) else Sum(kept)
 
     def __repr__(self) -> str:

@@ -118,9 +118,7 @@ class RunningStatistics:
         self.count = 0
         self.mean = torch.zeros(units, dtype=torch.float64, device=device)
         self.m2 = torch.zeros(units, dtype=torch.float64, device=device)
-        lo, hi = self.edges[:, :1], self.edges[:, -1:]
-        steps = torch.arange(bands + 1, dtype=torch.float64, device=device) / bands
-        self.band_edges = lo + (hi - lo) * steps
+        self.band_edges = _edges(self.edges[:, 0], self.edges[:, -1], bands)
         self.band_keys = torch.full((units, bands, per_band), _MASK63, dtype=torch.int64,
                                     device=device)
         self.band_indices = torch.full_like(self.band_keys, _EMPTY)
@@ -289,10 +287,13 @@ def unit_statistics(model: nn.Module | Probe, data: Data, layer: Key, *, k: int 
         classes = int(labels.max()) + 1
     chosen = {layer: None if units is None else ids}
 
-    def scores(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def scores(batch: torch.Tensor, locate: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's scores and, with ``locate``, their positions ``(B, U, P)``."""
+        nowhere = {layer: lambda v: v.new_empty(v.shape[1], 0, dtype=torch.long)}
         found = seam.scores(check_inputs(batch, seam.input_shape).to(seam.device, seam.dtype),
-                            chosen)[layer]
-        if found.positions is None:
+                            chosen, shortlists=None if locate else nowhere)[layer]
+        if found.positions is None or not locate:
             return found.values, None
         return found.values, torch.stack(torch.unravel_index(found.positions,
                                                              info.unit_shape), -1)
@@ -301,7 +302,7 @@ def unit_statistics(model: nn.Module | Probe, data: Data, layer: Key, *, k: int 
         head = stream.head(data)
         lows, highs = [], []
         for start in range(0, len(head), batch_size):      # the histogram's range
-            values = scores(head[start:start + batch_size])[0].to(torch.float64)
+            values = scores(head[start:start + batch_size], locate=False)[0].double()
             lows.append(values.amin(0))
             highs.append(values.amax(0))
         state = RunningStatistics(_edges(torch.stack(lows).amin(0), torch.stack(highs).amax(0),

@@ -38,7 +38,7 @@ from ..params import check_int
 from ..io.fileio import atomic_write_bytes
 from ..data import stream
 from ..data.stream import Data, Loading
-from ..io.fingerprint import fingerprint, model_fingerprint
+from ..io.fingerprint import model_fingerprint
 from ..methods.topk import MAX_POSITION_AXES, VALUE_DTYPES, TopExamples, TopK
 from ..seam import DirectedProbe, Key, Probe, UnsupportedError, probe
 from ..io.safetensors_file import featvis_metadata, read_safetensors
@@ -52,11 +52,6 @@ MAX_SHARD_HEADER = 16 * 2**20       # unit lists of a few large layers, with roo
 MAX_COUNT = 2**40                   # what a file may claim for units, k, inputs or shards
 TENSORS = ("values", "indices", "positions")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _data_fingerprint(images: Data) -> str:
-    """The data_sha256 of a shard: a tensor's whole, a dataset's count and head."""
-    return fingerprint(stream.fingerprinted(images))
 
 
 def _plan(model: torch.nn.Module, images: Data, layers: Key | Sequence[Key], k: int,
@@ -104,7 +99,7 @@ def shard_info(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
                          f"batch(es) of {batch_size}, so at most {batches} shard(s): give "
                          f"--shard i/N with N <= {batches}")
     return {"shard": [index, count], "model_sha256": model_fingerprint(seam.model),
-            "data_sha256": _data_fingerprint(images), "inputs": n,
+            "data_sha256": stream.data_fingerprint(images), "inputs": n,
             "settings": {"k": k, "batch_size": batch_size, "layers": list(infos),
                          "units": [None if wanted.get(key) is None else resolved[key].tolist()
                                    for key in infos]}}
@@ -348,7 +343,7 @@ def shard_examples(states: Mapping[Key, TopK], info: dict, model: torch.nn.Modul
     if model_fingerprint(model) != info["model_sha256"]:
         raise DataError(f"the shards were mined from another model (model_sha256 "
                         f"{info['model_sha256'][:16]}...)")
-    if _data_fingerprint(images) != info["data_sha256"]:
+    if stream.data_fingerprint(images) != info["data_sha256"]:
         raise DataError(f"the shards were mined from other data (data_sha256 "
                         f"{info['data_sha256'][:16]}..., {info['inputs']} inputs)")
     units = dict(zip(info["settings"]["layers"], info["settings"]["units"]))

@@ -547,7 +547,7 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
         s = replace(s, bounds=(min(0.0, sample.min().item()), max(0.0, sample.max().item())))
     if ctx.distributed:
         distributed.agree(ctx, model=fingerprint,
-                          data=fingerprint_of(stream.fingerprinted(data.model_images)),
+                          data=stream.data_fingerprint(data.model_images, data.model_sample),
                           settings=asdict(s), threads=torch.get_num_threads(),
                           directions=None if directions is None else fingerprint_of(
                               {str(key): v for key, v in seam.directions.items()}))
