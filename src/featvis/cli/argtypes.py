@@ -18,6 +18,7 @@ LIMITS = {
     "--epochs": (1, 10_000), "--batch-size": (1, 100_000), "--patch-size": (2, 512),
     "--patches": (1, 10_000_000), "--ais-runs": (2, 10_000), "--max-pixels": (1, 2**31),
     "--max-bytes": (1, 2**40), "--workers": (0, 64), "--loader-batch-size": (1, 100_000),
+    "--state-every": (0, 1_000_000),
 }
 
 

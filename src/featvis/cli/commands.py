@@ -309,12 +309,13 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     ctx = distributed.from_environment(device, args.timeout) if args.distributed \
         else distributed.Context(device=device)
     with ctx:
+        checkpoint = _checkpoint(args, (ctx.rank, ctx.world_size))
         model, model_path, images, labels, normalization, seam = _model_and_inputs(
             args, ctx.device, check_out=ctx.is_main, directions=directions)
         visualize(seam, images, args.out, _settings(args, seam), labels=labels,
                   normalization=normalization, model_path=model_path, force=args.force,
                   progress=not args.quiet, ctx=ctx, directions=directions,
-                  loading=_loading(args))
+                  loading=_loading(args), checkpoint=checkpoint)
     if ctx.is_main:
         print(args.out)
     return 0
@@ -327,6 +328,14 @@ def _loading(args: argparse.Namespace):
     return Loading(workers=args.workers, batch_size=args.loader_batch_size)
 
 
+def _checkpoint(args: argparse.Namespace, share: tuple[int, int]):
+    """The mining state beside --out (--state-every, --resume; --force starts afresh)."""
+    from ..pipeline.checkpoint import MiningCheckpoint
+
+    return MiningCheckpoint(args.out, share, every=args.state_every, resume=args.resume,
+                            force=args.force)
+
+
 def cmd_mine(args: argparse.Namespace) -> int:
     from ..data import stream
     from ..io.fileio import holding
@@ -334,6 +343,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from ..pipeline.visualization import shown_units
 
     _check_new_file(args.out, "--out", args.force, reading=_reading(args))
+    checkpoint = _checkpoint(args, args.shard)
     model, _, images, _, normalization, seam = _model_and_inputs(
         args, resolve_device(args.device), check_out=False)
     settings = _settings(args, seam, methods=("examples",))
@@ -342,8 +352,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
     with holding(args.out):      # a second run to the same --out refuses while this one runs
         states = mine_shard(seam, inputs, keys, settings.k,
                             {key: shown_units(seam.layer(key), settings) for key in keys},
-                            shard=args.shard, loading=_loading(args), progress=not args.quiet)
+                            shard=args.shard, loading=_loading(args), progress=not args.quiet,
+                            checkpoint=checkpoint)
         save_shard(args.out, states)
+        checkpoint.remove()
     print(args.out)
     return 0
 

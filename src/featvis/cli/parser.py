@@ -14,6 +14,7 @@ from ..data.idx import MAX_IDX_BYTES as MAX_BYTES
 from ..data.images import MAX_PIXELS
 from ..methods import registered
 from ..params import Interval, Param
+from ..pipeline.checkpoint import STATE_EVERY
 from ..pipeline.visualization import VisualizeSettings
 from . import argtypes
 from .argtypes import EXIT_USAGE
@@ -96,6 +97,18 @@ def _add_common_options(p: argparse.ArgumentParser) -> None:
 
 def _add_force_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--force", action="store_true", help=what)
+
+
+def _add_resume_options(p: argparse.ArgumentParser) -> None:
+    """The options of a resumable mining pass (featvis.pipeline.checkpoint)."""
+    p.add_argument("--state-every", type=argtypes.count("--state-every"),
+                   default=STATE_EVERY, metavar="N",
+                   help="save the mining state beside --out (.OUT.featvis-mining.safetensors) "
+                        f"every N batches of 1000 inputs (default {STATE_EVERY}; 0: never); "
+                        "kept after a kill, removed when the run completes")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its mining state (same model, data and "
+                        "settings), to the bytes an uninterrupted run writes")
 
 
 def _add_unit_options(p: argparse.ArgumentParser) -> None:
@@ -215,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=argtypes.seconds, default=600.0, metavar="SECONDS",
                    help="--distributed: end every rank, naming the culprit, when another "
                         "stops answering for this long (default 600)")
-    _add_force_option(p, _FORCE_RUN)
+    _add_resume_options(p)
+    _add_force_option(p, _FORCE_RUN + "; and start afresh over an interrupted run's mining "
+                         "state")
     p.set_defaults(func=cmd_visualize)
 
     p = sub.add_parser("mine", help="mine one shard of the dataset examples (offline shards)",
@@ -229,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=argtypes.shard, required=True, metavar="i/N",
                    help="this shard: i of N (0 <= i < N)")
     p.add_argument("--out", type=Path, required=True, help="shard file (.safetensors)")
-    _add_force_option(p, "overwrite an existing file at --out")
+    _add_resume_options(p)
+    _add_force_option(p, "overwrite an existing file at --out, and start afresh over an "
+                         "interrupted run's mining state")
     p.set_defaults(func=cmd_mine)
 
     p = sub.add_parser("merge", help="merge the shards of 'featvis mine' and visualize",

@@ -23,7 +23,7 @@ from ..errors import DataError, FeatvisError, is_int
 from ..io import fingerprint as io_fingerprint
 
 __all__ = ["Data", "Loading", "SAMPLE", "is_dataset", "count", "input_shape", "take", "head",
-           "mapped", "data_fingerprint", "batches"]
+           "mapped", "data_fingerprint", "share_begins", "batches"]
 
 Data = Union[torch.Tensor, Dataset]
 SAMPLE = 2000            # the inputs of a dataset that stand for it besides mining ...
@@ -153,14 +153,17 @@ def data_fingerprint(data: Data, sample: torch.Tensor | None = None) -> str:
 
 class _Pieces(torch.utils.data.Sampler):
     """The loader batches of the mining batches ``b`` with ``b % n == i`` (share ``(i,
-    n)``): each mining batch cut into loader batches of at most ``size``, in index order."""
+    n)``) from input ``begin`` on: each mining batch cut into loader batches of at most
+    ``size``, in index order."""
 
-    def __init__(self, total: int, batch_size: int, share: tuple[int, int], size: int) -> None:
+    def __init__(self, total: int, batch_size: int, share: tuple[int, int], size: int,
+                 begin: int) -> None:
         self.total, self.batch_size, self.share, self.size = total, batch_size, share, size
+        self.begin = begin
 
     def __iter__(self) -> Iterator[list[int]]:
-        index, n = self.share
-        for start in range(index * self.batch_size, self.total, n * self.batch_size):
+        n = self.share[1]
+        for start in range(self.begin, self.total, n * self.batch_size):
             stop = min(start + self.batch_size, self.total)
             for piece in range(start, stop, self.size):
                 yield list(range(piece, min(piece + self.size, stop)))
@@ -187,16 +190,26 @@ def _collate(batch: list[torch.Tensor]) -> torch.Tensor:
     return batch[0]
 
 
-def batches(data: Data, batch_size: int, *, share: tuple[int, int] = (0, 1),
-            loading: Loading | None = None, device: torch.device | str = "cpu"
-            ) -> Iterator[tuple[int, torch.Tensor]]:
-    """The mining batches ``(start, inputs)`` of the share ``(i, n)``: batch ``b`` holds
-    inputs ``b * batch_size ..`` and belongs to the share when ``b % n == i``. A tensor's
-    are views; a dataset's are read through a ``DataLoader`` (``loading``) that decodes
-    only the share's inputs, its loader batches joined into the mining batches."""
+def share_begins(batch_size: int, share: tuple[int, int], begin: int = 0) -> bool:
+    """Whether input ``begin`` starts one of the share ``(i, n)``'s mining batches."""
     index, n = share
+    return begin % batch_size == 0 and (begin // batch_size) % n == index
+
+
+def batches(data: Data, batch_size: int, *, share: tuple[int, int] = (0, 1),
+            loading: Loading | None = None, device: torch.device | str = "cpu",
+            begin: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """The mining batches ``(start, inputs)`` of the share ``(i, n)``: batch ``b`` holds
+    inputs ``b * batch_size ..`` and belongs to the share when ``b % n == i``; from the
+    share's batch that starts at input ``begin`` on (default: its first; a resumed pass).
+    A tensor's are views; a dataset's are read through a ``DataLoader`` (``loading``)
+    that decodes only those inputs, its loader batches joined into the mining batches."""
+    index, n = share
+    begin = index * batch_size if begin is None else begin
+    if not share_begins(batch_size, share, begin):
+        raise ValueError(f"begin={begin} does not start a batch of share {index}/{n}")
     if isinstance(data, torch.Tensor):
-        for start in range(index * batch_size, data.shape[0], n * batch_size):
+        for start in range(begin, data.shape[0], n * batch_size):
             yield start, data[start:start + batch_size]
         return
     loading = loading or Loading()
@@ -204,10 +217,11 @@ def batches(data: Data, batch_size: int, *, share: tuple[int, int] = (0, 1),
         torch.device(device).type == "cuda"
     total = len(data)
     size = min(loading.batch_size or batch_size, batch_size)
-    loader = DataLoader(_Batched(data), batch_sampler=_Pieces(total, batch_size, share, size),
+    loader = DataLoader(_Batched(data),
+                        batch_sampler=_Pieces(total, batch_size, share, size, begin),
                         num_workers=loading.workers, collate_fn=_collate, pin_memory=pin,
                         persistent_workers=False)
-    pending, start = [], index * batch_size
+    pending, start = [], begin
     pieces = iter(loader)
     while True:
         try:

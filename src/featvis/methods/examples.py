@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -81,6 +81,19 @@ class _Mining:
         return self.best._examples(mean, self.units, activation)
 
 
+class Checkpoint(Protocol):
+    """Where a long mining pass keeps its state, to continue after a kill
+    (:class:`featvis.pipeline.checkpoint.MiningCheckpoint`)."""
+
+    def restore(self, seam: Probe, images: Data, settings: dict,
+                states: dict[Key, TopK]) -> int | None:
+        """The input to continue at, the ``states`` filled from a saved state of the same
+        model, data and ``settings``; ``None`` to begin afresh."""
+
+    def save(self, states: dict[Key, TopK], next_input: int, last: bool) -> None:
+        """Called after each batch (``last``: the pass is done); saves when it is time."""
+
+
 def _first_batch(batches: Iterable[torch.Tensor]
                  ) -> tuple[torch.Tensor | None, Iterable[torch.Tensor]]:
     """The first batch (to learn one input's shape) and an iterable of all the batches."""
@@ -140,11 +153,14 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
          layers: Sequence[Key], k: int = 9, units: Units | Mapping[Key, Units] = None,
          batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1),
          directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None,
-         loading: Loading | None = None) -> tuple[Probe, dict[Key, _Mining]]:
+         loading: Loading | None = None, checkpoint: Checkpoint | None = None
+         ) -> tuple[Probe, dict[Key, _Mining]]:
     """The probe and each layer's running top-k after one pass over ``images`` (see
     :func:`top_examples`), or over the share ``(i, n)`` of its batches: batch ``b`` is
     mined when ``b % n == i``, with its global example indices, so that the states of the
-    ``n`` shares merge into the single pass's (:mod:`featvis.pipeline.distributed`)."""
+    ``n`` shares merge into the single pass's (:mod:`featvis.pipeline.distributed`). With a
+    ``checkpoint`` the pass continues where a saved state of the same model, data and
+    settings left off, and saves its state as it goes (data read by index only)."""
     keys = list(layers)
     if not keys:
         raise ValueError("layer: no layers given")
@@ -177,11 +193,26 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
     best = {key: _Mining(resolve_units(wanted.get(key), info.units, device), k,
                          info.unit_shape, seam.input_shape, not indexed, dtype)
             for key, info in infos.items()}
+    begin = None
+    if checkpoint is not None:
+        if not indexed:
+            raise ValueError("checkpoint: only data read by index (a tensor or a dataset) "
+                             "can be resumed, not batches read once")
+        settings = {"k": k, "batch_size": batch_size, "share": list(share), "layers": keys,
+                    "units": [None if wanted.get(key) is None else m.units.tolist()
+                              for key, m in best.items()]}
+        restored = {key: m.best for key, m in best.items()}
+        begin = checkpoint.restore(seam, images, settings, restored)
+        for key, m in best.items():
+            m.best = restored[key]
     numbered = stream.batches(images, batch_size, share=share, loading=loading,
-                              device=device) if indexed else _numbered(batches, share)
-    seen = 0
+                              device=device, begin=begin) if indexed else \
+        _numbered(batches, share)
+    seen = 0 if begin is None else begin
+    following = share[0] * batch_size if begin is None else begin   # the next batch's start
     with torch.no_grad(), tqdm(desc="examples", unit="input", unit_scale=True,
                                total=count(images) if indexed and whole else None,
+                               initial=seen if whole else 0,
                                disable=not progress, leave=False) as bar:
         for start, batch in numbered:
             batch = check_inputs(batch, seam.input_shape).to(device, dtype, non_blocking=True)
@@ -190,8 +221,13 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
                                  shortlists={key: m.shortlist for key, m in best.items()})
             for key, running in best.items():
                 running.update(scores[key], batch, start)
-            seen = start + batch.shape[0]
+            seen, following = start + batch.shape[0], start + share[1] * batch_size
             bar.update(batch.shape[0])
+            if checkpoint is not None:
+                checkpoint.save({key: m.best for key, m in best.items()}, following,
+                                last=False)
+        if checkpoint is not None:
+            checkpoint.save({key: m.best for key, m in best.items()}, following, last=True)
     if whole and seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
     return seam, best

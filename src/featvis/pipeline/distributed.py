@@ -51,7 +51,7 @@ import torch.distributed as dist
 from ..data.stream import Data, Loading, input_shape
 from ..errors import FeatvisError, first_line
 from ..params import check_float, check_int
-from ..methods.examples import mine
+from ..methods.examples import Checkpoint, mine
 from ..methods.topk import TopExamples, TopK
 from ..seam import Key, probe
 from ..units import Units, resolve_units
@@ -502,8 +502,8 @@ def mine_top_examples(model: torch.nn.Module, images: Data,
                       layers: Key | Sequence[Key], k: int = 9,
                       units: Units | Mapping[Key, Units] = None, batch_size: int = 1000, *,
                       ctx: Context | None = None, shard: tuple[int, int] | None = None,
-                      loading: Loading | None = None, progress: bool = False
-                      ) -> dict[Key, TopK]:
+                      loading: Loading | None = None, progress: bool = False,
+                      checkpoint: Checkpoint | None = None) -> dict[Key, TopK]:
     """The running top-k of each layer's units, by layer, over this rank's (or shard's) part
     of ``images``: the data is read in fixed global batches of ``batch_size`` and batch
     ``b`` is mined by rank ``b % N``, with global example indices. With a distributed
@@ -512,11 +512,13 @@ def mine_top_examples(model: torch.nn.Module, images: Data,
     in rank order, so every rank returns what :func:`~featvis.top_examples` mines in one
     pass, bit for bit; with ``shard=(i, N)`` the states of shard ``i`` alone are returned
     (see :mod:`featvis.pipeline.shards`). Memory is O(units x k + batch) per rank; a
-    dataset's inputs are read by the rank that mines them only (``loading``)."""
+    dataset's inputs are read by the rank that mines them only (``loading``); a
+    ``checkpoint`` (:class:`~featvis.pipeline.checkpoint.MiningCheckpoint`, of this rank's
+    or shard's share) continues a killed pass and saves its state as it goes."""
     index, count = _split(ctx, shard)
     single = not isinstance(layers, Iterable) or isinstance(layers, str)
     _, mined = mine(model, images, [layers] if single else layers, k, units, batch_size,
-                    progress, share=(index, count), loading=loading)
+                    progress, share=(index, count), loading=loading, checkpoint=checkpoint)
     states = {key: running.best for key, running in mined.items()}
     if ctx is not None and ctx.distributed:
         states = _combine(ctx, states)
@@ -593,12 +595,12 @@ def examples_from_states(model: torch.nn.Module, images: Data,
 def top_examples(model: torch.nn.Module, images: Data, layers: Key | Sequence[Key],
                  k: int = 9, units: Units | Mapping[Key, Units] = None,
                  batch_size: int = 1000, *, ctx: Context | None = None,
-                 loading: Loading | None = None, progress: bool = False
-                 ) -> dict[Key, TopExamples]:
+                 loading: Loading | None = None, progress: bool = False,
+                 checkpoint: Checkpoint | None = None) -> dict[Key, TopExamples]:
     """:func:`~featvis.top_examples` of several layers, mined by the ranks of ``ctx``
     together; every rank returns the single-process result, bit for bit."""
     states = mine_top_examples(model, images, layers, k, units, batch_size, ctx=ctx,
-                               loading=loading, progress=progress)
+                               loading=loading, progress=progress, checkpoint=checkpoint)
     return examples_from_states(model, images, states, units)
 
 

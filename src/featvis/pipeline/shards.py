@@ -39,15 +39,17 @@ from ..io.fileio import atomic_write_bytes
 from ..data import stream
 from ..data.stream import Data, Loading
 from ..io.fingerprint import model_fingerprint
+from ..methods.examples import Checkpoint
 from ..methods.topk import MAX_POSITION_AXES, VALUE_DTYPES, TopExamples, TopK
 from ..seam import DirectedProbe, Key, Probe, UnsupportedError, probe
 from ..io.safetensors_file import featvis_metadata, read_safetensors
 from ..units import Units, resolve_units
 
-__all__ = ["SHARD_FORMAT", "MAX_SHARD_HEADER", "shard_info", "mine_shard", "save_shard",
-           "load_shard", "merge_shards", "shard_examples"]
+__all__ = ["SHARD_FORMAT", "MINING_FORMAT", "MAX_SHARD_HEADER", "shard_info", "mine_shard",
+           "save_shard", "load_shard", "load_mining_state", "merge_shards", "shard_examples"]
 
 SHARD_FORMAT = "featvis.shard/2"
+MINING_FORMAT = "featvis.mining/1"  # a shard's states part-way, with the input to go on at
 MAX_SHARD_HEADER = 16 * 2**20       # unit lists of a few large layers, with room to spare
 MAX_COUNT = 2**40                   # what a file may claim for units, k, inputs or shards
 TENSORS = ("values", "indices", "positions")
@@ -109,10 +111,13 @@ def mine_shard(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
                k: int = 9, units: Units | Mapping[Key, Units] = None,
                batch_size: int = 1000, shard: tuple[int, int] = (0, 1),
                info: dict | None = None, *, loading: Loading | None = None,
-               progress: bool = False) -> dict[Key, TopK]:
+               progress: bool = False, checkpoint: Checkpoint | None = None
+               ) -> dict[Key, TopK]:
     """The top-k states, by layer, of shard ``(i, N)`` of ``images`` (a dataset's inputs of
     the shard alone are read, as ``loading`` says); each state's ``info`` is the shard's
-    :func:`shard_info` (computed unless given), which :func:`save_shard` writes.
+    :func:`shard_info` (computed unless given), which :func:`save_shard` writes. A
+    ``checkpoint`` (:class:`~featvis.pipeline.checkpoint.MiningCheckpoint`) continues a
+    killed pass and saves its state as it goes.
 
     Example:
         >>> states = mine_shard(dbn, images, [1, 2, 3], shard=(1, 4))   # doctest: +SKIP
@@ -121,7 +126,7 @@ def mine_shard(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
     if info is None:
         info = shard_info(model, images, layers, k, units, batch_size, shard)
     states = mine_top_examples(model, images, layers, k, units, batch_size, shard=shard,
-                               loading=loading, progress=progress)
+                               loading=loading, progress=progress, checkpoint=checkpoint)
     if list(states) != info["settings"]["layers"] or info["shard"] != list(_split(None, shard)):
         raise ValueError("info: describes another shard or other layers than these")
     for state in states.values():
@@ -130,10 +135,11 @@ def mine_shard(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
 
 
 def save_shard(path: str | os.PathLike, states: Mapping[Key, TopK],
-               info: dict | None = None) -> None:
+               info: dict | None = None, *, next_input: int | None = None) -> None:
     """Write one shard's states (all layers) to ``path`` as one safetensors file
     (temporary, fsync, rename). ``info`` defaults to the states' own (:func:`mine_shard`
-    puts it there)."""
+    puts it there). With ``next_input`` the states are part-way, a mining state (format
+    ``featvis.mining/1``, :mod:`featvis.pipeline.checkpoint`) to continue at that input."""
     if not states:
         raise ValueError("save_shard: no states")
     if info is None:
@@ -147,10 +153,9 @@ def save_shard(path: str | os.PathLike, states: Mapping[Key, TopK],
                        "position_axes": state.position_axes,
                        "count": state.count,
                        "dtype": next(n for n, d in VALUE_DTYPES.items() if d == state.dtype)})
-    meta = {"format": SHARD_FORMAT, "featvis_version": __version__,
-            **{name: info[name] for name in ("shard", "model_sha256", "data_sha256", "inputs",
-                                             "settings")},
-            "states": layers}
+    meta = {**info, "format": SHARD_FORMAT, "featvis_version": __version__, "states": layers}
+    if next_input is not None:
+        meta |= {"format": MINING_FORMAT, "next": next_input}
     text = json.dumps(meta, sort_keys=True, allow_nan=False)
     data = safetensors_bytes(tensors, metadata={"featvis": text})
     if int.from_bytes(data[:8], "little") > MAX_SHARD_HEADER:
@@ -207,16 +212,36 @@ def _check_info(path: Path, info: object, keys: list | None = None) -> dict:
 def load_shard(path: str | os.PathLike) -> tuple[dict[Key, TopK], dict]:
     """``(states by layer, info)`` of a file written by :func:`save_shard`; a one-line
     :class:`CheckpointError` naming the file for anything else."""
-    path = Path(path)
-    states, info = read_safetensors(path, lambda f: _read(path, f), "shard", MAX_SHARD_HEADER)
+    return _load(Path(path), SHARD_FORMAT)
+
+
+def load_mining_state(path: str | os.PathLike) -> tuple[dict[Key, TopK], dict]:
+    """``(states by layer, info)`` of a mining state (:func:`save_shard` with
+    ``next_input``, which ``info["next"]`` holds), checked as :func:`load_shard` checks a
+    shard, and every entry from an input before the next."""
+    return _load(Path(path), MINING_FORMAT)
+
+
+def _load(path: Path, format: str) -> tuple[dict[Key, TopK], dict]:
+    what = "shard" if format == SHARD_FORMAT else "mining state"
+    states, info = read_safetensors(path, lambda f: _read(path, f, format), what,
+                                    MAX_SHARD_HEADER)
     for j, state in enumerate(states.values()):
         _check_entries(path, j, state, info)
     return states, info
 
 
-def _read(path: Path, f: safe_open) -> tuple[dict[Key, TopK], dict]:
-    meta = featvis_metadata(path, f.metadata() or {}, "shard", (SHARD_FORMAT,))
+def _read(path: Path, f: safe_open, format: str) -> tuple[dict[Key, TopK], dict]:
+    meta = featvis_metadata(path, f.metadata() or {},
+                            "shard" if format == SHARD_FORMAT else "mining state", (format,))
     info = _check_info(path, meta)
+    if format == MINING_FORMAT:
+        (index, count), batch = info["shard"], info["settings"]["batch_size"]
+        following = meta.get("next")
+        if not (is_int(following) and 0 <= following <= info["inputs"] + count * batch
+                and stream.share_begins(batch, (index, count), following)):
+            raise _refuse(path, f"next must start a batch of shard {index}/{count}, got "
+                                f"{reprlib.repr(following)}")
     settings = info["settings"]
     layers = meta.get("states")
     if not (isinstance(layers, list) and len(layers) == len(settings["layers"])):
@@ -266,8 +291,9 @@ def _check_entries(path: Path, j: int, state: TopK, info: dict) -> None:
     where = f"layer {info['settings']['layers'][j]!r}"
     if v.isnan().any():
         raise _refuse(path, f"{where}: values contain NaN")
-    if (i < 0).any() or (i >= info["inputs"]).any():
-        raise _refuse(path, f"{where}: indices must be in 0..{info['inputs'] - 1}")
+    end = min(info["inputs"], info.get("next", info["inputs"]))
+    if (i < 0).any() or (i >= end).any():
+        raise _refuse(path, f"{where}: indices must be in 0..{end - 1}")
     if ((i // batch) % count != index).any():
         bad = i[(i // batch) % count != index][0].item()
         raise _refuse(path, f"{where}: example {bad} is not in shard {index}/{count}'s batches")

@@ -50,6 +50,7 @@ from ..seam import Key, LayerInfo, Probe, UnsupportedError, directed, probe
 from ..seam.base import RANDOMIZATIONS
 from ..units import resolve_units
 from . import distributed
+from .checkpoint import MiningCheckpoint
 from .sanity import rerun_figure
 
 __all__ = ["VisualizeSettings", "visualize", "shown_units", "LayerPage", "METHODS",
@@ -487,7 +488,8 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
               progress: bool = True, ctx: distributed.Context | None = None,
               examples: dict[Key, TopExamples] | None = None,
               directions: Mapping[Key, torch.Tensor] | None = None,
-              loading: Loading | None = None) -> Summary | None:
+              loading: Loading | None = None,
+              checkpoint: MiningCheckpoint | None = None) -> Summary | None:
     """Compute every chosen method for every chosen layer of ``model`` and write the run
     folder ``out``, with its HTML gallery (``out/index.html``) unless ``gallery=False``.
 
@@ -516,7 +518,10 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
     ``examples``, every layer's top examples already mined (``featvis merge``), skip mining.
     ``directions`` (layer -> ``(V, U)``) shows those layers' directions in their unit space as
     their units (:func:`featvis.seam.directed`: dataset examples and maximization; the
-    layers shown by default are then these).
+    layers shown by default are then these). A ``checkpoint``
+    (:class:`~featvis.pipeline.checkpoint.MiningCheckpoint` of this rank's share) saves the
+    mining state as it goes and continues a killed run's; it is removed once ``out`` is
+    written.
 
     Example:
         >>> visualize(cnn, images, "run", VisualizeSettings(units=8))  # doctest: +SKIP
@@ -556,13 +561,15 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
     if examples is None and "examples" in s.methods:   # every layer in one pass over data
         examples = distributed.top_examples(seam, data.model_images, keys, k=s.k,
                                             units=shown, ctx=ctx, loading=loading,
-                                            progress=progress)
+                                            progress=progress, checkpoint=checkpoint)
     examples = examples or {}
     with build_run(plan) if plan is not None else contextlib.nullcontext() as run:
         layers = [_layer(seam, key, s, run, data, examples.get(key), progress, ctx)
                   for key in keys]
         distributed.barrier(ctx)     # every rank done: only now may rank 0 publish
         if not ctx.is_main:
+            if checkpoint is not None:
+                checkpoint.remove()
             return None
         summary = Summary(
             format=RUN_FORMAT,
@@ -585,4 +592,6 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
         if gallery:
             for rel, data in gallery_files(run.root).items():
                 run.write(rel, data)
+    if checkpoint is not None:
+        checkpoint.remove()
     return summary
