@@ -214,13 +214,13 @@ def test_visualize_a_users_cnn(cnn_run):
     assert summary["model"]["kind"] == "Sequential" and summary["model"]["input_shape"] == [
         1, 12, 12]
     conv = summary["layers"][0]
-    assert conv["methods"] == ["examples", "maximize", "deconvnet", "combination"]
+    assert conv["methods"] == ["examples", "statistics", "maximize", "deconvnet", "combination"]
     assert len(conv["unit_details"][0]["deconvnet"]["boxes"]) == 4           # k boxes
     assert "maximize_progress" in conv["unit_details"][0]["files"]
     assert summary["settings"]["transforms"] == "standard"
     assert "Unit sampling" in conv["unavailable"] and "Ranked filters" in conv["unavailable"]
     for linear in summary["layers"][2:]:          # the chain of Linears starts on a conv map
-        assert linear["methods"] == ["examples", "maximize"]
+        assert linear["methods"] == ["examples", "statistics", "maximize"]
         assert "no earlier nn.Linear has 54 outputs" in linear["unavailable"]["Ranked filters"]
     unit = conv["unit_details"][0]
     assert len(unit["examples"]["positions"]) == 4 and unit["examples"]["positions"][0][0] < 12
@@ -432,8 +432,8 @@ def test_train_resume_and_visualize_a_cdbn(tmp_path, capsys, tiny_mnist_dir):
     assert code == 0, err
     layers = load_summary(run)["layers"]
     assert [(layer["layer"], layer["methods"]) for layer in layers] == [
-        (1, ["examples", "maximize", "sampling", "combination"]),
-        (2, ["examples", "maximize", "sampling", "filters", "combination"])]
+        (1, ["examples", "statistics", "maximize", "sampling", "combination"]),
+        (2, ["examples", "statistics", "maximize", "sampling", "filters", "combination"])]
     assert "not a ReLU network" in layers[0]["unavailable"]["Deconvnet projections"]
     code, out_text, err = run_cli(capsys, "layers", out)
     assert code == 0 and "2.detection  ConvRBM detection  4      10x10" in out_text, err

@@ -22,8 +22,8 @@ def test_natural_demo_end_to_end_tiny(tmp_path, capsys, monkeypatch):
     assert "first-layer filters: locality" in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [layer["methods"] for layer in summary["layers"]] == [
-        ["examples", "maximize", "sampling", "filter_views", "combination"],
-        ["examples", "maximize", "sampling", "filters", "combination"]]
+        ["examples", "statistics", "maximize", "sampling", "filter_views", "combination"],
+        ["examples", "statistics", "maximize", "sampling", "filters", "combination"]]
     assert summary["model"]["whitening"] == {"kind": "1/f", "f0": 0.4}
     assert DBN.load(out / "model.safetensors").visible == "gaussian"
 
@@ -51,8 +51,8 @@ def test_cdbn_demo_end_to_end_tiny(tmp_path, capsys, monkeypatch):
     assert "first-layer bases: locality" in stderr and "(random filters of this size" in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [layer["methods"] for layer in summary["layers"]] == [
-        ["examples", "maximize", "sampling", "combination"],
-        ["examples", "maximize", "sampling", "filters", "combination"]]
+        ["examples", "statistics", "maximize", "sampling", "combination"],
+        ["examples", "statistics", "maximize", "sampling", "filters", "combination"]]
     model = load(out / "model.safetensors")
     assert type(model) is ConvDBN and model.trained_layers == 2
     assert summary["model"]["path"] == "model.safetensors"

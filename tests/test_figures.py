@@ -147,7 +147,7 @@ def test_the_users_model_never_changes(trained, mnist):
     before = state(trained)
     for method in (m for m in METHODS if m not in ("deconvnet", "filter_views")):  # layer 2
         for mode in ("layer", "cascade"):
-            data = {"images": mnist[0][:100]} if method == "examples" else {}
+            data = {"images": mnist[0][:100]} if method in ("examples", "statistics") else {}
             randomized_similarity(trained, 2, method, mode=mode, units=[0, 1], **data)
     after = trained.state_dict()
     assert before.keys() == after.keys()

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from featvis import CheckpointError, DataError, top_examples
+from featvis import CheckpointError, DataError, top_examples, unit_statistics
+from featvis.methods.running_statistics import StatisticsPlan
 from featvis.pipeline.shards import (MAX_SHARD_HEADER, SHARD_FORMAT, load_shard, merge_shards,
                             mine_shard, save_shard, shard_examples, shard_info)
 
@@ -63,6 +64,45 @@ def test_any_split_merged_in_any_order_is_top_examples(tmp_path, monkeypatch, na
                 assert (a is None and b is None) or (a.dtype == b.dtype and torch.equal(a, b))
     if name == "tokens":                        # a feature's token: one position column
         assert expected["1"].positions.shape == (5, 5, 1)
+
+
+@pytest.mark.parametrize("name", ["cnn", "tokens"])
+def test_shards_with_statistics_merge_to_the_statistics_of_one_pass(tmp_path, monkeypatch,
+                                                                    name):
+    refuse_unpickling(monkeypatch)
+    model, data, layers, units, batch = MODELS[name]
+    labels = torch.arange(len(data)) % 3
+    plan = StatisticsPlan(bins=9, bands=4, per_band=3, threshold=0.2, seed=2)
+    key = layers[-1]
+    units = None if units is None else {key: units[key]}
+    single = unit_statistics(model, data, key, k=4, bins=9, bands=4, per_band=3,
+                             threshold=0.2, seed=2, labels=labels, batch_size=batch,
+                             units=(units or {}).get(key))
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.safetensors")
+        save_shard(paths[-1], mine_shard(model, data, [key], 4, units, batch, shard=(i, 3),
+                                         statistics=plan, labels=labels))
+    states, info = merge_shards(paths[::-1])
+    assert info["settings"]["statistics"] == {**plan.record(), "classes": 3}
+    got = shard_examples(states, info, model, data)[key]
+    for field in ("edges", "histogram", "below", "above", "frequency", "bands", "class_top",
+                  "units"):
+        assert torch.equal(getattr(got, field), getattr(single, field)), field
+    for side in ("top", "bottom"):
+        for field in ("values", "indices", "positions", "mean"):
+            a, b = getattr(getattr(got, side), field), getattr(getattr(single, side), field)
+            assert (a is None and b is None) or torch.equal(a, b), (side, field)
+    for field in ("mean", "std", "class_mean"):
+        torch.testing.assert_close(getattr(got, field), getattr(single, field), rtol=1e-9,
+                                   atol=1e-12)
+    forged = load_shard(paths[0])[0][key]
+    forged.band_indices[0, 0, 0] = 1          # not a member the hash would have kept there
+    info0 = {k: v for k, v in load_shard(paths[0])[1].items()
+             if k not in ("format", "featvis_version", "states")}
+    save_shard(tmp_path / "forged.safetensors", {key: forged}, info0)
+    with pytest.raises(CheckpointError, match="band keys must be the hashes"):
+        load_shard(tmp_path / "forged.safetensors")
 
 
 def test_a_shard_round_trips_and_holds_only_its_batches(tmp_path):

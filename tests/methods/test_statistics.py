@@ -1,15 +1,18 @@
-"""Every unit's statistics against direct computation over the scores of an explicit
-forward pass: top and bottom examples, histogram counts by the reported edges, firing
-frequency, mean and standard deviation, band members by their hash, per-class means and
-tops; the merge laws on random splits; a streamed dataset gives the tensor's statistics."""
+"""unit_statistics against direct computation over the scores of an explicit forward pass:
+top and bottom examples (and where their maxima are), histogram counts by the reported
+edges, firing frequency, mean and standard deviation, band members by their hash, per-class
+means and tops; a streamed dataset gives the tensor's statistics; the statistics method's
+pictures and records in a run."""
 
 import bisect
+import math
 
 import pytest
 import torch
 from torch import nn
 
-from featvis.methods.statistics import RunningStatistics, band_hash, unit_statistics
+from featvis.methods.running_statistics import band_hash
+from featvis.methods.statistics import unit_statistics
 
 
 def model():
@@ -55,6 +58,8 @@ def test_every_statistic_against_direct_computation(data, layer):
             assert torch.equal(st.top.positions[u], where[layer][top, u])
         bottom = _order(v, descending=False)[:5]
         assert torch.equal(st.bottom.indices[u], bottom)
+        if where[layer] is not None:
+            assert torch.equal(st.bottom.positions[u], where[layer][bottom, u])
         assert torch.equal(st.bottom.values[u], v[bottom])
         assert torch.equal(st.bottom.mean[u], x[bottom].mean(0))
         edges = st.edges[u].tolist()
@@ -81,54 +86,11 @@ def test_every_statistic_against_direct_computation(data, layer):
             assert torch.equal(st.class_top[u, c], rows[_order(v[rows], True)[:5]])
 
 
-def test_a_constant_unit_gets_a_unit_wide_range_and_values_outside_are_counted():
-    edges = torch.tensor([[0.0, 1.0, 2.0]])
-    state = RunningStatistics(edges, k=1, bands=2, per_band=1)
-    state.update(torch.tensor([[-1.0], [0.0], [1.0], [2.0], [3.0]]), torch.arange(5))
-    st = state.result(torch.zeros(5, 1))
-    assert st.histogram.tolist() == [[1, 2]] and st.below.tolist() == [1]
-    assert st.above.tolist() == [1]
+def test_a_constant_unit_gets_a_unit_wide_range():
     dead = unit_statistics(nn.Sequential(nn.Linear(2, 1)).eval().requires_grad_(False)
                            .apply(lambda m: nn.init.zeros_(m.weight) if hasattr(m, "weight")
                                   else None), torch.rand(10, 2), "0", k=2, bins=4)
     assert dead.edges[0, 0] == dead.edges[0, -1] - 1.0 and dead.histogram.sum() == 10
-
-
-def _state(x, labels, positions, edges, rows):
-    state = RunningStatistics(edges, k=4, bands=3, per_band=3, classes=3, seed=1)
-    for chunk in rows.split(37):
-        chunk = chunk.sort().values
-        state.update(x[chunk], chunk, None, labels[chunk])
-    return state
-
-
-def test_merges_of_random_splits_equal_one_pass(data):
-    _, labels, scores, _ = data
-    values = scores["3"]
-    edges = torch.stack([torch.linspace(-1, 1, 6)] * values.shape[1]).double()
-    single = _state(values, labels, None, edges, torch.arange(300))
-    for seed in range(3):
-        order = torch.randperm(300, generator=torch.Generator().manual_seed(seed))
-        parts = [order[:90], order[90:200], order[200:]]
-        a, b, c = (_state(values, labels, None, edges, p) for p in parts)
-        for merged in (a.merge(b).merge(c), c.merge(a.merge(b)), b.merge(c).merge(a)):
-            for name in ("counts", "firing", "band_indices", "class_count"):
-                assert torch.equal(getattr(merged, name), getattr(single, name)), name
-            for name in ("values", "indices"):
-                assert torch.equal(getattr(merged.top, name), getattr(single.top, name))
-                assert torch.equal(getattr(merged.bottom, name), getattr(single.bottom, name))
-                for m, s in zip(merged.class_top, single.class_top):
-                    assert torch.equal(getattr(m, name), getattr(s, name))
-            torch.testing.assert_close(merged.mean, single.mean, rtol=1e-9, atol=1e-15)
-            torch.testing.assert_close(merged.m2, single.m2, rtol=1e-9, atol=1e-12)
-            torch.testing.assert_close(merged.class_sum, single.class_sum, rtol=1e-9, atol=0)
-
-
-def test_the_band_hash_is_a_fixed_function_of_seed_and_index():
-    h = band_hash(torch.arange(10_000), 0)
-    assert len(set(h.tolist())) == 10_000 and (h >= 0).all()
-    assert torch.equal(h[123:130], band_hash(torch.arange(123, 130), 0))
-    assert not torch.equal(h, band_hash(torch.arange(10_000), 1))
 
 
 def test_a_streamed_dataset_gives_the_statistics_of_the_tensor(data):
@@ -144,12 +106,45 @@ def test_a_streamed_dataset_gives_the_statistics_of_the_tensor(data):
             assert torch.equal(getattr(getattr(a, side), name), getattr(getattr(b, side), name))
 
 
-def test_the_maximum_falls_in_the_last_band_when_the_edges_round():
-    # -10 + (1e-20 - -10) rounds to 0: the last band edge must be 1e-20 itself.
-    values = torch.tensor([[1e-20], [-10.0]])
-    state = RunningStatistics(torch.stack([values[1, 0], values[0, 0]])[None], k=1,
-                              bands=4, per_band=2)
-    state.update(values, torch.arange(2))
-    st = state.result(torch.zeros(2, 1))
-    assert st.bands[0, 3].tolist() == [0, -1] and st.bands[0, 0].tolist() == [1, -1]
-    assert st.histogram.tolist() == [[2]]
+
+
+def test_a_run_records_and_draws_the_statistics_of_unit_statistics(data, tmp_path):
+    import json
+
+    from featvis import VisualizeSettings, visualize
+
+    x, labels, _, _ = data
+    settings = VisualizeSettings(methods=("examples", "statistics"), k=4, units=3, bins=8,
+                                 bands=3, per_band=2, threshold=0.05, seed=4, figures=False)
+    visualize(model(), x, tmp_path / "run", settings, labels=labels, progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for layer in summary["layers"]:
+        st = unit_statistics(model(), x, layer["layer"], k=4, bins=8, bands=3, per_band=2,
+                             threshold=0.05, seed=4, labels=labels, units=[0, 1, 2])
+        assert layer["methods"] == ["examples", "statistics"]
+        for j, detail in enumerate(layer["unit_details"]):
+            recorded = detail["statistics"]
+            assert recorded["histogram"] == st.histogram[j].tolist()
+            assert recorded["bands"] == st.bands[j].flip(0).tolist()    # highest band first
+            assert recorded["bottom"]["indices"] == st.bottom.indices[j].tolist()
+            assert recorded["frequency"] == round(st.frequency[j].item(), 6)
+            assert len(recorded["class_mean"]) == 3
+            assert {"histogram", "bottom_strip", "bottom_mean", "bands"} <= detail["files"].keys()
+        page = (tmp_path / "run" / layer["folder"] / "units" / "0" / "index.html").read_text()
+        assert "Unit statistics" in page and "inputs that activate it least" in page
+
+
+def test_histogram_bars_draw_each_bin_and_mark_the_threshold():
+    from featvis.methods.statistics import histogram_bars
+
+    counts = torch.tensor([[0, 1, 3, 7]])
+    edges = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+    bars = histogram_bars(counts, edges, threshold=1.5, height=8)[0, 0, 1:-1, 1:-1]
+    dark = (bars == 0) | torch.isclose(bars, torch.tensor(0.35))   # a bar's (marked) pixels
+    heights = dark.sum(0).tolist()
+    expected = [math.ceil(math.log1p(c) / math.log1p(7) * 8) for c in (0, 1, 3, 7)]
+    assert heights[0] == 0 and heights[3] == 8 and heights[1] == expected[1]
+    marked = bars[:, 1]                                    # the bin that holds 1.5
+    assert (torch.isclose(marked, torch.tensor(0.35)) | torch.isclose(marked, torch.tensor(0.7))
+            ).all()
+    assert set(bars[:, 2].tolist()) == {0.0, 1.0}

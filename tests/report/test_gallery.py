@@ -85,7 +85,7 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert code == 0 and stdout.strip() == str(out / INDEX)
     assert "1 epochs per RBM on 10000 MNIST images" in stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert [len(layer["methods"]) for layer in summary["layers"]] == [4, 5, 5]
+    assert [len(layer["methods"]) for layer in summary["layers"]] == [5, 6, 6]
     assert len(pages(out)) == 1 + 3 + 3 * 2
     assert (out / "model.safetensors").is_file() and summary["model"]["path"] == "model.safetensors"
 

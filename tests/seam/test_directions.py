@@ -128,7 +128,7 @@ def test_the_cli_shows_a_file_of_directions_as_directions(tmp_path, capsys, vit)
     (layer,) = json.loads((tmp_path / "run" / "summary.json").read_text())["layers"]
     assert (layer["layer"], layer["n_units"], layer["unit_name"]) == \
         ("blocks.0.mlp.fc1", 3, "direction")
-    assert layer["methods"] == ["examples", "maximize"]
+    assert layer["methods"] == ["examples", "statistics", "maximize"]
     page = next((tmp_path / "run").glob("layer*/units/1/index.html")).read_text()
     assert "direction 1" in page
     save_file({"blocks.0.mlp.fc1": torch.randn(3, 25)}, tmp_path / "bad.safetensors")

@@ -330,7 +330,7 @@ def _loading(args: argparse.Namespace):
 
 def _checkpoint(args: argparse.Namespace, share: tuple[int, int]):
     """The mining state beside --out (--state-every, --resume; --force starts afresh)."""
-    from ..pipeline.checkpoint import MiningCheckpoint
+    from ..pipeline.resume import MiningCheckpoint
 
     return MiningCheckpoint(args.out, share, every=args.state_every, resume=args.resume,
                             force=args.force)
@@ -340,20 +340,22 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from ..data import stream
     from ..io.fileio import holding
     from ..pipeline.shards import mine_shard, save_shard
-    from ..pipeline.visualization import shown_units
+    from ..pipeline.visualization import shown_units, statistics_plan
 
     _check_new_file(args.out, "--out", args.force, reading=_reading(args))
     checkpoint = _checkpoint(args, args.shard)
-    model, _, images, _, normalization, seam = _model_and_inputs(
+    model, _, images, labels, normalization, seam = _model_and_inputs(
         args, resolve_device(args.device), check_out=False)
-    settings = _settings(args, seam, methods=("examples",))
+    settings = _settings(args, seam, methods=("examples", "statistics") if args.statistics
+                         else ("examples",))
     keys = settings.check(seam, n_inputs=len(images))
     inputs = images if normalization is None else stream.mapped(images, normalization.normalize)
     with holding(args.out):      # a second run to the same --out refuses while this one runs
         states = mine_shard(seam, inputs, keys, settings.k,
                             {key: shown_units(seam.layer(key), settings) for key in keys},
                             shard=args.shard, loading=_loading(args), progress=not args.quiet,
-                            checkpoint=checkpoint)
+                            checkpoint=checkpoint, statistics=statistics_plan(settings),
+                            labels=labels)
         save_shard(args.out, states)
         checkpoint.remove()
     print(args.out)
@@ -370,8 +372,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
         args, resolve_device(args.device), check_out=True)
     mined = dict(zip(info["settings"]["layers"], info["settings"]["units"]))
     layers = list(mined)        # as mined; the default ones are recorded as the default
+    gathered = info["settings"].get("statistics") or {}      # the statistics' settings too
     settings = _settings(args, seam, k=info["settings"]["k"],
-                         layers=None if layers == seam.default_layers() else layers)
+                         layers=None if layers == seam.default_layers() else layers,
+                         **{name: value for name, value in gathered.items()
+                            if name != "classes"})
     for key in settings.check(seam, n_inputs=len(images)):
         info_units = mined[key] if mined[key] is not None else \
             list(range(seam.layer(key).units))

@@ -14,8 +14,8 @@ from ..data.idx import MAX_IDX_BYTES as MAX_BYTES
 from ..data.images import MAX_PIXELS
 from ..methods import registered
 from ..params import Interval, Param
-from ..pipeline.checkpoint import STATE_EVERY
-from ..pipeline.visualization import VisualizeSettings
+from ..pipeline.resume import STATE_EVERY
+from ..pipeline.visualization import STATISTICS_PLAN, VisualizeSettings
 from . import argtypes
 from .argtypes import EXIT_USAGE
 from .commands import (cmd_demo, cmd_evaluate, cmd_layers, cmd_merge, cmd_methods, cmd_mine,
@@ -100,7 +100,7 @@ def _add_force_option(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_resume_options(p: argparse.ArgumentParser) -> None:
-    """The options of a resumable mining pass (featvis.pipeline.checkpoint)."""
+    """The options of a resumable mining pass (featvis.pipeline.resume)."""
     p.add_argument("--state-every", type=argtypes.count("--state-every"),
                    default=STATE_EVERY, metavar="N",
                    help="save the mining state beside --out (.OUT.featvis-mining.safetensors) "
@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     _add_unit_options(p)
     _add_declared(p, "k", *_declared("k"))
+    p.add_argument("--no-statistics", dest="statistics", action="store_false",
+                   help="mine the top examples only, not every unit's statistics")
+    for name in STATISTICS_PLAN:
+        _add_declared(p, name, *_declared(name))
     p.add_argument("--shard", type=argtypes.shard, required=True, metavar="i/N",
                    help="this shard: i of N (0 <= i < N)")
     p.add_argument("--out", type=Path, required=True, help="shard file (.safetensors)")
@@ -259,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _add_declared(p, "units", *_declared("units"), help="as given to 'featvis mine'")
-    _add_method_options(p, skip={"k"})              # k: as mined
+    _add_method_options(p, skip={"k", *STATISTICS_PLAN})   # as mined
     _add_force_option(p, _FORCE_RUN)
     p.set_defaults(func=cmd_merge)
 

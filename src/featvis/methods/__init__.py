@@ -12,7 +12,8 @@ from .maximization import Maximization, maximize
 from .parameterization import fit_color_decorrelation
 from .registry import CONTEXT, SANITY, Method, Page, method, register, registered
 from .sampling import UnitSamples, sample_unit
-from .statistics import UnitStatistics, unit_statistics
+from .running_statistics import UnitStatistics
+from .statistics import unit_statistics
 
 __all__ = ["top_examples", "TopExamples", "maximize", "Maximization", "sample_unit",
            "UnitSamples", "ranked_filters", "RankedFilters", "linear_combination", "Combination",

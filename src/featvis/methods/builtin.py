@@ -8,7 +8,8 @@ from .filters import FILTERS
 from .maximization import MAXIMIZE
 from .registry import register
 from .sampling import SAMPLING
+from .statistics import STATISTICS
 
-BUILTINS = (EXAMPLES, MAXIMIZE, SAMPLING, FILTERS, FILTER_VIEWS, DECONVNET, COMBINATION)
+BUILTINS = (EXAMPLES, STATISTICS, MAXIMIZE, SAMPLING, FILTERS, FILTER_VIEWS, DECONVNET, COMBINATION)
 for _method in BUILTINS:
     register(_method)

@@ -30,38 +30,67 @@ from ..io.safejson import json_float
 from ..seam import Key, Probe, Scores, directed, probe
 from ..units import Units, resolve_units
 from .registry import SANITY, Method, Page
+from .running_statistics import (RunningStatistics, StatisticsPlan, class_labels,
+                                 histogram_edges)
 from .topk import TopExamples, TopK
 
 __all__ = ["TopExamples", "top_examples", "mine"]
 
 
 class _Mining:
-    """One layer's running :class:`TopK`, and with ``keep_rows`` the selected inputs
-    themselves (for data that is only streamed once and cannot be indexed afterwards)."""
+    """One layer's running :class:`TopK`, with ``keep_rows`` the selected inputs themselves
+    (for data that is only streamed once and cannot be indexed afterwards), and with
+    ``statistics`` (histogram ``edges``, ``classes``) the layer's
+    :class:`~featvis.methods.running_statistics.RunningStatistics`, whose top it is."""
 
     def __init__(self, units: torch.Tensor, k: int, unit_shape: tuple[int, ...],
-                 input_shape: tuple[int, ...], keep_rows: bool, dtype: torch.dtype) -> None:
+                 input_shape: tuple[int, ...], keep_rows: bool, dtype: torch.dtype,
+                 statistics: StatisticsPlan | None = None, edges: torch.Tensor | None = None,
+                 classes: int = 0) -> None:
         self.units, self.input_shape, self.unit_shape = units, input_shape, unit_shape
-        self.best = TopK(units.numel(), k, len(unit_shape), device=units.device, dtype=dtype)
+        self.statistics = None if statistics is None else RunningStatistics(
+            edges, k, statistics.bands, statistics.per_band, statistics.threshold,
+            statistics.seed, classes, len(unit_shape), dtype=dtype)
+        self.best = TopK(units.numel(), k, len(unit_shape), device=units.device, dtype=dtype) \
+            if statistics is None else self.statistics.top
         self.candidates: torch.Tensor | None = None
         self.rows = torch.empty(units.numel(), 0, math.prod(input_shape), device=units.device,
                                 dtype=dtype) if keep_rows else None
 
+    @property
+    def state(self) -> TopK | RunningStatistics:
+        """What the pass keeps of the layer: its statistics where gathered, else its top-k."""
+        return self.best if self.statistics is None else self.statistics
+
+    @state.setter
+    def state(self, state: TopK | RunningStatistics) -> None:
+        if self.statistics is None:
+            self.best = state
+        else:
+            self.statistics, self.best = state, state.top
+
     def shortlist(self, values: torch.Tensor) -> torch.Tensor:
-        """The rows of a batch that can enter the running top-k, whose positions mining
-        needs (remembered for :meth:`update` of the same batch)."""
+        """The rows of a batch that can enter the running top-k (and bottom-k), whose
+        positions mining needs (remembered for :meth:`update` of the same batch)."""
+        if self.statistics is not None:
+            return self.statistics.shortlist(values)
         self.candidates = self.best.candidates(values)
         return self.candidates
 
-    def update(self, scores: Scores, batch: torch.Tensor, start: int) -> None:
+    def update(self, scores: Scores, batch: torch.Tensor, start: int,
+               labels: torch.Tensor | None = None) -> None:
         """Add the scores of inputs ``start ..``: their values ``(B, U)`` and, for the
-        entries kept, their positions."""
+        entries kept, their positions (``labels``: the batch's, for the statistics)."""
         values = scores.values
         indices = torch.arange(start, start + values.shape[0], device=values.device)
 
         def locate(rows: torch.Tensor) -> torch.Tensor:     # flat -> (U, m, P), row-major
             return torch.stack(torch.unravel_index(scores.locate(rows), self.unit_shape), -1)
 
+        if self.statistics is not None:
+            self.statistics.update(values, indices, labels=labels,
+                                   locate=locate if scores.located else None)
+            return
         candidates, self.candidates = self.candidates, None
         source, m = self.best._update(values, indices, None, locate if scores.located else None,
                                       candidates)
@@ -83,14 +112,15 @@ class _Mining:
 
 class Checkpoint(Protocol):
     """Where a long mining pass keeps its state, to continue after a kill
-    (:class:`featvis.pipeline.checkpoint.MiningCheckpoint`)."""
+    (:class:`featvis.pipeline.resume.MiningCheckpoint`)."""
 
     def restore(self, seam: Probe, images: Data, settings: dict,
-                states: dict[Key, TopK]) -> int | None:
+                states: dict[Key, TopK | RunningStatistics]) -> int | None:
         """The input to continue at, the ``states`` filled from a saved state of the same
         model, data and ``settings``; ``None`` to begin afresh."""
 
-    def save(self, states: dict[Key, TopK], next_input: int, last: bool) -> None:
+    def save(self, states: dict[Key, TopK | RunningStatistics], next_input: int,
+             last: bool) -> None:
         """Called after each batch (``last``: the pass is done); saves when it is time."""
 
 
@@ -153,14 +183,18 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
          layers: Sequence[Key], k: int = 9, units: Units | Mapping[Key, Units] = None,
          batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1),
          directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None,
-         loading: Loading | None = None, checkpoint: Checkpoint | None = None
+         loading: Loading | None = None, checkpoint: Checkpoint | None = None,
+         statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None
          ) -> tuple[Probe, dict[Key, _Mining]]:
     """The probe and each layer's running top-k after one pass over ``images`` (see
     :func:`top_examples`), or over the share ``(i, n)`` of its batches: batch ``b`` is
     mined when ``b % n == i``, with its global example indices, so that the states of the
     ``n`` shares merge into the single pass's (:mod:`featvis.pipeline.distributed`). With a
     ``checkpoint`` the pass continues where a saved state of the same model, data and
-    settings left off, and saves its state as it goes (data read by index only)."""
+    settings left off, and saves its state as it goes (data read by index only). With
+    ``statistics`` every unit's statistics are gathered in the same pass (data read by
+    index only; the histograms' range from the data's head first), with ``labels (N,)``
+    (or a dataset's ``labels``) per class."""
     keys = list(layers)
     if not keys:
         raise ValueError("layer: no layers given")
@@ -190,8 +224,17 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
     if extra:
         raise ValueError(f"units: layer {extra[0]!r} is not among the layers asked for")
     device, dtype = seam.device, seam.dtype
-    best = {key: _Mining(resolve_units(wanted.get(key), info.units, device), k,
-                         info.unit_shape, seam.input_shape, not indexed, dtype)
+    ids = {key: resolve_units(wanted.get(key), info.units, device) for key, info in infos.items()}
+    chosen = {key: None if wanted.get(key) is None else ids[key] for key in infos}
+    ranges, classes = {}, 0
+    if statistics is not None:
+        if not indexed:
+            raise ValueError("statistics: gathered over data read by index (a tensor or a "
+                             "dataset), not batches read once")
+        labels, classes = class_labels(images, labels)
+        ranges = _ranges(seam, stream.head(images), chosen, statistics.bins, batch_size)
+    best = {key: _Mining(ids[key], k, info.unit_shape, seam.input_shape, not indexed, dtype,
+                         statistics, ranges.get(key), classes)
             for key, info in infos.items()}
     begin = None
     if checkpoint is not None:
@@ -200,11 +243,13 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
                              "can be resumed, not batches read once")
         settings = {"k": k, "batch_size": batch_size, "share": list(share), "layers": keys,
                     "units": [None if wanted.get(key) is None else m.units.tolist()
-                              for key, m in best.items()]}
-        restored = {key: m.best for key, m in best.items()}
+                              for key, m in best.items()],
+                    "statistics": None if statistics is None else
+                    {**statistics.record(), "classes": classes}}
+        restored = {key: m.state for key, m in best.items()}
         begin = checkpoint.restore(seam, images, settings, restored)
         for key, m in best.items():
-            m.best = restored[key]
+            m.state = restored[key]
     numbered = stream.batches(images, batch_size, share=share, loading=loading,
                               device=device, begin=begin) if indexed else \
         _numbered(batches, share)
@@ -216,21 +261,39 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
                                disable=not progress, leave=False) as bar:
         for start, batch in numbered:
             batch = check_inputs(batch, seam.input_shape).to(device, dtype, non_blocking=True)
-            scores = seam.scores(batch, {key: None if wanted.get(key) is None else
-                                         m.units for key, m in best.items()},
+            scores = seam.scores(batch, chosen,
                                  shortlists={key: m.shortlist for key, m in best.items()})
+            rows = None if classes == 0 else labels[start:start + batch.shape[0]]
             for key, running in best.items():
-                running.update(scores[key], batch, start)
+                running.update(scores[key], batch, start, rows)
             seen, following = start + batch.shape[0], start + share[1] * batch_size
             bar.update(batch.shape[0])
             if checkpoint is not None:
-                checkpoint.save({key: m.best for key, m in best.items()}, following,
+                checkpoint.save({key: m.state for key, m in best.items()}, following,
                                 last=False)
         if checkpoint is not None:
-            checkpoint.save({key: m.best for key, m in best.items()}, following, last=True)
+            checkpoint.save({key: m.state for key, m in best.items()}, following, last=True)
     if whole and seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
     return seam, best
+
+
+def _ranges(seam: Probe, head: torch.Tensor, chosen: Mapping[Key, torch.Tensor | None],
+            bins: int, batch_size: int) -> dict[Key, torch.Tensor]:
+    """Each layer's histogram edges ``(U, bins + 1)`` over its units' range on ``head``
+    (one pass, no positions located)."""
+    nowhere = {key: (lambda v: v.new_empty(v.shape[1], 0, dtype=torch.long)) for key in chosen}
+    lows: dict[Key, list] = {key: [] for key in chosen}
+    highs: dict[Key, list] = {key: [] for key in chosen}
+    with torch.no_grad():
+        for start in range(0, len(head), batch_size):
+            batch = check_inputs(head[start:start + batch_size], seam.input_shape)
+            found = seam.scores(batch.to(seam.device, seam.dtype), chosen, shortlists=nowhere)
+            for key, scores in found.items():
+                lows[key].append(scores.values.amin(0))
+                highs[key].append(scores.values.amax(0))
+    return {key: histogram_edges(torch.stack(lows[key]).amin(0),
+                                 torch.stack(highs[key]).amax(0), bins) for key in chosen}
 
 
 def _indexed(images: object) -> bool:

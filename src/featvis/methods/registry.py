@@ -45,6 +45,8 @@ CONTEXT = {
     "inputs": "the data as the model sees them: a tensor (N, *input_shape) or a dataset "
               "(read with featvis.data.stream's take and batches)",
     "examples": "the layer's top examples of the units, mined in the one pass over the data",
+    "statistics": "the layer's unit statistics (featvis.methods.running_statistics."
+                  "UnitStatistics), gathered in the same pass",
     "seed": "the run's seed",
     "progress": "whether to show progress bars",
 }

@@ -42,7 +42,7 @@ from ..params import check_int
 from ..io.fileio import atomic_write_bytes
 from ..io.safetensors_file import featvis_metadata, read_safetensors
 
-__all__ = ["TopK", "TopExamples", "FORMAT", "MAX_HEADER_BYTES"]
+__all__ = ["TopK", "TopExamples", "FORMAT", "MAX_HEADER_BYTES", "entries_problem"]
 
 FORMAT = "featvis.topk/2"
 MAX_HEADER_BYTES = 4 * 2**20      # a real header is well under a kB, plus the caller's info
@@ -439,23 +439,31 @@ def _read(path: Path, f: safe_open) -> TopK:
     return state
 
 
-def _check_state(path: Path, state: TopK) -> None:
-    """:class:`CheckpointError` unless the entries are in range and in the strict order."""
-    v, i, p = state.values, state.indices, state.positions
+def entries_problem(v: torch.Tensor, i: torch.Tensor, p: torch.Tensor) -> str | None:
+    """What is wrong with top-k entries ``values (U, n)``, ``indices (U, n)``, ``positions
+    (U, n, P)`` read from a file (NaN, a negative index or position, the strict order
+    broken, an example held twice), or ``None``."""
     if v.isnan().any():
-        raise _refuse(path, "values contain NaN")
+        return "values contain NaN"
     if (i < 0).any():
-        raise _refuse(path, f"indices must be >= 0, found {i.min().item()}")
+        return f"indices must be >= 0, found {i.min().item()}"
     if (p < 0).any():
-        raise _refuse(path, f"positions must be >= 0, found {p.min().item()}")
+        return f"positions must be >= 0, found {p.min().item()}"
     ordered = (v[:, :-1] > v[:, 1:]) | ((v[:, :-1] == v[:, 1:]) & (i[:, :-1] < i[:, 1:]))
     if not ordered.all():
         unit = (~ordered).nonzero()[0, 0].item()
-        raise _refuse(path, f"the entries of unit {unit} are not in order (value descending, "
-                            "then index ascending)")
+        return (f"the entries of unit {unit} are not in order (value descending, then index "
+                "ascending)")
     by_index = i.sort(1).values
     repeated = by_index[:, 1:] == by_index[:, :-1]
     if repeated.any():
         unit = repeated.nonzero()[0, 0].item()
-        raise _refuse(path, f"unit {unit} holds example {by_index[:, 1:][repeated][0].item()} "
-                            "twice")
+        return f"unit {unit} holds example {by_index[:, 1:][repeated][0].item()} twice"
+    return None
+
+
+def _check_state(path: Path, state: TopK) -> None:
+    """:class:`CheckpointError` unless the entries are in range and in the strict order."""
+    problem = entries_problem(state.values, state.indices, state.positions)
+    if problem:
+        raise _refuse(path, problem)

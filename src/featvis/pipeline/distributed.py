@@ -47,11 +47,15 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 
 from ..data.stream import Data, Loading, input_shape
 from ..errors import FeatvisError, first_line
 from ..params import check_float, check_int
 from ..methods.examples import Checkpoint, mine
+from ..methods.running_statistics import (RunningStatistics, StatisticsPlan, UnitStatistics,
+                                          top_of)
 from ..methods.topk import TopExamples, TopK
 from ..seam import Key, probe
 from ..units import Units, resolve_units
@@ -503,7 +507,10 @@ def mine_top_examples(model: torch.nn.Module, images: Data,
                       units: Units | Mapping[Key, Units] = None, batch_size: int = 1000, *,
                       ctx: Context | None = None, shard: tuple[int, int] | None = None,
                       loading: Loading | None = None, progress: bool = False,
-                      checkpoint: Checkpoint | None = None) -> dict[Key, TopK]:
+                      checkpoint: Checkpoint | None = None,
+                      statistics: StatisticsPlan | None = None,
+                      labels: torch.Tensor | None = None
+                      ) -> dict[Key, TopK | RunningStatistics]:
     """The running top-k of each layer's units, by layer, over this rank's (or shard's) part
     of ``images``: the data is read in fixed global batches of ``batch_size`` and batch
     ``b`` is mined by rank ``b % N``, with global example indices. With a distributed
@@ -513,13 +520,17 @@ def mine_top_examples(model: torch.nn.Module, images: Data,
     pass, bit for bit; with ``shard=(i, N)`` the states of shard ``i`` alone are returned
     (see :mod:`featvis.pipeline.shards`). Memory is O(units x k + batch) per rank; a
     dataset's inputs are read by the rank that mines them only (``loading``); a
-    ``checkpoint`` (:class:`~featvis.pipeline.checkpoint.MiningCheckpoint`, of this rank's
-    or shard's share) continues a killed pass and saves its state as it goes."""
+    ``checkpoint`` (:class:`~featvis.pipeline.resume.MiningCheckpoint`, of this rank's
+    or shard's share) continues a killed pass and saves its state as it goes. With
+    ``statistics`` each layer's state is its
+    :class:`~featvis.methods.running_statistics.RunningStatistics` (``labels``: per class),
+    merged alike."""
     index, count = _split(ctx, shard)
     single = not isinstance(layers, Iterable) or isinstance(layers, str)
     _, mined = mine(model, images, [layers] if single else layers, k, units, batch_size,
-                    progress, share=(index, count), loading=loading, checkpoint=checkpoint)
-    states = {key: running.best for key, running in mined.items()}
+                    progress, share=(index, count), loading=loading, checkpoint=checkpoint,
+                    statistics=statistics, labels=labels)
+    states = {key: running.state for key, running in mined.items()}
     if ctx is not None and ctx.distributed:
         states = _combine(ctx, states)
     return states
@@ -549,9 +560,13 @@ def _unpack(data: torch.Tensor, like: TopK, count: int) -> TopK:
     return state
 
 
-def _combine(ctx: Context, states: dict[Key, TopK]) -> dict[Key, TopK]:
+def _combine(ctx: Context, states: dict[Key, TopK | RunningStatistics]
+             ) -> dict[Key, TopK | RunningStatistics]:
     """Every rank's states, merged in rank order on every rank."""
-    layout = [[str(key), s.units, s.k, s.position_axes, str(s.dtype)] for key, s in states.items()]
+    gathered = [isinstance(s, RunningStatistics) for s in states.values()]
+    layout = [[str(key), top.units, top.k, top.position_axes, str(top.dtype), kept]
+              for (key, top), kept in zip(((key, top_of(s)) for key, s in states.items()),
+                                          gathered)]
     mine = digest(layout)
     for r, theirs in enumerate(_all_gather(ctx, torch.frombuffer(bytearray(mine),
                                                                  dtype=torch.uint8),
@@ -559,6 +574,8 @@ def _combine(ctx: Context, states: dict[Key, TopK]) -> dict[Key, TopK]:
         if bytes(theirs.tolist()) != mine:
             raise RankMismatch(f"rank {r} mines other layers, units or k than rank "
                                f"{ctx.rank} (call agree() with the settings first)")
+    if any(gathered):
+        return _combine_statistics(ctx, states)
     counts = torch.tensor([s.count for s in states.values()], dtype=torch.long)
     packed = [_pack(s) for s in states.values()]
     local = torch.cat([counts.view(torch.uint8), *packed])
@@ -576,17 +593,40 @@ def _combine(ctx: Context, states: dict[Key, TopK]) -> dict[Key, TopK]:
     return merged
 
 
+def _combine_statistics(ctx: Context, states: dict[Key, RunningStatistics]
+                        ) -> dict[Key, RunningStatistics]:
+    """Every rank's statistics, merged in rank order on every rank: each rank's tensors as
+    the bytes of one safetensors blob, padded to the longest."""
+    blob = safetensors_bytes({f"{j}.{name}": t for j, state in enumerate(states.values())
+                              for name, t in state.tensors().items()})
+    sizes = _all_gather(ctx, torch.tensor([len(blob)]), "merging statistics")
+    local = torch.zeros(max(int(size) for size in sizes), dtype=torch.uint8)
+    local[:len(blob)] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    merged: dict[Key, RunningStatistics] = {}
+    for size, data in zip(sizes, _all_gather(ctx, local, "merging statistics")):
+        tensors = safetensors_load(bytes(data[:int(size)].numpy()))
+        for j, (key, like) in enumerate(states.items()):
+            part = RunningStatistics.from_tensors(
+                {name.split(".", 1)[1]: t.to(like.edges.device) for name, t in tensors.items()
+                 if name.split(".", 1)[0] == str(j)},
+                like.k, like.plan, like.classes, like.top.position_axes)
+            merged[key] = part if key not in merged else merged[key].merge(part)
+    return merged
+
+
 def examples_from_states(model: torch.nn.Module, images: Data,
-                         states: Mapping[Key, TopK],
-                         units: Units | Mapping[Key, Units] = None) -> dict[Key, TopExamples]:
+                         states: Mapping[Key, TopK | RunningStatistics],
+                         units: Units | Mapping[Key, Units] = None
+                         ) -> dict[Key, TopExamples | UnitStatistics]:
     """The :class:`~featvis.TopExamples` of mined states, by layer, exactly as
     :func:`~featvis.top_examples` reports them (the model's activations, unit ids, each
-    unit's mean input from ``images``)."""
+    unit's mean input from ``images``); of statistics, their
+    :class:`~featvis.methods.running_statistics.UnitStatistics`."""
     seam = probe(model, input_shape(images))
     wanted = units if isinstance(units, Mapping) else dict.fromkeys(states, units)
     out = {}
     for key, state in states.items():
-        ids = resolve_units(wanted.get(key), seam.layer(key).units, state.device)
+        ids = resolve_units(wanted.get(key), seam.layer(key).units, top_of(state).device)
         out[key] = state.result(images, units=ids,
                                 activation=lambda v, key=key: seam.activation(key, v))
     return out
@@ -596,11 +636,15 @@ def top_examples(model: torch.nn.Module, images: Data, layers: Key | Sequence[Ke
                  k: int = 9, units: Units | Mapping[Key, Units] = None,
                  batch_size: int = 1000, *, ctx: Context | None = None,
                  loading: Loading | None = None, progress: bool = False,
-                 checkpoint: Checkpoint | None = None) -> dict[Key, TopExamples]:
-    """:func:`~featvis.top_examples` of several layers, mined by the ranks of ``ctx``
-    together; every rank returns the single-process result, bit for bit."""
+                 checkpoint: Checkpoint | None = None,
+                 statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None
+                 ) -> dict[Key, TopExamples | UnitStatistics]:
+    """:func:`~featvis.top_examples` of several layers (with ``statistics``, their
+    :class:`~featvis.methods.running_statistics.UnitStatistics`), mined by the ranks of
+    ``ctx`` together; every rank returns the single-process result, bit for bit."""
     states = mine_top_examples(model, images, layers, k, units, batch_size, ctx=ctx,
-                               loading=loading, progress=progress, checkpoint=checkpoint)
+                               loading=loading, progress=progress, checkpoint=checkpoint,
+                               statistics=statistics, labels=labels)
     return examples_from_states(model, images, states, units)
 
 

@@ -40,7 +40,9 @@ from ..data import stream
 from ..data.stream import Data, Loading
 from ..io.fingerprint import model_fingerprint
 from ..methods.examples import Checkpoint
-from ..methods.topk import MAX_POSITION_AXES, VALUE_DTYPES, TopExamples, TopK
+from ..methods.running_statistics import (RunningStatistics, StatisticsPlan, class_labels,
+                                          top_of)
+from ..methods.topk import MAX_POSITION_AXES, VALUE_DTYPES, TopExamples, TopK, entries_problem
 from ..seam import DirectedProbe, Key, Probe, UnsupportedError, probe
 from ..io.safetensors_file import featvis_metadata, read_safetensors
 from ..units import Units, resolve_units
@@ -49,6 +51,7 @@ __all__ = ["SHARD_FORMAT", "MINING_FORMAT", "MAX_SHARD_HEADER", "shard_info", "m
            "save_shard", "load_shard", "load_mining_state", "merge_shards", "shard_examples"]
 
 SHARD_FORMAT = "featvis.shard/2"
+MAX_CLASSES = 100_000               # what a file may claim for the statistics' classes
 MINING_FORMAT = "featvis.mining/1"  # a shard's states part-way, with the input to go on at
 MAX_SHARD_HEADER = 16 * 2**20       # unit lists of a few large layers, with room to spare
 MAX_COUNT = 2**40                   # what a file may claim for units, k, inputs or shards
@@ -87,11 +90,14 @@ def _plan(model: torch.nn.Module, images: Data, layers: Key | Sequence[Key], k: 
 
 def shard_info(model: torch.nn.Module | Probe, images: Data, layers: Key | Sequence[Key],
                k: int = 9, units: Units | Mapping[Key, Units] = None,
-               batch_size: int = 1000, shard: tuple[int, int] = (0, 1)) -> dict:
+               batch_size: int = 1000, shard: tuple[int, int] = (0, 1), *,
+               statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None
+               ) -> dict:
     """The JSON-ready description of shard ``(i, N)`` of mining ``layers`` of ``model`` over
-    ``images``: what every shard of one run must share (fingerprints, ``inputs``,
-    ``settings``) and its place (``shard: [i, N]``). A dataset's fingerprint is of its
-    count and its first :data:`~featvis.data.stream.SAMPLE` inputs."""
+    ``images`` (with ``statistics``, over ``labels``' classes): what every shard of one
+    run must share (fingerprints, ``inputs``, ``settings``) and its place (``shard: [i,
+    N]``). A dataset's fingerprint is of its count and its first
+    :data:`~featvis.data.stream.SAMPLE` inputs."""
     index, count = _split(None, shard)
     seam, infos, wanted, resolved = _plan(model, images, layers, k, units, batch_size)
     n = stream.count(images)
@@ -100,55 +106,68 @@ def shard_info(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
         raise ValueError(f"shard {index}/{count}: {n} inputs make {batches} "
                          f"batch(es) of {batch_size}, so at most {batches} shard(s): give "
                          f"--shard i/N with N <= {batches}")
+    settings = {"k": k, "batch_size": batch_size, "layers": list(infos),
+                "units": [None if wanted.get(key) is None else resolved[key].tolist()
+                          for key in infos]}
+    if statistics is not None:
+        settings["statistics"] = {**statistics.record(),
+                                  "classes": class_labels(images, labels)[1]}
     return {"shard": [index, count], "model_sha256": model_fingerprint(seam.model),
-            "data_sha256": stream.data_fingerprint(images), "inputs": n,
-            "settings": {"k": k, "batch_size": batch_size, "layers": list(infos),
-                         "units": [None if wanted.get(key) is None else resolved[key].tolist()
-                                   for key in infos]}}
+            "data_sha256": stream.data_fingerprint(images), "inputs": n, "settings": settings}
 
 
 def mine_shard(model: torch.nn.Module | Probe, images: Data, layers: Key | Sequence[Key],
                k: int = 9, units: Units | Mapping[Key, Units] = None,
                batch_size: int = 1000, shard: tuple[int, int] = (0, 1),
                info: dict | None = None, *, loading: Loading | None = None,
-               progress: bool = False, checkpoint: Checkpoint | None = None
-               ) -> dict[Key, TopK]:
+               progress: bool = False, checkpoint: Checkpoint | None = None,
+               statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None
+               ) -> dict[Key, TopK | RunningStatistics]:
     """The top-k states, by layer, of shard ``(i, N)`` of ``images`` (a dataset's inputs of
-    the shard alone are read, as ``loading`` says); each state's ``info`` is the shard's
-    :func:`shard_info` (computed unless given), which :func:`save_shard` writes. A
-    ``checkpoint`` (:class:`~featvis.pipeline.checkpoint.MiningCheckpoint`) continues a
-    killed pass and saves its state as it goes.
+    the shard alone are read, as ``loading`` says), with ``statistics`` their
+    :class:`~featvis.methods.running_statistics.RunningStatistics` (``labels``: per class);
+    each top-k's ``info`` is the shard's :func:`shard_info` (computed unless given), which
+    :func:`save_shard` writes. A ``checkpoint``
+    (:class:`~featvis.pipeline.resume.MiningCheckpoint`) continues a killed pass and
+    saves its state as it goes.
 
     Example:
         >>> states = mine_shard(dbn, images, [1, 2, 3], shard=(1, 4))   # doctest: +SKIP
         >>> save_shard("state_1.safetensors", states)
     """
     if info is None:
-        info = shard_info(model, images, layers, k, units, batch_size, shard)
+        info = shard_info(model, images, layers, k, units, batch_size, shard,
+                          statistics=statistics, labels=labels)
     states = mine_top_examples(model, images, layers, k, units, batch_size, shard=shard,
-                               loading=loading, progress=progress, checkpoint=checkpoint)
+                               loading=loading, progress=progress, checkpoint=checkpoint,
+                               statistics=statistics, labels=labels)
     if list(states) != info["settings"]["layers"] or info["shard"] != list(_split(None, shard)):
         raise ValueError("info: describes another shard or other layers than these")
     for state in states.values():
-        state.info = info
+        top_of(state).info = info
     return states
 
 
-def save_shard(path: str | os.PathLike, states: Mapping[Key, TopK],
+def save_shard(path: str | os.PathLike, states: Mapping[Key, TopK | RunningStatistics],
                info: dict | None = None, *, next_input: int | None = None) -> None:
-    """Write one shard's states (all layers) to ``path`` as one safetensors file
-    (temporary, fsync, rename). ``info`` defaults to the states' own (:func:`mine_shard`
-    puts it there). With ``next_input`` the states are part-way, a mining state (format
-    ``featvis.mining/1``, :mod:`featvis.pipeline.checkpoint`) to continue at that input."""
+    """Write one shard's states (all layers: their top-k, or their statistics, under
+    ``layer{j}.statistics.``) to ``path`` as one safetensors file (temporary, fsync,
+    rename). ``info`` defaults to the states' own (:func:`mine_shard` puts it there). With
+    ``next_input`` the states are part-way, a mining state (format ``featvis.mining/1``,
+    :mod:`featvis.pipeline.resume`) to continue at that input."""
     if not states:
         raise ValueError("save_shard: no states")
     if info is None:
-        info = next(iter(states.values())).info
+        info = top_of(next(iter(states.values()))).info
     _check_info(Path(path), info, list(states))
     tensors, layers = {}, []
-    for j, state in enumerate(states.values()):
+    for j, kept in enumerate(states.values()):
+        state = top_of(kept)
         for name in TENSORS:
             tensors[f"layer{j}.{name}"] = getattr(state, name).detach().cpu().contiguous()
+        if isinstance(kept, RunningStatistics):
+            tensors |= {f"layer{j}.statistics.{name}": t for name, t in kept.tensors().items()
+                        if not name.startswith("top.")}
         layers.append({"units": state.units, "k": state.k,
                        "position_axes": state.position_axes,
                        "count": state.count,
@@ -188,9 +207,12 @@ def _check_info(path: Path, info: object, keys: list | None = None) -> dict:
         raise _refuse(path, f"inputs must be a positive integer, got "
                             f"{reprlib.repr(info.get('inputs'))}")
     settings = info.get("settings")
-    if not isinstance(settings, dict) or set(settings) != {"k", "batch_size", "layers", "units"}:
-        raise _refuse(path, f"settings must hold k, batch_size, layers and units, got "
-                            f"{reprlib.repr(settings)}")
+    if not isinstance(settings, dict) or \
+            set(settings) - {"statistics"} != {"k", "batch_size", "layers", "units"}:
+        raise _refuse(path, f"settings must hold k, batch_size, layers, units (and "
+                            f"statistics), got {reprlib.repr(settings)}")
+    if settings.get("statistics") is not None:
+        _check_plan(path, settings["statistics"])
     for name in ("k", "batch_size"):
         if not (is_int(settings[name]) and 1 <= settings[name] <= MAX_COUNT):
             raise _refuse(path, f"settings.{name} must be a positive integer, got "
@@ -207,6 +229,28 @@ def _check_info(path: Path, info: object, keys: list | None = None) -> dict:
                                                             for i in u)) for u in units)):
         raise _refuse(path, "settings.units must list, per layer, null or unit indices")
     return info
+
+
+def _check_plan(path: Path, plan: object) -> None:
+    """Refuse a ``settings.statistics`` that is not a :class:`StatisticsPlan` record with
+    ``classes``."""
+    fields = {"bins", "bands", "per_band", "threshold", "seed", "classes"}
+    if not (isinstance(plan, dict) and set(plan) == fields and is_int(plan["classes"])
+            and 0 <= plan["classes"] <= MAX_CLASSES):
+        raise _refuse(path, f"settings.statistics must hold {', '.join(sorted(fields))} "
+                            f"(classes in 0..{MAX_CLASSES}), got {reprlib.repr(plan)}")
+    try:
+        StatisticsPlan(**{name: plan[name] for name in fields - {"classes"}})
+    except ValueError as exc:
+        raise _refuse(path, f"settings.statistics: {first_line(exc)}") from None
+
+
+def _statistics_of(settings: dict) -> tuple[StatisticsPlan, int] | None:
+    """The statistics a shard's settings gather and their classes (``None``: none)."""
+    plan = settings.get("statistics")
+    if plan is None:
+        return None
+    return StatisticsPlan(**{n: v for n, v in plan.items() if n != "classes"}), plan["classes"]
 
 
 def load_shard(path: str | os.PathLike) -> tuple[dict[Key, TopK], dict]:
@@ -247,6 +291,12 @@ def _read(path: Path, f: safe_open, format: str) -> tuple[dict[Key, TopK], dict]
     if not (isinstance(layers, list) and len(layers) == len(settings["layers"])):
         raise _refuse(path, "states must describe each layer of settings.layers")
     expected = {f"layer{j}.{name}" for j in range(len(layers)) for name in TENSORS}
+    gathered = _statistics_of(settings)
+    if gathered is not None:
+        tops = ["bottom", *(f"class{c}" for c in range(gathered[1]))]
+        expected |= {f"layer{j}.statistics.{name}" for j in range(len(layers))
+                     for name in [*RunningStatistics.TENSORS, "count",
+                                  *(f"{t}.{n}" for t in tops for n in TENSORS)]}
     names = set(f.keys())
     if names != expected:
         odd = sorted(names ^ expected)[0]
@@ -279,34 +329,51 @@ def _read(path: Path, f: safe_open, format: str) -> tuple[dict[Key, TopK], dict]
         state = TopK(n, k, axes, dtype=VALUE_DTYPES[layer["dtype"]])
         state.values, state.indices, state.positions = (f.get_tensor(f"layer{j}.{name}")
                                                          for name in TENSORS)
-        states[key] = state
+        states[key] = state if gathered is None else _statistics(path, f, j, key, state,
+                                                                 gathered)
     return states, info
 
 
-def _check_entries(path: Path, j: int, state: TopK, info: dict) -> None:
-    """:class:`CheckpointError` unless layer ``j``'s entries are in range, in the strict
-    order, distinct, and each from one of this shard's own batches."""
-    v, i, p = state.values, state.indices, state.positions
+def _statistics(path: Path, f: safe_open, j: int, key: Key, top: TopK,
+                gathered: tuple[StatisticsPlan, int]) -> RunningStatistics:
+    """Layer ``j``'s statistics in an open shard file, around its ``top``."""
+    prefix = f"layer{j}.statistics."
+    tensors = {name[len(prefix):]: f.get_tensor(name) for name in f.keys()
+               if name.startswith(prefix)}
+    tensors |= {f"top.{name}": getattr(top, name) for name in TENSORS}
+    plan, classes = gathered
+    try:
+        state = RunningStatistics.from_tensors(tensors, top.k, plan, classes,
+                                               top.position_axes)
+    except ValueError as exc:
+        raise _refuse(path, f"layer {key!r} statistics: {first_line(exc)}") from None
+    if state.edges.shape[0] != top.units:
+        raise _refuse(path, f"layer {key!r} statistics: edges must have a row per unit")
+    return state
+
+
+def _check_entries(path: Path, j: int, kept: TopK | RunningStatistics, info: dict) -> None:
+    """:class:`CheckpointError` unless layer ``j``'s entries (its top-k, and its
+    statistics' bottom, class tops and band members) are in range, in the strict order,
+    distinct, and each from one of this shard's own batches."""
     (index, count), batch = info["shard"], info["settings"]["batch_size"]
     where = f"layer {info['settings']['layers'][j]!r}"
-    if v.isnan().any():
-        raise _refuse(path, f"{where}: values contain NaN")
     end = min(info["inputs"], info.get("next", info["inputs"]))
-    if (i < 0).any() or (i >= end).any():
-        raise _refuse(path, f"{where}: indices must be in 0..{end - 1}")
-    if ((i // batch) % count != index).any():
-        bad = i[(i // batch) % count != index][0].item()
-        raise _refuse(path, f"{where}: example {bad} is not in shard {index}/{count}'s batches")
-    if (p < 0).any():
-        raise _refuse(path, f"{where}: positions must be >= 0")
-    ordered = (v[:, :-1] > v[:, 1:]) | ((v[:, :-1] == v[:, 1:]) & (i[:, :-1] < i[:, 1:]))
-    if not ordered.all():
-        unit = (~ordered).nonzero()[0, 0].item()
-        raise _refuse(path, f"{where}: the entries of unit {unit} are not in order (value "
-                            "descending, then index ascending)")
-    by_index = i.sort(1).values
-    if (by_index[:, 1:] == by_index[:, :-1]).any():
-        raise _refuse(path, f"{where}: a unit holds an example twice")
+    tops = [kept] if isinstance(kept, TopK) else [kept.top, kept.bottom, *kept.class_top]
+    members = [t.indices for t in tops]
+    if isinstance(kept, RunningStatistics):
+        members.append(kept.band_indices[kept.band_indices >= 0])
+    for i in members:
+        if (i < 0).any() or (i >= end).any():
+            raise _refuse(path, f"{where}: indices must be in 0..{end - 1}")
+        if ((i // batch) % count != index).any():
+            bad = i[(i // batch) % count != index][0].item()
+            raise _refuse(path, f"{where}: example {bad} is not in shard {index}/{count}'s "
+                                "batches")
+    for state in tops:
+        problem = entries_problem(state.values, state.indices, state.positions)
+        if problem:
+            raise _refuse(path, f"{where}: {problem}")
 
 
 def _common(info: dict) -> dict:

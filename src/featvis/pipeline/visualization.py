@@ -41,6 +41,8 @@ from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Flag, Image, Layer,
                             plan_replacement)
 from ..io.safejson import json_float
 from ..methods import SANITY, Method, TopExamples, registered
+from ..methods.registry import named
+from ..methods.running_statistics import StatisticsPlan, UnitStatistics
 from ..models.checkpoint import encode_model
 from ..models.evaluation import method_agreement
 from ..params import AnyOf, Interval, Param, UnitPicks
@@ -50,14 +52,14 @@ from ..seam import Key, LayerInfo, Probe, UnsupportedError, directed, probe
 from ..seam.base import RANDOMIZATIONS
 from ..units import resolve_units
 from . import distributed
-from .checkpoint import MiningCheckpoint
+from .resume import MiningCheckpoint
 from .sanity import rerun_figure
 
-__all__ = ["VisualizeSettings", "visualize", "shown_units", "LayerPage", "METHODS",
-           "SETTINGS"]
+__all__ = ["VisualizeSettings", "visualize", "shown_units", "statistics_plan", "LayerPage",
+           "METHODS", "SETTINGS", "STATISTICS_PLAN"]
 
-METHODS = ("examples", "maximize", "sampling", "filters", "filter_views", "deconvnet",
-           "combination")                       # featvis's own, in the registry's order
+METHODS = ("examples", "statistics", "maximize", "sampling", "filters", "filter_views",
+           "deconvnet", "combination")           # featvis's own, in the registry's order
 RANDOMIZATION_CHECKS = "Randomization checks"     # what a layer's page lists when skipped
 SETTINGS = {     # the run's own parameters; each method declares its own (Method.params)
     "units": Param(AnyOf(Interval(int, 1, 1_000_000), UnitPicks(), metavar="N|LAYER:UNIT,...",
@@ -97,6 +99,10 @@ class VisualizeSettings:
     snapshots: tuple[int, ...] = ()   # maximization steps shown along the way
     param: str = "pixel"              # what maximization climbs: pixels or "fourier"
     deconvnet_rule: str = "deconvnet"  # deconvnet's rule at each ReLU (or "guided")
+    bins: int = 64                    # the statistics' histogram bins per unit
+    bands: int = 10                   # ... value bands, and examples shown from each
+    per_band: int = 5
+    threshold: float = 0.0            # ... a unit fires on a score above this
     options: Mapping[str, Any] = field(default_factory=dict)   # plugins' parameters
 
     @staticmethod
@@ -299,12 +305,19 @@ def _rows(examples: TopExamples, rows: list[int]) -> TopExamples:
                                 if isinstance(getattr(examples, f.name), torch.Tensor)})
 
 
-def _compute(method: Method, page: LayerPage, examples: TopExamples | None, params: dict,
-             progress: bool, ctx: distributed.Context):
+def _compute(method: Method, page: LayerPage, mined: TopExamples | UnitStatistics | None,
+             params: dict, progress: bool, ctx: distributed.Context):
     """The method's result for the page's units; a split method's in the fixed global chunks
     of :mod:`featvis.pipeline.distributed` (this rank's share), gathered on rank 0 (``None``
-    on the other ranks). One process computes the same chunks, so it writes the same bytes."""
-    context = dict(inputs=page.model_images, seed=page.seed, progress=progress)
+    on the other ranks). One process computes the same chunks, so it writes the same bytes.
+    ``mined``: the layer's top examples, or its statistics (which hold them)."""
+    gathered = mined if isinstance(mined, UnitStatistics) else None
+    examples = mined.top if gathered is not None else mined
+    if "statistics" in named(method.compute, {"statistics": None}) and gathered is None:
+        raise UnsupportedError("the data was mined without statistics (featvis mine "
+                               "--methods statistics gathers them)")
+    context = dict(inputs=page.model_images, seed=page.seed, progress=progress,
+                   statistics=gathered)
 
     def compute(rows: Sequence[int]):
         mined = None if examples is None else \
@@ -363,7 +376,7 @@ _SURVIVES_INDICES = ("the same inputs are chosen when the weights are re-drawn a
 
 
 def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
-           data: "_Inputs", examples: TopExamples | None, progress: bool,
+           data: "_Inputs", mined: TopExamples | UnitStatistics | None, progress: bool,
            ctx: distributed.Context) -> Layer | None:
     """The layer's entry of ``summary.json`` (its pictures written by ``run``); on a rank
     other than 0 only its share of the split methods, and ``None``."""
@@ -379,7 +392,7 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
         if why is None:
             page.method, page.params = method, s.params(method)
             try:
-                result = _compute(method, page, examples, page.params, progress, ctx)
+                result = _compute(method, page, mined, page.params, progress, ctx)
                 if result is not None:            # another rank's: rank 0 draws the pictures
                     (method.write or write_pictures)(page, result)
             except UnsupportedError as exc:       # found out only while running
@@ -419,6 +432,18 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
     if info.unit_name != "unit":           # directions in the layer's space
         layer["unit_name"] = info.unit_name
     return layer
+
+
+STATISTICS_PLAN = ("bins", "bands", "per_band", "threshold")   # and the run's seed
+
+
+def statistics_plan(s: VisualizeSettings) -> StatisticsPlan | None:
+    """The statistics the mining pass gathers: the ``statistics`` method's, if it runs."""
+    chosen = {m.name: m for m in s.chosen()}
+    if "statistics" not in chosen:
+        return None
+    params = s.params(chosen["statistics"])
+    return StatisticsPlan(**{name: params[name] for name in STATISTICS_PLAN}, seed=s.seed)
 
 
 def _keep_evaluation(plan: Replacement, fingerprint: str) -> None:
@@ -515,11 +540,13 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
     data and settings, mine the data in shares and merge, and share the units of
     maximization, sampling and deconvnet in fixed chunks; rank 0 alone writes ``out`` and
     returns the summary (the others ``None``), byte for byte what one process writes.
-    ``examples``, every layer's top examples already mined (``featvis merge``), skip mining.
+    ``examples``, every layer's top examples (or its
+    :class:`~featvis.methods.running_statistics.UnitStatistics`, which hold them) already
+    mined (``featvis merge``), skip mining.
     ``directions`` (layer -> ``(V, U)``) shows those layers' directions in their unit space as
     their units (:func:`featvis.seam.directed`: dataset examples and maximization; the
     layers shown by default are then these). A ``checkpoint``
-    (:class:`~featvis.pipeline.checkpoint.MiningCheckpoint` of this rank's share) saves the
+    (:class:`~featvis.pipeline.resume.MiningCheckpoint` of this rank's share) saves the
     mining state as it goes and continues a killed run's; it is removed once ``out`` is
     written.
 
@@ -558,10 +585,12 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
                               {str(key): v for key, v in seam.directions.items()}))
     progress = progress and ctx.is_main
     shown = {key: shown_units(seam.layer(key), s) for key in keys}
-    if examples is None and "examples" in s.methods:   # every layer in one pass over data
+    if examples is None and {"examples", "statistics"} & set(s.methods):   # one pass
         examples = distributed.top_examples(seam, data.model_images, keys, k=s.k,
                                             units=shown, ctx=ctx, loading=loading,
-                                            progress=progress, checkpoint=checkpoint)
+                                            progress=progress, checkpoint=checkpoint,
+                                            statistics=statistics_plan(s),
+                                            labels=data.labels)
     examples = examples or {}
     with build_run(plan) if plan is not None else contextlib.nullcontext() as run:
         layers = [_layer(seam, key, s, run, data, examples.get(key), progress, ctx)

@@ -18,7 +18,7 @@ from torch import nn
 
 from featvis import VisualizeSettings, visualize
 from featvis.errors import FeatvisError
-from featvis.pipeline.checkpoint import MiningCheckpoint, state_path
+from featvis.pipeline.resume import MiningCheckpoint, state_path
 from featvis.pipeline.distributed import mine_top_examples
 from featvis.pipeline.shards import load_mining_state, save_shard
 

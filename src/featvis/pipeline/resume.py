@@ -19,10 +19,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from ..data import stream
 from ..data.stream import Data
 from ..errors import CheckpointError, FeatvisError, first_line
 from ..io.fingerprint import fingerprint, model_fingerprint
+from ..methods.running_statistics import RunningStatistics
 from ..methods.topk import TopK
 from ..seam import Key, Probe
 from .shards import load_mining_state, save_shard
@@ -77,7 +80,7 @@ class MiningCheckpoint:
                                "does not replace it (move it away)") from None
 
     def restore(self, seam: Probe, images: Data, settings: dict,
-                states: dict[Key, TopK]) -> int | None:
+                states: dict[Key, TopK | RunningStatistics]) -> int | None:
         """The input to continue at, ``states`` filled from the saved state (``None``
         without ``resume``); a state of other model, data or settings is refused."""
         if tuple(settings["share"]) != self.share:
@@ -95,13 +98,11 @@ class MiningCheckpoint:
                                    f"{what}; --force starts afresh")
         for key, state in saved.items():
             like = states[key]
-            if (state.units, state.position_axes, state.dtype) != \
-                    (like.units, like.position_axes, like.dtype):
-                raise FeatvisError(f"--resume: {self.path}: layer {key!r} holds other units")
-            state.device, state.info = like.device, like.info
-            state.values, state.indices, state.positions = (
-                t.to(like.device) for t in (state.values, state.indices, state.positions))
-            states[key] = state
+            if type(state) is not type(like) or (isinstance(state, RunningStatistics) and
+                                                 not torch.equal(state.edges, like.edges.cpu())):
+                raise FeatvisError(f"--resume: {self.path}: layer {key!r} holds other "
+                                   "statistics")
+            states[key] = _moved(state, like)
         self.written = True
         return info["next"]
 
@@ -118,11 +119,13 @@ class MiningCheckpoint:
                 "data_sha256": stream.data_fingerprint(images),
                 "directions_sha256": None if not directions else fingerprint(
                     {str(key): v for key, v in directions.items()}),
-                "settings": {name: settings[name]
-                             for name in ("k", "batch_size", "layers", "units")}}
+                "settings": {name: settings[name] for name in
+                             ("k", "batch_size", "layers", "units", "statistics")
+                             if settings.get(name) is not None}}
         return self._info
 
-    def save(self, states: dict[Key, TopK], next_input: int, last: bool) -> None:
+    def save(self, states: dict[Key, TopK | RunningStatistics], next_input: int,
+             last: bool) -> None:
         """Save after every ``every``-th batch, and when the pass ends if saved before."""
         if not last:
             self.batches += 1
@@ -137,3 +140,19 @@ class MiningCheckpoint:
         continued is removed)."""
         if self.written and self.path.is_file() and not self.path.is_symlink():
             self.path.unlink()
+
+
+def _moved(state: TopK | RunningStatistics, like: TopK | RunningStatistics
+           ) -> TopK | RunningStatistics:
+    """A loaded state on the device (and with the info) of the pass's own ``like``."""
+    if isinstance(state, RunningStatistics):
+        for name in RunningStatistics.TENSORS:
+            setattr(state, name, getattr(state, name).to(like.edges.device))
+        state.band_edges = state.band_edges.to(like.edges.device)
+        state.top, state.bottom = _moved(state.top, like.top), _moved(state.bottom, like.bottom)
+        state.class_top = [_moved(t, u) for t, u in zip(state.class_top, like.class_top)]
+        return state
+    state.device, state.info = like.device, like.info
+    state.values, state.indices, state.positions = (
+        t.to(like.device) for t in (state.values, state.indices, state.positions))
+    return state
