@@ -85,11 +85,12 @@ def test_a_pass_killed_at_a_random_batch_resumes_to_the_same_states(images, tmp_
 
 def test_visualize_resumed_after_a_kill_writes_the_bytes_of_an_uninterrupted_run(images,
                                                                                 tmp_path):
-    settings = VisualizeSettings(methods=("examples",), k=3, units=2, figures=False)
+    settings = VisualizeSettings(methods=("examples", "statistics"), k=3, units=2,
+                                 figures=False)
     big = images.repeat(25, 1, 1, 1) + torch.linspace(0, 0.01, 2400).view(-1, 1, 1, 1)
     visualize(_cnn(), big, tmp_path / "whole", settings, progress=False)
     model = _cnn()
-    handle = _kill_at(model, 1, 1000)    # visualize's batches are of 1,000: kill the second
+    handle = _kill_at(model, 3, 1000)    # batches of 1,000: 2 of the head (the range), 2 mined
     with pytest.raises(_Killed):
         visualize(model, big, tmp_path / "run", settings, progress=False,
                   checkpoint=MiningCheckpoint(tmp_path / "run", every=1))

@@ -355,7 +355,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
                             {key: shown_units(seam.layer(key), settings) for key in keys},
                             shard=args.shard, loading=_loading(args), progress=not args.quiet,
                             checkpoint=checkpoint, statistics=statistics_plan(settings),
-                            labels=labels)
+                            labels=labels, precision=settings.precision)
         save_shard(args.out, states)
         checkpoint.remove()
     print(args.out)
@@ -375,6 +375,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     gathered = info["settings"].get("statistics") or {}      # the statistics' settings too
     settings = _settings(args, seam, k=info["settings"]["k"],
                          layers=None if layers == seam.default_layers() else layers,
+                         precision=info["settings"].get("precision", "float32"),
                          **{name: value for name, value in gathered.items()
                             if name != "classes"})
     for key in settings.check(seam, n_inputs=len(images)):

@@ -133,11 +133,13 @@ def _add_method_options(p: argparse.ArgumentParser, skip: set[str] = frozenset()
                         "apply to each layer; 'featvis methods' describes them)")
     _add_plugins_option(p)
     _add_declared(p, "upscale", *_declared("upscale"))
+    if "precision" not in skip:
+        _add_declared(p, "precision", *_declared("precision"))
     p.add_argument("--no-figures", dest="figures", action="store_false",
                    default=argparse.SUPPRESS,
                    help="skip the sanity figures (distinctness, randomization checks): "
                         "faster, but nothing then checks that the pictures show the model")
-    added = {"units", "seed", "upscale", *skip}
+    added = {"units", "seed", "upscale", "precision", *skip}
     for method in methods.values():
         names = [name for name in method.params if name not in added]
         if not names:
@@ -243,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_declared(p, "k", *_declared("k"))
     p.add_argument("--no-statistics", dest="statistics", action="store_false",
                    help="mine the top examples only, not every unit's statistics")
-    for name in STATISTICS_PLAN:
+    for name in (*STATISTICS_PLAN, "precision"):
         _add_declared(p, name, *_declared(name))
     p.add_argument("--shard", type=argtypes.shard, required=True, metavar="i/N",
                    help="this shard: i of N (0 <= i < N)")
@@ -263,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _add_declared(p, "units", *_declared("units"), help="as given to 'featvis mine'")
-    _add_method_options(p, skip={"k", *STATISTICS_PLAN})   # as mined
+    _add_method_options(p, skip={"k", "precision", *STATISTICS_PLAN})   # as mined
     _add_force_option(p, _FORCE_RUN)
     p.set_defaults(func=cmd_merge)
 

@@ -148,7 +148,8 @@ def top_examples(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor]
                  units: Units | Mapping[Key, Units] = None,
                  batch_size: int = 1000, progress: bool = False, *,
                  directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None,
-                 loading: Loading | None = None) -> TopExamples | dict[Key, TopExamples]:
+                 loading: Loading | None = None, precision: str = "float32"
+                 ) -> TopExamples | dict[Key, TopExamples]:
     """The ``k`` inputs with the highest activation of each unit.
 
     ``images`` is a tensor ``(N, *input_shape)``, a map-style ``Dataset`` (e.g.
@@ -161,7 +162,8 @@ def top_examples(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor]
     own units (a single ``units`` applies to every layer). ``directions (V, U)`` (a mapping
     by layer for several) ranks inputs by their projection on each of ``V`` directions in
     the layer's unit space instead (maximum over positions); ``units`` then picks
-    directions.
+    directions. ``precision="bfloat16"`` runs the forward under autocast (faster where
+    the device computes in bfloat16; the scores ranked as bfloat16 rounds them).
 
     Example:
         >>> ex = top_examples(cnn, images, "features.0", k=9)   # doctest: +SKIP
@@ -171,7 +173,7 @@ def top_examples(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor]
     """
     single = not isinstance(layer, Iterable) or isinstance(layer, str)
     seam, best = mine(model, images, [layer] if single else layer, k, units, batch_size,
-                      progress, directions=directions, loading=loading)
+                      progress, directions=directions, loading=loading, precision=precision)
     results = {key: running.result(images if _indexed(images) else None,
                                    lambda v, key=key: seam.activation(key, v))
                for key, running in best.items()}
@@ -184,8 +186,8 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
          batch_size: int = 1000, progress: bool = False, *, share: tuple[int, int] = (0, 1),
          directions: torch.Tensor | Mapping[Key, torch.Tensor] | None = None,
          loading: Loading | None = None, checkpoint: Checkpoint | None = None,
-         statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None
-         ) -> tuple[Probe, dict[Key, _Mining]]:
+         statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None,
+         precision: str = "float32") -> tuple[Probe, dict[Key, _Mining]]:
     """The probe and each layer's running top-k after one pass over ``images`` (see
     :func:`top_examples`), or over the share ``(i, n)`` of its batches: batch ``b`` is
     mined when ``b % n == i``, with its global example indices, so that the states of the
@@ -194,7 +196,11 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
     settings left off, and saves its state as it goes (data read by index only). With
     ``statistics`` every unit's statistics are gathered in the same pass (data read by
     index only; the histograms' range from the data's head first), with ``labels (N,)``
-    (or a dataset's ``labels``) per class."""
+    (or a dataset's ``labels``) per class. ``precision="bfloat16"`` runs the model's forward
+    under autocast (:data:`PRECISIONS`); the scores are then ranked as bfloat16 rounds them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                         f"{precision!r}")
     keys = list(layers)
     if not keys:
         raise ValueError("layer: no layers given")
@@ -232,7 +238,8 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
             raise ValueError("statistics: gathered over data read by index (a tensor or a "
                              "dataset), not batches read once")
         labels, classes = class_labels(images, labels)
-        ranges = _ranges(seam, stream.head(images), chosen, statistics.bins, batch_size)
+        with _autocast(device, precision):
+            ranges = _ranges(seam, stream.head(images), chosen, statistics.bins, batch_size)
     best = {key: _Mining(ids[key], k, info.unit_shape, seam.input_shape, not indexed, dtype,
                          statistics, ranges.get(key), classes)
             for key, info in infos.items()}
@@ -245,7 +252,8 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
                     "units": [None if wanted.get(key) is None else m.units.tolist()
                               for key, m in best.items()],
                     "statistics": None if statistics is None else
-                    {**statistics.record(), "classes": classes}}
+                    {**statistics.record(), "classes": classes},
+                    "precision": None if precision == "float32" else precision}
         restored = {key: m.state for key, m in best.items()}
         begin = checkpoint.restore(seam, images, settings, restored)
         for key, m in best.items():
@@ -261,8 +269,9 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
                                disable=not progress, leave=False) as bar:
         for start, batch in numbered:
             batch = check_inputs(batch, seam.input_shape).to(device, dtype, non_blocking=True)
-            scores = seam.scores(batch, chosen,
-                                 shortlists={key: m.shortlist for key, m in best.items()})
+            with _autocast(device, precision):
+                scores = seam.scores(batch, chosen,
+                                     shortlists={key: m.shortlist for key, m in best.items()})
             rows = None if classes == 0 else labels[start:start + batch.shape[0]]
             for key, running in best.items():
                 running.update(scores[key], batch, start, rows)
@@ -276,6 +285,15 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
     if whole and seen < k:
         raise ValueError(f"k={k} is larger than the number of inputs ({seen})")
     return seam, best
+
+
+PRECISIONS = ("float32", "bfloat16")     # of the mining pass's forward (bfloat16: autocast)
+
+
+def _autocast(device: torch.device, precision: str):
+    """The forward's autocast context: bfloat16 where asked, else none (float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=precision == "bfloat16")
 
 
 def _ranges(seam: Probe, head: torch.Tensor, chosen: Mapping[Key, torch.Tensor | None],

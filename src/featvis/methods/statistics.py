@@ -30,13 +30,14 @@ def unit_statistics(model: nn.Module | Probe, data: Data, layer: Key, *, k: int 
                     bins: int = 64, bands: int = 10, per_band: int = 5,
                     threshold: float = 0.0, labels: torch.Tensor | None = None,
                     seed: int = 0, units: Units = None, batch_size: int = 1000,
-                    loading: Loading | None = None, progress: bool = False
-                    ) -> UnitStatistics:
+                    loading: Loading | None = None, progress: bool = False,
+                    precision: str = "float32") -> UnitStatistics:
     """Every unit's statistics over ``data`` (a tensor or a dataset) in one pass (see
     :mod:`featvis.methods.running_statistics`): top and bottom examples, histogram, firing
     frequency (share of inputs whose score is above ``threshold``), mean and standard
     deviation (of the population), examples from ``bands`` bands of values, and with
-    ``labels (N,)`` (or a dataset's ``labels``) per-class means and top examples.
+    ``labels (N,)`` (or a dataset's ``labels``) per-class means and top examples;
+    ``precision`` as :func:`~featvis.top_examples`'s.
 
     Example:
         >>> st = unit_statistics(cnn, images, "features.3")        # doctest: +SKIP
@@ -44,7 +45,7 @@ def unit_statistics(model: nn.Module | Probe, data: Data, layer: Key, *, k: int 
     """
     seam, mined = mine(model, data, [layer], k, units, batch_size, progress, loading=loading,
                        statistics=StatisticsPlan(bins, bands, per_band, threshold, seed),
-                       labels=labels)
+                       labels=labels, precision=precision)
     return mined[layer].statistics.result(
         data, units=mined[layer].units, activation=lambda v: seam.activation(layer, v))
 

@@ -509,7 +509,7 @@ def mine_top_examples(model: torch.nn.Module, images: Data,
                       loading: Loading | None = None, progress: bool = False,
                       checkpoint: Checkpoint | None = None,
                       statistics: StatisticsPlan | None = None,
-                      labels: torch.Tensor | None = None
+                      labels: torch.Tensor | None = None, precision: str = "float32"
                       ) -> dict[Key, TopK | RunningStatistics]:
     """The running top-k of each layer's units, by layer, over this rank's (or shard's) part
     of ``images``: the data is read in fixed global batches of ``batch_size`` and batch
@@ -524,12 +524,12 @@ def mine_top_examples(model: torch.nn.Module, images: Data,
     or shard's share) continues a killed pass and saves its state as it goes. With
     ``statistics`` each layer's state is its
     :class:`~featvis.methods.running_statistics.RunningStatistics` (``labels``: per class),
-    merged alike."""
+    merged alike. ``precision``: of the forward (see :func:`~featvis.methods.examples.mine`)."""
     index, count = _split(ctx, shard)
     single = not isinstance(layers, Iterable) or isinstance(layers, str)
     _, mined = mine(model, images, [layers] if single else layers, k, units, batch_size,
                     progress, share=(index, count), loading=loading, checkpoint=checkpoint,
-                    statistics=statistics, labels=labels)
+                    statistics=statistics, labels=labels, precision=precision)
     states = {key: running.state for key, running in mined.items()}
     if ctx is not None and ctx.distributed:
         states = _combine(ctx, states)
@@ -637,14 +637,14 @@ def top_examples(model: torch.nn.Module, images: Data, layers: Key | Sequence[Ke
                  batch_size: int = 1000, *, ctx: Context | None = None,
                  loading: Loading | None = None, progress: bool = False,
                  checkpoint: Checkpoint | None = None,
-                 statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None
-                 ) -> dict[Key, TopExamples | UnitStatistics]:
+                 statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None,
+                 precision: str = "float32") -> dict[Key, TopExamples | UnitStatistics]:
     """:func:`~featvis.top_examples` of several layers (with ``statistics``, their
     :class:`~featvis.methods.running_statistics.UnitStatistics`), mined by the ranks of
     ``ctx`` together; every rank returns the single-process result, bit for bit."""
     states = mine_top_examples(model, images, layers, k, units, batch_size, ctx=ctx,
                                loading=loading, progress=progress, checkpoint=checkpoint,
-                               statistics=statistics, labels=labels)
+                               statistics=statistics, labels=labels, precision=precision)
     return examples_from_states(model, images, states, units)
 
 

@@ -120,7 +120,8 @@ class MiningCheckpoint:
                 "directions_sha256": None if not directions else fingerprint(
                     {str(key): v for key, v in directions.items()}),
                 "settings": {name: settings[name] for name in
-                             ("k", "batch_size", "layers", "units", "statistics")
+                             ("k", "batch_size", "layers", "units", "statistics",
+                              "precision")
                              if settings.get(name) is not None}}
         return self._info
 

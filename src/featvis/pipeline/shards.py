@@ -91,8 +91,8 @@ def _plan(model: torch.nn.Module, images: Data, layers: Key | Sequence[Key], k: 
 def shard_info(model: torch.nn.Module | Probe, images: Data, layers: Key | Sequence[Key],
                k: int = 9, units: Units | Mapping[Key, Units] = None,
                batch_size: int = 1000, shard: tuple[int, int] = (0, 1), *,
-               statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None
-               ) -> dict:
+               statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None,
+               precision: str = "float32") -> dict:
     """The JSON-ready description of shard ``(i, N)`` of mining ``layers`` of ``model`` over
     ``images`` (with ``statistics``, over ``labels``' classes): what every shard of one
     run must share (fingerprints, ``inputs``, ``settings``) and its place (``shard: [i,
@@ -109,6 +109,8 @@ def shard_info(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
     settings = {"k": k, "batch_size": batch_size, "layers": list(infos),
                 "units": [None if wanted.get(key) is None else resolved[key].tolist()
                           for key in infos]}
+    if precision != "float32":
+        settings["precision"] = precision
     if statistics is not None:
         settings["statistics"] = {**statistics.record(),
                                   "classes": class_labels(images, labels)[1]}
@@ -121,8 +123,8 @@ def mine_shard(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
                batch_size: int = 1000, shard: tuple[int, int] = (0, 1),
                info: dict | None = None, *, loading: Loading | None = None,
                progress: bool = False, checkpoint: Checkpoint | None = None,
-               statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None
-               ) -> dict[Key, TopK | RunningStatistics]:
+               statistics: StatisticsPlan | None = None, labels: torch.Tensor | None = None,
+               precision: str = "float32") -> dict[Key, TopK | RunningStatistics]:
     """The top-k states, by layer, of shard ``(i, N)`` of ``images`` (a dataset's inputs of
     the shard alone are read, as ``loading`` says), with ``statistics`` their
     :class:`~featvis.methods.running_statistics.RunningStatistics` (``labels``: per class);
@@ -137,10 +139,10 @@ def mine_shard(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
     """
     if info is None:
         info = shard_info(model, images, layers, k, units, batch_size, shard,
-                          statistics=statistics, labels=labels)
+                          statistics=statistics, labels=labels, precision=precision)
     states = mine_top_examples(model, images, layers, k, units, batch_size, shard=shard,
                                loading=loading, progress=progress, checkpoint=checkpoint,
-                               statistics=statistics, labels=labels)
+                               statistics=statistics, labels=labels, precision=precision)
     if list(states) != info["settings"]["layers"] or info["shard"] != list(_split(None, shard)):
         raise ValueError("info: describes another shard or other layers than these")
     for state in states.values():
@@ -208,9 +210,12 @@ def _check_info(path: Path, info: object, keys: list | None = None) -> dict:
                             f"{reprlib.repr(info.get('inputs'))}")
     settings = info.get("settings")
     if not isinstance(settings, dict) or \
-            set(settings) - {"statistics"} != {"k", "batch_size", "layers", "units"}:
+            set(settings) - {"statistics", "precision"} != {"k", "batch_size", "layers", "units"}:
         raise _refuse(path, f"settings must hold k, batch_size, layers, units (and "
-                            f"statistics), got {reprlib.repr(settings)}")
+                            f"statistics, precision), got {reprlib.repr(settings)}")
+    if settings.get("precision", "bfloat16") != "bfloat16":
+        raise _refuse(path, f"settings.precision must be bfloat16 where given, got "
+                            f"{reprlib.repr(settings['precision'])}")
     if settings.get("statistics") is not None:
         _check_plan(path, settings["statistics"])
     for name in ("k", "batch_size"):

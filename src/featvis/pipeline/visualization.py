@@ -45,7 +45,8 @@ from ..methods.registry import named
 from ..methods.running_statistics import StatisticsPlan, UnitStatistics
 from ..models.checkpoint import encode_model
 from ..models.evaluation import method_agreement
-from ..params import AnyOf, Interval, Param, UnitPicks
+from ..methods.examples import PRECISIONS
+from ..params import AnyOf, Interval, Options, Param, UnitPicks
 from ..report import gallery_files
 from ..report.render import encode_png, signed_border_grid, tile
 from ..seam import Key, LayerInfo, Probe, UnsupportedError, directed, probe
@@ -68,6 +69,10 @@ SETTINGS = {     # the run's own parameters; each method declares its own (Metho
                    "(features.3:5,features.3:9: those layers and units; default: all)"),
     "seed": Param(Interval(int, 0, 2**63 - 1), 0, "random seed"),
     "upscale": Param(Interval(int, 1, 64), 2, "pixels per input pixel in the pictures"),
+    "precision": Param(Options(PRECISIONS), "float32",
+                       "the mining pass's forward (dataset examples, statistics): float32, or "
+                       "bfloat16 under autocast (opt-in: faster where the device has bfloat16 "
+                       "units; scores rounded to 8 bits, ties then go to the lower index)"),
 }
 
 
@@ -103,6 +108,7 @@ class VisualizeSettings:
     bands: int = 10                   # ... value bands, and examples shown from each
     per_band: int = 5
     threshold: float = 0.0            # ... a unit fires on a score above this
+    precision: str = "float32"        # the mining pass's forward (or "bfloat16": autocast)
     options: Mapping[str, Any] = field(default_factory=dict)   # plugins' parameters
 
     @staticmethod
@@ -590,7 +596,7 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
                                             units=shown, ctx=ctx, loading=loading,
                                             progress=progress, checkpoint=checkpoint,
                                             statistics=statistics_plan(s),
-                                            labels=data.labels)
+                                            labels=data.labels, precision=s.precision)
     examples = examples or {}
     with build_run(plan) if plan is not None else contextlib.nullcontext() as run:
         layers = [_layer(seam, key, s, run, data, examples.get(key), progress, ctx)
