@@ -84,7 +84,8 @@ def test_shards_with_statistics_merge_to_the_statistics_of_one_pass(tmp_path, mo
         save_shard(paths[-1], mine_shard(model, data, [key], 4, units, batch, shard=(i, 3),
                                          statistics=plan, labels=labels))
     states, info = merge_shards(paths[::-1])
-    assert info["settings"]["statistics"] == {**plan.record(), "classes": 3}
+    recorded = info["settings"]["statistics"]
+    assert recorded.pop("labels_sha256") and recorded == {**plan.record(), "classes": 3}
     got = shard_examples(states, info, model, data)[key]
     for field in ("edges", "histogram", "below", "above", "frequency", "bands", "class_top",
                   "units"):
@@ -103,6 +104,15 @@ def test_shards_with_statistics_merge_to_the_statistics_of_one_pass(tmp_path, mo
     save_shard(tmp_path / "forged.safetensors", {key: forged}, info0)
     with pytest.raises(CheckpointError, match="band keys must be the hashes"):
         load_shard(tmp_path / "forged.safetensors")
+    fewer = load_shard(paths[0])[0][key]              # a consistent state of one input less
+    fewer.count -= 1
+    fewer.counts.scatter_add_(1, fewer.counts.argmax(1, keepdim=True),
+                              torch.full((fewer.units, 1), -1))
+    fewer.firing.clamp_(max=fewer.count)
+    fewer.class_count[fewer.class_count.argmax()] -= 1
+    save_shard(tmp_path / "fewer.safetensors", {key: fewer}, info0)
+    with pytest.raises(CheckpointError, match="inputs must all be counted"):
+        load_shard(tmp_path / "fewer.safetensors")
 
 
 def test_a_shard_round_trips_and_holds_only_its_batches(tmp_path):

@@ -94,3 +94,16 @@ def test_its_tensors_round_trip_bit_for_bit_and_forged_ones_are_refused(data):
             RunningStatistics.from_tensors(bad, 4, plan, 3, 0)
     with pytest.raises(ValueError, match="'class2.indices' is unexpected"):
         RunningStatistics.from_tensors(tensors, 4, plan, 2, 0)          # a class too many
+
+
+def test_what_a_file_claims_is_checked_before_anything_is_allocated(data):
+    values, labels = data
+    edges = torch.stack([torch.linspace(-1, 1, 6)] * values.shape[1]).double()
+    tensors = _state(values, labels, None, edges, torch.arange(300)).tensors()
+    huge = StatisticsPlan(bins=5, bands=1000, per_band=1000, seed=1)   # 6 x 1e6 slots
+    with pytest.raises(ValueError, match=r"band_keys must be torch.int64 \(6, 1000, 1000\)"):
+        RunningStatistics.from_tensors(tensors, 4, huge, 3, 0)
+    wrapped = dict(tensors, counts=torch.full_like(tensors["counts"], 2**62))  # sums wrap
+    wrapped["count"] = torch.tensor(0)
+    with pytest.raises(ValueError, match="sum to count"):
+        RunningStatistics.from_tensors(wrapped, 4, StatisticsPlan(5, 3, 3, seed=1), 3, 0)

@@ -148,3 +148,12 @@ def test_histogram_bars_draw_each_bin_and_mark_the_threshold():
     assert (torch.isclose(marked, torch.tensor(0.35)) | torch.isclose(marked, torch.tensor(0.7))
             ).all()
     assert set(bars[:, 2].tolist()) == {0.0, 1.0}
+
+
+def test_an_infinite_score_on_the_head_is_refused_before_the_pass():
+    from featvis import DataError
+
+    huge = nn.Sequential(nn.Linear(2, 1)).eval().requires_grad_(False)
+    huge[0].weight.fill_(3e38)
+    with pytest.raises(DataError, match="layer 0: a score is infinite"):
+        unit_statistics(huge, torch.ones(20, 2), "0", k=2)

@@ -66,7 +66,8 @@ def test_the_vit_demo_shows_blocks_neurons_and_the_class_token(tmp_path):
     index = run_shipped_demo("vit", tmp_path / "demo", settings=settings, progress=False)
     summary = featvis.io.runfolder.load_summary(tmp_path / "demo")
     methods = {layer["layer"]: layer["methods"] for layer in summary["layers"]}
-    assert methods == {"patch_embed": ["examples", "statistics", "maximize", "deconvnet", "combination"],
+    assert methods == {"patch_embed": ["examples", "statistics", "maximize", "deconvnet",
+                                       "combination"],
                        "blocks.0.mlp.fc1": ["examples", "statistics", "maximize"],
                        "class_token": ["examples", "statistics", "maximize"]}
     assert index.is_file()

@@ -18,6 +18,7 @@ from torch import nn
 
 from featvis import VisualizeSettings, visualize
 from featvis.errors import FeatvisError
+from featvis.methods.running_statistics import StatisticsPlan
 from featvis.pipeline.resume import MiningCheckpoint, state_path
 from featvis.pipeline.distributed import mine_top_examples
 from featvis.pipeline.shards import load_mining_state, save_shard
@@ -113,17 +114,34 @@ def _interrupted(images, out, model=None):
 
 
 @pytest.mark.parametrize("change, named", [
-    ("model", "another model"), ("data", "another data"), ("k", "another settings")])
+    ("model", "another model"), ("data", "another data"), ("k", "another settings"),
+    ("labels", "another settings"), ("share", "another share")])
 def test_a_state_of_another_model_data_or_settings_is_refused(images, tmp_path, change,
                                                               named):
-    _interrupted(images, tmp_path / "run")
+    plan, labels = StatisticsPlan(bins=4), torch.arange(96) % 2
+    model = _cnn()
+    handle = _kill_at(model, 12 + 3)              # the head's 12 batches (the range), 3 mined
+    with pytest.raises(_Killed):
+        mine_top_examples(model, images, ["4"], k=4, batch_size=8, statistics=plan,
+                          labels=labels, checkpoint=MiningCheckpoint(tmp_path / "run", every=1))
+    handle.remove()
     model, data, k = _cnn(seed=1 if change == "model" else 0), images.clone(), 4
     if change == "data":
         data[-1, 0, 0, 0] += 0.5
     if change == "k":
         k = 5
+    if change == "labels":
+        labels = labels.flip(0)
+    if change == "share":                    # share 0 of 1's state, where 0 of 2's is looked for
+        os.rename(state_path(tmp_path / "run"), state_path(tmp_path / "run", (0, 2)))
+        with pytest.raises(FeatvisError, match=named):
+            mine_top_examples(model, data, ["4"], k=k, batch_size=8, shard=(0, 2),
+                              statistics=plan, labels=labels, checkpoint=MiningCheckpoint(
+                                  tmp_path / "run", (0, 2), resume=True))
+        return
     with pytest.raises(FeatvisError, match=named):
-        mine_top_examples(model, data, ["0", "4"], k=k, batch_size=8,
+        mine_top_examples(model, data, ["4"], k=k, batch_size=8, statistics=plan,
+                          labels=labels,
                           checkpoint=MiningCheckpoint(tmp_path / "run", resume=True))
 
 
@@ -136,6 +154,7 @@ def test_an_existing_state_needs_resume_or_force_and_only_featvis_own_is_replace
     with pytest.raises(FeatvisError, match="--resume continues it, --force starts afresh"):
         MiningCheckpoint(out)
     fresh = MiningCheckpoint(out, every=1, force=True)
+    assert not state_path(out).exists()            # featvis's own, given up at once
     _equal(_mine(_cnn(), images, fresh), _mine(_cnn(), images))      # afresh: no restore
     state_path(out).write_bytes(b"a user's file")
     with pytest.raises(FeatvisError, match="does not replace it"):

@@ -373,11 +373,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
     mined = dict(zip(info["settings"]["layers"], info["settings"]["units"]))
     layers = list(mined)        # as mined; the default ones are recorded as the default
     gathered = info["settings"].get("statistics") or {}      # the statistics' settings too
+    if gathered and gathered["seed"] != args.seed:
+        raise FeatvisError(f"--seed {args.seed}: the shards' value bands were drawn with seed "
+                           f"{gathered['seed']}; give --seed {gathered['seed']}")
     settings = _settings(args, seam, k=info["settings"]["k"],
                          layers=None if layers == seam.default_layers() else layers,
                          precision=info["settings"].get("precision", "float32"),
                          **{name: value for name, value in gathered.items()
-                            if name != "classes"})
+                            if name not in ("classes", "labels_sha256", "seed")})
     for key in settings.check(seam, n_inputs=len(images)):
         info_units = mined[key] if mined[key] is not None else \
             list(range(seam.layer(key).units))

@@ -10,6 +10,7 @@ from .registry import register
 from .sampling import SAMPLING
 from .statistics import STATISTICS
 
-BUILTINS = (EXAMPLES, STATISTICS, MAXIMIZE, SAMPLING, FILTERS, FILTER_VIEWS, DECONVNET, COMBINATION)
+BUILTINS = (EXAMPLES, STATISTICS, MAXIMIZE, SAMPLING, FILTERS, FILTER_VIEWS, DECONVNET,
+            COMBINATION)
 for _method in BUILTINS:
     register(_method)

@@ -26,12 +26,13 @@ from ..data.stream import Data, Loading, count, input_shape, take
 from ..data.tensors import check_inputs, iter_batches
 from ..params import POSITIVE, Interval, Param, validated
 from ..figures import class_purity
+from ..errors import DataError
 from ..io.safejson import json_float
 from ..seam import Key, Probe, Scores, directed, probe
 from ..units import Units, resolve_units
 from .registry import SANITY, Method, Page
 from .running_statistics import (RunningStatistics, StatisticsPlan, class_labels,
-                                 histogram_edges)
+                                 histogram_edges, plan_record)
 from .topk import TopExamples, TopK
 
 __all__ = ["TopExamples", "top_examples", "mine"]
@@ -252,7 +253,7 @@ def mine(model: nn.Module | Probe, images: Data | Iterable[torch.Tensor],
                     "units": [None if wanted.get(key) is None else m.units.tolist()
                               for key, m in best.items()],
                     "statistics": None if statistics is None else
-                    {**statistics.record(), "classes": classes},
+                    plan_record(statistics, labels, classes),
                     "precision": None if precision == "float32" else precision}
         restored = {key: m.state for key, m in best.items()}
         begin = checkpoint.restore(seam, images, settings, restored)
@@ -310,6 +311,9 @@ def _ranges(seam: Probe, head: torch.Tensor, chosen: Mapping[Key, torch.Tensor |
             for key, scores in found.items():
                 lows[key].append(scores.values.amin(0))
                 highs[key].append(scores.values.amax(0))
+                if not (lows[key][-1].isfinite().all() and highs[key][-1].isfinite().all()):
+                    raise DataError(f"layer {key}: a score is infinite (or NaN) on the data's "
+                                    "head; its histogram has no range (use float32)")
     return {key: histogram_edges(torch.stack(lows[key]).amin(0),
                                  torch.stack(highs[key]).amax(0), bins) for key in chosen}
 

@@ -27,12 +27,15 @@ import torch
 
 from ..data.stream import Data, count
 from ..errors import DataError
+from ..io.fingerprint import fingerprint
 from ..params import SEED, Interval, validated
 from .topk import TopExamples, TopK, entries_problem
 
 __all__ = ["StatisticsPlan", "UnitStatistics", "RunningStatistics", "band_hash",
-           "histogram_edges", "class_labels", "top_of"]
+           "histogram_edges", "class_labels", "top_of",
+           "plan_record", "MAX_CLASSES"]
 
+MAX_CLASSES = 100                # classes with statistics of their own (more: none per class)
 _EMPTY = -1                      # the index of an unfilled band slot
 _MASK63 = (1 << 63) - 1
 Locate = Callable[[torch.Tensor], torch.Tensor]    # batch rows (U, m) -> positions (U, m, P)
@@ -306,22 +309,28 @@ class RunningStatistics:
         dtype = values.dtype if isinstance(values, torch.Tensor) and \
             values.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) \
             else torch.float32
-        state = cls(edges, k, plan.bands, plan.per_band, plan.threshold, plan.seed, classes,
-                    position_axes, dtype=dtype)
-        expected = {name: getattr(state, name) for name in cls.TENSORS}
-        expected["count"] = torch.tensor(0)
+        u, i64, f64 = edges.shape[0], torch.int64, torch.float64
+        expected = {"edges": (f64, (u, plan.bins + 1)), "counts": (i64, (u, plan.bins + 2)),
+                    "firing": (i64, (u,)), "mean": (f64, (u,)), "m2": (f64, (u,)),
+                    "band_keys": (i64, (u, plan.bands, plan.per_band)),
+                    "band_indices": (i64, (u, plan.bands, plan.per_band)),
+                    "class_sum": (f64, (u, classes)), "class_count": (i64, (classes,)),
+                    "count": (i64, ())}
         tops = ["top", "bottom", *(f"class{c}" for c in range(classes))]
         names = set(expected) | {f"{p}.{n}" for p in tops
                                  for n in ("values", "indices", "positions")}
         if set(tensors) != names:
             odd = sorted(set(tensors) ^ names)[0]
             raise ValueError(f"tensor {odd!r} is {'unexpected' if odd in tensors else 'missing'}")
-        for name, like in expected.items():
+        for name, (kind, shape) in expected.items():       # before anything is allocated
             t = tensors[name]
-            if t.dtype != like.dtype or t.shape != like.shape:
-                raise ValueError(f"{name} must be {like.dtype} {tuple(like.shape)}, found "
-                                 f"{t.dtype} {tuple(t.shape)}")
-            setattr(state, name, t.clone())
+            if t.dtype != kind or tuple(t.shape) != shape:
+                raise ValueError(f"{name} must be {kind} {shape}, found {t.dtype} "
+                                 f"{tuple(t.shape)}")
+        state = cls(edges, k, plan.bands, plan.per_band, plan.threshold, plan.seed, classes,
+                    position_axes, dtype=dtype)
+        for name in cls.TENSORS:
+            setattr(state, name, tensors[name].clone())
         state.count = int(tensors["count"])
         for prefix, top in zip(tops, [state.top, state.bottom, *state.class_top]):
             _fill(top, {n: tensors[f"{prefix}.{n}"] for n in ("values", "indices", "positions")},
@@ -332,7 +341,8 @@ class RunningStatistics:
     def _check(self) -> None:
         """``ValueError`` unless the state's parts agree with each other."""
         n = self.count
-        if n < 0 or (self.counts < 0).any() or (self.counts.sum(1) != n).any():
+        if n < 0 or (self.counts < 0).any() or (self.counts > n).any() or \
+                (self.counts.sum(1) != n).any():      # each <= n: the sums cannot wrap
             raise ValueError(f"every unit's histogram counts must sum to count={n}")
         if (self.firing < 0).any() or (self.firing > n).any():
             raise ValueError("firing must be in 0..count")
@@ -343,6 +353,12 @@ class RunningStatistics:
             raise ValueError("class counts must sum to count, class sums be finite")
         if self.top.count != min(self.k, n) or self.bottom.count != self.top.count:
             raise ValueError(f"top and bottom must hold min(k, count) = {min(self.k, n)}")
+        if self.classes and ((self.class_count > n).any() or any(
+                t.count != min(self.k, int(c)) for t, c in zip(self.class_top, self.class_count))):
+            raise ValueError("each class's top must hold min(k, its count)")
+        members = self.band_indices.sort(2).values
+        if ((members[..., 1:] == members[..., :-1]) & (members[..., 1:] >= 0)).any():
+            raise ValueError("a band holds an example twice")
         filled = self.band_indices != _EMPTY
         if (self.band_indices < _EMPTY).any() or not torch.equal(
                 torch.where(filled, band_hash(self.band_indices.clamp(min=0), self.seed),
@@ -383,7 +399,8 @@ def top_of(state: TopK | RunningStatistics) -> TopK:
 def class_labels(images: Data, labels: torch.Tensor | None
                  ) -> tuple[torch.Tensor | None, int]:
     """The labels of the statistics' classes (given, or a dataset's ``labels``) and their
-    number (0: none); ``ValueError`` unless one integer >= 0 per input."""
+    number (0: none; also above :data:`MAX_CLASSES`, where no per-class statistics are
+    kept); ``ValueError`` unless one integer >= 0 per input."""
     if labels is None and isinstance(getattr(images, "labels", None), torch.Tensor):
         labels = images.labels
     if labels is None:
@@ -393,7 +410,15 @@ def class_labels(images: Data, labels: torch.Tensor | None
     if labels.shape != (n,) or labels.is_floating_point() or labels.min() < 0:
         raise ValueError(f"labels must be ({n},) integers >= 0, got {labels.dtype} "
                          f"{tuple(labels.shape)}")
-    return labels.long(), int(labels.max()) + 1
+    classes = int(labels.max()) + 1
+    return (labels.long(), classes) if classes <= MAX_CLASSES else (None, 0)
+
+
+def plan_record(plan: StatisticsPlan, labels: torch.Tensor | None, classes: int) -> dict:
+    """What shards and mining states record of the statistics they gather: the plan, the
+    classes and the labels' fingerprint (two labellings never mix)."""
+    return {**plan.record(), "classes": classes,
+            "labels_sha256": None if labels is None else fingerprint({"labels": labels})}
 
 
 def _fill(state: TopK, tensors: dict[str, torch.Tensor], prefix: str) -> None:

@@ -88,8 +88,8 @@ def histogram_bars(counts: torch.Tensor, edges: torch.Tensor, threshold: float,
     tall = (scale / scale.amax(1, keepdim=True).clamp_min(1e-12) * height).ceil()
     rows = torch.arange(height, 0, -1, dtype=torch.float64).view(1, height, 1)
     bars = torch.where(rows <= tall.unsqueeze(1), 0.0, 1.0)                 # (U, height, bins)
-    at = torch.searchsorted(edges.contiguous(), torch.full((n, 1), float(threshold),
-                                                           dtype=torch.float64), right=True)[:, 0] - 1
+    level = torch.full((n, 1), float(threshold), dtype=torch.float64)
+    at = torch.searchsorted(edges.contiguous(), level, right=True)[:, 0] - 1
     marked = ((at >= 0) & (at < bins)).nonzero()[:, 0]
     column = bars[marked, :, at[marked]]
     bars[marked, :, at[marked]] = torch.where(column == 1.0, 0.7, 0.35)

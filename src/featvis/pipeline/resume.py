@@ -25,7 +25,7 @@ from ..data import stream
 from ..data.stream import Data
 from ..errors import CheckpointError, FeatvisError, first_line
 from ..io.fingerprint import fingerprint, model_fingerprint
-from ..methods.running_statistics import RunningStatistics
+from ..methods.running_statistics import RunningStatistics, top_of
 from ..methods.topk import TopK
 from ..seam import Key, Probe
 from .shards import load_mining_state, save_shard
@@ -61,13 +61,15 @@ class MiningCheckpoint:
         self._run: tuple | None = None         # what restore() was given
         self._info: dict | None = None
         here = os.path.lexists(self.path)
-        if resume and not (here and self.path.is_file()):
-            raise FeatvisError(f"--resume: no mining state at {self.path} to continue")
+        if resume and not (here and self.path.is_file()) or resume and self.path.is_symlink():
+            raise FeatvisError(f"--resume: no mining state at {self.path} to continue (or a "
+                               "symlink, which featvis does not follow)")
         if here and not resume:
             if not force:
                 raise FeatvisError(f"{self.path}: the mining state of an interrupted run; "
                                    "--resume continues it, --force starts afresh")
             self._check_ours()
+            self.path.unlink()               # featvis's own, and given up: afresh
 
     def _check_ours(self) -> None:
         """Refuse to replace a file at the state's path that is not a featvis mining state."""
@@ -90,18 +92,21 @@ class MiningCheckpoint:
         if not self.resume:
             return None
         saved, info = load_mining_state(self.path)
-        for name, what in (("model_sha256", "model"), ("data_sha256", "data"),
-                           ("directions_sha256", "directions"), ("inputs", "number of inputs"),
-                           ("settings", "settings")):
+        for name, what in (("shard", "share"), ("model_sha256", "model"),
+                           ("data_sha256", "data"), ("directions_sha256", "directions"),
+                           ("inputs", "number of inputs"), ("settings", "settings")):
             if info.get(name) != self.info[name]:
                 raise FeatvisError(f"--resume: {self.path} is the mining state of another "
                                    f"{what}; --force starts afresh")
         for key, state in saved.items():
             like = states[key]
+            ours, theirs = top_of(state), top_of(like)
             if type(state) is not type(like) or (isinstance(state, RunningStatistics) and
-                                                 not torch.equal(state.edges, like.edges.cpu())):
-                raise FeatvisError(f"--resume: {self.path}: layer {key!r} holds other "
-                                   "statistics")
+                                                 not torch.equal(state.edges, like.edges.cpu())) \
+                    or (ours.units, ours.k, ours.position_axes, ours.dtype) != \
+                    (theirs.units, theirs.k, theirs.position_axes, theirs.dtype):
+                raise FeatvisError(f"--resume: {self.path}: layer {key!r} holds other units "
+                                   "or statistics; --force starts afresh")
             states[key] = _moved(state, like)
         self.written = True
         return info["next"]

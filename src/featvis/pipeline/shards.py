@@ -40,8 +40,8 @@ from ..data import stream
 from ..data.stream import Data, Loading
 from ..io.fingerprint import model_fingerprint
 from ..methods.examples import Checkpoint
-from ..methods.running_statistics import (RunningStatistics, StatisticsPlan, class_labels,
-                                          top_of)
+from ..methods.running_statistics import (MAX_CLASSES, RunningStatistics, StatisticsPlan,
+                                          class_labels, plan_record, top_of)
 from ..methods.topk import MAX_POSITION_AXES, VALUE_DTYPES, TopExamples, TopK, entries_problem
 from ..seam import DirectedProbe, Key, Probe, UnsupportedError, probe
 from ..io.safetensors_file import featvis_metadata, read_safetensors
@@ -51,7 +51,6 @@ __all__ = ["SHARD_FORMAT", "MINING_FORMAT", "MAX_SHARD_HEADER", "shard_info", "m
            "save_shard", "load_shard", "load_mining_state", "merge_shards", "shard_examples"]
 
 SHARD_FORMAT = "featvis.shard/2"
-MAX_CLASSES = 100_000               # what a file may claim for the statistics' classes
 MINING_FORMAT = "featvis.mining/1"  # a shard's states part-way, with the input to go on at
 MAX_SHARD_HEADER = 16 * 2**20       # unit lists of a few large layers, with room to spare
 MAX_COUNT = 2**40                   # what a file may claim for units, k, inputs or shards
@@ -112,8 +111,7 @@ def shard_info(model: torch.nn.Module | Probe, images: Data, layers: Key | Seque
     if precision != "float32":
         settings["precision"] = precision
     if statistics is not None:
-        settings["statistics"] = {**statistics.record(),
-                                  "classes": class_labels(images, labels)[1]}
+        settings["statistics"] = plan_record(statistics, *class_labels(images, labels))
     return {"shard": [index, count], "model_sha256": model_fingerprint(seam.model),
             "data_sha256": stream.data_fingerprint(images), "inputs": n, "settings": settings}
 
@@ -239,13 +237,16 @@ def _check_info(path: Path, info: object, keys: list | None = None) -> dict:
 def _check_plan(path: Path, plan: object) -> None:
     """Refuse a ``settings.statistics`` that is not a :class:`StatisticsPlan` record with
     ``classes``."""
-    fields = {"bins", "bands", "per_band", "threshold", "seed", "classes"}
+    fields = {"bins", "bands", "per_band", "threshold", "seed", "classes", "labels_sha256"}
     if not (isinstance(plan, dict) and set(plan) == fields and is_int(plan["classes"])
-            and 0 <= plan["classes"] <= MAX_CLASSES):
+            and 0 <= plan["classes"] <= MAX_CLASSES and
+            (plan["labels_sha256"] is None) == (plan["classes"] == 0) and
+            (plan["labels_sha256"] is None or _HEX.match(str(plan["labels_sha256"])))):
         raise _refuse(path, f"settings.statistics must hold {', '.join(sorted(fields))} "
-                            f"(classes in 0..{MAX_CLASSES}), got {reprlib.repr(plan)}")
+                            f"(classes in 0..{MAX_CLASSES}, the labels' digest with classes), "
+                            f"got {reprlib.repr(plan)}")
     try:
-        StatisticsPlan(**{name: plan[name] for name in fields - {"classes"}})
+        StatisticsPlan(**{name: plan[name] for name in fields - {"classes", "labels_sha256"}})
     except ValueError as exc:
         raise _refuse(path, f"settings.statistics: {first_line(exc)}") from None
 
@@ -255,7 +256,8 @@ def _statistics_of(settings: dict) -> tuple[StatisticsPlan, int] | None:
     plan = settings.get("statistics")
     if plan is None:
         return None
-    return StatisticsPlan(**{n: v for n, v in plan.items() if n != "classes"}), plan["classes"]
+    return StatisticsPlan(**{n: v for n, v in plan.items()
+                             if n not in ("classes", "labels_sha256")}), plan["classes"]
 
 
 def load_shard(path: str | os.PathLike) -> tuple[dict[Key, TopK], dict]:
@@ -284,6 +286,8 @@ def _read(path: Path, f: safe_open, format: str) -> tuple[dict[Key, TopK], dict]
     meta = featvis_metadata(path, f.metadata() or {},
                             "shard" if format == SHARD_FORMAT else "mining state", (format,))
     info = _check_info(path, meta)
+    if format == SHARD_FORMAT and "next" in meta:
+        raise _refuse(path, "a shard holds every input of its batches, no 'next'")
     if format == MINING_FORMAT:
         (index, count), batch = info["shard"], info["settings"]["batch_size"]
         following = meta.get("next")
@@ -365,6 +369,10 @@ def _check_entries(path: Path, j: int, kept: TopK | RunningStatistics, info: dic
     where = f"layer {info['settings']['layers'][j]!r}"
     end = min(info["inputs"], info.get("next", info["inputs"]))
     tops = [kept] if isinstance(kept, TopK) else [kept.top, kept.bottom, *kept.class_top]
+    seen = _share_inputs(end, batch, index, count)
+    if tops[0].count != min(tops[0].k, seen) or (isinstance(kept, RunningStatistics)
+                                                  and kept.count != seen):
+        raise _refuse(path, f"{where}: the shard's {seen} inputs must all be counted")
     members = [t.indices for t in tops]
     if isinstance(kept, RunningStatistics):
         members.append(kept.band_indices[kept.band_indices >= 0])
@@ -379,6 +387,14 @@ def _check_entries(path: Path, j: int, kept: TopK | RunningStatistics, info: dic
         problem = entries_problem(state.values, state.indices, state.positions)
         if problem:
             raise _refuse(path, f"{where}: {problem}")
+
+
+def _share_inputs(end: int, batch: int, index: int, count: int) -> int:
+    """How many of inputs ``0..end - 1`` the batches of share ``index`` of ``count`` hold."""
+    batches = -(-end // batch)                       # global batches, the last maybe short
+    mine = max(0, -(-(batches - index) // count))
+    short = batches and (batches - 1) % count == index and end % batch
+    return mine * batch - (batch - end % batch if short else 0)
 
 
 def _common(info: dict) -> dict:

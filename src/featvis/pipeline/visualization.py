@@ -19,6 +19,7 @@ where ``folder`` is :func:`featvis.io.runfolder.layer_folder` of the layer's key
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -41,7 +42,6 @@ from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Flag, Image, Layer,
                             plan_replacement)
 from ..io.safejson import json_float
 from ..methods import SANITY, Method, TopExamples, registered
-from ..methods.registry import named
 from ..methods.running_statistics import StatisticsPlan, UnitStatistics
 from ..models.checkpoint import encode_model
 from ..models.evaluation import method_agreement
@@ -319,9 +319,9 @@ def _compute(method: Method, page: LayerPage, mined: TopExamples | UnitStatistic
     ``mined``: the layer's top examples, or its statistics (which hold them)."""
     gathered = mined if isinstance(mined, UnitStatistics) else None
     examples = mined.top if gathered is not None else mined
-    if "statistics" in named(method.compute, {"statistics": None}) and gathered is None:
-        raise UnsupportedError("the data was mined without statistics (featvis mine "
-                               "--methods statistics gathers them)")
+    if "statistics" in inspect.signature(method.compute).parameters and gathered is None:
+        raise UnsupportedError("the data was mined without statistics ('featvis mine "
+                               "--no-statistics')")
     context = dict(inputs=page.model_images, seed=page.seed, progress=progress,
                    statistics=gathered)
 
@@ -602,31 +602,33 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
         layers = [_layer(seam, key, s, run, data, examples.get(key), progress, ctx)
                   for key in keys]
         distributed.barrier(ctx)     # every rank done: only now may rank 0 publish
-        if not ctx.is_main:
-            if checkpoint is not None:
-                checkpoint.remove()
-            return None
-        summary = Summary(
-            format=RUN_FORMAT,
-            featvis_version=__version__,
-            model_sha256=fingerprint,
-            trained_layers=described.pop("trained_layers"),
-            model=described | {
-                "path": save_model_as or (None if model_path is None else str(model_path)),
-                "normalize": None if normalization is None else {
-                    "mean": normalization.mean.tolist(), "std": normalization.std.tolist()}},
-            settings=s.record(),
-            sanity_settings=SANITY if s.figures else None,
-            layers=layers,
-        )
-        run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
-        if save_model_as is not None:
-            run.write(save_model_as, encode_model(model))
-        if EVALUATION in plan.carry:
-            run.link(plan.contents.root / EVALUATION, EVALUATION, plan.contents.own[EVALUATION])
-        if gallery:
-            for rel, data in gallery_files(run.root).items():
-                run.write(rel, data)
+        summary = None                 # rank 0's; None on the other ranks
+        if ctx.is_main:
+            summary = Summary(
+                format=RUN_FORMAT,
+                featvis_version=__version__,
+                model_sha256=fingerprint,
+                trained_layers=described.pop("trained_layers"),
+                model=described | {
+                    "path": save_model_as or (None if model_path is None
+                                              else str(model_path)),
+                    "normalize": None if normalization is None else {
+                        "mean": normalization.mean.tolist(),
+                        "std": normalization.std.tolist()}},
+                settings=s.record(),
+                sanity_settings=SANITY if s.figures else None,
+                layers=layers,
+            )
+            run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())
+            if save_model_as is not None:
+                run.write(save_model_as, encode_model(model))
+            if EVALUATION in plan.carry:
+                run.link(plan.contents.root / EVALUATION, EVALUATION,
+                         plan.contents.own[EVALUATION])
+            if gallery:
+                for rel, data in gallery_files(run.root).items():
+                    run.write(rel, data)
+    distributed.barrier(ctx, "publishing")   # published: now every rank's state may go
     if checkpoint is not None:
         checkpoint.remove()
     return summary
