@@ -1,5 +1,6 @@
 """Speed of this featvis against another checkout of it (the code before a redesign), on the
-public API both share: ``visualize`` of a DBN and of a CNN, and the methods one by one.
+public API both share: ``visualize`` of a DBN and of a CNN (the methods both have), and the
+methods one by one.
 
 Each round runs every workload in a fresh process of each version, in alternating order
 (old, new, new, old, ...), so both meet the same load on a shared machine. A process times each
@@ -40,7 +41,11 @@ torch.manual_seed(0)
 dbn = DBN([784, 64, 32]).fit(x[:1000], epochs=1, seed=0, progress=False)
 cnn = reference_cnn()
 images = x.reshape(-1, 1, 28, 28)
-settings = featvis.VisualizeSettings(units=6, steps=30, restarts=2, samples=10, top=4)
+settings = featvis.VisualizeSettings(       # the methods both versions have
+    units=6, steps=30, restarts=2, samples=10, top=4,
+    methods=("examples", "maximize", "sampling", "filters", "filter_views", "deconvnet",
+             "combination"))
+clock = getattr(time, sys.argv[2])
 out = tempfile.mkdtemp()
 work = {
     "visualize_dbn": lambda: featvis.visualize(dbn, x, out + "/dbn", settings, progress=False,
@@ -56,25 +61,26 @@ work = {
 }
 repeats = int(sys.argv[1])
 times = {}
-for name in sys.argv[2:]:
-    start = time.perf_counter()
+for name in sys.argv[3:]:
+    start = clock()
     work[name]()                                  # warm-up: caches, lazy imports
     # A timed sample is enough calls to last ~0.2 s, so a millisecond call is not timer noise.
-    calls = max(1, round(0.2 / max(time.perf_counter() - start, 1e-6)))
+    calls = max(1, round(0.2 / max(clock() - start, 1e-6)))
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(calls):
             work[name]()
-        samples.append((time.perf_counter() - start) / calls)
+        samples.append((clock() - start) / calls)
     times[name] = statistics.median(samples)
 print(json.dumps(times))
 '''
 
 
-def _times(src: Path, workloads: list[str], repeats: int) -> dict[str, float]:
+def _times(src: Path, workloads: list[str], repeats: int, clock: str) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", _RUN, str(repeats), *workloads], env=env,
+    done = subprocess.run([sys.executable, "-c", _RUN, str(repeats), clock, *workloads],
+                          env=env,
                           check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -85,6 +91,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per process")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--clock", choices=("perf_counter", "process_time"),
+                        default="perf_counter",
+                        help="wall time, or the process's CPU time (what a neighbour's load "
+                             "on a shared machine moves least, with one thread)")
     args = parser.parse_args()
     workloads = args.workloads.split(",")
     new_src = Path(__file__).resolve().parents[1] / "src"
@@ -93,7 +103,8 @@ def main() -> None:
         order = [("old", args.old / "src"), ("new", new_src)]
         if round_ % 2:
             order.reverse()
-        measured = {label: _times(src, workloads, args.repeats) for label, src in order}
+        measured = {label: _times(src, workloads, args.repeats, args.clock)
+                    for label, src in order}
         for w in workloads:
             ratios[w].append(measured["old"][w] / measured["new"][w])
         print(f"round {round_ + 1}: " + ", ".join(f"{w} {ratios[w][-1]:.3f}" for w in workloads),
