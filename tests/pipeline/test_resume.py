@@ -159,10 +159,35 @@ def test_an_existing_state_needs_resume_or_force_and_only_featvis_own_is_replace
     state_path(out).write_bytes(b"a user's file")
     with pytest.raises(FeatvisError, match="does not replace it"):
         MiningCheckpoint(out, force=True)
+    assert state_path(out).read_bytes() == b"a user's file"
     os.unlink(state_path(out))
-    os.symlink(tmp_path / "elsewhere", state_path(out))
-    with pytest.raises(FeatvisError, match="symlink"):
-        MiningCheckpoint(out, force=True)
+    _interrupted(images, tmp_path / "other")            # a sound state, behind a symlink
+    os.symlink(state_path(tmp_path / "other"), state_path(out))
+    for resume in (False, True):
+        with pytest.raises(FeatvisError, match="symlink"):
+            MiningCheckpoint(out, force=True, resume=resume)
+    assert state_path(out).is_symlink() and load_mining_state(state_path(tmp_path / "other"))
+
+
+def test_only_the_very_state_file_featvis_wrote_is_replaced_or_removed(images, tmp_path):
+    out, thesis = tmp_path / "run", tmp_path / "thesis.tex"
+    thesis.write_text("years of work")
+    for swap in ("file", "symlink"):
+        checkpoint = MiningCheckpoint(out, every=1)
+        _mine(_cnn(), images, checkpoint)                    # saved after every batch
+        assert state_path(out).is_file()
+        state_path(out).unlink()
+        if swap == "file":
+            state_path(out).write_text("the user's notes")
+        else:
+            os.symlink(thesis, state_path(out))
+        with pytest.raises(FeatvisError, match="did not write"):
+            checkpoint.save({}, 0, last=False)               # the next save: refused
+        checkpoint.remove()                                  # the run's end: it stays
+        assert os.path.lexists(state_path(out)) and thesis.read_text() == "years of work"
+        if swap == "file":
+            assert state_path(out).read_text() == "the user's notes"
+        state_path(out).unlink()
 
 
 def test_a_short_pass_writes_no_state_and_a_forged_one_is_refused(images, tmp_path):

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 from ..errors import FeatvisError
 
 __all__ = ["BusyError", "clear_stale", "claim", "holding", "write_new", "atomic_write_bytes",
-           "stale_temporary", "remove_temporary", "check_creatable", "NAME_MAX"]
+           "stale_temporary", "remove_temporary", "check_creatable", "file_identity", "NAME_MAX"]
 
 KINDS = ("tmp", "old", "lock")
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
@@ -71,6 +71,16 @@ def stale_temporary(name: str) -> bool:
                         "wait for it to finish (or remove the file if that process is not "
                         "featvis)")
     return True
+
+
+def file_identity(path: Path) -> tuple[int, ...] | None:
+    """What tells the entry at ``path`` (never followed) from another put in its place: its
+    inode (which a new file may reuse), size and change time; ``None`` if nothing is there."""
+    try:
+        stat = path.lstat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_ctime_ns
 
 
 def remove_temporary(path: Path) -> None:

@@ -24,6 +24,7 @@ import torch
 from ..data import stream
 from ..data.stream import Data
 from ..errors import CheckpointError, FeatvisError, first_line
+from ..io.fileio import file_identity
 from ..io.fingerprint import fingerprint, model_fingerprint
 from ..methods.running_statistics import RunningStatistics, top_of
 from ..methods.topk import TopK
@@ -57,7 +58,8 @@ class MiningCheckpoint:
                  every: int = STATE_EVERY, resume: bool = False, force: bool = False) -> None:
         self.path, self.share = state_path(out, share), tuple(share)
         self.every, self.resume = every, resume
-        self.batches, self.written = 0, False
+        self.batches = 0
+        self._ours: tuple[int, ...] | None = None   # the state file this run wrote or read
         self._run: tuple | None = None         # what restore() was given
         self._info: dict | None = None
         here = os.path.lexists(self.path)
@@ -68,18 +70,23 @@ class MiningCheckpoint:
             if not force:
                 raise FeatvisError(f"{self.path}: the mining state of an interrupted run; "
                                    "--resume continues it, --force starts afresh")
-            self._check_ours()
-            self.path.unlink()               # featvis's own, and given up: afresh
+            self._ours = self._check_ours()
+            self.remove()                    # featvis's own, and given up: afresh
 
-    def _check_ours(self) -> None:
-        """Refuse to replace a file at the state's path that is not a featvis mining state."""
+    def _check_ours(self) -> tuple[int, ...]:
+        """The identity of the featvis mining state at the state's path; any other file
+        there (a symlink, a user's file, one swapped in while it was read) is refused."""
         try:
+            before = file_identity(self.path)
             if self.path.is_symlink():
                 raise CheckpointError(f"{self.path}: is a symlink")
             load_mining_state(self.path)
+            if file_identity(self.path) != before:
+                raise CheckpointError(f"{self.path}: changed while featvis read it")
         except CheckpointError as exc:
             raise FeatvisError(f"{first_line(exc)}; not a featvis mining state, so featvis "
                                "does not replace it (move it away)") from None
+        return before
 
     def restore(self, seam: Probe, images: Data, settings: dict,
                 states: dict[Key, TopK | RunningStatistics]) -> int | None:
@@ -91,6 +98,7 @@ class MiningCheckpoint:
         self._run, self._info = (seam, images, settings), None
         if not self.resume:
             return None
+        self._ours = self._check_ours()
         saved, info = load_mining_state(self.path)
         for name, what in (("shard", "share"), ("model_sha256", "model"),
                            ("data_sha256", "data"), ("directions_sha256", "directions"),
@@ -108,7 +116,6 @@ class MiningCheckpoint:
                 raise FeatvisError(f"--resume: {self.path}: layer {key!r} holds other units "
                                    "or statistics; --force starts afresh")
             states[key] = _moved(state, like)
-        self.written = True
         return info["next"]
 
     @property
@@ -136,16 +143,21 @@ class MiningCheckpoint:
         if not last:
             self.batches += 1
         due = self.every and ((not last and self.batches % self.every == 0) or
-                              (last and self.written))
-        if due:
-            save_shard(self.path, states, self.info, next_input=next_input)
-            self.written = True
+                              (last and self._ours is not None))
+        if not due:
+            return
+        if file_identity(self.path) not in (None, self._ours):
+            raise FeatvisError(f"{self.path}: a file featvis did not write took the mining "
+                               "state's place; featvis does not replace it (move it away)")
+        save_shard(self.path, states, self.info, next_input=next_input)
+        self._ours = file_identity(self.path)
 
     def remove(self) -> None:
-        """The run completed: its state is no longer needed (only a state it wrote or
-        continued is removed)."""
-        if self.written and self.path.is_file() and not self.path.is_symlink():
+        """The run completed: its state is no longer needed. Only the very file it wrote,
+        continued or gave up goes: a file or symlink put in its place stays."""
+        if self._ours is not None and file_identity(self.path) == self._ours:
             self.path.unlink()
+        self._ours = None
 
 
 def _moved(state: TopK | RunningStatistics, like: TopK | RunningStatistics

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ...errors import FeatvisError
-from ..fileio import (atomic_write_bytes, claim, clear_stale, remove_temporary, stale_temporary,
-                      write_new)
+from ..fileio import (atomic_write_bytes, claim, clear_stale, file_identity, remove_temporary,
+                      stale_temporary, write_new)
 from ..safejson import loads as parse_json
 from .schema import (EVALUATION, LEGACY_RUN_FORMATS, MAX_JSON_BYTES, SUMMARY, check_segments,
                      is_index)
@@ -249,12 +249,6 @@ def plan_replacement(out: str | os.PathLike, *, force: bool = False,
     return plan
 
 
-def _identity(stat: os.stat_result) -> tuple[int, ...]:
-    """What tells a file from another put in its place: its inode (which a new file may
-    reuse), size and change time."""
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_ctime_ns
-
-
 class RunBuilder:
     """A new run folder being written in a private temporary folder: every file goes
     through :meth:`write`, which records it for the manifest."""
@@ -265,14 +259,14 @@ class RunBuilder:
         self._own_files: dict[str, tuple[int, ...]] = {}     # what each own file is
 
     def _own(self, rel: str, path: Path) -> None:
-        self._own_files[rel] = _identity(path.lstat())
+        self._own_files[rel] = file_identity(path)
 
     def write(self, rel: str, data: bytes) -> str:
         """Write ``data`` at the relative path ``rel``; returns ``rel``."""
         path = self.root / check_segments(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            if self._own_files.get(rel) == _identity(path.lstat()):
+            if self._own_files.get(rel) == file_identity(path):
                 path.unlink()                 # the very file this builder put there
         write_new(path, data)                 # anything else in the way: FileExistsError
         self.records[rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
