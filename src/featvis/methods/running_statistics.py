@@ -219,16 +219,34 @@ class RunningStatistics:
         self.count = total
 
     def _add_bands(self, v: torch.Tensor, indices: torch.Tensor) -> None:
+        """Each band's ``per_band`` smallest keys among its members and the batch's: the
+        batch sorted once by (band, key) per unit, each band's first entries taken."""
+        (u, n), bands, per = v.t().shape, self.n_bands, self.per_band
         band = torch.searchsorted(self.band_edges, v.t().contiguous(), right=True) - 1
-        band = torch.where(v.t() == self.band_edges[:, -1:], self.n_bands - 1, band)
-        keys = band_hash(indices, self.seed).expand(self.units, -1)
-        for b in range(self.n_bands):
-            inside = band == b
-            batch_keys = torch.where(inside, keys, _MASK63)
-            batch_indices = torch.where(inside, indices, _EMPTY)
-            self.band_keys[:, b], self.band_indices[:, b] = _smallest(
-                torch.cat([self.band_keys[:, b], batch_keys], 1),
-                torch.cat([self.band_indices[:, b], batch_indices], 1), self.per_band)
+        band = torch.where(v.t() == self.band_edges[:, -1:], bands - 1, band)  # -1, bands: out
+        keys = band_hash(indices, self.seed)
+        by_key = keys.argsort().expand(u, -1)                 # distinct keys: one order
+        order = by_key.gather(1, band.gather(1, by_key).argsort(dim=1, stable=True))
+        grouped = band.gather(1, order)                        # (U, B) ascending bands
+        ids = torch.arange(bands, device=v.device)
+        first = torch.searchsorted(grouped, ids.expand(u, -1).contiguous())    # (U, bands)
+        slot = first.unsqueeze(2) + torch.arange(per, device=v.device)        # (U, bands, m)
+        held = slot.clamp(max=n - 1).flatten(1)
+        column = order.gather(1, held).view(u, bands, per)
+        inside = (slot < n) & (grouped.gather(1, held).view(u, bands, per) == ids.view(1, -1, 1))
+        self.band_keys, self.band_indices = self._smallest_per_band(
+            torch.where(inside, keys[column], _MASK63),
+            torch.where(inside, indices[column], _EMPTY))
+
+    def _smallest_per_band(self, keys: torch.Tensor, indices: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each band's ``per_band`` smallest (key, index) of its members and the candidates
+        ``(U, bands, m)``."""
+        u, bands = keys.shape[:2]
+        keys, indices = _smallest(torch.cat([self.band_keys, keys], 2).flatten(0, 1),
+                                  torch.cat([self.band_indices, indices], 2).flatten(0, 1),
+                                  self.per_band)
+        return keys.view(u, bands, -1), indices.view(u, bands, -1)
 
     def _add_classes(self, values, v, indices, positions, labels, locate) -> None:
         if labels is None:
@@ -263,11 +281,8 @@ class RunningStatistics:
         out.counts, out.firing = self.counts + other.counts, self.firing + other.firing
         if other.count:
             out._combine(other.count, other.mean, other.m2)
-        for b in range(self.n_bands):
-            out.band_keys[:, b], out.band_indices[:, b] = _smallest(
-                torch.cat([self.band_keys[:, b], other.band_keys[:, b]], 1),
-                torch.cat([self.band_indices[:, b], other.band_indices[:, b]], 1),
-                self.per_band)
+        out.band_keys, out.band_indices = self._smallest_per_band(other.band_keys,
+                                                                  other.band_indices)
         out.class_sum = self.class_sum + other.class_sum
         out.class_count = self.class_count + other.class_count
         out.class_top = [a.merge(b) for a, b in zip(self.class_top, other.class_top)]
@@ -276,7 +291,6 @@ class RunningStatistics:
     def _copy(self) -> RunningStatistics:
         out = RunningStatistics.__new__(RunningStatistics)
         out.__dict__.update(self.__dict__)
-        out.band_keys, out.band_indices = self.band_keys.clone(), self.band_indices.clone()
         out.class_top = list(self.class_top)
         return out
 
