@@ -88,6 +88,9 @@ def _times(src: Path, workloads: list[str], repeats: int, clock: str) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old", type=Path, required=True, help="the other checkout's root")
+    parser.add_argument("--new", type=Path, default=Path(__file__).resolve().parents[1],
+                        help="the checkout measured against it (default: this one; name a "
+                             "worktree of a commit to keep editing this one meanwhile)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per process")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -97,7 +100,7 @@ def main() -> None:
                              "on a shared machine moves least, with one thread)")
     args = parser.parse_args()
     workloads = args.workloads.split(",")
-    new_src = Path(__file__).resolve().parents[1] / "src"
+    new_src = args.new / "src"
     ratios: dict[str, list[float]] = {w: [] for w in workloads}
     for round_ in range(args.rounds):
         order = [("old", args.old / "src"), ("new", new_src)]

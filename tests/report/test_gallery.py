@@ -23,7 +23,10 @@ def test_gallery_pages_and_relative_links(run_dir):
         html = page.read_text()
         for target in re.findall(r'(?:href|src)="([^"]+)"', html):
             assert not re.match(r"^[a-z]+:|^/", target), target       # relative only
-            assert (page.parent / target).resolve().is_file(), (page, target)
+            path, _, anchor = target.partition("#")
+            assert (page.parent / path).resolve().is_file(), (page, target)
+            if anchor:                                 # a section of the page it names
+                assert f'id="{anchor}"' in (page.parent / path).read_text(), target
     index = (run_dir / INDEX).read_text()
     assert "784-64-32-16" in index and "training.png" in index
     layer = (run_dir / layer_folder(2) / INDEX).read_text()
@@ -87,6 +90,11 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert [len(layer["methods"]) for layer in summary["layers"]] == [5, 6, 6]
     assert len(pages(out)) == 1 + 3 + 3 * 2
+    flags = [(layer["name"], f["figure"]) for layer in summary["layers"]
+             for f in layer["flags"]]
+    lines = [line for line in stderr.splitlines() if line.startswith("featvis: flag: ")]
+    assert len(lines) == len(flags) and all(f"{name}, " in line and f": {figure}" in line
+                                            for (name, figure), line in zip(flags, lines))
     assert (out / "model.safetensors").is_file() and summary["model"]["path"] == "model.safetensors"
 
 

@@ -4,6 +4,7 @@ over the library that check what the arguments decide before any work."""
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -300,6 +301,16 @@ def _forward(args: argparse.Namespace):
     return None if key is None else lambda model, x: model({key: x})
 
 
+def _print_flags(summary) -> None:
+    """A line on stderr per flagged figure of a run (stdout stays its path alone)."""
+    for layer in summary["layers"]:
+        titles = {s["method"]: s["title"] for s in layer["sections"]}
+        for f in layer.get("flags") or []:
+            value = "" if f.get("value") is None else f" {f['value']:.3g}"
+            print(f"featvis: flag: {layer['name']}, {titles.get(f['method'], f['method'])}: "
+                  f"{f['figure']}{value} ({f['explanation']})", file=sys.stderr)
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
     from ..pipeline import distributed
     from ..pipeline.visualization import visualize
@@ -312,11 +323,13 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         checkpoint = _checkpoint(args, (ctx.rank, ctx.world_size))
         model, model_path, images, labels, normalization, seam = _model_and_inputs(
             args, ctx.device, check_out=ctx.is_main, directions=directions)
-        visualize(seam, images, args.out, _settings(args, seam), labels=labels,
-                  normalization=normalization, model_path=model_path, force=args.force,
-                  progress=not args.quiet, ctx=ctx, directions=directions,
-                  loading=_loading(args), checkpoint=checkpoint)
+        summary = visualize(seam, images, args.out, _settings(args, seam), labels=labels,
+                            normalization=normalization, model_path=model_path,
+                            force=args.force, progress=not args.quiet, ctx=ctx,
+                            directions=directions, loading=_loading(args),
+                            checkpoint=checkpoint)
     if ctx.is_main:
+        _print_flags(summary)
         print(args.out)
     return 0
 
@@ -453,6 +466,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          sizes=args.sizes or DEMO_SIZES, units=args.units or 100,
                          device=resolve_device(args.device), progress=not args.quiet,
                          force=args.force)
+    from ..io.runfolder import load_summary
+
+    _print_flags(load_summary(Path(index).parent))
     print(index)
     return 0
 

@@ -350,7 +350,8 @@ def _write(page: Page, pj: Projections) -> None:
             ("deconvnet_crops", page.tile(page.show(pj.crops[j]), scale="minmax", cols=k),
              "the image patches under the receptive field of each maximum", "strip"),
             ("deconvnet_projections", page.tile(pj.projections[j], cols=k),
-             f"their projections to pixel space ({rule}{passed})", "strip")])
+             f"their projections to pixel space ({rule}{passed})", "strip")],
+            tile="deconvnet_projections")
     page.keep(pj.projections[:, 0])
 
 

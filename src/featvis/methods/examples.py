@@ -353,12 +353,12 @@ def _write(page: Page, ex: TopExamples) -> None:
                             "indices": ex.indices[j].tolist()}
         if ex.positions is not None:
             info["examples"]["positions"] = ex.positions[j].tolist()
-        facts = []
+        facts = [("best example's score", info["examples"]["values"][0])]
         if purity is not None:
             info["examples"]["purity"] = {"share": json_float(purity.share[j].item()),
                                           "top_class": int(purity.top_class[j])}
-            facts = [("most common class among them", int(purity.top_class[j])),
-                     ("its share", info["examples"]["purity"]["share"])]
+            facts += [("most common class among them", int(purity.top_class[j])),
+                      ("its share", info["examples"]["purity"]["share"])]
         values = ", ".join(f"{v:.3f}" for v in ex.values[j].tolist())
         page.panel(j, [
             ("examples_strip", page.tile(strips[j], scale="minmax", cols=k,
@@ -367,10 +367,16 @@ def _write(page: Page, ex: TopExamples) -> None:
                                          "; boxed: the patch of the winning token"), "strip"),
             ("examples_mean", page.tile(mean[j:j + 1], scale="minmax"), "their mean",
              "single")], facts)
-    page.figure("mean top-1 example activation", ex.values[:, 0].mean().item())
+    page.figure("mean top-1 example activation", ex.values[:, 0].mean().item(),
+                "the score of each unit's best input, averaged: the scale the other "
+                "methods' activations compare with")
     if purity is not None:
-        page.figure("mean class purity (share of the top class)", purity.share.mean().item())
-        page.figure("mean label entropy (bits)", purity.entropy_bits.mean().item())
+        page.figure("mean class purity (share of the top class)", purity.share.mean().item(),
+                    "how many of a unit's top examples share one class: 1 for units that "
+                    "select a class, 1/classes for units that do not")
+        page.figure("mean label entropy (bits)", purity.entropy_bits.mean().item(),
+                    "the spread of the top examples' classes: 0 for one class, "
+                    "log2(classes) for all alike")
     page.keep(mean)
 
 

@@ -90,13 +90,15 @@ def _write(page: Page, result: _Ranked) -> None:
                  f"{rf.below} with the strongest connections")
     for j, i in enumerate(page.units):
         info = page.detail(j)
+        norm = round(norms[i].item(), 6)
         info["filters"] = {"below": rf.below, "indices": rf.indices[i].tolist(),
                            "weights": [round(w, 6) for w in rf.weights[i].tolist()]}
         weights = ", ".join(f"{b}: {w:+.3f}" for b, w in
                             zip(info["filters"]["indices"], info["filters"]["weights"]))
         page.panel(j, [("filters", page.signed_grid(below[rf.indices[i]], rf.weights[i],
                                                     cols=top),
-                        f"unit of layer {rf.below}: weight — {weights}", "strip")])
+                        f"unit of layer {rf.below}: weight — {weights}", "strip")],
+                   [("incoming-weight norm", norm)], tile="filters", tile_cells=top)
 
 
 FILTERS = Method(

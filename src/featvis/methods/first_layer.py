@@ -62,12 +62,18 @@ def _write(page: Page, result: FilterViews) -> None:
     filters = result.filters
     fit = gabor_fit(filters)
     baseline = random_locality(filters.shape, seed=page.seed)
-    page.figure("locality (median energy share near the peak)", locality(filters))
-    page.figure("locality of random filters of this size", baseline)
-    page.figure(f"share of Gabor fits with R^2 >= {fit.threshold:g}", fit.share)
+    page.figure("locality (median energy share near the peak)", locality(filters),
+                "how much of a filter's energy lies near its peak: compare it with random "
+                "filters' below; well above them means local, edge-like filters")
+    page.figure("locality of random filters of this size", baseline,
+                "the locality of random filters: the baseline of the figure above")
+    page.figure(f"share of Gabor fits with R^2 >= {fit.threshold:g}", fit.share,
+                "filters a Gabor function describes well: near 1 for natural-image filters")
     page.figure("orientation spread of the Gabor fits (circular variance)",
-                fit.orientation_spread)
-    page.figure("frequency spread of the Gabor fits (IQR, cycles/pixel)", fit.frequency_spread)
+                fit.orientation_spread,
+                "near 1: the fitted filters cover every orientation; near 0: one only")
+    page.figure("frequency spread of the Gabor fits (IQR, cycles/pixel)", fit.frequency_spread,
+                "how many spatial frequencies the fitted filters cover: 0 means one only")
     for j, i in enumerate(page.units):
         page.detail(j)["filter_views"] = {"gabor_r2": json_float(fit.r2[i].item())}
     page.keep(shown["learned"])

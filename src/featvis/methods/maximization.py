@@ -476,12 +476,22 @@ def _write(page: Page, mx: Maximization) -> None:
                        *along],
                    [("activation reached", info["maximize"]["activation"]),
                     ("invariance (cosine between restarts)", info["maximize"]["invariance"]),
-                    ("pixels at a bound", info["maximize"]["saturation"])])
-    page.figure("mean activation reached", mx.activation.mean().item())
-    page.figure("mean invariance (cosine between restarts)", mx.invariance.nanmean().item())
-    page.figure("mean share of pixels at a bound", mx.saturation.nanmean().item())
-    page.figure("dead units (zero gradient at every start)", mx.dead.sum().item())
-    page.figure("flat pictures (std under 1% of the range)", flat.sum().item())
+                    ("pixels at a bound", info["maximize"]["saturation"]),
+                    ("dead unit", info["maximize"]["dead"]),
+                    ("flat picture", info["maximize"]["flat"])])
+    page.figure("mean activation reached", mx.activation.mean().item(),
+                "the activation of each unit's picture, averaged: compare it with the best "
+                "dataset example's; far below means the search did not turn units on")
+    page.figure("mean invariance (cosine between restarts)", mx.invariance.nanmean().item(),
+                "how alike the restarts' pictures are: near 1, one optimum; low, many "
+                "equally good pictures (or noise)")
+    page.figure("mean share of pixels at a bound", mx.saturation.nanmean().item(),
+                "pixels pushed to the box's limits: a digit is about 80% zeros, so high "
+                "values are not bad in themselves")
+    page.figure("dead units (zero gradient at every start)", mx.dead.sum().item(),
+                "units the search could not move: their pictures are starting points")
+    page.figure("flat pictures (std under 1% of the range)", flat.sum().item(),
+                "pictures that show nothing: 0 is good")
     page.keep(shown)
 
 

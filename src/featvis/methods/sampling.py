@@ -99,9 +99,10 @@ def _write(page: Page, sm: UnitSamples) -> None:
              "samples", "strip"),
             ("samples_contrast", page.tile(sm.contrast[j:j + 1]), caption, "single"),
             ("samples_mean", page.tile(sm.mean[j:j + 1], scale="minmax"),
-             "their mean, p(x | unit on)", "single")])
+             "their mean, p(x | unit on)", "single")], [("faint contrast", bool(faint[j]))])
     label = f"faint contrasts (peak under {FLAT:.0%} of the data's standard deviation)"
-    page.figure(label, faint.sum().item())
+    page.figure(label, faint.sum().item(),
+                "units whose clamping hardly changes what the layers below draw: 0 is good")
     if faint.float().mean() > SUSPECT:
         page.flag(label, faint.sum().item(), _FAINT)
     page.keep(sm.contrast)

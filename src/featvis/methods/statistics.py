@@ -143,10 +143,14 @@ def _write(page: Page, st: UnitStatistics) -> None:
             ("bottom_mean", page.tile(bottom[j:j + 1], scale="minmax"), "their mean", "single"),
             ("bands", page.tile(members[j].flatten(0, 1), scale="minmax", cols=per_band),
              f"inputs from each of {bands.shape[1]} bands of its values, the highest band "
-             "first (black: a band with fewer inputs)", "overview")], facts)
-    page.figure("mean firing frequency", st.frequency.mean().item())
-    page.figure("share of units that never fire", (st.frequency == 0).double().mean().item())
-    page.figure("mean std of the scores", st.std.mean().item())
+             "first (black: a band with fewer inputs)", "overview")], facts, tile="histogram")
+    page.figure("mean firing frequency", st.frequency.mean().item(),
+                "the share of inputs on which a unit's score is above the threshold, "
+                "averaged: sparse codes sit well below 1")
+    page.figure("share of units that never fire", (st.frequency == 0).double().mean().item(),
+                "dead units over the whole data: 0 is good")
+    page.figure("mean std of the scores", st.std.mean().item(),
+                "how much a unit's score varies over the data: near 0, it ignores its input")
 
 
 STATISTICS = Method(

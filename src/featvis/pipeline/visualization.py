@@ -37,7 +37,7 @@ from ..data.stream import Data, Loading
 from ..io.fingerprint import model_fingerprint
 from ..io.fingerprint import fingerprint as fingerprint_of
 from ..io.runfolder import (EVALUATION, RUN_FORMAT, SUMMARY, Flag, Image, Layer, Panel,
-                            Replacement, RunBuilder, RunFolderError, Section, Summary,
+                            Replacement, RunBuilder, RunFolderError, Section, Summary, Tile,
                             UnitRecord, build_run, layer_folder, load_evaluation,
                             plan_replacement)
 from ..io.safejson import json_float
@@ -227,6 +227,7 @@ class LayerPage:
     figures: dict[str, dict[str, float | None]] = field(default_factory=dict)
     pictures: dict[str, torch.Tensor] = field(default_factory=dict)   # for the figures
     flags: list[Flag] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)   # figure label -> its meaning
 
     def __post_init__(self) -> None:
         self.folder = layer_folder(self.key)
@@ -244,9 +245,13 @@ class LayerPage:
         """The record of the ``j``-th shown unit in ``summary.json``."""
         return self.details[j]
 
-    def figure(self, label: str, value: float, method: str | None = None) -> None:
-        """A figure of the layer, filed under the method (``layers[i].figures[method]``)."""
+    def figure(self, label: str, value: float, about: str | None = None,
+               method: str | None = None) -> None:
+        """A figure of the layer, filed under the method (``layers[i].figures[method]``);
+        ``about``: what it means and what a good value is, in one line."""
         self.figures.setdefault(method or self.method.name, {})[label] = json_float(value)
+        if about:
+            self.notes[label] = about
 
     def flag(self, label: str, value: float, explanation: str) -> None:
         """A figure that says the method's pictures may not show the model."""
@@ -268,19 +273,45 @@ class LayerPage:
         m = self.method
         file = self.png(name or m.name, array)
         self.sections.append(Section(method=m.name, title=m.title, legend=m.legend, file=file,
-                                     caption=caption))
+                                     caption=caption, params=_plain(self.params)))
 
-    def panel(self, j: int, pictures: Sequence[tuple], facts: Sequence = ()) -> None:
+    def panel(self, j: int, pictures: Sequence[tuple], facts: Sequence = (),
+              tile: str | None = None, tile_cells: int = 1) -> None:
         """The ``j``-th unit's panel: ``pictures`` of ``(name, array, caption, style)``,
-        ``facts`` of ``(label, value)``."""
+        ``facts`` of ``(label, value)``. What stands for the unit in the layer's overviews
+        is the first ``tile_cells`` cells of picture ``tile`` (default: the first "single"
+        picture, else the first), where its layout is known (a :func:`tile` grid)."""
         m, images = self.method, []
         for name, array, caption, style in pictures:
             file = self.png(name, array, j)
             self.details[j]["files"][name] = file
             images.append(Image(file=file, caption=caption, alt=f"{m.title}: {name}",
                                 style=style))
+            if getattr(array, "layout", None) is not None:
+                images[-1]["grid"] = list(array.layout)
         self.details[j]["panels"].append(Panel(method=m.name, title=m.title, images=images,
                                                facts=[list(f) for f in facts]))
+        names = [p[0] for p in pictures]
+        singles = [name for name, *_, style in pictures if style == "single"]
+        chosen = tile if tile is not None else (singles or names or [None])[0]
+        image = images[names.index(chosen)] if chosen in names else None
+        if image is not None and "grid" in image:
+            self.details[j].setdefault("tiles", {})[m.name] = Tile(
+                file=image["file"], grid=image["grid"], cells=min(tile_cells, image["grid"][1]))
+
+
+def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A method's parameters as ``summary.json`` shows them: numbers, text, lists of them;
+    anything else by its text."""
+    def plain(value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            return json_float(value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value)
+    return {name: plain(value) for name, value in params.items()}
 
 
 def write_pictures(page: LayerPage, result: Any) -> None:
@@ -350,8 +381,8 @@ def _sanity_figures(page: LayerPage, ran: list[Method], s: VisualizeSettings) ->
     else:
         skipped = None
 
-    def record(label: str, value: float, why: str) -> None:
-        page.figure(label, value)
+    def record(label: str, value: float, why: str, about: str) -> None:
+        page.figure(label, value, about)
         if value > SUSPECT:
             page.flag(label, value, why)
 
@@ -361,16 +392,27 @@ def _sanity_figures(page: LayerPage, ran: list[Method], s: VisualizeSettings) ->
         if len(page.units) >= 2 and pictures is not None:        # units against units
             if method.made_of_data:
                 record("distinctness (mean - data mean)", example_distinctness(
-                    pictures, page.data_mean), _LOOK_ALIKE)
+                    pictures, page.data_mean), _LOOK_ALIKE, _DISTINCT)
             else:
-                record("distinctness", distinctness(pictures), _LOOK_ALIKE)
+                record("distinctness", distinctness(pictures), _LOOK_ALIKE, _DISTINCT)
         measure = "index overlap" if method.overlap else "similarity"
         available = dict(s.params(method), inputs=page.model_sample)
         for mode in randomized:
             record(f"randomized {measure} ({mode})",
                    rerun_figure(method, seam, randomized[mode], key, units, available),
-                   _SURVIVES_INDICES if method.overlap else _SURVIVES)
+                   _SURVIVES_INDICES if method.overlap else _SURVIVES,
+                   _RANDOMIZED[mode] + (_OVERLAP if method.overlap else _SIMILAR))
     return skipped
+
+
+_DISTINCT = (f"the mean cosine between the pictures of different units: near 0 is good; "
+             f"above {SUSPECT:g} they look alike")
+_RANDOMIZED = {"layer": "the pictures again with this layer's weights re-drawn at random, ",
+               "cascade": "the pictures again with this and every lower layer's weights "
+                          "re-drawn at random, "}
+_OVERLAP = f"as the share of the same inputs chosen: near 0 is good, above {SUSPECT:g} a flag"
+_SIMILAR = (f"as the cosine with the trained model's pictures: near 0 is good, above "
+            f"{SUSPECT:g} a flag")
 
 
 _LOOK_ALIKE = ("the units' pictures look alike: they show what the method or the data puts "
@@ -418,7 +460,9 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
     agreement = method_agreement({name: p.flatten(1) for name, p in page.pictures.items()
                                   if p[0].numel() == math.prod(seam.input_shape)})
     for pair, cosine in agreement.items():
-        page.figure(f"mean centred cosine {pair}", cosine.mean().item(), method="agreement")
+        page.figure(f"mean centred cosine {pair}", cosine.mean().item(),
+                    "how alike two methods' pictures of the same unit are (1: the same, "
+                    "0: unrelated); methods that show the same feature agree", "agreement")
         for j, detail in enumerate(page.details):
             detail.setdefault("agreement", {})[pair] = json_float(cosine[j].item())
     if agreement:
@@ -432,7 +476,8 @@ def _layer(seam: Probe, key: Key, s: VisualizeSettings, run: RunBuilder | None,
                   methods=[m.name for m in ran], unavailable=unavailable,
                   sections=page.sections,
                   files={sec["method"]: sec["file"] for sec in page.sections},
-                  figures=page.figures, flags=page.flags, unit_details=page.details)
+                  figures=page.figures, notes=page.notes, flags=page.flags,
+                  unit_details=page.details)
     if info.unit_axis != 1:                # a token or channels-last layer's unit axis
         layer["unit_axis"] = info.unit_axis
     if info.unit_name != "unit":           # directions in the layer's space
@@ -617,6 +662,7 @@ def visualize(model: torch.nn.Module | Probe, images: Data, out: str | os.PathLi
                         "std": normalization.std.tolist()}},
                 settings=s.record(),
                 sanity_settings=SANITY if s.figures else None,
+                inputs={"count": len(data.model_images), "labelled": data.labels is not None},
                 layers=layers,
             )
             run.write(SUMMARY, json.dumps(summary, indent=1, allow_nan=False).encode())

@@ -19,12 +19,28 @@ from PIL import Image
 from ..data.tensors import picture_shape
 from ..io.fileio import atomic_write_bytes
 
-__all__ = ["SCALES", "scale_tiles", "tile", "signed_border_grid", "encode_png", "save_png"]
+__all__ = ["SCALES", "Grid", "scale_tiles", "tile", "signed_border_grid", "encode_png",
+           "save_png"]
 
 SCALES = ("symmetric", "minmax")
 POSITIVE = (255, 215, 0)    # yellow border: positive weight (pylearn2 top_filters)
 NEGATIVE = (255, 0, 255)    # magenta border: negative weight
 BOX = (255, 48, 48)         # red outline: the region of an example a unit responded to
+
+
+class Grid(np.ndarray):
+    """A uint8 picture grid (what :func:`tile` returns) that knows its ``layout``: ``(rows,
+    cols, height, width, spacing)``, the cells' count and size in its pixels, so that a page
+    can show one cell of it. A view or a copy of it is a plain grid again (layout ``None``)."""
+
+    layout: tuple[int, int, int, int, int] | None = None
+
+
+def _with_layout(canvas: np.ndarray, rows: int, cols: int, cell: tuple[int, ...],
+                 spacing: int) -> Grid:
+    grid = canvas.view(Grid)
+    grid.layout = (rows, cols, cell[0], cell[1], spacing)
+    return grid
 
 
 def scale_tiles(images: torch.Tensor, scale: str = "symmetric") -> np.ndarray:
@@ -89,7 +105,7 @@ def _cells(images: torch.Tensor, shape: Sequence[int] | None, scale: str, spacin
 
 def tile(images: torch.Tensor, shape: Sequence[int] | None = None, scale: str = "symmetric",
          cols: int | None = None, spacing: int = 1, upscale: int = 1,
-         background: int = 0, boxes: torch.Tensor | None = None) -> np.ndarray:
+         background: int = 0, boxes: torch.Tensor | None = None) -> Grid:
     """A grid of ``images (N, ...)`` as a uint8 ``(H, W)`` (or ``(H, W, 3)``) array, filled
     row by row.
 
@@ -106,7 +122,8 @@ def tile(images: torch.Tensor, shape: Sequence[int] | None = None, scale: str = 
         cells = _outline(cells if channels == 3 else np.repeat(cells[..., None], 3, axis=3),
                          boxes, upscale)
     rows, cols = _grid_shape(len(cells), cols)
-    return _assemble(cells, rows, cols, spacing, background)
+    return _with_layout(_assemble(cells, rows, cols, spacing, background), rows, cols,
+                        cells.shape[1:3], spacing)
 
 
 def _outline(cells: np.ndarray, boxes: torch.Tensor, upscale: int) -> np.ndarray:
@@ -131,7 +148,7 @@ def _outline(cells: np.ndarray, boxes: torch.Tensor, upscale: int) -> np.ndarray
 
 def signed_border_grid(images: torch.Tensor, signs: torch.Tensor, cols: int,
                        shape: Sequence[int] | None = None, scale: str = "symmetric",
-                       border: int = 1, spacing: int = 1, upscale: int = 1) -> np.ndarray:
+                       border: int = 1, spacing: int = 1, upscale: int = 1) -> Grid:
     """RGB grid ``(H, W, 3)`` of ``images (N, ...)``, each framed yellow (sign >= 0) or
     magenta (sign < 0): the ranked-filters overview, one row per unit."""
     cells = _cells(images, shape, scale, spacing, upscale)
@@ -143,7 +160,8 @@ def signed_border_grid(images: torch.Tensor, signs: torch.Tensor, cols: int,
     framed[...] = colours[:, None, None, :]
     framed[:, border:border + h, border:border + w] = cells
     rows, cols = _grid_shape(n, cols)
-    return _assemble(framed, rows, cols, spacing, 0)
+    return _with_layout(_assemble(framed, rows, cols, spacing, 0), rows, cols,
+                        framed.shape[1:3], spacing)
 
 
 def encode_png(array: np.ndarray) -> bytes:

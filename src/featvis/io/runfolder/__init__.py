@@ -7,11 +7,11 @@ from .manifest import (MANIFEST, MANIFEST_FORMAT, FolderContents, OwnershipError
                        plan_replacement, recover, write_into_run)
 from .schema import (EVALUATION, EVALUATION_FORMAT, LEGACY_RUN_FORMATS, RUN_FORMAT, SUMMARY,
                      Evaluation, EvaluationLayer, Flag, Image, Layer, Panel, RunFolderError,
-                     Section, Summary, UnitRecord, check_segments, layer_folder,
+                     Section, Summary, Tile, UnitRecord, check_segments, layer_folder,
                      load_evaluation, load_summary, pictures, problem)
 
 __all__ = ["RUN_FORMAT", "LEGACY_RUN_FORMATS", "SUMMARY", "EVALUATION", "EVALUATION_FORMAT",
-           "RunFolderError", "Summary", "Layer", "Section", "UnitRecord", "Panel", "Image",
+           "RunFolderError", "Summary", "Layer", "Section", "UnitRecord", "Panel", "Image", "Tile",
            "Flag", "Evaluation", "EvaluationLayer", "layer_folder", "check_segments",
            "problem", "pictures", "load_summary", "load_evaluation", "MANIFEST",
            "MANIFEST_FORMAT", "OwnershipError", "FolderContents", "inspect_folder",

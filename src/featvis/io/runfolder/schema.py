@@ -24,7 +24,7 @@ from ...errors import FeatvisError
 from ..safejson import loads as parse_json
 
 __all__ = ["RUN_FORMAT", "LEGACY_RUN_FORMATS", "SUMMARY", "EVALUATION", "EVALUATION_FORMAT",
-           "RunFolderError", "Summary", "Layer", "Section", "UnitRecord", "Panel", "Image",
+           "RunFolderError", "Summary", "Layer", "Section", "UnitRecord", "Panel", "Image", "Tile",
            "Flag", "Evaluation", "EvaluationLayer", "layer_folder", "check_segments",
            "problem", "pictures", "is_index", "load_summary", "load_evaluation"]
 
@@ -75,11 +75,30 @@ Key = Annotated[Union[int, str], _key]         # a layer: a depth or a module's 
 File = Annotated[str, check_segments]          # a file of the run, relative to its root
 
 
+def _layout(value: list) -> bool:
+    """[rows, cols, height, width, spacing]: counts from 1 and pixels under 10^5"""
+    return len(value) == 5 and all(0 <= v < 10**5 for v in value) and min(value[:4]) > 0
+
+
+def _cell_count(value: int) -> bool:
+    """a count from 1 to 10^5"""
+    return 0 < value < 10**5
+
+
 class Image(TypedDict):
     file: File
     caption: str
     alt: str
     style: str                               # "single" | "strip" | a method's own
+    grid: NotRequired[Annotated[list[int], _layout]]     # its cells, where known
+
+
+class Tile(TypedDict):
+    """What stands for a unit in a layer's overviews: the first ``cells`` cells of the first
+    row of one of its pictures (a grid of ``grid``'s layout)."""
+    file: File
+    grid: Annotated[list[int], _layout]
+    cells: Annotated[int, _cell_count]
 
 
 class Panel(TypedDict):
@@ -95,6 +114,7 @@ class UnitRecord(TypedDict, total=False):
     unit: Required[Index]
     files: Required[dict[str, File]]
     panels: Required[list[Panel]]
+    tiles: dict[str, Tile]                   # method -> what stands for the unit
     agreement: dict[str, float | None]
 
 
@@ -105,6 +125,7 @@ class Section(TypedDict):
     legend: str
     file: File
     caption: str
+    params: NotRequired[dict[str, Any]]      # the method's settings that made it
 
 
 class Flag(TypedDict):
@@ -130,6 +151,7 @@ class Layer(TypedDict):
     sections: list[Section]
     files: dict[str, File]                            # method -> its first section's file
     figures: dict[str, dict[str, float | None]]       # method -> label -> value
+    notes: NotRequired[dict[str, str]]                # figure label -> what it means
     flags: NotRequired[list[Flag]]
     unit_details: list[UnitRecord]
 
@@ -142,6 +164,7 @@ class Summary(TypedDict):
     model: dict[str, Any]                    # the probe's description, path, normalization
     settings: NotRequired[dict[str, Any]]    # VisualizeSettings.record()
     sanity_settings: NotRequired[dict[str, int] | None]
+    inputs: NotRequired[dict[str, Any]]      # what was mined: count, labelled
     layers: list[Layer]
 
 
@@ -271,6 +294,8 @@ def pictures(summary: Summary) -> list[str]:
         names += [section["file"] for section in layer["sections"]]
         names += [image["file"] for unit in layer["unit_details"] for panel in unit["panels"]
                   for image in panel["images"]]
+        names += [tile["file"] for unit in layer["unit_details"]
+                  for tile in unit.get("tiles", {}).values()]
     return names
 
 
