@@ -107,7 +107,7 @@ def test_stopped_training_keeps_the_last_checkpoint_and_resumes(tmp_path, signal
     import time
 
     out = tmp_path / "m.safetensors"
-    args = [sys.executable, "-m", "featvis.cli", "train", "--sizes", "784,24,12,6",
+    args = [sys.executable, "-m", "featvis.cli", "train", "--sizes", "784,24,64,64",
             "--epochs", "40", "--quiet", "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
