@@ -107,9 +107,12 @@ def test_stopped_training_keeps_the_last_checkpoint_and_resumes(tmp_path, signal
     import time
 
     out = tmp_path / "m.safetensors"
-    args = [sys.executable, "-m", "featvis.cli", "train", "--sizes", "784,24,64,64",
+    args = [sys.executable, "-m", "featvis.cli", "train", "--sizes", "784,24,12,6",
             "--epochs", "40", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal sends it, even where the test runs in the background (whose
+    # children inherit an ignored SIGINT, and Python then never raises KeyboardInterrupt).
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
